@@ -1,0 +1,70 @@
+"""The linear layer z = Wx + b, with its hand-derived backward beside its forward.
+
+Batch-first rows: x is (n, in), W is (out, in) — W[j, k] connects input k to
+unit j, PyTorch's layout — b is (out,), and the layer computes, per row,
+z = W x + b, i.e. for the whole batch Z = X Wᵀ + b.
+
+Backward receives δ = ∂L/∂z (n, out) and, by the chain rule on
+z_j = Σ_k W_jk x_k + b_j:
+
+    ∂L/∂W_jk = Σ_rows δ_j x_k      →  weight_grad = δᵀ X      (out, in)
+    ∂L/∂b_j  = Σ_rows δ_j          →  bias_grad   = Σ_rows δ  (out,)
+    ∂L/∂x_k  = Σ_j δ_j W_jk        →  returned      δ W       (n, in)
+
+The layer keeps references to its parameter arrays (it never copies them), so an
+optimizer that updates ``weight`` and ``bias`` in place updates the layer.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+class Linear:
+    """z = x Wᵀ + b.  Parameters ``weight`` (out, in) and ``bias`` (out,) or None."""
+
+    name = "linear"
+
+    def __init__(self, weight: np.ndarray, bias: np.ndarray | None = None):
+        if weight.ndim != 2:
+            raise ValueError(f"linear weight must be (out, in), got shape {weight.shape}")
+        if bias is not None and bias.shape != (weight.shape[0],):
+            raise ValueError(f"linear bias must have shape ({weight.shape[0]},), got {bias.shape}")
+        self.weight = weight
+        self.bias = bias
+        self.weight_grad: np.ndarray | None = None
+        self.bias_grad: np.ndarray | None = None
+
+    @property
+    def parameters(self) -> list[np.ndarray]:
+        """[W] or [W, b]: the arrays themselves, for an optimizer to update in place."""
+        return [self.weight] if self.bias is None else [self.weight, self.bias]
+
+    @property
+    def gradients(self) -> list[np.ndarray]:
+        """[∂L/∂W] or [∂L/∂W, ∂L/∂b], in the order of ``parameters``."""
+        return [self.weight_grad] if self.bias is None else [self.weight_grad, self.bias_grad]
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """x (n, in) → z = x Wᵀ + b (n, out); caches x for ∂L/∂W."""
+        self.input = x
+        z = x @ self.weight.T
+        if self.bias is not None:
+            z += self.bias
+        return z
+
+    def backward(self, delta: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
+        """δ = ∂L/∂z (n, out) → ∂L/∂x = δ W (n, in); stores weight_grad = δᵀ x, bias_grad = Σ_rows δ.
+
+        ``input_grad=False`` skips ∂L/∂x (the first layer during training) and returns None.
+        """
+        self.weight_grad = delta.T @ self.input
+        if self.bias is not None:
+            self.bias_grad = delta.sum(axis=0)
+        return delta @ self.weight if input_grad else None
+
+    def __repr__(self) -> str:
+        out_features, in_features = self.weight.shape
+        return f"Linear(in={in_features}, out={out_features}, bias={self.bias is not None})"
+
+
+__all__ = ["Linear"]

@@ -1,0 +1,81 @@
+"""The one tolerance policy. Tests and reports both read it; nothing else
+defines a tolerance.
+
+Every comparison is normwise over one address: an address passes when
+
+    max|a - b|  <=  rtol(dtype, pair, steps) * max|b|  +  floor(dtype, pair) * scale
+
+(b is the reference side: torch, or finite differences). Elementwise relative
+error is not used: on entries near zero it measures rounding noise, not
+correctness (float32 gives 0.67 on correct code).
+
+Why these numbers
+-----------------
+Two correct implementations of the same network differ only by rounding:
+different summation orders in matrix products (BLAS blocking), exp/log/tanh
+from different libraries (each within ~1 ulp), fused vs. separate operations.
+A dot product of length n carries at most ~n·u relative error (u = unit
+roundoff: 1.1e-16 in float64, 6.0e-8 in float32), in practice ~√n·u; the
+suite's networks have fan-in ≤ 32, batch ≤ 16 and depth ≤ 6, so each layer
+adds ≲ 32·u, and a gradient passes through up to 12 layers (6 linear, 6
+activations) twice (forward and backward), each Jacobian amplifying existing
+error by its condition (≲ 10 for the initialisations used). That bound is
+~24 · 32 · 10 · u ≈ 8e3·u; measured worst cases sit far below it (see the
+README's measured numbers).
+
+* float64: rtol = 1e-10 ≈ 9e5·u — a 100× margin over the bound above, and
+  still 9 orders of magnitude below the error of a wrong derivative (a
+  missing factor, σ instead of σ(1-σ), gives relative differences ≥ 1e-2).
+* float32: rtol = 2e-4 ≈ 3.4e3·u — about half the bound above; measured
+  worst case on the 300-net suite is stated in the README.
+* finite differences (pair *-fd, always float64): central differences with
+  h ≈ 1e-6·max(1, |θ|) have truncation error O(h²·f''') ≈ 1e-12 and round-off
+  O(u·|f|/h) ≈ 1e-10 relative; rtol = 1e-6 leaves 4 orders of margin for
+  curvature (saturated activations, exp in softmax) and is still 4 orders
+  below a wrong derivative.
+* absolute floor: an entry whose exact value cancels to (nearly) zero —
+  1 − tanh²(z) at |z| = 19, σ(z)(1 − σ(z)) in saturation, Φ(z) = ½(1 + erf)
+  far in the tail — is computed with an *absolute* error of a few u times
+  the scale of the terms that cancelled, not a relative one: two correct
+  engines then give 0 and 2.5e-16 for the same 1.3e-16. Every gradient is
+  the loss gradient ∂L/∂(network output) multiplied by Jacobians, so its
+  absolute error is bounded by ~u · max|∂L/∂output| · Π‖J‖; every layer
+  output by ~u · (the largest output it was computed from). The floor is
+  therefore FLOOR_ULPS · u · scale, with scale = max|∂L/∂(last output)| for
+  gradients and max|layer outputs| for outputs (`reports.compare`). 64 u is
+  1.4e-14 in float64: a wrong derivative (relative error ≥ 1e-2 of entries
+  that matter) is never hidden by it. For finite differences the error is
+  absolute by nature (u·|L|/h), so their floor is FD_RTOL · scale.
+* trajectories: after t optimizer steps the rounding differences of each
+  step are carried forward through an update map whose Lipschitz constant is
+  ≈ 1 for the small learning rates used, so the bound grows linearly:
+  rtol · (1 + t).
+"""
+from __future__ import annotations
+
+UNIT_ROUNDOFF = {"float64": 2.0**-53, "float32": 2.0**-24}
+
+RTOL = {"float64": 1e-10, "float32": 2e-4}
+FD_RTOL = 1e-6
+
+FLOOR_ULPS = 64
+
+PAIRS = ("manual-torch", "manual-fd", "torch-fd")
+
+
+def tolerance(dtype: str, pair: str = "manual-torch", steps: int = 0) -> float:
+    """Normwise relative tolerance for comparing two traces of ``dtype``."""
+    if pair not in PAIRS:
+        raise ValueError(f"unknown pair {pair!r}; expected one of {PAIRS}")
+    if dtype not in RTOL:
+        raise ValueError(f"unknown dtype {dtype!r}; expected one of {tuple(RTOL)}")
+    # A float32 engine against float64 finite differences carries float32 error.
+    base = max(FD_RTOL, RTOL[dtype]) if pair.endswith("-fd") else RTOL[dtype]
+    return base * (1 + steps)
+
+
+def absolute_floor(dtype: str, pair: str = "manual-torch") -> float:
+    """Multiplier of an address's family scale giving the absolute floor (see above)."""
+    if pair.endswith("-fd"):
+        return max(FD_RTOL, RTOL[dtype])
+    return FLOOR_ULPS * UNIT_ROUNDOFF[dtype]

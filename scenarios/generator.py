@@ -1,0 +1,95 @@
+"""Seeded random scenarios: architecture, data and dtype all drawn from the seed.
+
+``random_scenario(seed)`` uses only ``numpy.random.default_rng(seed)`` and
+draws in a fixed order, so the same seed gives the same scenario on every
+machine, in every process and every pytest-xdist worker.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from scenarios.catalog import LOSSES
+from scenarios.init import initialise, layer_rng
+from scenarios.model import Layer, Loss, Scenario
+
+DEFAULT_SEED = 0
+
+# Hidden activations with their parameter choices; softmax is used as an output.
+HIDDEN_ACTIVATIONS: tuple[tuple[str, dict], ...] = (
+    ("identity", {}),
+    ("sigmoid", {}),
+    ("tanh", {}),
+    ("relu", {}),
+    ("leaky_relu", {"slope": 0.1}),
+    ("elu", {"alpha": 1.0}),
+    ("softplus", {"beta": 1.0, "threshold": 20.0}),
+    ("silu", {}),
+    ("mish", {}),
+    ("gelu", {"approximate": "none"}),
+    ("gelu", {"approximate": "tanh"}),
+)
+INITS_FOR = {"relu": "he_normal", "leaky_relu": "he_normal", "elu": "he_normal"}
+
+
+def random_scenario(seed: int, *, max_depth: int = 6, max_width: int = 32, max_batch: int = 16,
+                    dtype: str | None = None) -> Scenario:
+    """A random dense network: 1..max_depth linear layers, each followed by an
+    activation, a loss suited to the output, a batch of inputs and targets."""
+    rng = np.random.default_rng(seed)
+    depth = int(rng.integers(1, max_depth + 1))
+    activation, params = HIDDEN_ACTIVATIONS[int(rng.integers(len(HIDDEN_ACTIVATIONS)))]
+    loss_type = str(rng.choice(sorted(LOSSES)))
+    reduction = str(rng.choice(LOSSES[loss_type].reductions))
+    batch = int(rng.integers(1, max_batch + 1))
+    if dtype is None:
+        dtype = "float64" if rng.random() < 0.5 else "float32"
+    use_bias = bool(rng.random() < 0.8)
+    widths = [int(w) for w in rng.integers(1, max_width + 1, size=depth + 1)]
+    if loss_type in ("cross_entropy", "softmax_cross_entropy"):
+        widths[-1] = max(widths[-1], 2)  # a distribution over at least two classes
+
+    layers: list[Layer] = []
+    for i in range(depth):
+        n_in, n_out = widths[i], widths[i + 1]
+        init = INITS_FOR.get(activation, "xavier_normal")
+        weight = initialise(init, n_out, n_in, layer_rng(seed, len(layers)))
+        bias = layer_rng(seed, 1000 + i).normal(0.0, 0.1, n_out) if use_bias else None
+        layers.append(Layer("linear", weight=weight, bias=bias))
+        if i < depth - 1:
+            layers.append(Layer(activation, params=dict(params)))
+    layers.append(_output_layer(loss_type, activation, params))
+
+    x = rng.normal(0.0, 1.0, (batch, widths[0]))
+    y = _targets(rng, loss_type, batch, widths[-1])
+    name = f"random-s{seed}-depth{depth}-{_slug(activation, params)}-{loss_type}-{reduction}-{'f64' if dtype == 'float64' else 'f32'}"
+    return Scenario(name=name, layers=tuple(layers), loss=Loss(loss_type, reduction),
+                    x=x, y=y, seed=seed, source={"title": "seeded random architecture"}).astype(dtype)
+
+
+def _output_layer(loss_type: str, activation: str, params: dict) -> Layer:
+    if loss_type == "cross_entropy":
+        return Layer("softmax")
+    if loss_type == "bce":
+        return Layer("sigmoid")
+    if loss_type == "mse":
+        return Layer(activation, params=dict(params))
+    return Layer("identity")  # losses fused on logits
+
+
+def _targets(rng: np.random.Generator, loss_type: str, batch: int, width: int) -> np.ndarray:
+    if loss_type in ("cross_entropy", "softmax_cross_entropy"):
+        return np.eye(width)[rng.integers(0, width, size=batch)]
+    if loss_type in ("bce", "bce_with_logits"):
+        return rng.uniform(0.0, 1.0, (batch, width)).round(1)
+    return rng.normal(0.0, 1.0, (batch, width))
+
+
+def _slug(activation: str, params: dict) -> str:
+    if activation == "gelu":
+        return "gelu_tanh" if params.get("approximate") == "tanh" else "gelu"
+    return activation
+
+
+def random_scenarios(count: int, seed: int = DEFAULT_SEED) -> list[Scenario]:
+    """``count`` scenarios with seeds seed, seed+1, …"""
+    return [random_scenario(seed + k) for k in range(count)]

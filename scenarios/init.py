@@ -1,0 +1,42 @@
+"""Seeded weight initialisers (NumPy), resolved when a scenario is built.
+
+Each layer draws from its own generator ``default_rng([seed, layer_index])``,
+so a layer's weights do not change when another layer is added or resized.
+Formulas follow ``torch.nn.init`` (gain 1): fan_in = in, fan_out = out.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def initialise(name: str, out_features: int, in_features: int, rng: np.random.Generator,
+               scale: float | None = None) -> np.ndarray:
+    """A (out, in) float64 weight drawn by initialiser ``name``."""
+    shape = (out_features, in_features)
+    fan_in, fan_out = in_features, out_features
+    if name == "xavier_uniform":
+        bound = math.sqrt(6.0 / (fan_in + fan_out))
+        return rng.uniform(-bound, bound, shape)
+    if name == "xavier_normal":
+        return rng.normal(0.0, math.sqrt(2.0 / (fan_in + fan_out)), shape)
+    if name == "he_uniform":
+        bound = math.sqrt(6.0 / fan_in)
+        return rng.uniform(-bound, bound, shape)
+    if name == "he_normal":
+        return rng.normal(0.0, math.sqrt(2.0 / fan_in), shape)
+    if name == "lecun_normal":
+        return rng.normal(0.0, math.sqrt(1.0 / fan_in), shape)
+    if name == "normal":
+        return rng.normal(0.0, 0.01 if scale is None else scale, shape)
+    if name == "uniform":
+        bound = 0.1 if scale is None else scale
+        return rng.uniform(-bound, bound, shape)
+    if name == "zeros":
+        return np.zeros(shape)
+    raise ValueError(f"unknown initialiser {name!r}")
+
+
+def layer_rng(seed: int, layer_index: int) -> np.random.Generator:
+    return np.random.default_rng([seed, layer_index])

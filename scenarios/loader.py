@@ -1,0 +1,322 @@
+"""Load and validate scenario files (TOML).
+
+Every mistake is reported as a :class:`ScenarioError` whose message names the
+file, the field (``layers[2].weight``) and what was expected, e.g.::
+
+    my_example.toml: layers[0].weight: expected shape (2, 3) (out, in), got (3, 2)
+
+The format is documented in the README ("Scenario files").
+"""
+from __future__ import annotations
+
+import math
+import os
+import tomllib
+from typing import Any
+
+import numpy as np
+
+from scenarios.catalog import ACTIVATIONS, DTYPES, INITIALIZERS, LOSSES, OPTIMIZERS, ParamSpec
+from scenarios.init import initialise, layer_rng
+from scenarios.model import Expectation, Layer, Loss, Optimizer, Scenario
+from scenarios.trace import is_trace_address, parse_element
+
+TOP_LEVEL_KEYS = {"name", "dtype", "seed", "source", "layers", "loss", "data", "optimizer", "expect", "tags"}
+# Expectation targets that are not Trace addresses but properties of the scenario.
+SCENARIO_QUANTITIES = ("updates_per_epoch", "parameter_count")
+
+
+class ScenarioError(ValueError):
+    """A scenario file (or dict) is invalid. ``str(err)`` is ``"file: field: problem"``."""
+
+    def __init__(self, file: str, field: str, problem: str):
+        self.file, self.field, self.problem = file, field, problem
+        super().__init__(f"{file}: {field}: {problem}" if field else f"{file}: {problem}")
+
+
+class _Reader:
+    """Validation helpers bound to one file name."""
+
+    def __init__(self, file: str):
+        self.file = file
+
+    def fail(self, field: str, problem: str):
+        raise ScenarioError(self.file, field, problem)
+
+    def table(self, data: dict, key: str, field: str, required: bool = True) -> dict | None:
+        if key not in data:
+            if required:
+                self.fail(field, "missing; expected a table")
+            return None
+        value = data[key]
+        if not isinstance(value, dict):
+            self.fail(field, f"expected a table, got {_kind(value)}")
+        return value
+
+    def unknown_keys(self, data: dict, allowed: set[str] | dict, field: str) -> None:
+        extra = sorted(set(data) - set(allowed))
+        if extra:
+            where = f"{field}.{extra[0]}" if field else extra[0]
+            self.fail(where, f"unknown field; expected one of: {', '.join(sorted(allowed))}")
+
+    def string(self, data: dict, key: str, field: str, choices=None, default=None) -> str:
+        if key not in data:
+            if default is not None:
+                return default
+            self.fail(field, "missing" + (f"; expected one of: {', '.join(choices)}" if choices else "; expected a string"))
+        value = data[key]
+        if not isinstance(value, str):
+            self.fail(field, f"expected a string, got {_kind(value)}")
+        if choices is not None and value not in choices:
+            self.fail(field, f"unknown value {value!r}; expected one of: {', '.join(choices)}")
+        return value
+
+    def number(self, value: Any, field: str, minimum: float | None = None, exclusive: bool = False) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            self.fail(field, f"expected a number, got {_kind(value)}")
+        if not math.isfinite(value):
+            self.fail(field, f"expected a finite number, got {value}")
+        if minimum is not None and (value <= minimum if exclusive else value < minimum):
+            self.fail(field, f"expected a number {'>' if exclusive else '>='} {minimum:g}, got {value}")
+        return float(value)
+
+    def integer(self, value: Any, field: str, minimum: int | None = None) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.fail(field, f"expected an integer, got {_kind(value)}")
+        if minimum is not None and value < minimum:
+            self.fail(field, f"expected an integer >= {minimum}, got {value}")
+        return int(value)
+
+    def matrix(self, value: Any, field: str) -> np.ndarray:
+        """A rectangular 2-D list of finite numbers."""
+        if not isinstance(value, list) or not value or not all(isinstance(r, list) for r in value):
+            self.fail(field, f"expected a non-empty list of rows (a 2-D array), got {_kind(value)}")
+        width = len(value[0])
+        for r, row in enumerate(value):
+            if len(row) != width or width == 0:
+                self.fail(field, f"row {r} has {len(row)} entries, row 0 has {width}; expected a rectangular 2-D array")
+            for c, entry in enumerate(row):
+                self.number(entry, f"{field}[{r}][{c}]")
+        return np.array(value, dtype=np.float64)
+
+    def vector(self, value: Any, field: str) -> np.ndarray:
+        if not isinstance(value, list) or not value:
+            self.fail(field, f"expected a non-empty list of numbers, got {_kind(value)}")
+        for i, entry in enumerate(value):
+            self.number(entry, f"{field}[{i}]")
+        return np.array(value, dtype=np.float64)
+
+    def params(self, data: dict, specs: dict[str, ParamSpec], field: str) -> dict[str, Any]:
+        out = {}
+        for name, spec in specs.items():
+            if name not in data:
+                out[name] = spec.default
+                continue
+            where = f"{field}.{name}"
+            value = data[name]
+            if spec.kind is str:
+                out[name] = self.string(data, name, where, choices=spec.choices or None)
+            elif spec.kind is bool:
+                if not isinstance(value, bool):
+                    self.fail(where, f"expected true or false, got {_kind(value)}")
+                out[name] = value
+            elif spec.kind is int:
+                out[name] = self.integer(value, where, None if spec.minimum is None else int(spec.minimum))
+            else:
+                out[name] = self.number(value, where, spec.minimum, exclusive=spec.minimum == 0.0)
+        return out
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return f"a boolean ({str(value).lower()})"
+    if isinstance(value, (int, float)):
+        return f"a number ({value})"
+    if isinstance(value, str):
+        return f"a string ({value!r})"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a table"
+    return type(value).__name__
+
+
+def load_scenario(path: str | os.PathLike) -> Scenario:
+    """Read and validate one scenario file."""
+    path = os.fspath(path)
+    file = os.path.basename(path)
+    try:
+        with open(path, "rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ScenarioError(file, "", f"no such file: {path}") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ScenarioError(file, "", f"not valid TOML: {err}") from None
+    default_name = os.path.splitext(file)[0]
+    return scenario_from_dict(data, file=file, default_name=default_name, path=path)
+
+
+def scenario_from_dict(data: dict, file: str = "<scenario>", default_name: str = "scenario",
+                       path: str | None = None) -> Scenario:
+    """Validate a parsed scenario (the TOML structure as a dict)."""
+    r = _Reader(file)
+    r.unknown_keys(data, TOP_LEVEL_KEYS, "")
+    name = r.string(data, "name", "name", default=default_name)
+    dtype = r.string(data, "dtype", "dtype", choices=DTYPES, default="float64")
+    seed = r.integer(data.get("seed", 0), "seed", minimum=0)
+    tags = data.get("tags", [])
+    if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+        r.fail("tags", "expected a list of strings")
+
+    source = r.table(data, "source", "source", required=False) or {}
+    for key, value in source.items():
+        if not isinstance(value, (str, int)):
+            r.fail(f"source.{key}", f"expected a string, got {_kind(value)}")
+
+    data_table = r.table(data, "data", "data")
+    r.unknown_keys(data_table, {"x", "y"}, "data")
+    if "x" not in data_table:
+        r.fail("data.x", "missing; expected a list of input rows (batch-first)")
+    if "y" not in data_table:
+        r.fail("data.y", "missing; expected a list of target rows (batch-first)")
+    x = r.matrix(data_table["x"], "data.x")
+    y = r.matrix(data_table["y"], "data.y")
+    if x.shape[0] != y.shape[0]:
+        r.fail("data.y", f"has {y.shape[0]} rows but data.x has {x.shape[0]}; expected one target row per input row")
+
+    layers = _layers(r, data, width=x.shape[1], seed=seed)
+    out_width = _output_width(layers, x.shape[1])
+    if y.shape[1] != out_width:
+        r.fail("data.y", f"rows have {y.shape[1]} entries but the network outputs {out_width}; expected {out_width}")
+
+    loss = _loss(r, data, y)
+    optimizer = _optimizer(r, data) if "optimizer" in data else None
+    expects = _expects(r, data)
+
+    return Scenario(
+        name=name, layers=tuple(layers), loss=loss, x=x.astype(dtype), y=y.astype(dtype),
+        dtype=dtype, seed=seed, optimizer=optimizer, source=dict(source), expects=expects,
+        path=path, tags=tuple(tags),
+    )
+
+
+def _layers(r: _Reader, data: dict, width: int, seed: int) -> list[Layer]:
+    raw = data.get("layers")
+    if raw is None:
+        r.fail("layers", "missing; expected at least one [[layers]] table")
+    if not isinstance(raw, list) or not raw or not all(isinstance(l, dict) for l in raw):
+        r.fail("layers", "expected a non-empty array of [[layers]] tables")
+    layer_types = ("linear",) + tuple(ACTIVATIONS)
+    layers = []
+    for i, spec in enumerate(raw):
+        field = f"layers[{i}]"
+        kind = r.string(spec, "type", f"{field}.type", choices=layer_types)
+        if kind == "linear":
+            layer = _linear(r, spec, field, width, seed, i)
+            width = layer.weight.shape[0]
+        else:
+            info = ACTIVATIONS[kind]
+            r.unknown_keys(spec, {"type", *info.params}, field)
+            layer = Layer(type=kind, params=r.params(spec, info.params, field))
+        layers.append(layer)
+    return layers
+
+
+def _linear(r: _Reader, spec: dict, field: str, width: int, seed: int, index: int) -> Layer:
+    r.unknown_keys(spec, {"type", "weight", "bias", "init", "in", "out", "scale"}, field)
+    if "weight" in spec and "init" in spec:
+        r.fail(f"{field}.init", "give either weight or init, not both")
+    if "weight" in spec:
+        weight = r.matrix(spec["weight"], f"{field}.weight")
+        if weight.shape[1] != width:
+            r.fail(f"{field}.weight", f"expected shape (out, {width}) (out, in): the layer's input has {width} "
+                   f"features, got shape {weight.shape}")
+        for key in ("in", "out", "scale"):
+            if key in spec:
+                r.fail(f"{field}.{key}", "only allowed with init")
+    elif "init" in spec:
+        init = r.string(spec, "init", f"{field}.init", choices=INITIALIZERS)
+        n_in = r.integer(spec.get("in", width), f"{field}.in", minimum=1)
+        if n_in != width:
+            r.fail(f"{field}.in", f"expected {width} (the width of the previous layer), got {n_in}")
+        if "out" not in spec:
+            r.fail(f"{field}.out", "missing; expected the number of output units (an integer >= 1)")
+        n_out = r.integer(spec["out"], f"{field}.out", minimum=1)
+        scale = r.number(spec["scale"], f"{field}.scale", 0.0, exclusive=True) if "scale" in spec else None
+        weight = initialise(init, n_out, n_in, layer_rng(seed, index), scale)
+    else:
+        r.fail(f"{field}.weight", "missing; expected weight = [[...], ...] of shape (out, in), or init = "
+               f"one of: {', '.join(INITIALIZERS)}")
+    bias = None
+    if "bias" in spec:
+        value = spec["bias"]
+        if value == "zeros":
+            bias = np.zeros(weight.shape[0])
+        else:
+            bias = r.vector(value, f"{field}.bias")
+            if bias.shape[0] != weight.shape[0]:
+                r.fail(f"{field}.bias", f"expected {weight.shape[0]} entries (one per output unit), got {bias.shape[0]}")
+    return Layer(type="linear", weight=weight, bias=bias)
+
+
+def _output_width(layers: list[Layer], width: int) -> int:
+    for layer in layers:
+        if layer.is_linear:
+            width = layer.weight.shape[0]
+    return width
+
+
+def _loss(r: _Reader, data: dict, y: np.ndarray) -> Loss:
+    table = r.table(data, "loss", "loss")
+    r.unknown_keys(table, {"type", "reduction"}, "loss")
+    kind = r.string(table, "type", "loss.type", choices=tuple(LOSSES))
+    info = LOSSES[kind]
+    reduction = r.string(table, "reduction", "loss.reduction", choices=info.reductions)
+    if info.target_domain in ("distribution", "unit") and (y.min() < 0 or (info.target_domain == "unit" and y.max() > 1)):
+        expected = "non-negative class probabilities" if info.target_domain == "distribution" else "targets in [0, 1]"
+        r.fail("data.y", f"loss {kind} expects {expected}; got values in [{y.min():g}, {y.max():g}]")
+    return Loss(kind, reduction)
+
+
+def _optimizer(r: _Reader, data: dict) -> Optimizer:
+    table = r.table(data, "optimizer", "optimizer")
+    kind = r.string(table, "type", "optimizer.type", choices=tuple(OPTIMIZERS))
+    specs = OPTIMIZERS[kind]
+    r.unknown_keys(table, {"type", "learning_rate", "steps", *specs}, "optimizer")
+    if "learning_rate" not in table:
+        r.fail("optimizer.learning_rate", "missing; expected a positive number")
+    learning_rate = r.number(table["learning_rate"], "optimizer.learning_rate", 0.0, exclusive=True)
+    steps = r.integer(table.get("steps", 1), "optimizer.steps", minimum=1)
+    return Optimizer(kind, learning_rate, steps, r.params(table, specs, "optimizer"))
+
+
+def _expects(r: _Reader, data: dict) -> tuple[Expectation, ...]:
+    raw = data.get("expect", [])
+    if not isinstance(raw, list) or not all(isinstance(e, dict) for e in raw):
+        r.fail("expect", "expected an array of [[expect]] tables")
+    out = []
+    for i, spec in enumerate(raw):
+        field = f"expect[{i}]"
+        r.unknown_keys(spec, {"at", "printed", "note"}, field)
+        at = r.string(spec, "at", f"{field}.at")
+        try:
+            address, _ = parse_element(at)
+        except ValueError:
+            address = None
+        if address is None or not (is_trace_address(address) or address in SCENARIO_QUANTITIES):
+            r.fail(f"{field}.at", f"{at!r} is not a Trace address; expected e.g. loss, layers.1.output[0,0], "
+                   f"step1.layers.0.weight[0,1], or one of: {', '.join(SCENARIO_QUANTITIES)}")
+        if "printed" not in spec:
+            r.fail(f"{field}.printed", "missing; expected the number as printed, as a string (e.g. \"0.567\")")
+        printed = spec["printed"]
+        if not isinstance(printed, str):
+            r.fail(f"{field}.printed", f"expected a string exactly as printed (e.g. \"0.567\"), got {_kind(printed)}")
+        try:
+            value = float(printed)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value):
+            r.fail(f"{field}.printed", f"expected a finite decimal number as a string, got {printed!r}")
+        note = r.string(spec, "note", f"{field}.note", default="") if "note" in spec else ""
+        out.append(Expectation(at=at, printed=printed, note=note))
+    return tuple(out)

@@ -1,0 +1,108 @@
+"""The plain-data Scenario: layers, a loss, a batch, an optional optimizer.
+
+A Scenario holds concrete NumPy arrays (initialisers are resolved when it is
+built), so both engines start from exactly the same numbers. It carries no
+behaviour: ``manual.run`` and ``reference.run`` each interpret it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One layer. ``type`` is ``"linear"`` or an activation name from the catalogue.
+
+    For a linear layer ``weight`` has shape (out, in) — weight[j][k] connects
+    input k to unit j — and ``bias`` shape (out,) or None. For an activation,
+    ``params`` holds its parameters with defaults filled in.
+    """
+
+    type: str
+    weight: np.ndarray | None = None
+    bias: np.ndarray | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_linear(self) -> bool:
+        return self.type == "linear"
+
+
+@dataclass(frozen=True)
+class Loss:
+    type: str
+    reduction: str
+
+
+@dataclass(frozen=True)
+class Optimizer:
+    """``type`` names a catalogue optimizer; ``options`` holds its extra options
+    with defaults filled in. ``steps`` is the number of parameter updates."""
+
+    type: str
+    learning_rate: float
+    steps: int
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """A number a document printed, to be checked at a Trace address."""
+
+    at: str
+    printed: str
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    layers: tuple[Layer, ...]
+    loss: Loss
+    x: np.ndarray  # (batch, in), batch-first rows
+    y: np.ndarray  # (batch, out)
+    dtype: str = "float64"
+    seed: int = 0
+    optimizer: Optimizer | None = None
+    source: dict[str, Any] = field(default_factory=dict)
+    expects: tuple[Expectation, ...] = ()
+    path: str | None = None  # the file it was loaded from, if any
+    # Free-form labels. "kink": inputs sit exactly on a non-differentiable point
+    # (PyTorch's subgradient is the reference, finite differences are not);
+    # "no-fd": finite differences are not meaningful (clamped logs, saturation).
+    tags: tuple[str, ...] = ()
+
+    @property
+    def np_dtype(self) -> np.dtype:
+        return np.dtype(self.dtype)
+
+    @property
+    def parameter_count(self) -> int:
+        return sum(
+            layer.weight.size + (0 if layer.bias is None else layer.bias.size)
+            for layer in self.layers
+            if layer.is_linear
+        )
+
+    def component_names(self) -> list[str]:
+        """Every activation, loss and optimizer this scenario exercises."""
+        names = [f"activation:{l.type}" for l in self.layers if not l.is_linear]
+        names.append(f"loss:{self.loss.type}")
+        if any(l.is_linear for l in self.layers):
+            names.append("layer:linear")
+        if self.optimizer is not None:
+            names.append(f"optimizer:{self.optimizer.type}")
+        return sorted(set(names))
+
+    def astype(self, dtype: str) -> "Scenario":
+        """The same scenario with every array cast to ``dtype``."""
+        import dataclasses
+
+        cast = lambda a: None if a is None else np.asarray(a, dtype=dtype)  # noqa: E731
+        layers = tuple(
+            dataclasses.replace(l, weight=cast(l.weight), bias=cast(l.bias)) for l in self.layers
+        )
+        return dataclasses.replace(self, layers=layers, x=cast(self.x), y=cast(self.y), dtype=dtype)

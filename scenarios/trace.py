@@ -1,0 +1,75 @@
+"""The Trace: every quantity an engine computed, under a stable address.
+
+Addresses (the same on every side — manual, torch, finite differences):
+
+=============================  =================================================
+``loss``                       the loss at the initial parameters
+``layers.{i}.output``          output of layer i (z for linear, a for activation)
+``layers.{i}.output.grad``     dL/d(output of layer i)  (δ for a linear layer)
+``layers.{i}.weight``          initial weight of linear layer i, shape (out, in)
+``layers.{i}.bias``            initial bias of linear layer i
+``layers.{i}.weight.grad``     dL/dW at the initial parameters
+``layers.{i}.bias.grad``       dL/db at the initial parameters
+``input.grad``                 dL/dx
+``step{t}.loss``               the loss computed in update t (before it is applied)
+``step{t}.layers.{i}.weight``  the weight after t updates (likewise ``.bias``)
+=============================  =================================================
+
+An element is written ``address[r,c]`` (``layers.3.output[0,1]``); a scalar
+address takes no index.
+"""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+_ELEMENT = re.compile(r"^(?P<address>[A-Za-z0-9_.]+?)(?:\[(?P<index>[0-9, ]*)\])?$")
+_ADDRESS = re.compile(
+    r"^(?:step(?P<step>[0-9]+)\.)?"
+    r"(?:loss|input\.grad|layers\.(?P<layer>[0-9]+)\.(?:output|output\.grad|weight|bias|weight\.grad|bias\.grad))$"
+)
+
+
+class Trace(dict):
+    """An ordered mapping address -> np.ndarray, with the engine's name."""
+
+    def __init__(self, engine: str, values: dict | None = None):
+        super().__init__(values or {})
+        self.engine = engine
+
+    def put(self, address: str, value) -> None:
+        self[address] = np.array(value, copy=True)
+
+    def element(self, spec: str) -> float:
+        """The value at ``address`` or ``address[r,c]``."""
+        address, index = parse_element(spec)
+        if address not in self:
+            raise KeyError(f"{self.engine} trace has no address {address!r}")
+        value = self[address]
+        if index is None:
+            if value.size != 1:
+                raise KeyError(f"{address!r} has shape {value.shape}; give an element index like {address}[0,0]")
+            return float(value.reshape(()))
+        if len(index) != value.ndim:
+            raise KeyError(f"{spec!r}: {address!r} has {value.ndim} dimensions, the index gives {len(index)}")
+        if any(i >= n for i, n in zip(index, value.shape)):
+            raise KeyError(f"{spec!r}: index out of range for shape {value.shape}")
+        return float(value[index])
+
+
+def parse_element(spec: str) -> tuple[str, tuple[int, ...] | None]:
+    """Split ``"layers.1.output[0,1]"`` into ``("layers.1.output", (0, 1))``."""
+    m = _ELEMENT.match(spec.strip())
+    if not m:
+        raise ValueError(f"not an address: {spec!r}")
+    index = m.group("index")
+    if index is None:
+        return m.group("address"), None
+    parts = [p.strip() for p in index.split(",") if p.strip()]
+    return m.group("address"), tuple(int(p) for p in parts)
+
+
+def is_trace_address(address: str) -> bool:
+    """Whether ``address`` (without element index) has the documented form."""
+    return bool(_ADDRESS.match(address))

@@ -1,0 +1,28 @@
+"""Scenarios that the finite-difference oracle can settle: float64, smooth, modest size."""
+from pytest_cases import parametrize
+
+from reports.runner import fd_applicable
+from tests.cases_scenarios import _COMPONENTS, _RANDOM, _WORKED, _ids
+
+# Finite differences cost two forward passes per entry; the first this many
+# applicable random nets (by seed) are checked in the default run.
+RANDOM_FD_COUNT = 40
+
+_FD_COMPONENTS = [s for s in _COMPONENTS if fd_applicable(s)]
+_FD_WORKED = [s for s in _WORKED if fd_applicable(s)]
+_FD_RANDOM = [s for s in _RANDOM if fd_applicable(s)][:RANDOM_FD_COUNT]
+
+
+@parametrize("scenario", _FD_COMPONENTS, ids=_ids(_FD_COMPONENTS))
+def case_component(scenario):
+    return scenario
+
+
+@parametrize("scenario", _FD_WORKED, ids=_ids(_FD_WORKED))
+def case_worked_example(scenario):
+    return scenario
+
+
+@parametrize("scenario", _FD_RANDOM, ids=_ids(_FD_RANDOM))
+def case_random(scenario):
+    return scenario

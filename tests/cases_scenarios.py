@@ -1,0 +1,33 @@
+"""Scenario cases: each case is one Scenario, its id is the scenario's name."""
+from pytest_cases import parametrize
+
+from scenarios import component_scenarios, random_scenarios
+from scenarios.builtin import worked_examples
+from scenarios.generator import DEFAULT_SEED
+
+# The default run checks this many seeded random architectures.
+RANDOM_COUNT = 300
+
+_COMPONENTS = component_scenarios()
+_WORKED = worked_examples()
+_RANDOM = random_scenarios(RANDOM_COUNT, DEFAULT_SEED)
+
+
+def _ids(scenarios):
+    """Case ids read like the scenario: the case function's name already says "random-"."""
+    return [s.name.removeprefix("random-") for s in scenarios]
+
+
+@parametrize("scenario", _COMPONENTS, ids=_ids(_COMPONENTS))
+def case_component(scenario):
+    return scenario
+
+
+@parametrize("scenario", _WORKED, ids=_ids(_WORKED))
+def case_worked_example(scenario):
+    return scenario
+
+
+@parametrize("scenario", _RANDOM, ids=_ids(_RANDOM))
+def case_random(scenario):
+    return scenario
