@@ -9,6 +9,7 @@ The format is documented in the README ("Scenario files").
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import tomllib
@@ -190,7 +191,7 @@ def scenario_from_dict(data: dict, file: str = "<scenario>", default_name: str =
         r.fail("data.y", f"rows have {y.shape[1]} entries but the network outputs {out_width}; expected {out_width}")
 
     loss = _loss(r, data, y)
-    optimizer = _optimizer(r, data) if "optimizer" in data else None
+    optimizer = _optimizer(r, data, x.shape[0]) if "optimizer" in data else None
     expects = _expects(r, data)
 
     return Scenario(
@@ -278,16 +279,32 @@ def _loss(r: _Reader, data: dict, y: np.ndarray) -> Loss:
     return Loss(kind, reduction)
 
 
-def _optimizer(r: _Reader, data: dict) -> Optimizer:
+def _optimizer(r: _Reader, data: dict, samples: int) -> Optimizer:
     table = r.table(data, "optimizer", "optimizer")
     kind = r.string(table, "type", "optimizer.type", choices=tuple(OPTIMIZERS))
     specs = OPTIMIZERS[kind]
-    r.unknown_keys(table, {"type", "learning_rate", "steps", *specs}, "optimizer")
+    common = {"type", "learning_rate", "steps", "epochs", "batch_size", "drop_last", "shuffle"}
+    r.unknown_keys(table, common | set(specs), "optimizer")
     if "learning_rate" not in table:
         r.fail("optimizer.learning_rate", "missing; expected a positive number")
     learning_rate = r.number(table["learning_rate"], "optimizer.learning_rate", 0.0, exclusive=True)
+    batch_size = r.integer(table.get("batch_size", 0), "optimizer.batch_size", minimum=0)
+    if batch_size > samples:
+        r.fail("optimizer.batch_size", f"expected at most {samples} (the number of samples in data.x), got {batch_size}")
+    flags = {}
+    for key in ("drop_last", "shuffle"):
+        flags[key] = table.get(key, False)
+        if not isinstance(flags[key], bool):
+            r.fail(f"optimizer.{key}", f"expected true or false, got {_kind(flags[key])}")
+    optimizer = Optimizer(kind, learning_rate, 1, r.params(table, specs, "optimizer"), batch_size=batch_size, **flags)
+    if "epochs" in table:
+        if "steps" in table:
+            r.fail("optimizer.epochs", "give either steps or epochs, not both")
+        epochs = r.integer(table["epochs"], "optimizer.epochs", minimum=1)
+        steps = epochs * optimizer.updates_per_epoch(samples)
+        return dataclasses.replace(optimizer, steps=steps, epochs=epochs)
     steps = r.integer(table.get("steps", 1), "optimizer.steps", minimum=1)
-    return Optimizer(kind, learning_rate, steps, r.params(table, specs, "optimizer"))
+    return dataclasses.replace(optimizer, steps=steps)
 
 
 def _expects(r: _Reader, data: dict) -> tuple[Expectation, ...]:

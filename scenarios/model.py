@@ -40,12 +40,29 @@ class Loss:
 @dataclass(frozen=True)
 class Optimizer:
     """``type`` names a catalogue optimizer; ``options`` holds its extra options
-    with defaults filled in. ``steps`` is the number of parameter updates."""
+    with defaults filled in. ``steps`` is the total number of parameter updates.
+
+    Mini-batches: ``batch_size`` 0 means the full batch (gradient descent);
+    otherwise each epoch takes ceil(n / batch_size) updates, or floor with
+    ``drop_last``; ``shuffle`` reorders the samples each epoch with a generator
+    seeded by the scenario seed and the epoch number. ``epochs``, when given in
+    a file, sets ``steps = epochs * updates_per_epoch``.
+    """
 
     type: str
     learning_rate: float
     steps: int
     options: dict[str, Any] = field(default_factory=dict)
+    batch_size: int = 0
+    drop_last: bool = False
+    shuffle: bool = False
+    epochs: int | None = None
+
+    def updates_per_epoch(self, samples: int) -> int:
+        if self.batch_size == 0 or self.batch_size >= samples:
+            return 1 if (self.batch_size == 0 or not self.drop_last or self.batch_size == samples) else 0
+        full, rest = divmod(samples, self.batch_size)
+        return full + (1 if rest and not self.drop_last else 0)
 
 
 @dataclass(frozen=True)
@@ -78,6 +95,11 @@ class Scenario:
     @property
     def np_dtype(self) -> np.dtype:
         return np.dtype(self.dtype)
+
+    @property
+    def updates_per_epoch(self) -> int:
+        """Parameter updates in one pass over the data (1 without an optimizer or mini-batches)."""
+        return 1 if self.optimizer is None else self.optimizer.updates_per_epoch(self.x.shape[0])
 
     @property
     def parameter_count(self) -> int:

@@ -13,6 +13,7 @@ Addresses (the same on every side — manual, torch, finite differences):
 ``input.grad``                 dL/dx
 ``step{t}.loss``               the loss computed in update t (before it is applied)
 ``step{t}.layers.{i}.weight``  the weight after t updates (likewise ``.bias``)
+``step{t}.layers.{i}.weight.grad``  the gradient used by update t (likewise ``.bias.grad``)
 =============================  =================================================
 
 An element is written ``address[r,c]`` (``layers.3.output[0,1]``); a scalar
@@ -26,8 +27,8 @@ import numpy as np
 
 _ELEMENT = re.compile(r"^(?P<address>[A-Za-z0-9_.]+?)(?:\[(?P<index>[0-9, ]*)\])?$")
 _ADDRESS = re.compile(
-    r"^(?:step(?P<step>[0-9]+)\.)?"
-    r"(?:loss|input\.grad|layers\.(?P<layer>[0-9]+)\.(?:output|output\.grad|weight|bias|weight\.grad|bias\.grad))$"
+    r"^(?:loss|input\.grad|layers\.(?P<layer>[0-9]+)\.(?:output|output\.grad|weight|bias|weight\.grad|bias\.grad))$"
+    r"|^step(?P<step>[0-9]+)\.(?:loss|layers\.[0-9]+\.(?:weight|bias|weight\.grad|bias\.grad))$"
 )
 
 
