@@ -100,6 +100,14 @@ def _record_parameters(trace: Trace, network: list, prefix: str = "") -> None:
                 trace.put(f"{prefix}layers.{index}.bias", layer.bias)
 
 
+def _record_gradients(trace: Trace, network: list, prefix: str = "") -> None:
+    for index, layer in enumerate(network):
+        if isinstance(layer, Linear):
+            trace.put(f"{prefix}layers.{index}.weight.grad", layer.weight_grad)
+            if layer.bias is not None:
+                trace.put(f"{prefix}layers.{index}.bias.grad", layer.bias_grad)
+
+
 def run(scenario: Scenario) -> Trace:
     """Forward, backward and (optionally) the optimizer trajectory of ``scenario``."""
     dtype = scenario.np_dtype
@@ -118,10 +126,7 @@ def run(scenario: Scenario) -> Trace:
     for index, layer in enumerate(network):
         trace.put(f"layers.{index}.output", outputs[index])
         trace.put(f"layers.{index}.output.grad", grads[index])
-        if isinstance(layer, Linear):
-            trace.put(f"layers.{index}.weight.grad", layer.weight_grad)
-            if layer.bias is not None:
-                trace.put(f"layers.{index}.bias.grad", layer.bias_grad)
+    _record_gradients(trace, network)
     trace.put("input.grad", input_gradient)
     del outputs, grads
 
@@ -138,6 +143,7 @@ def run(scenario: Scenario) -> Trace:
                 loss = loss_fn.forward(forward(network, x)[-1], target)
                 backward(network, loss_fn.backward(), input_grad=False)
             trace.put(f"step{step}.loss", loss)
+            _record_gradients(trace, network, prefix=f"step{step}.")
             optimizer.step(gradients(network))
             _record_parameters(trace, network, prefix=f"step{step}.")
     return trace

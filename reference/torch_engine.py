@@ -293,6 +293,10 @@ def run(scenario: Scenario) -> Trace:
             if loss.requires_grad:
                 loss.backward()
         trace.put(f"step{t}.loss", _numpy(loss))
+        for i, weight in weights.items():
+            trace.put(f"step{t}.layers.{i}.weight.grad", _numpy(weight.grad))
+            if biases[i] is not None:
+                trace.put(f"step{t}.layers.{i}.bias.grad", _numpy(biases[i].grad))
         if optimizer is not None:
             optimizer.step()
         for i, weight in weights.items():
