@@ -312,11 +312,11 @@ def _d003_two_layer_hidden(setting: dict, rng: np.random.Generator):
     return formula, _np(w1.grad)[0], None
 
 
-def _d003_three_layer(setting: dict, rng: np.random.Generator):
-    """∂L/∂w¹₁₁ = (1/n)(ŷ − y)[Σᵢ w³₁ᵢ σ'(z²ᵢ) w²ᵢ₁] σ'(z¹₁) x₁, 2 → 2 → 2 → 1, sigmoid hidden units."""
-    n = setting["n"]
+def _three_layer_003(setting: dict, rng: np.random.Generator):
+    """x (2) → W¹ → σ (2) → W² → σ (m) → W³ → output unit (1), no biases, L = 1/(2n)Σ(ŷ − y)²."""
+    n, m = setting["n"], setting.get("width2", 2)
     x, y = rng.normal(size=(n, 2)), rng.uniform(size=n)
-    W1, W2, W3 = _t(rng.normal(size=(2, 2)), True), _t(rng.normal(size=(2, 2))), _t(rng.normal(size=(1, 2)))
+    W1, W2, W3 = _t(rng.normal(size=(2, 2)), True), _t(rng.normal(size=(m, 2))), _t(rng.normal(size=(1, m)))
     z1 = _t(x) @ W1.T
     a1 = torch.sigmoid(z1)
     z2 = a1 @ W2.T
@@ -325,11 +325,29 @@ def _d003_three_layer(setting: dict, rng: np.random.Generator):
     y_hat = _TORCH_ACT[setting["output"]](z3)
     _half_batch_mse(y_hat, y).backward()
     s1, s2 = _sigmoid(_np(z1)), _sigmoid(_np(z2))
-    w2, w3 = _np(W2), _np(W3)
-    path = sum(w3[0, i] * s2[:, i] * (1 - s2[:, i]) * w2[i, 0] for i in range(2))
-    common = (_np(y_hat) - y) / n * path * s1[:, 0] * (1 - s1[:, 0]) * x[:, 0]
     output_derivative = _jacobian_t_times(setting["output"], _np(z3), _np(y_hat), np.ones(n))
-    return np.sum(common), _np(W1.grad)[0, 0], np.sum(common * output_derivative)
+    return dict(x=x, y=y, n=n, m=m, s1=s1, s2=s2, w2=_np(W2), w3=_np(W3), y_hat=_np(y_hat),
+                output_derivative=output_derivative, truth=_np(W1.grad)[0, 0])
+
+
+def _d003_three_layer(setting: dict, rng: np.random.Generator):
+    """∂L/∂w¹₁₁ = (1/n)(ŷ − y)[Σᵢ w³₁ᵢ σ'(z²ᵢ) w²ᵢ₁] σ'(z¹₁) x₁, 2 → 2 → 2 → 1, sigmoid hidden units."""
+    v = _three_layer_003(setting, rng)
+    s1, s2, w2, w3 = v["s1"], v["s2"], v["w2"], v["w3"]
+    path = sum(w3[0, i] * s2[:, i] * (1 - s2[:, i]) * w2[i, 0] for i in range(v["m"]))
+    common = (v["y_hat"] - v["y"]) / v["n"] * path * s1[:, 0] * (1 - s1[:, 0]) * v["x"][:, 0]
+    return np.sum(common), v["truth"], np.sum(common * v["output_derivative"])
+
+
+def _d003_three_layer_chain(setting: dict, rng: np.random.Generator):
+    """The slide's chain ∂L/∂ŷ ∂ŷ/∂z³₁ (∂z³₁/∂a²₁ ∂a²₁/∂z²₁ ∂z²₁/∂a¹₁) ∂a¹₁/∂w¹₁₁, every factor exact."""
+    v = _three_layer_003(setting, rng)
+    s1, s2, w2, w3 = v["s1"], v["s2"], v["w2"], v["w3"]
+    head = (v["y_hat"] - v["y"]) / v["n"] * v["output_derivative"]
+    tail = s1[:, 0] * (1 - s1[:, 0]) * v["x"][:, 0]
+    one_path = head * (w3[0, 0] * s2[:, 0] * (1 - s2[:, 0]) * w2[0, 0]) * tail
+    every_path = head * sum(w3[0, i] * s2[:, i] * (1 - s2[:, i]) * w2[i, 0] for i in range(v["m"])) * tail
+    return np.sum(one_path), v["truth"], np.sum(every_path)
 
 
 # --------------------------------------------------------------------------- document 004
@@ -466,6 +484,18 @@ DERIVATIONS: tuple[Derivation, ...] = (
         "∂L/∂w¹₁ = 1/n (ŷ − y) · σ(z²₁)(1 − σ(z²₁)) w²₁ · σ(z¹₁)(1 − σ(z¹₁)) x₁",
         "x (2) → w¹ → σ → w²₁ → σ = ŷ, no biases, L = 1/(2n)Σ(ŷ − y)²",
         _N, _d003_two_layer_hidden,
+    ),
+    Derivation(
+        "003-three-layer-chain", "003",
+        "∂L/∂w¹₁₁ = ∂L/∂ŷ · ∂ŷ/∂z³₁ · (∂z³₁/∂a²₁ · ∂a²₁/∂z²₁ · ∂z²₁/∂a¹₁) · ∂a¹₁/∂w¹₁₁",
+        "each factor exact (sigmoid units, ŷ = σ(z³₁), L = 1/(2n)Σ(ŷ − y)², n = 4); the width of the second "
+        "hidden layer varied: the chain follows the one path through a²₁",
+        ({"label": "one unit in layer 2", "n": 4, "output": "sigmoid", "width2": 1},
+         {"label": "two units in layer 2", "n": 4, "output": "sigmoid", "width2": 2}),
+        _d003_three_layer_chain,
+        condition=("the second hidden layer has a single unit (one path from a¹₁ to ŷ)", lambda s: s["width2"] == 1),
+        corrected="sum the product over every unit i of the second hidden layer: ∂L/∂ŷ ∂ŷ/∂z³₁ "
+                  "[Σᵢ ∂z³₁/∂a²ᵢ ∂a²ᵢ/∂z²ᵢ ∂z²ᵢ/∂a¹₁] ∂a¹₁/∂w¹₁₁ (as the document's vanishing-gradient slide does)",
     ),
     Derivation(
         "003-three-layer-sum", "003",

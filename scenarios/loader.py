@@ -438,7 +438,9 @@ def _why_missing(address: str, layers: list[Layer], optimizer: Optimizer | None)
     m = re.match(r"^(?:step(?P<step>[0-9]+)\.)?(?:layers\.(?P<layer>[0-9]+)\.(?P<what>[a-z.]+))?", address)
     step, layer, what = m.group("step"), m.group("layer"), m.group("what")
     if step is not None:
-        steps = optimizer.steps if optimizer else 0
+        if optimizer is None:
+            return "this scenario has no [optimizer], so it records no step{t} addresses"
+        steps = optimizer.steps
         if not 1 <= int(step) <= steps:
             return f"expected a step from 1 to {steps} (the [optimizer] makes {steps} updates)"
     if layer is not None:

@@ -9,7 +9,8 @@ from reports.derivations import DERIVATIONS, HOLDS, WRONG, Derivation, evaluate,
 # 000's output rule drops f'(z) (∂y/∂W is not x unless f is the identity), and its
 # hidden rule with the same substitution drops f'⁽ˡ⁾; read as the exact chain rule it
 # holds. 003 writes σ(z¹₁)(1 − σ(z¹₁)) for the output weight where the chain above it
-# needs σ'(z²₁), and its 3-layer sum has no factor for a sigmoid output unit.
+# needs σ'(z²₁); its 3-layer chain follows one path through a²₁ of the two, and
+# its 3-layer sum has no factor for a sigmoid output unit.
 # 004's a − t needs Σt = 1.
 EXPECTED = {
     "000-output-layer": "holds when the output activation is the identity (f' ≡ 1; ReLU only if every z > 0)",
@@ -25,6 +26,7 @@ EXPECTED = {
     "003-one-layer": HOLDS,
     "003-two-layer-output-weight": WRONG,
     "003-two-layer-hidden-weight": HOLDS,
+    "003-three-layer-chain": "holds when the second hidden layer has a single unit (one path from a¹₁ to ŷ)",
     "003-three-layer-sum": "holds when the output unit is linear, ŷ = z³₁",
     "004-softmax-cross-entropy": "holds when each sample's targets sum to 1 (one-hot labels, as in the example, or any distribution)",
     "004-output-weights": HOLDS,
