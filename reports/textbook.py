@@ -308,4 +308,26 @@ def check_scenario(scenario: Scenario) -> list[dict]:
     reference_trace = reference.run(scenario)
     rows = [expectation_row(scenario.name, e, scenario, manual_trace, reference_trace) for e in scenario.expects]
     rows += [check_row(c, scenario, manual_trace, reference_trace) for c in named_checks_for(scenario.name)]
+    _referee(scenario, rows, manual_trace, reference_trace)
     return rows
+
+
+def _referee(scenario: Scenario, rows: list[dict], manual_trace: Trace, reference_trace: Trace) -> None:
+    """Where the engines disagree, say which side finite differences take (in the row's note)."""
+    from reference.fd_oracle import fd_oracle
+    from reports.runner import fd_applicable
+
+    disputed = [r for r in rows if r["verdict"] == DISAGREE and not r["at"].startswith("check.")]
+    if not disputed or not fd_applicable(scenario):
+        return
+    fd_trace = fd_oracle(scenario)
+    for row in disputed:
+        address, _ = parse_element(row["at"])
+        if address not in fd_trace:
+            continue
+        sides = [name for name, trace in (("manual", manual_trace), ("torch", reference_trace))
+                 if compare(trace, fd_trace, "float64", f"{name}-fd",
+                            addresses=[address])[0].passed]
+        verdict_of_fd = f"finite differences side with {' and '.join(sides)}" if sides else \
+            "finite differences agree with neither engine"
+        row["note"] = f"{row['note']} [{verdict_of_fd}]" if row["note"] else f"[{verdict_of_fd}]"

@@ -213,11 +213,13 @@ def test_engines_that_disagree_get_no_verdict(monkeypatch):
 
     def off_by_a_little(s):
         trace = honest(s)
-        trace["layers.2.weight.grad"] = trace["layers.2.weight.grad"] * (1 + 1e-6)
+        trace["layers.2.weight.grad"] = trace["layers.2.weight.grad"] * (1 + 1e-3)
         return trace
 
     monkeypatch.setattr(manual, "run", off_by_a_little)
     verdicts = {r["at"]: r["verdict"] for r in check_scenario(scenario)}
     assert verdicts["layers.2.weight.grad[0,0]"] == "disagree"
     assert verdicts["layers.1.output[0,0]"] == MATCH
+    notes = {r["at"]: r["note"] for r in check_scenario(scenario)}
+    assert notes["layers.2.weight.grad[0,0]"].endswith("[finite differences side with torch]")
 
