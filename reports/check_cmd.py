@@ -10,7 +10,8 @@ is written atomically into ``--out``.
 
 Exit codes: 0 every verdict is match or rounding; 1 any erratum, or any
 ``disagree`` (the two engines disagree beyond the tolerance policy: a bug in an
-engine, reported loudly and never averaged); 2 an invalid file.
+engine, reported loudly and never averaged; finite differences, where they
+apply, say which side they take); 2 an invalid file.
 
 ``--derivations`` also runs the registry of the documents' gradient formulas
 (``reports.derivations``) against autograd, prints their verdicts and writes
