@@ -12,7 +12,9 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import tomllib
+from decimal import Decimal
 from typing import Any
 
 import numpy as np
@@ -180,8 +182,8 @@ def scenario_from_dict(data: dict, file: str = "<scenario>", default_name: str =
         r.fail("data.x", "missing; expected a list of input rows (batch-first)")
     if "y" not in data_table:
         r.fail("data.y", "missing; expected a list of target rows (batch-first)")
-    x = r.matrix(data_table["x"], "data.x")
-    y = r.matrix(data_table["y"], "data.y")
+    x = _data_matrix(r, data_table["x"], "data.x", seed, stream=0)
+    y = _data_matrix(r, data_table["y"], "data.y", seed, stream=1)
     if x.shape[0] != y.shape[0]:
         r.fail("data.y", f"has {y.shape[0]} rows but data.x has {x.shape[0]}; expected one target row per input row")
 
@@ -192,7 +194,7 @@ def scenario_from_dict(data: dict, file: str = "<scenario>", default_name: str =
 
     loss = _loss(r, data, y)
     optimizer = _optimizer(r, data, x.shape[0]) if "optimizer" in data else None
-    expects = _expects(r, data)
+    expects = _expects(r, data, layers, x, optimizer)
 
     return Scenario(
         name=name, layers=tuple(layers), loss=loss, x=x.astype(dtype), y=y.astype(dtype),
@@ -307,33 +309,146 @@ def _optimizer(r: _Reader, data: dict, samples: int) -> Optimizer:
     return dataclasses.replace(optimizer, steps=steps)
 
 
-def _expects(r: _Reader, data: dict) -> tuple[Expectation, ...]:
+# --------------------------------------------------------------------------- generated data
+#
+# ``data.x`` / ``data.y`` may be a table instead of a list of rows, for examples
+# whose point is their size (a 784-pixel input, a 1,000-sample data set):
+#
+#     x = {generate = "uniform", rows = 1000, cols = 784}
+#
+# ``normal`` draws N(0, 1), ``uniform`` U[0, 1), ``one_hot`` a one-hot row of a
+# uniformly drawn class. The generator is ``default_rng([seed, 0xDA7A, k])``
+# with the scenario seed and k = 0 for x, 1 for y: the same file always gives
+# the same numbers, and a layer initialiser (``default_rng([seed, i])``) never
+# shares a stream with the data.
+
+DATA_GENERATORS = ("normal", "uniform", "one_hot")
+_DATA_STREAM = 0xDA7A
+
+
+def _data_matrix(r: _Reader, value: Any, field: str, seed: int, stream: int) -> np.ndarray:
+    if not isinstance(value, dict):
+        return r.matrix(value, field)
+    r.unknown_keys(value, {"generate", "rows", "cols"}, field)
+    kind = r.string(value, "generate", f"{field}.generate", choices=DATA_GENERATORS)
+    for key in ("rows", "cols"):
+        if key not in value:
+            r.fail(f"{field}.{key}", "missing; expected an integer >= 1")
+    rows = r.integer(value["rows"], f"{field}.rows", minimum=1)
+    cols = r.integer(value["cols"], f"{field}.cols", minimum=1)
+    if kind == "one_hot" and cols < 2:
+        r.fail(f"{field}.cols", f"one_hot needs at least 2 classes, got {cols}")
+    rng = np.random.default_rng([seed, _DATA_STREAM, stream])
+    if kind == "normal":
+        return rng.standard_normal((rows, cols))
+    if kind == "uniform":
+        return rng.random((rows, cols))
+    out = np.zeros((rows, cols))
+    out[np.arange(rows), rng.integers(0, cols, size=rows)] = 1.0
+    return out
+
+
+# --------------------------------------------------------------------------- printed numbers
+
+_PRINTED = re.compile(
+    r"^(?P<approx>[≈~]\s*)?(?P<sign>[+\-−])?(?P<int>\d{1,3}(?:,\d{3})+|\d*)(?:\.(?P<frac>\d+))?$"
+)
+
+
+def printed_number(printed: str) -> tuple[Decimal, int, bool] | None:
+    """``(value, decimals, approximate)`` of a number as a document printed it, or None.
+
+    Accepted: an optional ``≈`` (or ``~``), a sign (``-``, ``+`` or the minus
+    sign ``−``), digits with optional thousands separators (``13,001``) and an
+    optional decimal fraction. ``decimals`` is the number of digits after the
+    point (0 for ``25``); the value is exact (a Decimal).
+    """
+    m = _PRINTED.match(printed.strip())
+    if not m or not (m.group("int") or m.group("frac")):
+        return None
+    frac = m.group("frac") or ""
+    digits = (m.group("int") or "0").replace(",", "") + ("." + frac if frac else "")
+    sign = "-" if m.group("sign") in ("-", "−") else ""
+    return Decimal(sign + digits), len(frac), m.group("approx") is not None
+
+
+def _expects(r: _Reader, data: dict, layers: list[Layer], x: np.ndarray,
+             optimizer: Optimizer | None) -> tuple[Expectation, ...]:
+    """The ``[[expect]]`` tables: each address must exist in this scenario's Trace."""
     raw = data.get("expect", [])
     if not isinstance(raw, list) or not all(isinstance(e, dict) for e in raw):
         r.fail("expect", "expected an array of [[expect]] tables")
+    shapes = _address_shapes(layers, x, optimizer)
     out = []
     for i, spec in enumerate(raw):
         field = f"expect[{i}]"
         r.unknown_keys(spec, {"at", "printed", "note"}, field)
         at = r.string(spec, "at", f"{field}.at")
         try:
-            address, _ = parse_element(at)
+            address, index = parse_element(at)
         except ValueError:
-            address = None
+            address, index = None, None
         if address is None or not (is_trace_address(address) or address in SCENARIO_QUANTITIES):
             r.fail(f"{field}.at", f"{at!r} is not a Trace address; expected e.g. loss, layers.1.output[0,0], "
                    f"step1.layers.0.weight[0,1], or one of: {', '.join(SCENARIO_QUANTITIES)}")
+        if address not in shapes:
+            r.fail(f"{field}.at", f"{address!r} does not exist in this scenario; {_why_missing(address, layers, optimizer)}")
+        shape = shapes[address]
+        if index is None and math.prod(shape) != 1:
+            r.fail(f"{field}.at", f"{address!r} has shape {shape}; expected an element index like {address}[0,0]")
+        if index is not None and (len(index) != len(shape) or any(k >= n for k, n in zip(index, shape))):
+            r.fail(f"{field}.at", f"index {list(index)} is out of range; {address!r} has shape {shape} "
+                   f"(indices count from 0)")
         if "printed" not in spec:
             r.fail(f"{field}.printed", "missing; expected the number as printed, as a string (e.g. \"0.567\")")
         printed = spec["printed"]
         if not isinstance(printed, str):
             r.fail(f"{field}.printed", f"expected a string exactly as printed (e.g. \"0.567\"), got {_kind(printed)}")
-        try:
-            value = float(printed)
-        except ValueError:
-            value = math.nan
-        if not math.isfinite(value):
-            r.fail(f"{field}.printed", f"expected a finite decimal number as a string, got {printed!r}")
+        if printed_number(printed) is None:
+            r.fail(f"{field}.printed", f"expected a decimal number as printed (e.g. \"0.567\", \"-10\", \"≈ 0.88\", "
+                   f"\"13,001\"), got {printed!r}")
         note = r.string(spec, "note", f"{field}.note", default="") if "note" in spec else ""
         out.append(Expectation(at=at, printed=printed, note=note))
     return tuple(out)
+
+
+def _address_shapes(layers: list[Layer], x: np.ndarray, optimizer: Optimizer | None) -> dict[str, tuple[int, ...]]:
+    """Every address this scenario's Trace holds, with its shape."""
+    batch, width = x.shape
+    shapes: dict[str, tuple[int, ...]] = {"loss": (), "input.grad": x.shape,
+                                          "updates_per_epoch": (), "parameter_count": ()}
+    params: dict[str, tuple[int, ...]] = {}
+    for i, layer in enumerate(layers):
+        if layer.is_linear:
+            width = layer.weight.shape[0]
+            params[f"layers.{i}.weight"] = layer.weight.shape
+            if layer.bias is not None:
+                params[f"layers.{i}.bias"] = layer.bias.shape
+        shapes[f"layers.{i}.output"] = shapes[f"layers.{i}.output.grad"] = (batch, width)
+    for name, shape in params.items():
+        shapes[name] = shapes[f"{name}.grad"] = shape
+    for t in range(1, (optimizer.steps if optimizer else 0) + 1):
+        shapes[f"step{t}.loss"] = ()
+        for name, shape in params.items():
+            shapes[f"step{t}.{name}"] = shapes[f"step{t}.{name}.grad"] = shape
+    return shapes
+
+
+def _why_missing(address: str, layers: list[Layer], optimizer: Optimizer | None) -> str:
+    m = re.match(r"^(?:step(?P<step>[0-9]+)\.)?(?:layers\.(?P<layer>[0-9]+)\.(?P<what>[a-z.]+))?", address)
+    step, layer, what = m.group("step"), m.group("layer"), m.group("what")
+    if step is not None:
+        if optimizer is None:
+            return "this scenario has no [optimizer], so it records no step{t} addresses"
+        steps = optimizer.steps
+        if not 1 <= int(step) <= steps:
+            return f"expected a step from 1 to {steps} (the [optimizer] makes {steps} updates)"
+    if layer is not None:
+        i = int(layer)
+        if i >= len(layers):
+            return f"expected a layer index from 0 to {len(layers) - 1}"
+        if what and what.startswith(("weight", "bias")) and not layers[i].is_linear:
+            return f"layer {i} is {layers[i].type!r}, which has no parameters"
+        if what and what.startswith("bias"):
+            return f"layer {i} has no bias"
+    return "expected an address this scenario's Trace records"

@@ -1,0 +1,125 @@
+"""``backprop-verify check FILE...``: the numbers a worked example printed, judged.
+
+Every file is validated first; if any is invalid, the error (file, field,
+problem) is printed and nothing is run or written (exit 2). Then each file runs
+through the NumPy engine and PyTorch autograd in float64, every ``[[expect]]``
+and every named check of the example gets a verdict (``reports.textbook``), a
+table (address, printed, computed, verdict) is printed per example, and
+``textbook.csv`` (columns ``example,at,printed,decimals,manual,reference,verdict``)
+is written atomically into ``--out``.
+
+Exit codes: 0 every verdict is match or rounding; 1 any erratum, or any
+``disagree`` (the two engines disagree beyond the tolerance policy: a bug in an
+engine, reported loudly and never averaged; finite differences, where they
+apply, say which side they take); 2 an invalid file.
+
+``--derivations`` also runs the registry of the documents' gradient formulas
+(``reports.derivations``) against autograd, prints their verdicts and writes
+``derivations.csv``; their verdicts describe the documents and do not change
+the exit code (except an internal inconsistency, exit 1).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from reports.io import atomic_write_text
+from reports.textbook import COLUMNS, DISAGREE, ERRATUM, PASSING, ROUNDING, check_scenario
+from scenarios.loader import ScenarioError, load_scenario
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("files", nargs="*", metavar="FILE", help="worked-example scenario files (TOML) with [[expect]] tables")
+    parser.add_argument("--out", default="reports/out", help="output folder for textbook.csv (default: reports/out)")
+    parser.add_argument("--derivations", action="store_true",
+                        help="also check every document's gradient formulas against autograd (derivations.csv)")
+
+
+def _computed(row: dict) -> str:
+    if row["verdict"] == DISAGREE:
+        return f"manual {_number(row['manual'])} ≠ torch {_number(row['reference'])}"
+    return _number(row["reference"])
+
+
+def _number(value: float) -> str:
+    if isinstance(value, float) and math.isnan(value):
+        return "—"
+    if float(value).is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return format(value, ".6g") if abs(value) >= 1e-4 else format(value, ".4e")
+
+
+def _table(rows: list[dict]) -> str:
+    headers = ("address", "printed", "computed", "verdict")
+    cells = [(r["at"], r["printed"], _computed(r), r["verdict"]) for r in rows]
+    widths = [max([len(h)] + [len(c[i]) for c in cells]) for i, h in enumerate(headers)]
+    line = lambda values: "  " + "  ".join(v.ljust(w) for v, w in zip(values, widths)).rstrip()  # noqa: E731
+    return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(c) for c in cells])
+
+
+def csv_text(rows: list[dict]) -> str:
+    """The textbook.csv contents: one line per verdict, in file and check order."""
+    frame = pd.DataFrame([{k: r[k] for k in COLUMNS} for r in rows], columns=list(COLUMNS))
+    return frame.to_csv(index=False, float_format="%.15g", lineterminator="\n")
+
+
+def main(args: argparse.Namespace) -> int:
+    if not args.files and not args.derivations:
+        print("backprop-verify check: give at least one FILE (or --derivations)", file=sys.stderr)
+        return 2
+    scenarios = []
+    for path in args.files:
+        try:
+            scenarios.append(load_scenario(path))
+        except ScenarioError as err:
+            print(f"backprop-verify check: {err}", file=sys.stderr)
+            print("nothing was run or written", file=sys.stderr)
+            return 2
+
+    out = Path(args.out)
+    rows: list[dict] = []
+    for scenario in scenarios:
+        scenario_rows = check_scenario(scenario)
+        rows += scenario_rows
+        print(f"{scenario.name} ({scenario.path})")
+        print(_table(scenario_rows) if scenario_rows else "  (no printed numbers to check)")
+        print()
+
+    status = 0
+    if scenarios:
+        atomic_write_text(out / "textbook.csv", csv_text(rows))
+        counts = {v: sum(1 for r in rows if r["verdict"] == v) for v in ("match", ROUNDING, ERRATUM, DISAGREE)}
+        print(f"{len(rows)} printed numbers in {len(scenarios)} files: " + ", ".join(f"{n} {v}" for v, n in counts.items())
+              + f"; rows in {out / 'textbook.csv'}")
+        findings = [r for r in rows if r["verdict"] not in ("match",)]
+        if findings:
+            print("\nNot a match:")
+            for r in findings:
+                print(f"  {r['verdict']:8}  {r['example']}  {r['at']}: printed {r['printed']}, "
+                      f"computed {_computed(r)}" + (f" — {r['note']}" if r.get("note") else ""))
+        disagreements = [r for r in rows if r["verdict"] == DISAGREE]
+        if disagreements:
+            print(f"\nbackprop-verify check: manual and torch DISAGREE beyond the tolerance policy at "
+                  f"{len(disagreements)} address(es); no verdict is given there — an engine is wrong "
+                  f"(run `backprop-verify report` to locate it)", file=sys.stderr)
+        if any(r["verdict"] not in PASSING for r in rows):
+            status = 1
+
+    if args.derivations:
+        from reports.derivations import derivation_text, evaluate_all, frame_of
+
+        results = evaluate_all()
+        atomic_write_text(out / "derivations.csv", frame_of(results).to_csv(index=False, float_format="%.3e", lineterminator="\n"))
+        print("\nDerivations (each formula against torch autograd over seeded random inputs):")
+        print(derivation_text(results))
+        print(f"rows in {out / 'derivations.csv'}")
+        inconsistent = [r for r in results if r.inconsistent]
+        for r in inconsistent:
+            print(f"backprop-verify check: derivation {r.id}: {r.inconsistent}", file=sys.stderr)
+        if inconsistent:
+            status = 1
+    return status

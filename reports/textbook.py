@@ -1,0 +1,333 @@
+"""Textbook verdicts: is the number a document printed the number backpropagation gives?
+
+Every ``[[expect]]`` of a worked example (``at``, ``printed``) and every named
+check below becomes one row::
+
+    example, at, printed, decimals, manual, reference, verdict
+
+``manual`` and ``reference`` are the value computed by the NumPy engine and by
+PyTorch autograd, always in float64 (a float32 file is checked in float64: the
+question is what the mathematics gives, not what float32 gives).
+
+Verdicts
+--------
+The two engines must first agree under the one tolerance policy
+(``reports.tolerance``, pair manual-torch, normwise over the address). If they
+do not, the verdict is ``disagree``: no printed number is judged against a
+value the engines do not agree on, and nothing is averaged. Otherwise, with v
+the reference value and p the printed number with d decimals:
+
+``match``      v rounded to d decimals (half away from zero) equals p
+``rounding``   |v − p| ≤ one unit of the last printed digit (10⁻ᵈ): the
+               drift a document gets by computing from rounded intermediates
+``erratum``    anything else
+
+How printed strings are read (``scenarios.loader.printed_number``):
+
+* ``≈`` (or ``~``) before the number is accepted and kept in the ``printed``
+  column, and does not change the verdict: every printed number is taken to
+  stand for its value rounded to the digits shown, whether or not the text
+  wrote ≈ (a document writing "= 0.27" and one writing "≈ 0.27" are held to
+  the same two decimals).
+* An integer such as ``"25"`` or ``"-10"`` has 0 decimals: it matches when v
+  rounds to it, is a rounding within ±1, an erratum beyond.
+* Counts are exact: ``parameter_count`` and ``updates_per_epoch`` have no
+  rounded intermediates, so anything but equality is an ``erratum`` (13,001
+  printed for a network with 13,002 parameters is an off-by-one, not a
+  rounding). A named check may be marked exact the same way.
+* Thousands separators (``"13,001"``) and the minus sign ``−`` are accepted.
+
+Named checks
+------------
+Some printed numbers are not at any Trace address: a product inside a sum
+(0.7 · 0.567 = 0.397), e^{z} inside the softmax, σ' = a(1 − a), the maximum
+of σ'. ``NAMED_CHECKS`` holds them: each has the example it belongs to, the
+printed string, the formula (as text) and two functions computing it, one for
+each engine's side — from that engine's Trace where the quantity comes from
+the network, or independently (NumPy vs torch autograd) where it is pure
+mathematics. They go through the same agreement test and the same verdicts,
+and are reported with their example (``at = "check.<name>"``) whenever that
+example is checked.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Callable
+
+import numpy as np
+
+from reports.compare import compare
+from reports.tolerance import tolerance
+from scenarios.loader import printed_number
+from scenarios.model import Expectation, Scenario
+from scenarios.trace import Trace, parse_element
+
+MATCH, ROUNDING, ERRATUM, DISAGREE = "match", "rounding", "erratum", "disagree"
+VERDICTS = (MATCH, ROUNDING, ERRATUM, DISAGREE)
+PASSING = (MATCH, ROUNDING)
+COLUMNS = ("example", "at", "printed", "decimals", "manual", "reference", "verdict")
+
+# Quantities that are counts: no rounding, equality or erratum.
+EXACT_QUANTITIES = ("parameter_count", "updates_per_epoch")
+
+def verdict(value: float, printed: str, exact: bool = False) -> str:
+    """``match``, ``rounding`` or ``erratum`` for ``value`` against the ``printed`` string."""
+    parsed = printed_number(printed)
+    if parsed is None:
+        raise ValueError(f"not a printed number: {printed!r}")
+    number, decimals, _ = parsed
+    if not math.isfinite(value):
+        return ERRATUM
+    exact_value = Decimal(value)  # the float's exact binary value
+    unit = Decimal(1).scaleb(-decimals)
+    if exact_value.quantize(unit, rounding=ROUND_HALF_UP) == number:
+        return MATCH
+    if exact:
+        return ERRATUM
+    return ROUNDING if abs(exact_value - number) <= unit else ERRATUM
+
+
+def decimals_of(printed: str) -> int:
+    parsed = printed_number(printed)
+    if parsed is None:
+        raise ValueError(f"not a printed number: {printed!r}")
+    return parsed[1]
+
+
+def values_agree(manual_value: float, reference_value: float, steps: int = 0) -> bool:
+    """Two scalars agree under the float64 manual-torch tolerance (relative to the larger)."""
+    if not (math.isfinite(manual_value) and math.isfinite(reference_value)):
+        return manual_value == reference_value
+    scale = max(abs(manual_value), abs(reference_value))
+    return abs(manual_value - reference_value) <= tolerance("float64", "manual-torch", steps) * scale
+
+
+# --------------------------------------------------------------------------- named checks
+
+
+@dataclass(frozen=True)
+class NamedCheck:
+    """A printed number that is no Trace address, with the formula that gives it.
+
+    ``manual(trace, scenario)`` is evaluated on the manual engine's Trace,
+    ``reference(trace, scenario)`` (default: the same function) on torch's.
+    """
+
+    name: str
+    example: str
+    printed: str
+    formula: str
+    manual: Callable[[Trace, Scenario], float]
+    reference: Callable[[Trace, Scenario], float] | None = None
+    note: str = ""
+    exact: bool = False
+
+    @property
+    def at(self) -> str:
+        return f"check.{self.name}"
+
+
+def _sigmoid_derivative_max_numpy(trace: Trace, scenario: Scenario) -> float:
+    z = np.linspace(-10.0, 10.0, 20001)
+    a = 1.0 / (1.0 + np.exp(-z))
+    return float(np.max(a * (1.0 - a)))
+
+
+def _sigmoid_derivative_max_torch(trace: Trace, scenario: Scenario) -> float:
+    import torch
+
+    z = torch.linspace(-10.0, 10.0, 20001, dtype=torch.float64, requires_grad=True)
+    torch.sigmoid(z).sum().backward()  # each z_i only affects σ(z_i): the grad is σ'(z_i)
+    return float(z.grad.max())
+
+
+def _quadratic_minimiser_numpy(trace: Trace, scenario: Scenario) -> float:
+    # f(w) = w² + 2w + 1; f'(w) = 2w + 2 = 0
+    return float(np.roots(np.polyder([1.0, 2.0, 1.0]))[0])
+
+
+def _quadratic_minimiser_torch(trace: Trace, scenario: Scenario) -> float:
+    import torch
+
+    w = torch.tensor(-6.0, dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.SGD([w], lr=0.1)
+    for _ in range(200):  # contraction 0.8 per step: 5·0.8²⁰⁰ ≈ 2e-19, far below one ulp of 1
+        optimizer.zero_grad()
+        (w**2 + 2 * w + 1).backward()
+        optimizer.step()
+    return float(w.detach())
+
+
+_S004 = "seed004-two_layer_sigmoid_softmax"
+_S003_LEARN = "seed003-learning_guesses"
+_S003_GD = "seed003-gradient_descent_quadratic"
+_S003_VANISH = "seed003-vanishing_gradient_sigmoid"
+
+
+def _x(r: int, c: int) -> Callable[[Trace, Scenario], float]:
+    return lambda trace, scenario: float(scenario.x[r, c])
+
+
+def _product(weight: str, index: tuple[int, int], other: Callable[[Trace, Scenario], float]):
+    return lambda trace, scenario: float(trace[weight][index]) * other(trace, scenario)
+
+
+def _trace(address: str) -> Callable[[Trace, Scenario], float]:
+    return lambda trace, scenario: trace.element(address)
+
+
+def _y_minus_output(unit: int, absolute: bool = False):
+    def value(trace: Trace, scenario: Scenario) -> float:
+        difference = float(scenario.y[0, unit]) - trace.element(f"layers.0.output[0,{unit}]")
+        return abs(difference) if absolute else difference
+
+    return value
+
+
+NAMED_CHECKS: tuple[NamedCheck, ...] = (
+    # document 004: the products inside each sum, e^z, the σ' factors, the two terms of ∂L/∂a²₁
+    NamedCheck("w1_11_x1", _S004, "0.05", "w¹₁₁·x₁", _product("layers.0.weight", (0, 0), _x(0, 0)),
+               note="0.1 · 0.5 in z²₁"),
+    NamedCheck("w1_12_x2", _S004, "0.12", "w¹₁₂·x₂", _product("layers.0.weight", (0, 1), _x(0, 1)),
+               note="0.2 · 0.6 in z²₁"),
+    NamedCheck("w1_21_x1", _S004, "0.15", "w¹₂₁·x₁", _product("layers.0.weight", (1, 0), _x(0, 0)),
+               note="0.3 · 0.5 in z²₂"),
+    NamedCheck("w1_22_x2", _S004, "0.24", "w¹₂₂·x₂", _product("layers.0.weight", (1, 1), _x(0, 1)),
+               note="0.4 · 0.6 in z²₂"),
+    NamedCheck("w2_11_a2_1", _S004, "0.397", "w²₁₁·a²₁", _product("layers.2.weight", (0, 0), _trace("layers.1.output[0,0]")),
+               note="0.7 · 0.567 in z³₁"),
+    NamedCheck("w2_12_a2_2", _S004, "0.515", "w²₁₂·a²₂", _product("layers.2.weight", (0, 1), _trace("layers.1.output[0,1]")),
+               note="0.8 · 0.644 in z³₁"),
+    NamedCheck("w2_21_a2_1", _S004, "0.51", "w²₂₁·a²₁", _product("layers.2.weight", (1, 0), _trace("layers.1.output[0,0]")),
+               note="0.9 · 0.567 in z³₂"),
+    NamedCheck("w2_22_a2_2", _S004, "0.644", "w²₂₂·a²₂", _product("layers.2.weight", (1, 1), _trace("layers.1.output[0,1]")),
+               note="1 · 0.644 in z³₂: the document carries a²₂ ≈ 0.644, but σ(0.59) = 0.6434"),
+    NamedCheck("exp_z3_1", _S004, "2.75", "e^{z³₁}", lambda t, s: math.exp(t.element("layers.2.output[0,0]")),
+               note="e^{1.012} in the softmax"),
+    NamedCheck("exp_z3_2", _S004, "3.87", "e^{z³₂}", lambda t, s: math.exp(t.element("layers.2.output[0,1]")),
+               note="e^{1.354} in the softmax"),
+    NamedCheck("delta3_1_w2_11", _S004, "-0.41", "(a³₁ − t₁)·w²₁₁",
+               _product("layers.2.weight", (0, 0), _trace("layers.2.output.grad[0,0]")),
+               note="first term of ∂L/∂a²₁: (0.415 − 1) · 0.7"),
+    NamedCheck("delta3_2_w2_21", _S004, "0.526", "(a³₂ − t₂)·w²₂₁",
+               _product("layers.2.weight", (1, 0), _trace("layers.2.output.grad[0,1]")),
+               note="second term of ∂L/∂a²₁: (0.585 − 0) · 0.9"),
+    NamedCheck("sigmoid_prime_z2_1", _S004, "0.246", "∂a²₁/∂z²₁ = a²₁(1 − a²₁)",
+               lambda t, s: (lambda a: a * (1 - a))(t.element("layers.1.output[0,0]")),
+               note="0.567 · (1 − 0.567) = 0.245511 rounds to 0.246, but from the unrounded a²₁ σ'(0.27) = 0.245499 rounds to 0.245"),
+    NamedCheck("sigmoid_prime_z2_2", _S004, "0.229", "∂a²₂/∂z²₂ = a²₂(1 − a²₂)",
+               lambda t, s: (lambda a: a * (1 - a))(t.element("layers.1.output[0,1]")),
+               note="the σ' factor of ∂L/∂w¹₂₁ and ∂L/∂w¹₂₂"),
+    # document 003, "何為「學習」": the distance y − ŷ and the loss |y − ŷ| for W = 0.5, 3, 2
+    NamedCheck("y_minus_yhat_W0.5", _S003_LEARN, "3.5", "y − ŷ (W = 0.5)", _y_minus_output(0), note="5 − 1.5"),
+    NamedCheck("y_minus_yhat_W3", _S003_LEARN, "-1.5", "y − ŷ (W = 3)", _y_minus_output(1), note="5 − 6.5"),
+    NamedCheck("y_minus_yhat_W2", _S003_LEARN, "0.5", "y − ŷ (W = 2)", _y_minus_output(2), note="5 − 4.5"),
+    NamedCheck("abs_loss_W0.5", _S003_LEARN, "3.5", "|y − ŷ| (W = 0.5)", _y_minus_output(0, True),
+               note="the loss |y − ŷ| between ŷ = 1.5 and y = 5"),
+    NamedCheck("abs_loss_W3", _S003_LEARN, "1.5", "|y − ŷ| (W = 3)", _y_minus_output(1, True),
+               note="the loss |y − ŷ| between ŷ = 6.5 and y = 5"),
+    NamedCheck("abs_loss_W2", _S003_LEARN, "0.5", "|y − ŷ| (W = 2)", _y_minus_output(2, True),
+               note="the loss |y − ŷ| between ŷ = 4.5 and y = 5"),
+    # document 003, gradient: the minimiser of f(w) = w² + 2w + 1
+    NamedCheck("quadratic_minimiser", _S003_GD, "-1", "argmin_w w² + 2w + 1",
+               _quadratic_minimiser_numpy, _quadratic_minimiser_torch,
+               note="f'(w) = 2(w + 1) = 0; NumPy solves it, torch.optim.SGD converges to it"),
+    # document 003, vanishing gradient: the maximum of σ'
+    NamedCheck("sigmoid_derivative_max", _S003_VANISH, "0.25", "max_z σ'(z), z ∈ [−10, 10]",
+               _sigmoid_derivative_max_numpy, _sigmoid_derivative_max_torch,
+               note="the 0.25 marked on the plot of σ': σ(z)(1 − σ(z)) in NumPy, autograd in torch"),
+)
+
+
+def named_checks_for(example: str) -> tuple[NamedCheck, ...]:
+    return tuple(c for c in NAMED_CHECKS if c.example == example)
+
+
+# --------------------------------------------------------------------------- rows
+
+
+def _scenario_quantity(name: str, trace: Trace, scenario: Scenario) -> float:
+    """A scenario quantity as seen by one engine's Trace."""
+    if name == "parameter_count":
+        # every parameter array the engine recorded at the initial parameters
+        return float(sum(np.asarray(v).size for k, v in trace.items()
+                         if re.fullmatch(r"layers\.[0-9]+\.(weight|bias)", k)))
+    if name == "updates_per_epoch":
+        optimizer = scenario.optimizer
+        if optimizer is None or optimizer.epochs is None:
+            return float(scenario.updates_per_epoch)
+        updates = sum(1 for k in trace if re.fullmatch(r"step[0-9]+\.loss", k))
+        return updates / optimizer.epochs
+    raise KeyError(name)
+
+
+def _row(example: str, at: str, printed: str, manual_value: float, reference_value: float,
+         agreed: bool, exact: bool, note: str) -> dict:
+    return {
+        "example": example, "at": at, "printed": printed, "decimals": decimals_of(printed),
+        "manual": manual_value, "reference": reference_value,
+        "verdict": verdict(reference_value, printed, exact) if agreed else DISAGREE,
+        "note": note,
+    }
+
+
+def expectation_row(example: str, expect: Expectation, scenario: Scenario,
+                    manual_trace: Trace, reference_trace: Trace) -> dict:
+    address, _ = parse_element(expect.at)
+    if address in EXACT_QUANTITIES:
+        m = _scenario_quantity(address, manual_trace, scenario)
+        r = _scenario_quantity(address, reference_trace, scenario)
+        return _row(example, expect.at, expect.printed, m, r, m == r, True, expect.note)
+    (compared,) = compare(manual_trace, reference_trace, "float64", "manual-torch", addresses=[address])
+    try:
+        m = manual_trace.element(expect.at)
+        r = reference_trace.element(expect.at)
+    except KeyError as err:
+        return _row(example, expect.at, expect.printed, math.nan, math.nan, False, False, f"{expect.note} ({err})")
+    return _row(example, expect.at, expect.printed, m, r, compared.passed, False, expect.note)
+
+
+def check_row(check: NamedCheck, scenario: Scenario, manual_trace: Trace, reference_trace: Trace) -> dict:
+    m = float(check.manual(manual_trace, scenario))
+    r = float((check.reference or check.manual)(reference_trace, scenario))
+    return _row(check.example, check.at, check.printed, m, r, values_agree(m, r), check.exact,
+                f"{check.formula}: {check.note}" if check.note else check.formula)
+
+
+def check_scenario(scenario: Scenario) -> list[dict]:
+    """One row per expectation of ``scenario`` and per named check of its example, in file order."""
+    import manual
+    import reference
+
+    if scenario.dtype != "float64":
+        scenario = scenario.astype("float64")
+    manual_trace = manual.run(scenario)
+    reference_trace = reference.run(scenario)
+    rows = [expectation_row(scenario.name, e, scenario, manual_trace, reference_trace) for e in scenario.expects]
+    rows += [check_row(c, scenario, manual_trace, reference_trace) for c in named_checks_for(scenario.name)]
+    _referee(scenario, rows, manual_trace, reference_trace)
+    return rows
+
+
+def _referee(scenario: Scenario, rows: list[dict], manual_trace: Trace, reference_trace: Trace) -> None:
+    """Where the engines disagree, say which side finite differences take (in the row's note)."""
+    from reference.fd_oracle import fd_oracle
+    from reports.runner import fd_applicable
+
+    disputed = [r for r in rows if r["verdict"] == DISAGREE and not r["at"].startswith("check.")]
+    if not disputed or not fd_applicable(scenario):
+        return
+    fd_trace = fd_oracle(scenario)
+    for row in disputed:
+        address, _ = parse_element(row["at"])
+        if address not in fd_trace:
+            continue
+        sides = [name for name, trace in (("manual", manual_trace), ("torch", reference_trace))
+                 if compare(trace, fd_trace, "float64", f"{name}-fd",
+                            addresses=[address])[0].passed]
+        verdict_of_fd = f"finite differences side with {' and '.join(sides)}" if sides else \
+            "finite differences agree with neither engine"
+        row["note"] = f"{row['note']} [{verdict_of_fd}]" if row["note"] else f"[{verdict_of_fd}]"
