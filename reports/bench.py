@@ -3,11 +3,13 @@
 Four kinds of figure, all taken in one run on one machine:
 
 * forward+backward time of the manual engine and of torch autograd on the same
-  network with the same weights (``time_case``), repetitions interleaved so both
-  engines see the same machine load, median and interquartile range reported;
+  network with the same weights (``manual_step``, ``torch_step``), repetitions
+  interleaved so both engines see the same machine load (``time_interleaved``),
+  median and interquartile range reported;
 * the matmul FLOPs that forward+backward executes (``matmul_flops``) and the
-  matmul peak of NumPy on the same machine (``matmul_peak``), hence the
-  fraction of the physical limit each engine reaches;
+  matmul peak of NumPy on the same machine (``matmul_step``: one 4096×4096
+  matmul, timed interleaved with the large network), hence the fraction of the
+  physical limit each engine reaches;
 * random-architecture verifications per second (``verification_throughput``):
   build a seeded scenario, run both engines, compare every address;
 * the wall time of the default test suite (``suite_wall_time``).
@@ -28,7 +30,6 @@ only one that gives repeatable numbers on a shared machine.
 from __future__ import annotations
 
 import contextlib
-import math
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -179,7 +180,12 @@ class Timing:
 
 
 def calls_per_sample(step: Callable[[], None], min_sample_s: float) -> int:
-    """How many calls make one sample last at least ``min_sample_s`` (timeit's autorange)."""
+    """How many calls make one sample last at least ``min_sample_s`` (timeit's autorange).
+
+    With ``min_sample_s`` 0 every sample is one call, and the step is not run here.
+    """
+    if min_sample_s <= 0.0:
+        return 1
     calls = 1
     while True:
         start = time.perf_counter()
@@ -192,7 +198,10 @@ def calls_per_sample(step: Callable[[], None], min_sample_s: float) -> int:
 
 def time_interleaved(steps: dict[str, Callable[[], None]], repeats: int, min_sample_s: float,
                      warmup: int = 2) -> dict[str, Timing]:
-    """Time every step ``repeats`` times, alternating between them so each sees the same load."""
+    """Time every step ``repeats`` times, alternating between them so each sees the same load.
+
+    Each step first runs ``warmup`` times untimed (caches, BLAS kernels, torch's allocator).
+    """
     for step in steps.values():
         for _ in range(warmup):
             step()
@@ -208,22 +217,21 @@ def time_interleaved(steps: dict[str, Callable[[], None]], repeats: int, min_sam
     return timings
 
 
-def matmul_peak(dtype: str, size: int = 4096, repeats: int = 3) -> tuple[float, float]:
-    """(GFLOP/s, seconds) of NumPy's ``A @ B`` on two size×size matrices, best of ``repeats``.
+def matmul_step(dtype: str, size: int = 4096) -> tuple[Callable[[], None], int]:
+    """(step, FLOPs): NumPy's ``A @ B`` on two size×size matrices of ``dtype`` — the matmul peak.
 
-    The best, not the median: the peak is what the machine can do, and on a
-    shared machine every disturbance only makes a run slower.
+    Timed like the networks (``time_interleaved``), so that on a shared machine
+    the peak and the networks it is compared with see the same load.
     """
     rng = np.random.default_rng(0)
     a = rng.standard_normal((size, size)).astype(dtype)
     b = rng.standard_normal((size, size)).astype(dtype)
-    a[:64, :64] @ b[:64, :64]  # load the BLAS kernels
-    best = math.inf
-    for _ in range(repeats):
-        start = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - start)
-    return 2.0 * size ** 3 / best / 1e9, best
+    product = np.empty((size, size), dtype=dtype)
+
+    def step() -> None:
+        np.matmul(a, b, out=product)
+
+    return step, 2 * size ** 3
 
 
 # --------------------------------------------------------------------------- threads

@@ -35,6 +35,7 @@ COLUMNS = (
     "section", "case", "dtype", "batch", "threads", "repeats",
     "manual_s", "manual_iqr_s", "manual_min_s", "torch_s", "torch_iqr_s", "torch_min_s", "ratio",
     "manual_gflops", "torch_gflops", "peak_gflops", "pct_of_peak", "torch_pct_of_peak",
+    "best_pct_of_peak", "torch_best_pct_of_peak",
     "per_second", "wall_s", "note",
 )
 
@@ -46,12 +47,17 @@ class Plan:
         self.quick = quick
         self.cases = bench.QUICK_CASES if quick else bench.CASES
         self.repeats = 5 if quick else 15
-        self.large_repeats = 5  # cases whose single step takes ≳ 0.1 s
-        self.min_sample_s = 0.005 if quick else 0.02
+        self.min_sample_s = 0.002 if quick else 0.02
+        # Cases of more than LARGE_FLOPS per step: one call per sample, few samples,
+        # and the matmul peak timed in the same interleaved loop.
+        self.large_repeats = 3
         self.peak_size = 1024 if quick else 4096
-        self.peak_repeats = 3
+        self.peak_repeats = 3  # when no large case carries the peak (--quick)
         self.verifications = 100 if quick else 500
         self.suite = not quick
+
+
+LARGE_FLOPS = 1e9
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -87,17 +93,30 @@ def main(args: argparse.Namespace) -> int:
 
 def measure(plan: Plan, threads: int) -> list[dict]:
     rows: list[dict] = []
-    peaks: dict[str, float] = {}
-    for dtype in bench.DTYPES:
-        peak, seconds = bench.matmul_peak(dtype, plan.peak_size, plan.peak_repeats)
-        peaks[dtype] = peak
-        rows.append(_row(section="peak", case=f"matmul-{plan.peak_size}", dtype=dtype, threads=threads,
-                         repeats=plan.peak_repeats, peak_gflops=peak, wall_s=seconds,
-                         note=f"NumPy A @ B, {plan.peak_size}x{plan.peak_size}, best of {plan.peak_repeats}"))
+    timed = []  # (case, dtype, timings)
+    peak_samples: dict[str, list[float]] = {dtype: [] for dtype in bench.DTYPES}
     for case in plan.cases:
         for dtype in bench.DTYPES:
-            rows.append(fwd_bwd_row(case, dtype, peaks[dtype], plan, threads))
-            print(_progress(rows[-1]), flush=True)
+            timings = time_case(case, dtype, plan)
+            if "peak" in timings:
+                peak_samples[dtype] += timings.pop("peak").samples
+            timed.append((case, dtype, timings))
+            print(_progress(case, dtype, timings), flush=True)
+
+    peaks = {}
+    for dtype in bench.DTYPES:
+        step, flops = bench.matmul_step(dtype, plan.peak_size)
+        if not peak_samples[dtype]:
+            peak_samples[dtype] = bench.time_interleaved({"peak": step}, plan.peak_repeats, 0.0, warmup=1)["peak"].samples
+        peak = bench.Timing(peak_samples[dtype])
+        peaks[dtype] = (flops / peak.median / 1e9, flops / min(peak.samples) / 1e9)
+        rows.append(_row(section="peak", case=f"matmul-{plan.peak_size}", dtype=dtype, threads=threads,
+                         repeats=len(peak.samples), peak_gflops=peaks[dtype][0], wall_s=peak.median,
+                         note=f"NumPy A @ B, {plan.peak_size}x{plan.peak_size}: median of {len(peak.samples)}; "
+                              f"best {peaks[dtype][1]:.1f} GFLOP/s"))
+    for case, dtype, timings in timed:
+        rows.append(fwd_bwd_row(case, dtype, timings, peaks[dtype], threads))
+
     seconds, failures = bench.verification_throughput(plan.verifications)
     rows.append(_row(section="throughput", case="random_verify", dtype="mixed", threads=threads,
                      repeats=plan.verifications, per_second=plan.verifications / seconds, wall_s=seconds,
@@ -111,24 +130,35 @@ def measure(plan: Plan, threads: int) -> list[dict]:
     return rows
 
 
-def fwd_bwd_row(case: bench.BenchCase, dtype: str, peak: float, plan: Plan, threads: int) -> dict:
+def time_case(case: bench.BenchCase, dtype: str, plan: Plan) -> dict[str, bench.Timing]:
+    """Interleaved timings of the manual and torch steps (and, for a large case, the matmul peak)."""
     scenario = bench.case_scenario(case, dtype)
     steps = {"manual": bench.manual_step(scenario), "torch": bench.torch_step(scenario)}
-    flops = bench.matmul_flops(case.widths, case.batch)
-    large = flops > 1e9
-    repeats = plan.large_repeats if large else plan.repeats
-    timings = bench.time_interleaved(steps, repeats, 0.0 if large else plan.min_sample_s,
-                                     warmup=1 if large else 3)
+    if bench.matmul_flops(case.widths, case.batch) < LARGE_FLOPS:
+        return bench.time_interleaved(steps, plan.repeats, plan.min_sample_s, warmup=3)
+    for step in steps.values():  # warm up the networks only: the matmul needs none
+        step()
+    if not plan.quick:
+        steps["peak"] = bench.matmul_step(dtype, plan.peak_size)[0]
+    return bench.time_interleaved(steps, plan.large_repeats, 0.0, warmup=0)
+
+
+def fwd_bwd_row(case: bench.BenchCase, dtype: str, timings: dict[str, bench.Timing],
+                peak: tuple[float, float], threads: int) -> dict:
+    """One ``fwd_bwd`` row; ``peak`` is (median, best) GFLOP/s of the matmul in this dtype."""
     manual, torch = timings["manual"], timings["torch"]
-    manual_gflops = flops / manual.median / 1e9
-    torch_gflops = flops / torch.median / 1e9
+    flops = bench.matmul_flops(case.widths, case.batch)
+    gflops = {name: (flops / t.median / 1e9, flops / min(t.samples) / 1e9) for name, t in timings.items()}
     return _row(section="fwd_bwd", case=f"{case.name}-{case.label}", dtype=dtype, batch=case.batch,
-                threads=threads, repeats=repeats,
+                threads=threads, repeats=len(manual.samples),
                 manual_s=manual.median, manual_iqr_s=manual.iqr, manual_min_s=min(manual.samples),
                 torch_s=torch.median, torch_iqr_s=torch.iqr, torch_min_s=min(torch.samples),
                 ratio=manual.median / torch.median,
-                manual_gflops=manual_gflops, torch_gflops=torch_gflops, peak_gflops=peak,
-                pct_of_peak=100.0 * manual_gflops / peak, torch_pct_of_peak=100.0 * torch_gflops / peak,
+                manual_gflops=gflops["manual"][0], torch_gflops=gflops["torch"][0], peak_gflops=peak[0],
+                pct_of_peak=100.0 * gflops["manual"][0] / peak[0],
+                torch_pct_of_peak=100.0 * gflops["torch"][0] / peak[0],
+                best_pct_of_peak=100.0 * gflops["manual"][1] / peak[1],
+                torch_best_pct_of_peak=100.0 * gflops["torch"][1] / peak[1],
                 note=f"{case.hidden} hidden, {case.output} output, {case.loss[0]} ({case.loss[1]}); "
                      f"{flops / 1e6:.3g} MFLOP per step")
 
@@ -165,9 +195,10 @@ def to_csv(rows: list[dict], header: list[str]) -> str:
     return buffer.getvalue()
 
 
-def _progress(row: dict) -> str:
-    return (f"  {row['case']:<26} {row['dtype']:<8} manual {_seconds(row['manual_s'])}  "
-            f"torch {_seconds(row['torch_s'])}  ratio {row['ratio']:.2f}")
+def _progress(case: bench.BenchCase, dtype: str, timings: dict[str, bench.Timing]) -> str:
+    manual, torch = timings["manual"].median, timings["torch"].median
+    return (f"  {case.name + '-' + case.label:<26} {dtype:<8} manual {_seconds(manual)}  "
+            f"torch {_seconds(torch)}  ratio {manual / torch:.2f}")
 
 
 def _seconds(value: float) -> str:
@@ -194,6 +225,8 @@ def summary_table(rows: list[dict]) -> str:
         "manual GFLOP/s": [f"{r['manual_gflops']:.3g}" for r in fwd],
         "% of peak": [f"{r['pct_of_peak']:.0f}" for r in fwd],
         "torch % of peak": [f"{r['torch_pct_of_peak']:.0f}" for r in fwd],
+        "best %": [f"{r['best_pct_of_peak']:.0f}" for r in fwd],
+        "torch best %": [f"{r['torch_best_pct_of_peak']:.0f}" for r in fwd],
     })
     lines = [markdown(frame), ""]
     for r in rows:
