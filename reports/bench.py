@@ -274,19 +274,26 @@ def blas_description() -> str:
 # --------------------------------------------------------------------------- suite throughput
 
 
-def verification_throughput(count: int, seed: int = 0) -> tuple[float, int]:
-    """(seconds, failures) for ``count`` random architectures: build, manual.run, reference.run, compare."""
+def verification_throughput(count: int, seed: int = 0, warmup: int = 10) -> tuple[float, int]:
+    """(seconds, failed addresses) for ``count`` random architectures in one process:
+    ``random_scenario``, ``manual.run``, ``reference.run``, ``compare`` of every address.
+
+    ``warmup`` scenarios run first, untimed (lazy imports, first calls).
+    """
     import manual
     import reference
     from reports.compare import compare
     from scenarios.generator import random_scenario
 
-    failures = 0
-    start = time.perf_counter()
-    for k in range(count):
-        scenario = random_scenario(seed + k)
+    def verify(scenario_seed: int) -> int:
+        scenario = random_scenario(scenario_seed)
         rows = compare(manual.run(scenario), reference.run(scenario), scenario.dtype, "manual-torch")
-        failures += sum(not row.passed for row in rows)
+        return sum(not row.passed for row in rows)
+
+    for k in range(warmup):
+        verify(seed + k)
+    start = time.perf_counter()
+    failures = sum(verify(seed + k) for k in range(count))
     return time.perf_counter() - start, failures
 
 
