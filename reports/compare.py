@@ -39,9 +39,9 @@ def compare(a: Trace, b: Trace, dtype: str = "float64", pair: str | None = None,
     """
     pair = pair or f"{a.engine}-{b.engine}"
     floor = absolute_floor(dtype, pair)
-    grad_scale, output_scale = family_scales(b)
     addresses = list(addresses if addresses is not None else b.keys())
     maxima = _finite_maxima(a, b, addresses)
+    grad_scale, output_scale = family_scales(b, {address: m[1] for address, m in maxima.items()})
     rows = []
     for address in addresses:
         tol = tolerance(dtype, pair, step_of(address))
@@ -91,13 +91,22 @@ def _finite_maxima(a: Trace, b: Trace, addresses: list[str]) -> dict[str, tuple[
             if math.isfinite(d) and math.isfinite(m)}
 
 
-def family_scales(trace: Trace) -> tuple[float, float]:
-    """(max|∂L/∂ last layer output|, max|any layer output|) — see reports.tolerance."""
+def family_scales(trace: Trace, known: dict[str, float] | None = None) -> tuple[float, float]:
+    """(max|∂L/∂ last layer output|, max|any layer output|) — see reports.tolerance.
+
+    ``known`` may hold max|trace[address]| already computed for addresses whose
+    values are all finite.
+    """
+    known = known or {}
+
+    def max_abs(address: str) -> float:
+        return known[address] if address in known else _max_abs(trace[address])
+
     outputs = [k for k in trace if k.startswith("layers.") and k.endswith(".output")]
-    output_scale = max((_max_abs(trace[k]) for k in outputs), default=0.0)
+    output_scale = max((max_abs(k) for k in outputs), default=0.0)
     last = max((int(k.split(".")[1]) for k in outputs), default=None)
     grad_key = f"layers.{last}.output.grad"
-    grad_scale = _max_abs(trace[grad_key]) if grad_key in trace else 0.0
+    grad_scale = max_abs(grad_key) if grad_key in trace else 0.0
     return grad_scale, output_scale
 
 
