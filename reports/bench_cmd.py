@@ -6,7 +6,9 @@ row per measurement; ``section`` says which kind:
 * ``fwd_bwd`` — forward + loss + backward of one network in one dtype: median
   seconds per step of each engine with the interquartile range, their ratio,
   the achieved matmul GFLOP/s and its fraction of the matmul peak;
-* ``peak`` — NumPy's matmul peak for a dtype (one n×n matmul, best of a few);
+* ``peak`` — NumPy's matmul peak for a dtype: a 4096×4096 matmul (1024 with
+  ``--quick``) timed in the same interleaved loop as the large network, median
+  in ``peak_gflops``, best in ``note``;
 * ``throughput`` — random-architecture verifications per second;
 * ``suite`` — wall time of the default test suite, serial and with ``-n 2``;
 * ``machine`` — where and how: CPU, NumPy's BLAS, torch, the thread count (in ``note``).
