@@ -27,6 +27,8 @@ Registry: ``LOSSES`` maps each catalogue name to its class.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from manual.activations import sigmoid
@@ -63,7 +65,7 @@ class Loss:
     def divisor(self, shape: tuple[int, ...]) -> int:
         """The integer the summed loss is divided by for this reduction and shape."""
         n = shape[0]
-        elements = int(np.prod(shape))
+        elements = math.prod(shape)
         return {
             "sum": 1,
             "half_sum": 2,

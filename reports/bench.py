@@ -1,0 +1,313 @@
+"""Measurements behind ``backprop-verify bench``: the manual engine against torch autograd.
+
+Four kinds of figure, all taken in one run on one machine:
+
+* forward+backward time of the manual engine and of torch autograd on the same
+  network with the same weights (``manual_step``, ``torch_step``), repetitions
+  interleaved so both engines see the same machine load (``time_interleaved``),
+  median and interquartile range reported;
+* the matmul FLOPs that forward+backward executes (``matmul_flops``) and the
+  matmul peak of NumPy on the same machine (``matmul_step``: one 4096×4096
+  matmul, timed interleaved with the large network), hence the fraction of the
+  physical limit each engine reaches;
+* random-architecture verifications per second (``verification_throughput``):
+  build a seeded scenario, run both engines, compare every address;
+* the wall time of the default test suite (``suite_wall_time``).
+
+The timed step is what training does: forward, loss, backward to every
+parameter — without ∂L/∂x (torch's input does not require a gradient; the
+manual engine is told ``input_grad=False``), so both engines compute the same
+products. The manual side uses only the engine's public building blocks
+(``manual.engine.build_network`` / ``forward`` / ``backward`` and the loss
+classes); the torch side is plain autograd with ``torch.nn.functional``, the
+reference's activation and loss functions, and ``grad = None`` between steps.
+
+Threads: both engines run with the same number of BLAS / intra-op threads
+(``threads``): NumPy's BLAS through threadpoolctl, torch through
+``torch.set_num_threads``. The default is 1 — the test suite's setting, and the
+only one that gives repeatable numbers on a shared machine.
+"""
+from __future__ import annotations
+
+import contextlib
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from scenarios.model import Layer, Loss, Scenario
+
+
+# --------------------------------------------------------------------------- the networks
+
+
+@dataclass(frozen=True)
+class BenchCase:
+    """A network to time: widths (in, hidden..., out), a batch, a hidden activation and a loss."""
+
+    name: str
+    widths: tuple[int, ...]
+    batch: int
+    hidden: str
+    output: str
+    loss: tuple[str, str]  # (type, reduction)
+    seed: int = 0
+
+    @property
+    def label(self) -> str:
+        return "-".join(str(w) for w in self.widths)
+
+
+CASES: tuple[BenchCase, ...] = (
+    # the worked example of the textbooks: 2-2-2 sigmoid network, ½Σ squared error
+    BenchCase("textbook", (2, 2, 2), 1, "sigmoid", "sigmoid", ("mse", "half_sum")),
+    BenchCase("small", (4, 8, 3), 4, "tanh", "softmax", ("cross_entropy", "mean")),
+    BenchCase("medium", (784, 128, 10), 64, "relu", "identity", ("softmax_cross_entropy", "mean")),
+    BenchCase("medium", (784, 256, 256, 10), 256, "relu", "identity", ("softmax_cross_entropy", "mean")),
+    BenchCase("large", (2048, 2048, 2048, 10), 512, "relu", "identity", ("softmax_cross_entropy", "mean")),
+)
+QUICK_CASES: tuple[BenchCase, ...] = CASES[:3]
+DTYPES = ("float64", "float32")
+
+
+def case_scenario(case: BenchCase, dtype: str) -> Scenario:
+    """The case as a Scenario (He-normal weights, small biases), so both engines build it the usual way."""
+    rng = np.random.default_rng(case.seed)
+    layers: list[Layer] = []
+    pairs = list(zip(case.widths[:-1], case.widths[1:]))
+    for index, (n_in, n_out) in enumerate(pairs):
+        weight = rng.normal(0.0, np.sqrt(2.0 / n_in), (n_out, n_in))
+        bias = rng.normal(0.0, 0.1, n_out)
+        layers.append(Layer("linear", weight=weight, bias=bias))
+        layers.append(Layer(case.hidden if index < len(pairs) - 1 else case.output))
+    x = rng.normal(0.0, 1.0, (case.batch, case.widths[0]))
+    if case.loss[0] in ("cross_entropy", "softmax_cross_entropy"):
+        y = np.eye(case.widths[-1])[rng.integers(0, case.widths[-1], size=case.batch)]
+    else:
+        y = rng.normal(0.0, 1.0, (case.batch, case.widths[-1]))
+    return Scenario(name=f"bench-{case.label}-b{case.batch}", layers=tuple(layers), loss=Loss(*case.loss),
+                    x=x, y=y, seed=case.seed).astype(dtype)
+
+
+def matmul_flops(widths: tuple[int, ...], batch: int) -> int:
+    """Matmul FLOPs of one training step (forward + backward without ∂L/∂x).
+
+    Per linear layer (in → out): forward 2·B·in·out (Z = X Wᵀ); backward
+    2·B·in·out for ∂L/∂W = δᵀX, and 2·B·in·out for ∂L/∂X = δW on every layer
+    but the first.
+    """
+    flops = 0
+    for index, (n_in, n_out) in enumerate(zip(widths[:-1], widths[1:])):
+        products = 2 if index == 0 else 3  # forward, weight gradient[, input gradient]
+        flops += products * 2 * batch * n_in * n_out
+    return flops
+
+
+# --------------------------------------------------------------------------- the two steps
+
+
+def manual_step(scenario: Scenario) -> Callable[[], None]:
+    """One forward + loss + backward of the manual engine, as a closure over its network."""
+    from manual.engine import backward, build_loss, build_network, forward
+
+    network = build_network(scenario)
+    loss = build_loss(scenario)
+    x = np.asarray(scenario.x, dtype=scenario.np_dtype)
+    target = np.asarray(scenario.y, dtype=scenario.np_dtype)
+
+    def step() -> None:
+        outputs = forward(network, x)
+        loss.forward(outputs[-1], target)
+        backward(network, loss.backward(), input_grad=False)
+
+    return step
+
+
+def torch_step(scenario: Scenario) -> Callable[[], None]:
+    """One forward + loss + backward by torch autograd on the same weights."""
+    import torch
+    import torch.nn.functional as F
+
+    from reference.torch_engine import loss_function, make_activation
+
+    def tensor(array, requires_grad=False):
+        return torch.from_numpy(np.array(array, dtype=scenario.np_dtype, copy=True)).requires_grad_(requires_grad)
+
+    parameters: list = []
+    operations: list[Callable] = []
+    for layer in scenario.layers:
+        if layer.is_linear:
+            weight, bias = tensor(layer.weight, True), tensor(layer.bias, True)
+            parameters += [weight, bias]
+            operations.append(lambda signal, w=weight, b=bias: F.linear(signal, w, b))
+        else:
+            operations.append(make_activation(layer))
+    loss_of = loss_function(scenario.loss)
+    x, target = tensor(scenario.x), tensor(scenario.y)
+
+    def step() -> None:
+        for parameter in parameters:
+            parameter.grad = None
+        signal = x
+        for operation in operations:
+            signal = operation(signal)
+        loss_of(signal, target).backward()
+
+    return step
+
+
+# --------------------------------------------------------------------------- timing
+
+
+@dataclass
+class Timing:
+    """Seconds per call: the samples, their median and interquartile range."""
+
+    samples: list[float] = field(default_factory=list)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.samples)
+
+    @property
+    def iqr(self) -> float:
+        if len(self.samples) < 2:
+            return 0.0
+        quartiles = statistics.quantiles(self.samples, n=4, method="inclusive")
+        return quartiles[2] - quartiles[0]
+
+
+def calls_per_sample(step: Callable[[], None], min_sample_s: float) -> int:
+    """How many calls make one sample last at least ``min_sample_s`` (timeit's autorange).
+
+    With ``min_sample_s`` 0 every sample is one call, and the step is not run here.
+    """
+    if min_sample_s <= 0.0:
+        return 1
+    calls = 1
+    while True:
+        start = time.perf_counter()
+        for _ in range(calls):
+            step()
+        if time.perf_counter() - start >= min_sample_s or calls >= 1 << 20:
+            return calls
+        calls *= 2
+
+
+def time_interleaved(steps: dict[str, Callable[[], None]], repeats: int, min_sample_s: float,
+                     warmup: int = 2) -> dict[str, Timing]:
+    """Time every step ``repeats`` times, alternating between them so each sees the same load.
+
+    Each step first runs ``warmup`` times untimed (caches, BLAS kernels, torch's allocator).
+    """
+    for step in steps.values():
+        for _ in range(warmup):
+            step()
+    calls = {name: calls_per_sample(step, min_sample_s) for name, step in steps.items()}
+    timings = {name: Timing() for name in steps}
+    for _ in range(repeats):
+        for name, step in steps.items():
+            n = calls[name]
+            start = time.perf_counter()
+            for _ in range(n):
+                step()
+            timings[name].samples.append((time.perf_counter() - start) / n)
+    return timings
+
+
+def matmul_step(dtype: str, size: int = 4096) -> tuple[Callable[[], None], int]:
+    """(step, FLOPs): NumPy's ``A @ B`` on two size×size matrices of ``dtype`` — the matmul peak.
+
+    Timed like the networks (``time_interleaved``), so that on a shared machine
+    the peak and the networks it is compared with see the same load.
+    """
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((size, size)).astype(dtype)
+    b = rng.standard_normal((size, size)).astype(dtype)
+    product = np.empty((size, size), dtype=dtype)
+
+    def step() -> None:
+        np.matmul(a, b, out=product)
+
+    return step, 2 * size ** 3
+
+
+# --------------------------------------------------------------------------- threads
+
+
+@contextlib.contextmanager
+def thread_limit(threads: int):
+    """Run NumPy's BLAS and torch with ``threads`` threads each; restore both afterwards."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+            limiter = contextlib.nullcontext()
+        else:
+            limiter = threadpool_limits(limits=threads, user_api="blas")
+        with limiter:
+            yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def blas_description() -> str:
+    """NumPy's BLAS and its thread count, e.g. 'openblas 0.3.31 (Haswell), 1 thread'."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:  # pragma: no cover
+        return "unknown BLAS"
+    for pool in threadpool_info():
+        if pool.get("user_api") == "blas" and "numpy" in pool.get("filepath", ""):
+            arch = pool.get("architecture")
+            return (f"{pool.get('internal_api')} {pool.get('version')}" + (f" ({arch})" if arch else "")
+                    + f", {pool.get('num_threads')} thread(s)")
+    return "unknown BLAS"
+
+
+# --------------------------------------------------------------------------- suite throughput
+
+
+def verification_throughput(count: int, seed: int = 0, warmup: int = 10) -> tuple[float, int]:
+    """(seconds, failed addresses) for ``count`` random architectures in one process:
+    ``random_scenario``, ``manual.run``, ``reference.run``, ``compare`` of every address.
+
+    ``warmup`` scenarios run first, untimed (lazy imports, first calls).
+    """
+    import manual
+    import reference
+    from reports.compare import compare
+    from scenarios.generator import random_scenario
+
+    def verify(scenario_seed: int) -> int:
+        scenario = random_scenario(scenario_seed)
+        rows = compare(manual.run(scenario), reference.run(scenario), scenario.dtype, "manual-torch")
+        return sum(not row.passed for row in rows)
+
+    for k in range(warmup):
+        verify(seed + k)
+    start = time.perf_counter()
+    failures = sum(verify(seed + k) for k in range(count))
+    return time.perf_counter() - start, failures
+
+
+def suite_wall_time(workers: int | None, cwd: str) -> tuple[float, int]:
+    """(seconds, exit code) of ``python -m pytest -q`` (``-n workers`` when given) in a subprocess."""
+    import os
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "pytest", "-q"]
+    if workers is not None:
+        command += ["-n", str(workers)]
+    env = dict(os.environ)
+    env["PYTHONPATH"] = cwd + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    start = time.perf_counter()
+    done = subprocess.run(command, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - start, done.returncode

@@ -1,0 +1,244 @@
+"""``backprop-verify bench``: the manual engine against torch autograd, on this machine, now.
+
+Writes ``bench.csv`` (atomically) into ``--out`` and prints it as a table. One
+row per measurement; ``section`` says which kind:
+
+* ``fwd_bwd`` — forward + loss + backward of one network in one dtype: median
+  seconds per step of each engine with the interquartile range, their ratio,
+  the achieved matmul GFLOP/s and its fraction of the matmul peak;
+* ``peak`` — NumPy's matmul peak for a dtype: a 4096×4096 matmul (1024 with
+  ``--quick``) timed in the same interleaved loop as the large network, median
+  in ``peak_gflops``, best in ``note``;
+* ``throughput`` — random-architecture verifications per second;
+* ``suite`` — wall time of the default test suite, serial and with ``-n 2``;
+* ``machine`` — where and how: CPU, NumPy's BLAS, torch, the thread count (in ``note``).
+
+Figures from a shared machine are noisy: compare the ratios within one run
+(repetitions are interleaved, so both engines see the same load), not the
+absolute times across runs.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from reports import bench
+from reports.io import atomic_write_text
+
+COLUMNS = (
+    "section", "case", "dtype", "batch", "threads", "repeats",
+    "manual_s", "manual_iqr_s", "manual_min_s", "torch_s", "torch_iqr_s", "torch_min_s", "ratio",
+    "manual_gflops", "torch_gflops", "peak_gflops", "pct_of_peak", "torch_pct_of_peak",
+    "best_pct_of_peak", "torch_best_pct_of_peak",
+    "per_second", "wall_s", "note",
+)
+
+
+class Plan:
+    """How much to measure: the full run, or ``--quick`` (small cases, few repetitions)."""
+
+    def __init__(self, quick: bool):
+        self.quick = quick
+        self.cases = bench.QUICK_CASES if quick else bench.CASES
+        self.repeats = 5 if quick else 15
+        self.min_sample_s = 0.002 if quick else 0.02
+        # Cases of more than LARGE_FLOPS per step: one call per sample, few samples,
+        # and the matmul peak timed in the same interleaved loop.
+        self.large_repeats = 3
+        self.peak_size = 1024 if quick else 4096
+        self.peak_repeats = 3  # when no large case carries the peak (--quick)
+        self.verifications = 100 if quick else 500
+        self.suite = not quick
+
+
+LARGE_FLOPS = 1e9
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", default="reports/out", help="output folder (default: reports/out)")
+    parser.add_argument("--quick", action="store_true",
+                        help="small networks, few repetitions, no test-suite timing (a few seconds)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="BLAS / torch intra-op threads for both engines (default: 1)")
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.threads < 1:
+        print("backprop-verify bench: --threads: expected a count >= 1", file=sys.stderr)
+        return 2
+    plan = Plan(args.quick)
+    out = Path(args.out)
+    started = time.perf_counter()
+    with bench.thread_limit(args.threads):
+        header = machine_header(args.threads, plan)
+        for line in header:
+            print("# " + line)
+        rows = measure(plan, args.threads)
+    text = to_csv(rows, header)
+    atomic_write_text(out / "bench.csv", text)
+    print()
+    print(summary_table(rows))
+    print(f"\n{len(rows)} rows in {out / 'bench.csv'} ({time.perf_counter() - started:.1f} s)")
+    return 0
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+def measure(plan: Plan, threads: int) -> list[dict]:
+    rows: list[dict] = []
+    timed = []  # (case, dtype, timings)
+    peak_samples: dict[str, list[float]] = {dtype: [] for dtype in bench.DTYPES}
+    for case in plan.cases:
+        for dtype in bench.DTYPES:
+            timings = time_case(case, dtype, plan)
+            if "peak" in timings:
+                peak_samples[dtype] += timings.pop("peak").samples
+            timed.append((case, dtype, timings))
+            print(_progress(case, dtype, timings), flush=True)
+
+    peaks = {}
+    for dtype in bench.DTYPES:
+        step, flops = bench.matmul_step(dtype, plan.peak_size)
+        if not peak_samples[dtype]:
+            peak_samples[dtype] = bench.time_interleaved({"peak": step}, plan.peak_repeats, 0.0, warmup=1)["peak"].samples
+        peak = bench.Timing(peak_samples[dtype])
+        peaks[dtype] = (flops / peak.median / 1e9, flops / min(peak.samples) / 1e9)
+        rows.append(_row(section="peak", case=f"matmul-{plan.peak_size}", dtype=dtype, threads=threads,
+                         repeats=len(peak.samples), peak_gflops=peaks[dtype][0], wall_s=peak.median,
+                         note=f"NumPy A @ B, {plan.peak_size}x{plan.peak_size}: median of {len(peak.samples)}; "
+                              f"best {peaks[dtype][1]:.1f} GFLOP/s"))
+    for case, dtype, timings in timed:
+        rows.append(fwd_bwd_row(case, dtype, timings, peaks[dtype], threads))
+
+    seconds, failures = bench.verification_throughput(plan.verifications)
+    rows.append(_row(section="throughput", case="random_verify", dtype="mixed", threads=threads,
+                     repeats=plan.verifications, per_second=plan.verifications / seconds, wall_s=seconds,
+                     note=f"random_scenario + manual.run + reference.run + compare; {failures} failed addresses"))
+    if plan.suite:
+        root = str(Path(__file__).resolve().parent.parent)
+        for workers, label in ((None, "pytest -q"), (2, "pytest -q -n 2")):
+            seconds, code = bench.suite_wall_time(workers, root)
+            rows.append(_row(section="suite", case=f"suite-n{workers or 1}", dtype="mixed", threads=threads,
+                             repeats=1, wall_s=seconds, note=f"python -m {label}: exit code {code}"))
+    return rows
+
+
+def time_case(case: bench.BenchCase, dtype: str, plan: Plan) -> dict[str, bench.Timing]:
+    """Interleaved timings of the manual and torch steps (and, for a large case, the matmul peak)."""
+    scenario = bench.case_scenario(case, dtype)
+    steps = {"manual": bench.manual_step(scenario), "torch": bench.torch_step(scenario)}
+    if bench.matmul_flops(case.widths, case.batch) < LARGE_FLOPS:
+        return bench.time_interleaved(steps, plan.repeats, plan.min_sample_s, warmup=3)
+    for step in steps.values():  # warm up the networks only: the matmul needs none
+        step()
+    if not plan.quick:
+        steps["peak"] = bench.matmul_step(dtype, plan.peak_size)[0]
+    return bench.time_interleaved(steps, plan.large_repeats, 0.0, warmup=0)
+
+
+def fwd_bwd_row(case: bench.BenchCase, dtype: str, timings: dict[str, bench.Timing],
+                peak: tuple[float, float], threads: int) -> dict:
+    """One ``fwd_bwd`` row; ``peak`` is (median, best) GFLOP/s of the matmul in this dtype."""
+    manual, torch = timings["manual"], timings["torch"]
+    flops = bench.matmul_flops(case.widths, case.batch)
+    gflops = {name: (flops / t.median / 1e9, flops / min(t.samples) / 1e9) for name, t in timings.items()}
+    return _row(section="fwd_bwd", case=f"{case.name}-{case.label}", dtype=dtype, batch=case.batch,
+                threads=threads, repeats=len(manual.samples),
+                manual_s=manual.median, manual_iqr_s=manual.iqr, manual_min_s=min(manual.samples),
+                torch_s=torch.median, torch_iqr_s=torch.iqr, torch_min_s=min(torch.samples),
+                ratio=manual.median / torch.median,
+                manual_gflops=gflops["manual"][0], torch_gflops=gflops["torch"][0], peak_gflops=peak[0],
+                pct_of_peak=100.0 * gflops["manual"][0] / peak[0],
+                torch_pct_of_peak=100.0 * gflops["torch"][0] / peak[0],
+                best_pct_of_peak=100.0 * gflops["manual"][1] / peak[1],
+                torch_best_pct_of_peak=100.0 * gflops["torch"][1] / peak[1],
+                note=f"{case.hidden} hidden, {case.output} output, {case.loss[0]} ({case.loss[1]}); "
+                     f"{flops / 1e6:.3g} MFLOP per step")
+
+
+def _row(**values) -> dict:
+    return {column: values.get(column, "") for column in COLUMNS}
+
+
+# --------------------------------------------------------------------------- printing
+
+
+def machine_header(threads: int, plan: Plan) -> list[str]:
+    """What was measured where: printed first, and kept in the CSV as ``machine`` rows."""
+    import torch
+
+    return [
+        f"backprop-verify bench ({'quick' if plan.quick else 'full'}), {time.strftime('%Y-%m-%d %H:%M:%S %Z')}",
+        f"{platform.machine()}, {os.cpu_count() or 1} CPUs; Python {platform.python_version()}",
+        f"NumPy {np.__version__}: {bench.blas_description()}",
+        f"torch {torch.__version__}: {torch.get_num_threads()} intra-op thread(s)",
+        f"both engines: {threads} thread(s); repetitions interleaved; times are medians in seconds per step",
+    ]
+
+
+def to_csv(rows: list[dict], header: list[str]) -> str:
+    """The rows as CSV (floats with 6 significant digits), preceded by one ``machine`` row per header line."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for line in header:
+        writer.writerow(_row(section="machine", case="", note=line))
+    for row in rows:
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    return buffer.getvalue()
+
+
+def _progress(case: bench.BenchCase, dtype: str, timings: dict[str, bench.Timing]) -> str:
+    manual, torch = timings["manual"].median, timings["torch"].median
+    return (f"  {case.name + '-' + case.label:<26} {dtype:<8} manual {_seconds(manual)}  "
+            f"torch {_seconds(torch)}  ratio {manual / torch:.2f}")
+
+
+def _seconds(value: float) -> str:
+    if value < 1e-3:
+        return f"{value * 1e6:8.1f} µs"
+    if value < 1.0:
+        return f"{value * 1e3:8.2f} ms"
+    return f"{value:8.3f} s "
+
+
+def summary_table(rows: list[dict]) -> str:
+    """A Markdown table of the fwd_bwd rows, then one line per other measurement."""
+    from reports.table import markdown
+    import pandas as pd
+
+    fwd = [r for r in rows if r["section"] == "fwd_bwd"]
+    frame = pd.DataFrame({
+        "case": [r["case"] for r in fwd],
+        "dtype": [r["dtype"] for r in fwd],
+        "batch": [r["batch"] for r in fwd],
+        "manual": [_seconds(r["manual_s"]).strip() for r in fwd],
+        "torch": [_seconds(r["torch_s"]).strip() for r in fwd],
+        "ratio": [f"{r['ratio']:.2f}" for r in fwd],
+        "manual GFLOP/s": [f"{r['manual_gflops']:.3g}" for r in fwd],
+        "% of peak": [f"{r['pct_of_peak']:.0f}" for r in fwd],
+        "torch % of peak": [f"{r['torch_pct_of_peak']:.0f}" for r in fwd],
+        "best %": [f"{r['best_pct_of_peak']:.0f}" for r in fwd],
+        "torch best %": [f"{r['torch_best_pct_of_peak']:.0f}" for r in fwd],
+    })
+    lines = [markdown(frame), ""]
+    for r in rows:
+        if r["section"] == "peak":
+            lines.append(f"matmul peak {r['dtype']}: {r['peak_gflops']:.1f} GFLOP/s ({r['note']})")
+        elif r["section"] == "throughput":
+            lines.append(f"random-architecture verification: {r['per_second']:.0f} per second ({r['note']})")
+        elif r["section"] == "suite":
+            lines.append(f"test suite {r['note'].split(':')[0]}: {r['wall_s']:.1f} s wall ({r['note'].split(': ')[1]})")
+    return "\n".join(lines)
+
+
+__all__ = ["COLUMNS", "add_arguments", "main", "measure", "to_csv"]
