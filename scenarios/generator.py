@@ -1,6 +1,6 @@
 """Seeded random scenarios: architecture, data and dtype all drawn from the seed.
 
-``random_scenario(seed)`` uses only ``numpy.random.default_rng(seed)`` and
+``random_scenario(seed)`` uses only one ``numpy.random.default_rng(seed)`` and
 draws in a fixed order, so the same seed gives the same scenario on every
 machine, in every process and every pytest-xdist worker.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from scenarios.catalog import LOSSES
-from scenarios.init import initialise, layer_rng
+from scenarios.init import initialise
 from scenarios.model import Layer, Loss, Scenario
 
 DEFAULT_SEED = 0
@@ -28,6 +28,7 @@ HIDDEN_ACTIVATIONS: tuple[tuple[str, dict], ...] = (
     ("gelu", {"approximate": "none"}),
     ("gelu", {"approximate": "tanh"}),
 )
+_LOSS_NAMES = tuple(sorted(LOSSES))
 INITS_FOR = {"relu": "he_normal", "leaky_relu": "he_normal", "elu": "he_normal"}
 
 
@@ -38,8 +39,9 @@ def random_scenario(seed: int, *, max_depth: int = 6, max_width: int = 32, max_b
     rng = np.random.default_rng(seed)
     depth = int(rng.integers(1, max_depth + 1))
     activation, params = HIDDEN_ACTIVATIONS[int(rng.integers(len(HIDDEN_ACTIVATIONS)))]
-    loss_type = str(rng.choice(sorted(LOSSES)))
-    reduction = str(rng.choice(LOSSES[loss_type].reductions))
+    loss_type = _LOSS_NAMES[int(rng.integers(len(_LOSS_NAMES)))]
+    reductions = LOSSES[loss_type].reductions
+    reduction = reductions[int(rng.integers(len(reductions)))]
     batch = int(rng.integers(1, max_batch + 1))
     if dtype is None:
         dtype = "float64" if rng.random() < 0.5 else "float32"
@@ -52,18 +54,18 @@ def random_scenario(seed: int, *, max_depth: int = 6, max_width: int = 32, max_b
     for i in range(depth):
         n_in, n_out = widths[i], widths[i + 1]
         init = INITS_FOR.get(activation, "xavier_normal")
-        weight = initialise(init, n_out, n_in, layer_rng(seed, len(layers)))
-        bias = layer_rng(seed, 1000 + i).normal(0.0, 0.1, n_out) if use_bias else None
+        weight = initialise(init, n_out, n_in, rng).astype(dtype, copy=False)
+        bias = rng.normal(0.0, 0.1, n_out).astype(dtype, copy=False) if use_bias else None
         layers.append(Layer("linear", weight=weight, bias=bias))
         if i < depth - 1:
             layers.append(Layer(activation, params=dict(params)))
     layers.append(_output_layer(loss_type, activation, params))
 
-    x = rng.normal(0.0, 1.0, (batch, widths[0]))
-    y = _targets(rng, loss_type, batch, widths[-1])
+    x = rng.normal(0.0, 1.0, (batch, widths[0])).astype(dtype, copy=False)
+    y = _targets(rng, loss_type, batch, widths[-1]).astype(dtype, copy=False)
     name = f"random-s{seed}-depth{depth}-{_slug(activation, params)}-{loss_type}-{reduction}-{'f64' if dtype == 'float64' else 'f32'}"
-    return Scenario(name=name, layers=tuple(layers), loss=Loss(loss_type, reduction),
-                    x=x, y=y, seed=seed, source={"title": "seeded random architecture"}).astype(dtype)
+    return Scenario(name=name, layers=tuple(layers), loss=Loss(loss_type, reduction), x=x, y=y,
+                    dtype=dtype, seed=seed, source={"title": "seeded random architecture"})
 
 
 def _output_layer(loss_type: str, activation: str, params: dict) -> Layer:
@@ -78,7 +80,9 @@ def _output_layer(loss_type: str, activation: str, params: dict) -> Layer:
 
 def _targets(rng: np.random.Generator, loss_type: str, batch: int, width: int) -> np.ndarray:
     if loss_type in ("cross_entropy", "softmax_cross_entropy"):
-        return np.eye(width)[rng.integers(0, width, size=batch)]
+        onehot = np.zeros((batch, width))
+        onehot[np.arange(batch), rng.integers(0, width, size=batch)] = 1.0
+        return onehot
     if loss_type in ("bce", "bce_with_logits"):
         return rng.uniform(0.0, 1.0, (batch, width)).round(1)
     return rng.normal(0.0, 1.0, (batch, width))
