@@ -74,6 +74,12 @@ def tolerance(dtype: str, pair: str = "manual-torch", steps: int = 0) -> float:
     return base * (1 + steps)
 
 
+def parameter_floor(dtype: str, pair: str = "manual-torch", steps: int = 0) -> float:
+    """Multiplier of max|θ₀| (the parameter's initial size) giving the absolute
+    floor of a parameter after ``steps`` updates (see "trajectories" above)."""
+    return tolerance(dtype, pair, steps)
+
+
 def absolute_floor(dtype: str, pair: str = "manual-torch") -> float:
     """Multiplier of an address's family scale giving the absolute floor (see above)."""
     if pair.endswith("-fd"):
