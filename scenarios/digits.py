@@ -1,7 +1,7 @@
 """A real-data trajectory: scikit-learn's bundled handwritten digits.
 
 ``load_digits`` reads a file shipped inside scikit-learn (1,797 images of
-8×8 pixels, values 0..16; no download). Pixels are scaled to [0, 1]; a seeded
+8×8 pixels, values 0..16; no download); ``bundled_digits`` reads that file. Pixels are scaled to [0, 1]; a seeded
 permutation (``default_rng(seed)``) puts ``TEST_SAMPLES`` images aside for
 the final accuracy and trains on the rest.
 
@@ -31,13 +31,27 @@ OPTIMIZER_SETTINGS: dict[str, tuple[str, float, dict]] = {
 }
 
 
+def bundled_digits() -> tuple[np.ndarray, np.ndarray]:
+    """(pixels (1797, 64) in 0..16, labels (1797,)): the file ``sklearn.datasets.load_digits``
+    reads, ``sklearn/datasets/data/digits.csv.gz`` (64 pixels then the label per row).
+
+    It is read directly, without importing scikit-learn (whose import alone
+    takes ~1.8 s); ``reports.trajectories`` checks it is identical to ``load_digits()``.
+    """
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or spec.origin is None:
+        raise ModuleNotFoundError("the digits scenario needs scikit-learn installed (it ships the data file)")
+    table = np.loadtxt(Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz", delimiter=",")
+    return table[:, :-1], table[:, -1].astype(np.int64)
+
+
 def digits_data(seed: int = DIGITS_SEED) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(x_train, y_train one-hot, x_test, labels_test); pixels in [0, 1]."""
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    x = digits.data.astype(np.float64) / 16.0
-    labels = digits.target.astype(np.int64)
+    pixels, labels = bundled_digits()
+    x = pixels / 16.0
     order = np.random.default_rng(seed).permutation(len(labels))
     test, train = order[:TEST_SAMPLES], order[TEST_SAMPLES:]
     return x[train], np.eye(10)[labels[train]], x[test], labels[test]
@@ -72,4 +86,4 @@ def accuracy(weights: list[tuple[np.ndarray, np.ndarray]], x: np.ndarray, labels
     return float(np.mean(np.argmax(logits, axis=1) == labels))
 
 
-__all__ = ["digits_data", "digits_scenario", "accuracy", "OPTIMIZER_SETTINGS", "TEST_SAMPLES", "DIGITS_SEED"]
+__all__ = ["bundled_digits", "digits_data", "digits_scenario", "accuracy", "OPTIMIZER_SETTINGS", "TEST_SAMPLES", "DIGITS_SEED"]
