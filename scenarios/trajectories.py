@@ -5,7 +5,7 @@ entry of ``VARIANTS`` (each optimizer with its defaults, then each option that
 changes the rule, mini-batches, and the clipping options), trained for
 ``steps`` (≥ 100) updates. The network of variant k is
 ``random_scenario(TRAJECTORY_SEED + k)`` from ``scenarios.generator``, kept
-small (depth ≤ 4, width ≤ 10, batch ≤ 12) so the whole set runs in seconds.
+small (depth ≤ 3, width ≤ 10, batch ≤ 12) so the whole set runs in seconds.
 
 ``document001_scenario()`` is document 001's model — 784 → 10 ReLU → 10
 softmax, categorical cross-entropy, Adam with learning rate 0.001 — on seeded
@@ -86,7 +86,7 @@ def trajectory_scenarios(dtype: str = "float64", steps: int = TRAJECTORY_STEPS,
     """One small random network per variant, ``steps`` updates, in ``dtype``."""
     out = []
     for k, (kind, learning_rate, options, settings) in enumerate(VARIANTS):
-        net = random_scenario(seed + k, max_depth=4, max_width=10, max_batch=12, dtype=dtype)
+        net = random_scenario(seed + k, max_depth=3, max_width=10, max_batch=12, dtype=dtype)
         if settings.get("batch_size", 0) > net.x.shape[0]:
             settings = {**settings, "batch_size": net.x.shape[0]}
         optimizer = make_optimizer(kind, learning_rate, options, settings, steps)
@@ -96,6 +96,22 @@ def trajectory_scenarios(dtype: str = "float64", steps: int = TRAJECTORY_STEPS,
             source={"title": f"{steps} updates of {optimizer.label()} on a seeded random architecture"},
         ))
     return out
+
+
+def dead_unit_scenario(dtype: str = "float64", steps: int = TRAJECTORY_STEPS) -> Scenario:
+    """A trajectory that amplifies rounding: NAdam with L2 weight decay on a
+    depth-4 ReLU network (``random_scenario(5031)``) whose last hidden units die.
+
+    Their only gradient is then λθ, and NAdam moves them by ≈ η·λθ/ε — a map
+    with gain ≫ 1 — while the biases decay to ~1e-11. It exercises both
+    refinements of the trajectory tolerance (``reports.tolerance``): the
+    parameter floor (float64) and the float32 horizon.
+    """
+    net = random_scenario(5031, max_depth=4, max_width=10, max_batch=12, dtype=dtype)
+    optimizer = make_optimizer("nadam", 0.01, {"weight_decay": 0.05}, {}, steps)
+    return dataclasses.replace(net, optimizer=optimizer,
+                               name=f"dead_unit-{optimizer.label()}-{net.name.removeprefix('random-')}",
+                               source={"title": "NAdam with L2 decay on dead ReLU units: rounding is amplified"})
 
 
 def document001_scenario(samples: int = 320, epochs: int = 10, seed: int = 1, dtype: str = "float64",
@@ -128,4 +144,5 @@ def document001_scenario(samples: int = 320, epochs: int = 10, seed: int = 1, dt
 
 
 __all__ = ["VARIANTS", "TRAJECTORY_SEED", "TRAJECTORY_STEPS", "trajectory_scenarios", "document001_scenario",
+           "dead_unit_scenario",
            "make_optimizer"]

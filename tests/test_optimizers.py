@@ -16,7 +16,8 @@ from reports.tolerance import tolerance
 from reports.trajectories import NO_TORCH_REFERENCE, compare_trajectory
 from scenarios import OPTIMIZERS, ScenarioError, load_scenario, scenario_from_dict
 from scenarios.schedule import batch_schedule
-from scenarios.trajectories import TRAJECTORY_STEPS, VARIANTS, document001_scenario, make_optimizer, trajectory_scenarios
+from scenarios.trajectories import (TRAJECTORY_STEPS, VARIANTS, dead_unit_scenario, document001_scenario,
+                                   make_optimizer, trajectory_scenarios)
 from tests.helpers import assert_traces_agree
 
 
@@ -35,6 +36,17 @@ def test_trajectory_matches_torch_optim(scenario):
         assert horizon == scenario.optimizer.steps  # the float32 horizon never excuses float64
     excused = {step_of(r.address) for r in rows if "beyond float32 horizon" in r.note}
     assert all(t > horizon for t in excused)
+
+
+def test_dead_units_need_the_parameter_floor_and_the_float32_horizon():
+    """NAdam + L2 decay on dead ReLU units amplifies rounding (scenarios.trajectories.dead_unit_scenario)."""
+    rows, horizon = compare_trajectory(dead_unit_scenario("float64"))
+    assert horizon == TRAJECTORY_STEPS and all(r.passed for r in rows)
+    floored = [r for r in rows if r.note.startswith("within absolute floor") and ".bias" in r.address]
+    assert floored and max(r.max_rel for r in floored) > tolerance("float64", steps=TRAJECTORY_STEPS)
+    rows, horizon = compare_trajectory(dead_unit_scenario("float32"))
+    assert 10 < horizon < TRAJECTORY_STEPS and all(r.passed for r in rows)
+    assert any("beyond float32 horizon" in r.note for r in rows)
 
 
 def test_every_optimizer_and_option_is_exercised():
