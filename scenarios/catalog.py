@@ -224,10 +224,6 @@ OPTIMIZERS: dict[str, dict[str, ParamSpec]] = {
     },
 }
 
-# Optimizers without a torch.optim counterpart: checked against their own update
-# rule instead (tests), and reported as "no torch reference".
-NO_TORCH_REFERENCE = ("ftrl",)
-
 INITIALIZERS = (
     "xavier_uniform",
     "xavier_normal",
