@@ -5,7 +5,8 @@ gradient at the current θ, η the learning rate, t the update count (1, 2, ...)
 
 Registry: ``OPTIMIZERS`` maps each catalogue optimizer name to its class.
 Adding an optimizer means one ``@register`` class here, one catalogue entry
-(its extra options with defaults) and one torch mirror in ``reference/``.
+(its extra options with defaults) and one torch mirror in ``reference/``
+(``None`` there when torch.optim has no such optimizer, as for Ftrl).
 A class's ``__init__(params, learning_rate, **options)`` takes exactly the
 catalogue options; per-parameter state (velocities, moments) lives in lists
 parallel to ``params``. ``step(grads)`` updates every ``params[i]`` in place, so
