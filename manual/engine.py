@@ -169,12 +169,10 @@ def run(scenario: Scenario) -> Trace:
         optimizer = OPTIMIZERS[spec.type](params, spec.learning_rate, **spec.options)
         samples = x.shape[0]
         for step, indices in enumerate(batch_schedule(scenario), start=1):
+            full = is_full_batch_in_order(indices, samples)
             # The initial full-batch pass already computed update 1's loss and gradient.
-            if step > 1 or not is_full_batch_in_order(indices, samples):
-                if is_full_batch_in_order(indices, samples):
-                    batch_x, batch_target = x, target
-                else:
-                    batch_x, batch_target = x[indices], target[indices]
+            if step > 1 or not full:
+                batch_x, batch_target = (x, target) if full else (x[indices], target[indices])
                 loss = loss_fn.forward(forward(network, batch_x)[-1], batch_target)
                 backward(network, loss_fn.backward(), input_grad=False)
             grads = clip_gradients(gradients(network), spec)
