@@ -9,8 +9,12 @@ is δ = ∂L/∂z and the layer stores ∂L/∂W = δᵀx and ∂L/∂b = Σ_row
 Addresses recorded (see ``scenarios.trace``): ``loss``, ``layers.{i}.output``,
 ``layers.{i}.output.grad``, ``layers.{i}.weight`` / ``.bias`` and their
 ``.grad``, ``input.grad`` — all at the initial parameters on the full batch —
-and, with an optimizer, ``step{t}.loss`` (computed in update t, before it is
-applied) and ``step{t}.layers.{i}.weight`` / ``.bias`` (after update t).
+and, with an optimizer, ``step{t}.loss`` (computed in update t on its
+mini-batch, before it is applied), ``step{t}.layers.{i}.weight.grad`` /
+``.bias.grad`` (the gradient update t used, after clipping) and
+``step{t}.layers.{i}.weight`` / ``.bias`` (after update t and weight clipping).
+Mini-batches come from ``scenarios.schedule.batch_schedule``, shared with the
+torch mirror.
 
 Everything runs in ``scenario.np_dtype``; the scenario's arrays are never
 mutated (weights are copied once, when the network is built).
@@ -20,10 +24,12 @@ from __future__ import annotations
 import numpy as np
 
 from manual.activations import ACTIVATIONS
+from manual.clipping import clip_grad_norm, clip_grad_value, clip_weights
 from manual.layers import Linear
 from manual.losses import LOSSES
 from manual.optimizers import OPTIMIZERS
 from scenarios.model import Scenario
+from scenarios.schedule import batch_schedule, is_full_batch_in_order
 from scenarios.trace import Trace
 
 ENGINE_NAME = "manual"
@@ -108,8 +114,30 @@ def _record_gradients(trace: Trace, network: list, prefix: str = "") -> None:
                 trace.put(f"{prefix}layers.{index}.bias.grad", layer.bias_grad)
 
 
+def _parameter_addresses(network: list) -> list[str]:
+    """``layers.{i}.weight`` / ``.bias`` in the order of ``parameters(network)``."""
+    return [f"layers.{index}.{name}" for index, layer in enumerate(network) if isinstance(layer, Linear)
+            for name in (("weight",) if layer.bias is None else ("weight", "bias"))]
+
+
+def clip_gradients(grads: list[np.ndarray], spec) -> list[np.ndarray]:
+    """The optimizer spec's gradient clipping, by global norm first, then by value."""
+    if spec.clip_grad_norm is not None:
+        grads = clip_grad_norm(grads, spec.clip_grad_norm)
+    if spec.clip_grad_value is not None:
+        grads = clip_grad_value(grads, spec.clip_grad_value)
+    return grads
+
+
 def run(scenario: Scenario) -> Trace:
-    """Forward, backward and (optionally) the optimizer trajectory of ``scenario``."""
+    """Forward, backward and (optionally) the optimizer trajectory of ``scenario``.
+
+    Training loop, one update t = 1..steps on the batch ``batch_schedule`` gives::
+
+        forward, loss L_t, backward       → step{t}.loss
+        clip_grad_norm, clip_grad_value   → step{t}.layers.{i}.weight.grad (the gradient used)
+        optimizer step, clip_weights      → step{t}.layers.{i}.weight
+    """
     dtype = scenario.np_dtype
     x = np.asarray(scenario.x, dtype=dtype)  # read-only here: no copy needed
     target = np.asarray(scenario.y, dtype=dtype)
@@ -130,23 +158,33 @@ def run(scenario: Scenario) -> Trace:
     trace.put("input.grad", input_gradient)
     del outputs, grads
 
-    # Full-batch gradient descent. Update 1 reuses the forward/backward above.
     spec = scenario.optimizer
     if spec is not None:
         if spec.type not in OPTIMIZERS:
             raise ValueError(
                 f"scenario {scenario.name!r}: unknown optimizer {spec.type!r}; expected one of {sorted(OPTIMIZERS)}"
             )
-        optimizer = OPTIMIZERS[spec.type](parameters(network), spec.learning_rate, **spec.options)
-        for step in range(1, spec.steps + 1):
-            if step > 1:
-                loss = loss_fn.forward(forward(network, x)[-1], target)
+        params = parameters(network)
+        addresses = _parameter_addresses(network)
+        optimizer = OPTIMIZERS[spec.type](params, spec.learning_rate, **spec.options)
+        samples = x.shape[0]
+        for step, indices in enumerate(batch_schedule(scenario), start=1):
+            full = is_full_batch_in_order(indices, samples)
+            # The initial full-batch pass already computed update 1's loss and gradient.
+            if step > 1 or not full:
+                batch_x, batch_target = (x, target) if full else (x[indices], target[indices])
+                loss = loss_fn.forward(forward(network, batch_x)[-1], batch_target)
                 backward(network, loss_fn.backward(), input_grad=False)
+            grads = clip_gradients(gradients(network), spec)
             trace.put(f"step{step}.loss", loss)
-            _record_gradients(trace, network, prefix=f"step{step}.")
-            optimizer.step(gradients(network))
-            _record_parameters(trace, network, prefix=f"step{step}.")
+            for address, grad in zip(addresses, grads):
+                trace.put(f"step{step}.{address}.grad", grad)
+            optimizer.step(grads)
+            if spec.clip_weights is not None:
+                clip_weights(params, *spec.clip_weights)
+            for address, param in zip(addresses, params):
+                trace.put(f"step{step}.{address}", param)
     return trace
 
 
-__all__ = ["run", "build_network", "build_loss", "forward", "backward", "parameters", "gradients"]
+__all__ = ["run", "build_network", "build_loss", "forward", "backward", "parameters", "gradients", "clip_gradients"]

@@ -11,7 +11,7 @@ Three registries, keyed by the catalogue's names (``scenarios.catalog``):
 
 ``ACTIVATIONS[name](params) -> callable(z) -> a``
 ``LOSSES[name](a, t, reduction) -> scalar tensor``
-``OPTIMIZERS[name](parameters, learning_rate, **options) -> torch.optim.Optimizer``
+``OPTIMIZERS[name](parameters, learning_rate, **options) -> torch.optim.Optimizer`` (None: no torch reference)
 
 Adding a component means adding one entry to the matching registry.
 """
@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from scenarios.catalog import ACTIVATIONS as ACTIVATION_CATALOG
 from scenarios.model import Layer, Loss, Scenario
+from scenarios.schedule import batch_schedule, is_full_batch_in_order
 from scenarios.trace import Trace
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "LOSSES",
     "OPTIMIZERS",
     "TORCH_DTYPES",
+    "has_torch_reference",
     "make_activation",
     "loss_function",
     "run",
@@ -185,10 +187,83 @@ def loss_function(loss: Loss) -> Callable[[torch.Tensor, torch.Tensor], torch.Te
 
 
 # --------------------------------------------------------------------------- optimizers
+#
+# ``OPTIMIZERS[name](parameters, lr, **options)`` builds the torch.optim optimizer
+# for a catalogue entry; options keep the catalogue's names. Two textbook forms
+# map onto torch.optim through an exact identity rather than new code:
+#
+# * SGD, momentum_form = "textbook" (v⁰ = η∇L, vᵗ = βvᵗ⁻¹ + η∇L, θ ← θ − vᵗ):
+#   torch.optim.SGD's v = βv + g, θ ← θ − ηv is the same rule at a constant
+#   learning rate (v_textbook = η v_torch), so the reference is torch's form —
+#   a manual-torch comparison of this option is the equivalence check.
+# * AdaGrad, eps_placement = "inside" (θ ← θ − η g / √(n + ε)): torch's
+#   accumulator starts at initial_accumulator_value, so starting it at n₀ + ε
+#   with torch's ε = 0 gives √(n₀ + ε + Σg²) = √(n + ε) exactly.
+#
+# ``None`` marks an optimizer torch.optim does not have (Ftrl): ``run`` then
+# records no ``step{t}`` addresses and reports say "no torch reference".
 
-OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
-    "sgd": lambda params, lr, **options: torch.optim.SGD(params, lr=lr),
+
+def _sgd(params, lr, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0, momentum_form="torch"):
+    if momentum_form == "textbook" and dampening != 0.0:
+        raise ValueError("reference: the textbook momentum form has no dampening")
+    return torch.optim.SGD(params, lr=lr, momentum=momentum, dampening=dampening, nesterov=nesterov,
+                           weight_decay=weight_decay)
+
+
+def _adagrad(params, lr, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0, eps=1e-10,
+             eps_placement="outside"):
+    if eps_placement == "inside":
+        initial_accumulator_value, eps = initial_accumulator_value + eps, 0.0
+    return torch.optim.Adagrad(params, lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
+                               initial_accumulator_value=initial_accumulator_value, eps=eps)
+
+
+def _adam_family(cls, **fixed):
+    def make(params, lr, beta1=0.9, beta2=0.999, **options):
+        return cls(params, lr=lr, betas=(beta1, beta2), **options, **fixed)
+
+    return make
+
+
+OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer] | None] = {
+    "sgd": _sgd,
+    "adagrad": _adagrad,
+    "rmsprop": lambda params, lr, **options: torch.optim.RMSprop(params, lr=lr, **options),
+    "adadelta": lambda params, lr, **options: torch.optim.Adadelta(params, lr=lr, **options),
+    "adam": _adam_family(torch.optim.Adam),
+    "adamw": _adam_family(torch.optim.AdamW),
+    "adamax": _adam_family(torch.optim.Adamax),
+    "nadam": _adam_family(torch.optim.NAdam),
+    "ftrl": None,  # no torch.optim counterpart
 }
+
+
+def has_torch_reference(optimizer_type: str) -> bool:
+    """Whether ``reference.run`` traces this optimizer's steps (False: "no torch reference")."""
+    return OPTIMIZERS.get(optimizer_type) is not None
+
+
+class _ScalarDtype:
+    """torch.optim keeps some state scalars (NAdam's μ-product, step counts) in
+    torch's default dtype; for a float64 run they must be float64 too."""
+
+    def __init__(self, dtype: torch.dtype):
+        self.dtype = dtype
+
+    def __enter__(self):
+        self.saved = torch.get_default_dtype()
+        torch.set_default_dtype(self.dtype)
+
+    def __exit__(self, *exc):
+        torch.set_default_dtype(self.saved)
+
+
+def _clip_gradients(parameters: list[torch.Tensor], spec) -> None:
+    if spec.clip_grad_norm is not None:
+        torch.nn.utils.clip_grad_norm_(parameters, spec.clip_grad_norm)
+    if spec.clip_grad_value is not None:
+        torch.nn.utils.clip_grad_value_(parameters, spec.clip_grad_value)
 
 
 # --------------------------------------------------------------------------- the run
@@ -208,8 +283,12 @@ def run(scenario: Scenario) -> Trace:
 
     Records ``loss``, ``layers.{i}.output`` / ``.output.grad``, the initial
     ``layers.{i}.weight`` / ``.bias`` and their ``.grad``, ``input.grad``; and,
-    when the scenario has an optimizer, ``step{t}.loss`` and
-    ``step{t}.layers.{i}.weight`` / ``.bias`` for t = 1..steps.
+    when the scenario has an optimizer, for t = 1..steps on the mini-batches of
+    ``scenarios.schedule.batch_schedule``: ``step{t}.loss``, the gradient the
+    update used (after ``clip_grad_norm_`` / ``clip_grad_value_``) and
+    ``step{t}.layers.{i}.weight`` / ``.bias`` after ``optimizer.step()`` and the
+    weight clamp. An optimizer without a torch counterpart (``OPTIMIZERS[name]
+    is None``) gets no ``step{t}`` addresses.
     """
     if scenario.dtype not in TORCH_DTYPES:
         raise ValueError(f"reference: dtype {scenario.dtype!r}; expected one of {list(TORCH_DTYPES)}")
@@ -273,32 +352,50 @@ def run(scenario: Scenario) -> Trace:
     optimizer_spec = scenario.optimizer
     if optimizer_spec is None:
         return trace
-    try:
-        make_optimizer = OPTIMIZERS[optimizer_spec.type]
-    except KeyError:
+    if optimizer_spec.type not in OPTIMIZERS:
         raise ValueError(
             f"reference: unknown optimizer {optimizer_spec.type!r}; expected one of {sorted(OPTIMIZERS)}"
-        ) from None
-    optimizer = (
-        make_optimizer(parameters, optimizer_spec.learning_rate, **dict(optimizer_spec.options))
-        if parameters
-        else None
-    )
+        )
+    make_optimizer = OPTIMIZERS[optimizer_spec.type]
+    if make_optimizer is None:
+        return trace  # no torch reference: no step{t} addresses
+    torch_dtype = TORCH_DTYPES[scenario.dtype]
+    with _ScalarDtype(torch_dtype):
+        optimizer = (
+            make_optimizer(parameters, optimizer_spec.learning_rate, **dict(optimizer_spec.options))
+            if parameters
+            else None
+        )
     inputs = x.detach()  # later updates need no dL/dx
-    for t in range(1, optimizer_spec.steps + 1):
-        if t > 1:  # update 1 reuses the initial forward / backward
+    samples = inputs.shape[0]
+    for t, indices in enumerate(batch_schedule(scenario), start=1):
+        full = is_full_batch_in_order(indices, samples)
+        if t > 1 or not full:  # update 1 on the full batch reuses the initial forward / backward
             if optimizer is not None:
                 optimizer.zero_grad(set_to_none=True)
-            loss = loss_of(forward(inputs, None), targets)
+            if full:
+                batch_inputs, batch_targets = inputs, targets
+            else:
+                rows = torch.from_numpy(np.asarray(indices, dtype=np.int64))
+                batch_inputs, batch_targets = inputs[rows], targets[rows]
+            loss = loss_of(forward(batch_inputs, None), batch_targets)
             if loss.requires_grad:
                 loss.backward()
+        if parameters:
+            _clip_gradients(parameters, optimizer_spec)
         trace.put(f"step{t}.loss", _numpy(loss))
         for i, weight in weights.items():
             trace.put(f"step{t}.layers.{i}.weight.grad", _numpy(weight.grad))
             if biases[i] is not None:
                 trace.put(f"step{t}.layers.{i}.bias.grad", _numpy(biases[i].grad))
         if optimizer is not None:
-            optimizer.step()
+            with _ScalarDtype(torch_dtype):
+                optimizer.step()
+        if optimizer_spec.clip_weights is not None:
+            low, high = optimizer_spec.clip_weights
+            with torch.no_grad():
+                for parameter in parameters:
+                    parameter.clamp_(low, high)
         for i, weight in weights.items():
             trace.put(f"step{t}.layers.{i}.weight", _numpy(weight))
             if biases[i] is not None:

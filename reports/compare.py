@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from reports.tolerance import absolute_floor, tolerance
+from reports.tolerance import absolute_floor, parameter_floor, tolerance
 from scenarios.trace import Trace
 
 _STEP = re.compile(r"^step([0-9]+)\.")
@@ -48,6 +48,12 @@ def compare(a: Trace, b: Trace, dtype: str = "float64", pair: str | None = None,
         if address not in a or address not in b:
             missing = a.engine if address not in a else b.engine
             rows.append(Row(address, math.nan, math.nan, tol, False, f"missing in {missing}"))
+            continue
+        initial = address.partition(".")[2]
+        if step_of(address) and not address.endswith((".grad", ".loss")) and initial in b:
+            # A parameter after t updates, against its own initial size (reports.tolerance).
+            atol = parameter_floor(dtype, pair, step_of(address)) * _max_abs(b[initial])
+            rows.append(_compare_arrays(address, a[address], b[address], tol, atol))
             continue
         if address.endswith(".grad"):
             scale = grad_scale

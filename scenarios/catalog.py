@@ -23,6 +23,11 @@ class ParamSpec:
     choices: tuple = ()
     minimum: float | None = None
     doc: str = ""
+    # Optimizer options only (read by the loader's ``_optimizer``): an upper
+    # bound, and which ends of [minimum, maximum] are allowed, as "[]", "[)",
+    # "(]" or "()". None means unbounded on that side.
+    maximum: float | None = None
+    bounds: str = "[]"
 
 
 @dataclass(frozen=True)
@@ -127,10 +132,96 @@ REDUCTIONS = {
     "half_batch_mean": "sum over outputs, averaged over samples, halved: 1/(2n) sum",
 }
 
-# Optimizers: name -> parameter specs. ``learning_rate`` and ``steps`` are common
-# to all and validated by the loader; the entries list the extra options.
+# Optimizers: name -> parameter specs. ``learning_rate``, ``steps`` / ``epochs``,
+# ``batch_size``, ``drop_last``, ``shuffle`` and the clipping options
+# (``clip_grad_norm``, ``clip_grad_value``, ``clip_weights``) are common to all
+# and validated by the loader; the entries list each optimizer's own options.
+# Names follow torch.optim (``betas`` is split into ``beta1`` / ``beta2``);
+# where a textbook writes the rule differently, an option names the form.
+
+
+def _weight_decay(default: float = 0.0) -> ParamSpec:
+    return ParamSpec(default, float, minimum=0.0,
+                     doc="L2 penalty λ: the gradient becomes g + λθ before the update (torch's weight_decay)")
+
+
+def _eps(default: float) -> ParamSpec:
+    return ParamSpec(default, float, minimum=0.0, bounds="(]", doc="ε, the term that keeps the denominator away from 0")
+
+
+def _beta(default: float, what: str) -> ParamSpec:
+    return ParamSpec(default, float, minimum=0.0, maximum=1.0, bounds="[)", doc=what)
+
+
+_DECOUPLED = ParamSpec(False, bool, doc="true: θ ← (1 − ηλ)θ before the update instead of adding λθ to g (AdamW's form)")
+
 OPTIMIZERS: dict[str, dict[str, ParamSpec]] = {
-    "sgd": {},
+    "sgd": {
+        "momentum": ParamSpec(0.0, float, minimum=0.0, doc="β, the momentum coefficient (0: plain gradient descent)"),
+        "dampening": ParamSpec(0.0, float, minimum=0.0, maximum=1.0,
+                               doc="torch: v ← βv + (1 − dampening) g from the second update on"),
+        "nesterov": ParamSpec(False, bool, doc="Nesterov momentum: step along g + βv instead of v"),
+        "weight_decay": _weight_decay(),
+        "momentum_form": ParamSpec("torch", str, choices=("torch", "textbook"),
+                                   doc="torch: v ← βv + g, θ ← θ − ηv; textbook (document 003): "
+                                       "v⁰ = η∇L, vᵗ = βvᵗ⁻¹ + η∇L, θ ← θ − vᵗ"),
+    },
+    "adagrad": {
+        "lr_decay": ParamSpec(0.0, float, minimum=0.0, doc="η_t = η / (1 + (t − 1) lr_decay)"),
+        "weight_decay": _weight_decay(),
+        "initial_accumulator_value": ParamSpec(0.0, float, minimum=0.0, doc="n₀, the starting sum of squared gradients"),
+        "eps": _eps(1e-10),
+        "eps_placement": ParamSpec("outside", str, choices=("outside", "inside"),
+                                   doc="outside (torch): g / (√n + ε); inside (document 003): g / √(n + ε)"),
+    },
+    "rmsprop": {
+        "alpha": ParamSpec(0.99, float, minimum=0.0, maximum=1.0, doc="decay of the running mean of g²"),
+        "eps": _eps(1e-8),
+        "weight_decay": _weight_decay(),
+        "momentum": ParamSpec(0.0, float, minimum=0.0, doc="momentum on the normalised step (0: none)"),
+        "centered": ParamSpec(False, bool, doc="divide by the running variance √(E[g²] − E[g]²) instead of √E[g²]"),
+    },
+    "adadelta": {
+        "rho": ParamSpec(0.9, float, minimum=0.0, maximum=1.0, doc="ρ, decay of the running means of g² and Δθ²"),
+        "eps": _eps(1e-6),
+        "weight_decay": _weight_decay(),
+    },
+    "adam": {
+        "beta1": _beta(0.9, "β₁, decay of the first moment m"),
+        "beta2": _beta(0.999, "β₂, decay of the second moment v"),
+        "eps": _eps(1e-8),
+        "weight_decay": _weight_decay(),
+        "amsgrad": ParamSpec(False, bool, doc="divide by the running maximum of v (AMSGrad)"),
+        "decoupled_weight_decay": _DECOUPLED,
+    },
+    "adamw": {
+        "beta1": _beta(0.9, "β₁, decay of the first moment m"),
+        "beta2": _beta(0.999, "β₂, decay of the second moment v"),
+        "eps": _eps(1e-8),
+        "weight_decay": ParamSpec(0.01, float, minimum=0.0, doc="λ, decoupled: θ ← (1 − ηλ)θ before the Adam step"),
+        "amsgrad": ParamSpec(False, bool, doc="divide by the running maximum of v (AMSGrad)"),
+    },
+    "adamax": {
+        "beta1": _beta(0.9, "β₁, decay of the first moment m"),
+        "beta2": _beta(0.999, "β₂, decay of the infinity norm u = max(β₂u, |g| + ε)"),
+        "eps": _eps(1e-8),
+        "weight_decay": _weight_decay(),
+    },
+    "nadam": {
+        "beta1": _beta(0.9, "β₁, decay of the first moment m"),
+        "beta2": _beta(0.999, "β₂, decay of the second moment v"),
+        "eps": _eps(1e-8),
+        "weight_decay": _weight_decay(),
+        "momentum_decay": ParamSpec(0.004, float, minimum=0.0,
+                                    doc="ψ in torch's schedule μ_t = β₁(1 − ½·0.96^(tψ))"),
+        "decoupled_weight_decay": _DECOUPLED,
+    },
+    "ftrl": {
+        "beta": ParamSpec(1.0, float, minimum=0.0, doc="β in η_t = α / (β + √n_t) (McMahan et al. 2013); α is learning_rate"),
+        "l1": ParamSpec(0.0, float, minimum=0.0, doc="λ₁: coordinates with |z| ≤ λ₁ are set to exactly 0"),
+        "l2": ParamSpec(0.0, float, minimum=0.0, doc="λ₂, the L2 term added to the denominator"),
+        "initial_accumulator_value": ParamSpec(0.0, float, minimum=0.0, doc="n₀, the starting sum of squared gradients"),
+    },
 }
 
 INITIALIZERS = (

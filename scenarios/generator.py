@@ -1,7 +1,7 @@
 """Seeded random scenarios: architecture, data and dtype all drawn from the seed.
 
-``random_scenario(seed)`` uses only one ``numpy.random.default_rng(seed)`` and
-draws in a fixed order, so the same seed gives the same scenario on every
+``random_scenario(seed)`` draws from ``numpy.random.default_rng(seed)`` (and a
+generator per layer for the weights, ``default_rng([seed, i])``) in a fixed order, so the same seed gives the same scenario on every
 machine, in every process and every pytest-xdist worker.
 """
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from scenarios.catalog import LOSSES
-from scenarios.init import initialise
+from scenarios.init import initialise, layer_rng
 from scenarios.model import Layer, Loss, Scenario
 
 DEFAULT_SEED = 0
@@ -39,9 +39,8 @@ def random_scenario(seed: int, *, max_depth: int = 6, max_width: int = 32, max_b
     rng = np.random.default_rng(seed)
     depth = int(rng.integers(1, max_depth + 1))
     activation, params = HIDDEN_ACTIVATIONS[int(rng.integers(len(HIDDEN_ACTIVATIONS)))]
-    loss_type = _LOSS_NAMES[int(rng.integers(len(_LOSS_NAMES)))]
-    reductions = LOSSES[loss_type].reductions
-    reduction = reductions[int(rng.integers(len(reductions)))]
+    loss_type = str(rng.choice(_LOSS_NAMES))
+    reduction = str(rng.choice(LOSSES[loss_type].reductions))
     batch = int(rng.integers(1, max_batch + 1))
     if dtype is None:
         dtype = "float64" if rng.random() < 0.5 else "float32"
@@ -54,8 +53,8 @@ def random_scenario(seed: int, *, max_depth: int = 6, max_width: int = 32, max_b
     for i in range(depth):
         n_in, n_out = widths[i], widths[i + 1]
         init = INITS_FOR.get(activation, "xavier_normal")
-        weight = initialise(init, n_out, n_in, rng).astype(dtype, copy=False)
-        bias = rng.normal(0.0, 0.1, n_out).astype(dtype, copy=False) if use_bias else None
+        weight = initialise(init, n_out, n_in, layer_rng(seed, len(layers))).astype(dtype, copy=False)
+        bias = layer_rng(seed, 1000 + i).normal(0.0, 0.1, n_out).astype(dtype, copy=False) if use_bias else None
         layers.append(Layer("linear", weight=weight, bias=bias))
         if i < depth - 1:
             layers.append(Layer(activation, params=dict(params)))

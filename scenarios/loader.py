@@ -281,12 +281,17 @@ def _loss(r: _Reader, data: dict, y: np.ndarray) -> Loss:
     return Loss(kind, reduction)
 
 
+OPTIMIZER_COMMON = ("type", "learning_rate", "steps", "epochs", "batch_size", "drop_last", "shuffle",
+                    "clip_grad_norm", "clip_grad_value", "clip_weights")
+
+
 def _optimizer(r: _Reader, data: dict, samples: int) -> Optimizer:
+    """The ``[optimizer]`` table: common settings, the optimizer's own options
+    (catalogue ParamSpecs with their bounds), clipping, and cross-field rules."""
     table = r.table(data, "optimizer", "optimizer")
     kind = r.string(table, "type", "optimizer.type", choices=tuple(OPTIMIZERS))
     specs = OPTIMIZERS[kind]
-    common = {"type", "learning_rate", "steps", "epochs", "batch_size", "drop_last", "shuffle"}
-    r.unknown_keys(table, common | set(specs), "optimizer")
+    r.unknown_keys(table, set(OPTIMIZER_COMMON) | set(specs), "optimizer")
     if "learning_rate" not in table:
         r.fail("optimizer.learning_rate", "missing; expected a positive number")
     learning_rate = r.number(table["learning_rate"], "optimizer.learning_rate", 0.0, exclusive=True)
@@ -298,7 +303,14 @@ def _optimizer(r: _Reader, data: dict, samples: int) -> Optimizer:
         flags[key] = table.get(key, False)
         if not isinstance(flags[key], bool):
             r.fail(f"optimizer.{key}", f"expected true or false, got {_kind(flags[key])}")
-    optimizer = Optimizer(kind, learning_rate, 1, r.params(table, specs, "optimizer"), batch_size=batch_size, **flags)
+    options = {name: _option(r, table, name, spec) for name, spec in specs.items()}
+    _check_option_rules(r, kind, options)
+    clipping = {
+        key: (r.number(table[key], f"optimizer.{key}", 0.0, exclusive=True) if key in table else None)
+        for key in ("clip_grad_norm", "clip_grad_value")
+    }
+    clipping["clip_weights"] = _clip_range(r, table)
+    optimizer = Optimizer(kind, learning_rate, 1, options, batch_size=batch_size, **flags, **clipping)
     if "epochs" in table:
         if "steps" in table:
             r.fail("optimizer.epochs", "give either steps or epochs, not both")
@@ -370,6 +382,56 @@ def printed_number(printed: str) -> tuple[Decimal, int, bool] | None:
     digits = (m.group("int") or "0").replace(",", "") + ("." + frac if frac else "")
     sign = "-" if m.group("sign") in ("-", "−") else ""
     return Decimal(sign + digits), len(frac), m.group("approx") is not None
+
+
+def _option(r: _Reader, table: dict, name: str, spec: ParamSpec) -> Any:
+    """One optimizer option: its default, or the file's value checked against the spec."""
+    if name not in table:
+        return spec.default
+    where, value = f"optimizer.{name}", table[name]
+    if spec.kind is str:
+        return r.string(table, name, where, choices=spec.choices or None)
+    if spec.kind is bool:
+        if not isinstance(value, bool):
+            r.fail(where, f"expected true or false, got {_kind(value)}")
+        return value
+    number = r.number(value, where)
+    low, high = spec.minimum, spec.maximum
+    low_ok = low is None or (number >= low if spec.bounds[0] == "[" else number > low)
+    high_ok = high is None or (number <= high if spec.bounds[1] == "]" else number < high)
+    if not (low_ok and high_ok):
+        interval = (f"{spec.bounds[0]}{'-inf' if low is None else f'{low:g}'}, "
+                    f"{'inf' if high is None else f'{high:g}'}{spec.bounds[1] if high is not None else ')'}")
+        r.fail(where, f"expected a number in {interval}, got {value}")
+    return number
+
+
+def _check_option_rules(r: _Reader, kind: str, options: dict) -> None:
+    """Rules that involve two options at once."""
+    if kind == "sgd":
+        if options["nesterov"] and (options["momentum"] <= 0 or options["dampening"] != 0):
+            r.fail("optimizer.nesterov", "Nesterov momentum needs momentum > 0 and dampening = 0, "
+                   f"got momentum = {options['momentum']:g}, dampening = {options['dampening']:g}")
+        if options["momentum_form"] == "textbook" and options["dampening"] != 0:
+            r.fail("optimizer.dampening", "the textbook momentum form v = βv + ηg has no dampening; "
+                   f"expected 0 with momentum_form = \"textbook\", got {options['dampening']:g}")
+    if kind == "ftrl" and options["beta"] == 0 and options["l2"] == 0 and options["initial_accumulator_value"] == 0:
+        r.fail("optimizer.beta", "with beta = 0, l2 = 0 and initial_accumulator_value = 0 the FTRL denominator "
+               "(β + √n)/α + λ₂ is 0 for a coordinate whose gradients are all 0; expected beta > 0 (the paper uses 1)")
+
+
+def _clip_range(r: _Reader, table: dict) -> tuple[float, float] | None:
+    if "clip_weights" not in table:
+        return None
+    value = table["clip_weights"]
+    if not isinstance(value, list) or len(value) != 2:
+        r.fail("optimizer.clip_weights", f"expected [lo, hi], two numbers, got {_kind(value)}"
+               + (f" of {len(value)} entries" if isinstance(value, list) else ""))
+    low = r.number(value[0], "optimizer.clip_weights[0]")
+    high = r.number(value[1], "optimizer.clip_weights[1]")
+    if not low < high:
+        r.fail("optimizer.clip_weights", f"expected lo < hi, got [{low:g}, {high:g}]")
+    return (low, high)
 
 
 def _expects(r: _Reader, data: dict, layers: list[Layer], x: np.ndarray,

@@ -45,8 +45,19 @@ class Optimizer:
     Mini-batches: ``batch_size`` 0 means the full batch (gradient descent);
     otherwise each epoch takes ceil(n / batch_size) updates, or floor with
     ``drop_last``; ``shuffle`` reorders the samples each epoch with a generator
-    seeded by the scenario seed and the epoch number. ``epochs``, when given in
-    a file, sets ``steps = epochs * updates_per_epoch``.
+    seeded by the scenario seed and the epoch number (``scenarios.schedule``).
+    ``epochs``, when given in a file, sets ``steps = epochs * updates_per_epoch``.
+
+    Clipping, in the order PyTorch users apply it within one update::
+
+        loss.backward()
+        clip_grad_norm_(params, clip_grad_norm)     # g ← g · min(1, c / (‖g‖₂ + 1e-6)), ‖g‖₂ over all parameters
+        clip_grad_value_(params, clip_grad_value)   # g ← clamp(g, −c, c)
+        optimizer.step()
+        p.clamp_(*clip_weights)                     # every weight and bias into [lo, hi]
+
+    None switches a clip off. The gradient a Trace records for update t
+    (``step{t}.layers.{i}.weight.grad``) is the one the update used: after clipping.
     """
 
     type: str
@@ -57,12 +68,34 @@ class Optimizer:
     drop_last: bool = False
     shuffle: bool = False
     epochs: int | None = None
+    clip_grad_norm: float | None = None
+    clip_grad_value: float | None = None
+    clip_weights: tuple[float, float] | None = None
 
     def updates_per_epoch(self, samples: int) -> int:
         if self.batch_size == 0 or self.batch_size >= samples:
             return 1 if (self.batch_size == 0 or not self.drop_last or self.batch_size == samples) else 0
         full, rest = divmod(samples, self.batch_size)
         return full + (1 if rest and not self.drop_last else 0)
+
+    def label(self) -> str:
+        """A short id: the type and every option or setting that differs from its default."""
+        from scenarios.catalog import OPTIMIZERS
+
+        parts = [self.type]
+        for key, spec in OPTIMIZERS.get(self.type, {}).items():
+            value = self.options.get(key, spec.default)
+            if value != spec.default:
+                parts.append(key if value is True else f"{key}{value}")
+        if self.batch_size:
+            parts.append(f"batch{self.batch_size}")
+        parts += [flag for flag in ("shuffle", "drop_last") if getattr(self, flag)]
+        for key in ("clip_grad_norm", "clip_grad_value"):
+            if getattr(self, key) is not None:
+                parts.append(f"{key}{getattr(self, key):g}")
+        if self.clip_weights is not None:
+            parts.append("clip_weights{:g}_{:g}".format(*self.clip_weights))
+        return "-".join(parts)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,148 @@
+"""Built-in trajectory scenarios: random architectures × every optimizer × option.
+
+``trajectory_scenarios(dtype, steps)`` gives one seeded random network per
+entry of ``VARIANTS`` (each optimizer with its defaults, then each option that
+changes the rule, mini-batches, and the clipping options), trained for
+``steps`` (≥ 100) updates. The network of variant k is
+``random_scenario(TRAJECTORY_SEED + k)`` from ``scenarios.generator``, kept
+small (depth ≤ 3, width ≤ 10, batch ≤ 12) so the whole set runs in seconds.
+
+``document001_scenario()`` is document 001's model — 784 → 10 ReLU → 10
+softmax, categorical cross-entropy, Adam with learning rate 0.001 — on seeded
+synthetic "images" (uniform in [0, 1]) whose labels come from a seeded random
+linear teacher, with Keras's defaults: glorot-uniform weights, zero biases,
+batches of 32.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from scenarios.generator import random_scenario
+from scenarios.init import initialise, layer_rng
+from scenarios.model import Layer, Loss, Optimizer, Scenario
+
+TRAJECTORY_SEED = 5000
+TRAJECTORY_STEPS = 100
+
+# (optimizer type, learning rate, options, common settings). The learning rates
+# keep 100 updates of these small random networks away from divergence.
+VARIANTS: tuple[tuple[str, float, dict, dict], ...] = (
+    ("sgd", 0.02, {}, {}),
+    ("sgd", 0.02, {"momentum": 0.9}, {}),
+    ("sgd", 0.02, {"momentum": 0.9, "dampening": 0.5}, {}),
+    ("sgd", 0.02, {"momentum": 0.9, "nesterov": True}, {}),
+    ("sgd", 0.02, {"momentum": 0.9, "weight_decay": 0.01}, {}),
+    ("sgd", 0.02, {"momentum": 0.9, "momentum_form": "textbook"}, {}),
+    ("sgd", 0.02, {"momentum": 0.9, "nesterov": True, "momentum_form": "textbook"}, {}),
+    ("sgd", 0.02, {"momentum": 0.5}, {"batch_size": 3, "shuffle": True}),
+    ("sgd", 0.02, {}, {"batch_size": 5, "shuffle": True, "drop_last": True}),
+    ("adagrad", 0.05, {}, {}),
+    ("adagrad", 0.05, {"lr_decay": 0.01, "initial_accumulator_value": 0.1}, {}),
+    ("adagrad", 0.05, {"eps_placement": "inside"}, {}),
+    ("adagrad", 0.05, {"eps_placement": "inside", "eps": 1e-4, "weight_decay": 0.01}, {}),
+    ("rmsprop", 0.005, {}, {}),
+    ("rmsprop", 0.005, {"centered": True}, {}),
+    ("rmsprop", 0.005, {"momentum": 0.9}, {}),
+    ("rmsprop", 0.005, {"centered": True, "momentum": 0.5, "weight_decay": 0.01, "alpha": 0.9, "eps": 1e-6}, {}),
+    ("adadelta", 1.0, {}, {}),
+    ("adadelta", 0.5, {"rho": 0.95, "eps": 1e-5, "weight_decay": 0.01}, {}),
+    ("adam", 0.01, {}, {}),
+    ("adam", 0.01, {"amsgrad": True}, {}),
+    ("adam", 0.01, {"weight_decay": 0.05}, {}),
+    ("adam", 0.01, {"weight_decay": 0.05, "decoupled_weight_decay": True}, {}),
+    ("adam", 0.01, {"beta1": 0.5, "beta2": 0.9, "eps": 1e-6}, {"batch_size": 4, "shuffle": True}),
+    ("adamw", 0.01, {}, {}),
+    ("adamw", 0.01, {"amsgrad": True, "weight_decay": 0.1, "beta1": 0.8, "beta2": 0.99, "eps": 1e-6}, {}),
+    ("adamax", 0.01, {}, {}),
+    ("adamax", 0.01, {"weight_decay": 0.01, "beta1": 0.8, "beta2": 0.99, "eps": 1e-6}, {}),
+    ("nadam", 0.01, {}, {}),
+    ("nadam", 0.01, {"momentum_decay": 0.0, "beta1": 0.8, "beta2": 0.99, "eps": 1e-6}, {}),
+    ("nadam", 0.01, {"weight_decay": 0.05, "decoupled_weight_decay": True}, {}),
+    ("nadam", 0.01, {"weight_decay": 0.05}, {}),
+    ("ftrl", 0.05, {}, {}),
+    ("ftrl", 0.05, {"beta": 0.5, "l1": 0.001, "l2": 0.01, "initial_accumulator_value": 0.1}, {}),
+    ("sgd", 0.02, {"momentum": 0.9}, {"clip_grad_norm": 0.1}),
+    ("sgd", 0.02, {}, {"clip_grad_value": 0.01}),
+    ("adam", 0.01, {}, {"clip_weights": (-0.3, 0.3)}),
+    ("adam", 0.01, {}, {"clip_grad_norm": 0.5, "clip_grad_value": 0.05, "clip_weights": (-0.5, 0.5)}),
+)
+
+
+def make_optimizer(kind: str, learning_rate: float, options: dict, settings: dict, steps: int) -> Optimizer:
+    """An Optimizer with the catalogue's defaults filled in for every option not given."""
+    from scenarios.catalog import OPTIMIZERS
+
+    unknown = sorted(set(options) - set(OPTIMIZERS[kind]))
+    if unknown:
+        raise ValueError(f"optimizer {kind!r} has no options {unknown}; expected some of {sorted(OPTIMIZERS[kind])}")
+    full = {name: options.get(name, spec.default) for name, spec in OPTIMIZERS[kind].items()}
+    return Optimizer(kind, learning_rate, steps, full, **settings)
+
+
+def trajectory_scenarios(dtype: str = "float64", steps: int = TRAJECTORY_STEPS,
+                         seed: int = TRAJECTORY_SEED) -> list[Scenario]:
+    """One small random network per variant, ``steps`` updates, in ``dtype``."""
+    out = []
+    for k, (kind, learning_rate, options, settings) in enumerate(VARIANTS):
+        net = random_scenario(seed + k, max_depth=3, max_width=10, max_batch=12, dtype=dtype)
+        if settings.get("batch_size", 0) > net.x.shape[0]:
+            settings = {**settings, "batch_size": net.x.shape[0]}
+        optimizer = make_optimizer(kind, learning_rate, options, settings, steps)
+        out.append(dataclasses.replace(
+            net, optimizer=optimizer,
+            name=f"trajectory-{optimizer.label()}-{net.name.removeprefix('random-')}",
+            source={"title": f"{steps} updates of {optimizer.label()} on a seeded random architecture"},
+        ))
+    return out
+
+
+def dead_unit_scenario(dtype: str = "float64", steps: int = TRAJECTORY_STEPS) -> Scenario:
+    """A trajectory that amplifies rounding: NAdam with L2 weight decay on a
+    depth-4 ReLU network (``random_scenario(5031)``) whose last hidden units die.
+
+    Their only gradient is then λθ, and NAdam moves them by ≈ η·λθ/ε — a map
+    with gain ≫ 1 — while the biases decay to ~1e-11. It exercises both
+    refinements of the trajectory tolerance (``reports.tolerance``): the
+    parameter floor (float64) and the float32 horizon.
+    """
+    net = random_scenario(5031, max_depth=4, max_width=10, max_batch=12, dtype=dtype)
+    optimizer = make_optimizer("nadam", 0.01, {"weight_decay": 0.05}, {}, steps)
+    return dataclasses.replace(net, optimizer=optimizer,
+                               name=f"dead_unit-{optimizer.label()}-{net.name.removeprefix('random-')}",
+                               source={"title": "NAdam with L2 decay on dead ReLU units: rounding is amplified"})
+
+
+def document001_scenario(samples: int = 320, epochs: int = 10, seed: int = 1, dtype: str = "float64",
+                         learning_rate: float = 0.001) -> Scenario:
+    """Document 001: Dense(10, relu, input 784) → Dense(10, softmax), CategoricalCrossentropy, Adam(0.001).
+
+    ``samples`` seeded synthetic inputs uniform in [0, 1]; the label of a row is
+    the argmax of a seeded random linear map of it. Batches of 32, no shuffle;
+    320 samples × 10 epochs = 100 updates.
+    """
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(0.0, 1.0, (samples, 784))
+    teacher = rng.normal(0.0, 1.0, (784, 10))
+    labels = np.argmax((x - 0.5) @ teacher, axis=1)
+    y = np.eye(10)[labels]
+    layers = (
+        Layer("linear", weight=initialise("xavier_uniform", 10, 784, layer_rng(seed, 0)), bias=np.zeros(10)),
+        Layer("relu"),
+        Layer("linear", weight=initialise("xavier_uniform", 10, 10, layer_rng(seed, 2)), bias=np.zeros(10)),
+        Layer("softmax"),
+    )
+    optimizer = make_optimizer("adam", learning_rate, {}, {"batch_size": 32}, 1)
+    steps = epochs * optimizer.updates_per_epoch(samples)
+    optimizer = dataclasses.replace(optimizer, steps=steps, epochs=epochs)
+    return Scenario(
+        name=f"doc001-784-10relu-10softmax-adam-{'f64' if dtype == 'float64' else 'f32'}",
+        layers=layers, loss=Loss("cross_entropy", "mean"), x=x, y=y, seed=seed, optimizer=optimizer,
+        source={"title": "document 001's Keras model on seeded synthetic data", "document": "001_d5895f6aec710de7.txt"},
+    ).astype(dtype)
+
+
+__all__ = ["VARIANTS", "TRAJECTORY_SEED", "TRAJECTORY_STEPS", "trajectory_scenarios", "document001_scenario",
+           "dead_unit_scenario",
+           "make_optimizer"]
