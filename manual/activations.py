@@ -27,6 +27,8 @@ import math
 
 import numpy as np
 
+from manual.registry import registrar
+
 try:  # SciPy ships with scikit-learn, a declared dependency; it does no differentiation.
     from scipy.special import erf as _erf
 except ImportError:  # pragma: no cover - slow but exact fallback
@@ -39,17 +41,7 @@ except ImportError:  # pragma: no cover - slow but exact fallback
 ACTIVATIONS: dict[str, type["Activation"]] = {}
 
 
-def register(name: str):
-    """Class decorator: add an activation to ``ACTIVATIONS`` under ``name``."""
-
-    def add(cls):
-        if name in ACTIVATIONS:
-            raise ValueError(f"activation {name!r} registered twice")
-        ACTIVATIONS[name] = cls
-        cls.name = name
-        return cls
-
-    return add
+register = registrar(ACTIVATIONS, "activation")
 
 
 # ---------------------------------------------------------------------------

@@ -31,22 +31,14 @@ import math
 
 import numpy as np
 
+from manual.registry import registrar
+
 from manual.activations import sigmoid
 
 LOSSES: dict[str, type["Loss"]] = {}
 
 
-def register(name: str):
-    """Class decorator: add a loss to ``LOSSES`` under ``name``."""
-
-    def add(cls):
-        if name in LOSSES:
-            raise ValueError(f"loss {name!r} registered twice")
-        LOSSES[name] = cls
-        cls.name = name
-        return cls
-
-    return add
+register = registrar(LOSSES, "loss")
 
 
 class Loss:

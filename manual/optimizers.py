@@ -19,20 +19,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from manual.registry import registrar
+
 OPTIMIZERS: dict[str, type["Optimizer"]] = {}
 
 
-def register(name: str):
-    """Class decorator: add an optimizer to ``OPTIMIZERS`` under ``name``."""
-
-    def add(cls):
-        if name in OPTIMIZERS:
-            raise ValueError(f"optimizer {name!r} registered twice")
-        OPTIMIZERS[name] = cls
-        cls.name = name
-        return cls
-
-    return add
+register = registrar(OPTIMIZERS, "optimizer")
 
 
 class Optimizer:
