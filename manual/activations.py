@@ -29,7 +29,7 @@ import numpy as np
 
 from manual.registry import registrar
 
-try:  # SciPy ships with scikit-learn, a declared dependency; it does no differentiation.
+try:  # SciPy is a declared dependency (erf only; it does no differentiation).
     from scipy.special import erf as _erf
 except ImportError:  # pragma: no cover - slow but exact fallback
     _erf_scalar = np.vectorize(math.erf, otypes=[float])
