@@ -129,8 +129,13 @@ class _Collector:
             terminalreporter.write_line(f"backprop-verify: {written[1]} rows written to {written[0]}")
 
 
+def _verifies_here(config) -> bool:
+    """False in an xdist controller: its workers verify, it only merges rows."""
+    return _is_worker(config) or not config.getoption("numprocesses", default=None)
+
+
 def pytest_configure(config):
-    if config.getoption("report_dir") or config.getoption("report_progress"):
+    if (config.getoption("report_dir") or config.getoption("report_progress")) and _verifies_here(config):
         # One BLAS/torch thread: the same arithmetic in every process, so the
         # rows do not depend on how the run is spread.
         for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):

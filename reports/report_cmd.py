@@ -39,6 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="compare with the report in OLD_DIR; exit 1 on new failures or discrepancies grown >10x")
     parser.add_argument("--only", default=None, metavar="REGEX",
                         help="only scenarios whose name matches REGEX (re.search)")
+    parser.add_argument("--no-plots", dest="plots", action="store_false",
+                        help="skip the PNG plots and report.html (discrepancies.csv and summary.md only)")
 
 
 class UsageError(ValueError):
@@ -213,7 +215,7 @@ def main(args: argparse.Namespace) -> int:
             print(f"backprop-verify report: {problem}", file=sys.stderr)
         return 2
     try:
-        files, data = build_report(args)
+        files, data = build_report(args, with_plots=getattr(args, "plots", True))
     except (UsageError, diff.CompareError) as err:
         print(f"backprop-verify report: {err}", file=sys.stderr)
         return 2

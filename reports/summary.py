@@ -72,22 +72,14 @@ def environment() -> dict[str, str]:
 
 
 def _numpy_blas() -> str:
-    try:
-        from threadpoolctl import threadpool_info
-
-        libs = [f"{i.get('internal_api', '?')} {i.get('version') or ''}".strip()
-                for i in threadpool_info() if i.get("user_api") == "blas"]
-        if libs:
-            return ", ".join(sorted(set(libs)))
-    except Exception:  # noqa: BLE001 - optional detail
-        pass
+    """NumPy's BLAS as built (static: the same in every process of a run)."""
     try:
         import numpy
 
-        config = numpy.show_config(mode="dicts")
-        blas = config["Build Dependencies"]["blas"]
-        return f"{blas.get('name', '?')} {blas.get('version', '')}".strip()
-    except Exception:  # noqa: BLE001
+        blas = numpy.show_config(mode="dicts")["Build Dependencies"]["blas"]
+        text = f"{blas.get('name', '?')} {blas.get('version', '')}".strip()
+        return text
+    except Exception:  # noqa: BLE001 - optional detail
         return "unknown"
 
 
