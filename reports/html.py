@@ -162,7 +162,7 @@ def render_html(data: ReportData, plots: dict[str, bytes]) -> str:
         failures=Markup(failures_html),
         changes=None if changes is None else Markup(
             table_html(changes, fail_column="change", scroll=True) if not changes.empty else "<p>No changes.</p>"),
-        components=Markup(table_html(by_component, fail_column="failures", scroll=True)),
+        components=Markup(table_html(by_component, fail_column="failures")),
         plots=[(name, caption, base64.b64encode(plots[name]).decode("ascii"))
                for name, caption in PLOTS.items() if name in plots],
         vanishing=None if data.vanishing is None or data.vanishing.empty else Markup(

@@ -82,6 +82,7 @@ def discrepancy_distribution(frame: pd.DataFrame) -> bytes:
                          label=f"{dtype} tolerance {tolerance(dtype, pair):.0e} (step 0)")
         axis.set_xscale("log")
         axis.set_xlim(bins[0], 1.0)
+        axis.set_ylim(0, axis.get_ylim()[1] * 1.45)  # room for the legend above the bars
         axis.set_xlabel(REL_LABEL + ", log scale")
         axis.set_ylabel("addresses (count)")
         axis.set_title(title)
@@ -197,6 +198,8 @@ def digits_loss(digits: pd.DataFrame, source: str = "") -> bytes:
     left.grid(True, alpha=0.3)
     left.legend(fontsize=9)
     right.set_yscale("log")
+    low, high = right.get_ylim()
+    right.set_ylim(min(low, 1e-18), max(high, 1e-14))
     right.set_xlabel("update t (gradient step)")
     right.set_ylabel("|loss_manual − loss_torch| / |loss_torch|\n(dimensionless, log scale)")
     right.set_title("Relative difference of the two curves")

@@ -4,8 +4,8 @@ Options (group "backprop-verify"):
 
 ``--report-dir DIR``
     After the run, write ``DIR/discrepancies.csv`` (atomically) with the rows
-    of every scenario the run touched: each test that takes a ``scenario``
-    argument (``tests/``) or ``report_scenario`` argument
+    of every scenario the run touched: each test that takes one Scenario
+    argument (``tests/``: ``scenario``, from pytest-cases) or ``report_scenario`` argument
     (``reports/report_suite.py``) contributes ``reports.runner.verify(scenario)``
     — manual-torch for every scenario, manual-fd and torch-fd where the
     finite-difference oracle applies — exactly the rows ``backprop-verify
@@ -85,14 +85,21 @@ class _Collector:
     def pytest_runtest_makereport(self, item, call):
         outcome = yield
         report = outcome.get_result()
-        if call.when != "call" or self.report_dir is None:
+        # After teardown: a test's monkeypatches (e.g. an injected bug) are undone by then.
+        if call.when != "teardown" or self.report_dir is None:
             return
         if any(name == ROWS_PROPERTY for name, _ in report.user_properties):
             return
         from scenarios.model import Scenario
 
-        scenario = getattr(item, "funcargs", {}).get("scenario")
-        if not isinstance(scenario, Scenario) or scenario.name in self.verified:
+        # pytest-cases passes a case through a fixture union: the Scenario may sit
+        # under the union's name rather than "scenario"; take the one Scenario value.
+        funcargs = getattr(item, "funcargs", None) or {}
+        found = {value.name: value for value in funcargs.values() if isinstance(value, Scenario)}
+        if len(found) != 1:
+            return
+        (scenario,) = found.values()
+        if scenario.name in self.verified:
             return
         from reports.runner import COLUMNS, verify
 
