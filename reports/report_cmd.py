@@ -122,7 +122,9 @@ def rows_with_xdist(args: argparse.Namespace, total: int) -> str:
                    "--report-progress", str(progress)]
         if args.only:
             command += ["--report-only", args.only]
-        env = dict(os.environ)
+        # A report started from inside a pytest-xdist worker must not look like one to its own pytest.
+        env = {k: v for k, v in os.environ.items()
+               if not (k.startswith("PYTEST_XDIST_") or k == "PYTEST_CURRENT_TEST")}
         env["PYTHONPATH"] = os.pathsep.join([str(root)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
         for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
             env[variable] = "1"

@@ -1,11 +1,12 @@
-"""Run a scenario through every engine and compare: the rows of a report."""
+"""Run a scenario through every engine and compare: the rows of a report.
+
+The engines (and so torch) are imported when first used, so that a process
+that only merges rows (the pytest-xdist controller) never loads torch.
+"""
 from __future__ import annotations
 
 from dataclasses import asdict
 
-import manual
-import reference
-from reference.fd_oracle import fd_oracle
 from reports.compare import compare
 from scenarios.model import Scenario
 
@@ -27,6 +28,10 @@ def fd_applicable(scenario: Scenario) -> bool:
 
 def verify(scenario: Scenario, with_fd: bool = True) -> list[dict]:
     """Rows (dicts with COLUMNS) for manual-torch and, where applicable, the fd pairs."""
+    import manual
+    import reference
+    from reference.fd_oracle import fd_oracle
+
     manual_trace = manual.run(scenario)
     torch_trace = reference.run(scenario)
     rows = _rows(scenario, "manual-torch", compare(manual_trace, torch_trace, scenario.dtype, "manual-torch"))
@@ -86,6 +91,9 @@ def vanishing_gradient(activations=("sigmoid", "relu"), **kwargs):
     import numpy as np
     import pandas as pd
 
+    import manual
+    import reference
+
     records = []
     for activation in activations:
         scenario = vanishing_gradient_scenario(activation, **kwargs)
@@ -138,6 +146,9 @@ def digits_curves(steps: int = DIGITS_STEPS):
     computed in update t, before it is applied).
     """
     import pandas as pd
+
+    import manual
+    import reference
 
     scenario = digits_scenario(steps)
     records = []
