@@ -5,6 +5,7 @@ that only merges rows (the pytest-xdist controller) never loads torch.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict
 
 from reports.compare import compare
@@ -83,6 +84,12 @@ def vanishing_gradient_scenario(activation: str, depth: int = VANISHING_DEPTH, w
 
 
 def vanishing_gradient(activations=("sigmoid", "relu"), **kwargs):
+    """A copy of ``_vanishing_gradient``'s (cached: deterministic) table."""
+    return _vanishing_gradient(tuple(activations), tuple(sorted(kwargs.items()))).copy()
+
+
+@functools.lru_cache(maxsize=4)
+def _vanishing_gradient(activations, options):
     """Per-layer ‖∂L/∂W⁽ˡ⁾‖_F for each activation, by manual and by torch.
 
     A DataFrame with columns activation, engine, layer (1 = next to the input),
@@ -96,7 +103,7 @@ def vanishing_gradient(activations=("sigmoid", "relu"), **kwargs):
 
     records = []
     for activation in activations:
-        scenario = vanishing_gradient_scenario(activation, **kwargs)
+        scenario = vanishing_gradient_scenario(activation, **dict(options))
         linear = [i for i, layer in enumerate(scenario.layers) if layer.is_linear]
         for engine, trace in (("manual", manual.run(scenario)), ("torch", reference.run(scenario))):
             for depth_index, i in enumerate(linear, start=1):
@@ -140,6 +147,12 @@ def digits_scenario(steps: int = DIGITS_STEPS, seed: int = 0) -> Scenario:
 
 
 def digits_curves(steps: int = DIGITS_STEPS):
+    """A copy of ``_digits_curves``'s (cached: deterministic) table."""
+    return _digits_curves(steps).copy()
+
+
+@functools.lru_cache(maxsize=2)
+def _digits_curves(steps: int):
     """Loss after every update of the digits run, by manual and by torch.
 
     A DataFrame with columns optimizer, engine, step, loss (step t = the loss
