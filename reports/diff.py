@@ -7,7 +7,9 @@ Rows are matched on (scenario, pair, address). A change is one of
   (10×) over max(old max_rel, unit roundoff of the dtype): a discrepancy
   that went from 0 to a few ulps is rounding, not a regression;
 * ``fixed``        — passed now, failed before;
-* ``removed``      — in the old report only (a scenario renamed or dropped).
+* ``removed``      — in the old report only (a scenario renamed or dropped, or
+  a smaller ``--random``); listed once per scenario and pair, with the
+  number of addresses.
 
 The first two are regressions: ``backprop-verify report --compare-to`` exits
 with 1 when there is any.
@@ -50,8 +52,9 @@ def read_old(folder: str | Path) -> pd.DataFrame:
 
 def changes(old: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
     """One row per changed (scenario, pair, address), regressions first."""
-    merged = new.merge(old[KEY + ["max_rel", "passed"]], on=KEY, how="outer", suffixes=("", "_old"),
+    merged = new.merge(old[KEY + ["max_rel", "passed", "dtype"]], on=KEY, how="outer", suffixes=("", "_old"),
                        indicator=True)
+    merged["dtype"] = merged["dtype"].fillna(merged["dtype_old"])
     is_new = merged["_merge"] != "right_only"
     was_there = merged["_merge"] != "left_only"
     passed = merged["passed"].astype("boolean").fillna(False).astype(bool)
@@ -67,6 +70,13 @@ def changes(old: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
     change[~is_new] = "removed"
     out = merged.assign(change=change, old_max_rel=merged["max_rel_old"], new_max_rel=merged["max_rel"])
     out = out[out["change"] != ""]
+    removed = out[out["change"] == "removed"]
+    if not removed.empty:
+        collapsed = removed.groupby(["scenario", "pair"], sort=True).agg(
+            dtype=("dtype", "first"), address=("address", "size"), old_max_rel=("old_max_rel", "max")).reset_index()
+        collapsed = collapsed.assign(change="removed", new_max_rel=float("nan"), tolerance=float("nan"),
+                                     address=collapsed["address"].map(lambda n: f"({n} addresses)"))
+        out = pd.concat([out[out["change"] != "removed"], collapsed], ignore_index=True)
     out = out.assign(order=out["change"].map(_ORDER))
     out = out.sort_values(["order"] + KEY, kind="mergesort")
     return out[CHANGE_COLUMNS].reset_index(drop=True)
@@ -77,4 +87,5 @@ def regressed(table: pd.DataFrame) -> bool:
 
 
 def counts(table: pd.DataFrame) -> dict[str, int]:
+    """Changes per kind; ``removed`` counts scenario × pair entries."""
     return {name: int((table["change"] == name).sum()) for name in _ORDER}

@@ -58,7 +58,7 @@ TEMPLATE = """<!DOCTYPE html>
   {% for name, value in data.environment.items() %}<dt>{{ name }}</dt><dd>{{ value }}</dd>{% endfor %}
 </dl>
 <div class="banner {{ 'bad' if totals.failures or regressed else 'ok' }}">
-  <strong>{{ totals.failures }} failures</strong>{% if changes is not none %}, <strong>{{ change_counts['new failure'] }} new failures and {{ change_counts['grown >10x'] }} discrepancies grown &gt;10×</strong> since {{ data.compared_to }}{% endif %}
+  <strong>{{ totals.failures }} failure{{ '' if totals.failures == 1 else 's' }}</strong>{% if changes is not none %}, <strong>{{ change_counts['new failure'] }} new failures and {{ change_counts['grown >10x'] }} discrepancies grown &gt;10×</strong> since {{ data.compared_to }}{% endif %}
   — {{ totals.scenarios }} scenarios, {{ totals.rows }} addresses compared ({{ totals.fd_scenarios }} scenarios also against finite differences);
   {{ totals.relative_passes }} passed on the relative criterion, {{ totals.floor_passes }} only on the absolute floor.
 </div>
@@ -69,7 +69,7 @@ TEMPLATE = """<!DOCTYPE html>
 {% if changes is not none %}
 <h2>Changes since {{ data.compared_to }}</h2>
 <p>{{ change_counts['new failure'] }} new failures, {{ change_counts['grown >10x'] }} grown more than 10×,
-{{ change_counts['fixed'] }} fixed, {{ change_counts['removed'] }} rows no longer present.</p>
+{{ change_counts['fixed'] }} fixed, {{ change_counts['removed'] }} scenario × pair entries no longer present.</p>
 {{ changes }}
 {% endif %}
 

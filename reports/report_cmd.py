@@ -236,7 +236,7 @@ def main(args: argparse.Namespace) -> int:
         counts = diff.counts(data.changes)
         regressed = diff.regressed(data.changes)
         print(f"since {args.compare_to}: {counts['new failure']} new failures, {counts['grown >10x']} grown >10x, "
-              f"{counts['fixed']} fixed, {counts['removed']} removed" + (" — REGRESSION" if regressed else ""))
+              f"{counts['fixed']} fixed, {counts['removed']} scenario/pair entries removed" + (" — REGRESSION" if regressed else ""))
         if regressed:
             print(markdown(data.changes[data.changes["change"].isin(diff.REGRESSIONS)].head(50)))
     return 1 if totals["failures"] or regressed else 0

@@ -205,7 +205,7 @@ def render_changes_markdown(changes: pd.DataFrame, compared_to: str) -> str:
     c = counts(changes)
     lines = [f"# Changes since {compared_to}", "",
              f"{c['new failure']} new failures, {c['grown >10x']} discrepancies grown more than 10×, "
-             f"{c['fixed']} fixed, {c['removed']} rows no longer present.", ""]
+             f"{c['fixed']} fixed, {c['removed']} scenario × pair entries no longer present.", ""]
     if not changes.empty:
         lines += [markdown(changes), ""]
     return "\n".join(lines)
