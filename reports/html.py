@@ -36,7 +36,9 @@ TEMPLATE = """<!DOCTYPE html>
   .env { display: grid; grid-template-columns: max-content auto; gap: 2px 16px; font-size: 0.9em; margin: 8px 0; }
   .env dt { color: #666; } .env dd { margin: 0; font-family: monospace; }
   table { border-collapse: collapse; background: white; font-size: 0.85em; margin: 8px 0 16px; }
-  th, td { border: 1px solid #dde1e7; padding: 3px 8px; text-align: left; white-space: nowrap; }
+  th, td { border: 1px solid #dde1e7; padding: 3px 8px; text-align: left; vertical-align: top; }
+  td { max-width: 520px; overflow-wrap: anywhere; }
+  th, td.num { white-space: nowrap; }
   th { background: #eef0f4; position: sticky; top: 0; }
   td.num { text-align: right; font-family: monospace; }
   tr.fail td { background: #fde4e4; }
@@ -100,7 +102,7 @@ with sigmoid and with ReLU, computed by both engines.</p>{{ vanishing }}{% else 
 </main></body></html>
 """
 
-_BAD_WORDS = ("erratum", "wrong", "fail", "new failure", "grown")
+_BAD_WORDS = ("erratum", "disagree", "wrong", "fail", "new failure", "grown")
 
 
 def table_html(frame: pd.DataFrame, floatfmt: str = ".2e", fail_column: str | None = None,

@@ -6,7 +6,7 @@ Options (group "backprop-verify"):
     After the run, write ``DIR/discrepancies.csv`` (atomically) with the rows
     of every scenario the run touched: each test that takes one Scenario
     argument (``tests/``: ``scenario``, from pytest-cases) or ``report_scenario`` argument
-    (``reports/report_suite.py``) contributes ``reports.runner.verify(scenario)``
+    (``reports/report_suite.py``) contributes ``reports.runner.report_rows(scenario)``
     — manual-torch for every scenario, manual-fd and torch-fd where the
     finite-difference oracle applies — exactly the rows ``backprop-verify
     report`` writes for it. Rows travel with the test reports, so they reach
@@ -62,7 +62,7 @@ def pytest_generate_tests(metafunc):
 
 def record_rows(item, rows: list[dict]) -> None:
     """Attach ``rows`` to the test's report (plain lists: they cross xdist's channel)."""
-    from reports.runner import COLUMNS
+    from reports.table import COLUMNS
 
     item.user_properties.append((ROWS_PROPERTY, [[row[c] for c in COLUMNS] for row in rows]))
 
@@ -101,11 +101,12 @@ class _Collector:
         (scenario,) = found.values()
         if scenario.name in self.verified:
             return
-        from reports.runner import COLUMNS, verify
+        from reports.runner import report_rows
+        from reports.table import COLUMNS
 
         self.verified.add(scenario.name)
         report.user_properties.append(
-            (ROWS_PROPERTY, [[row[c] for c in COLUMNS] for row in verify(scenario)]))
+            (ROWS_PROPERTY, [[row[c] for c in COLUMNS] for row in report_rows(scenario)]))
 
     def pytest_runtest_logreport(self, report):
         if _is_worker(self.config):
@@ -122,8 +123,7 @@ class _Collector:
         if _is_worker(self.config) or self.report_dir is None:
             return
         from reports.io import atomic_write_text
-        from reports.runner import COLUMNS
-        from reports.table import csv_text, rows_frame
+        from reports.table import COLUMNS, csv_text, rows_frame
 
         frame = rows_frame([dict(zip(COLUMNS, row)) for row in self.rows.values()])
         path = Path(self.report_dir) / "discrepancies.csv"

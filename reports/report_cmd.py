@@ -94,14 +94,14 @@ def _one_thread() -> None:
 
 def rows_in_process(scenarios: list) -> str:
     """discrepancies.csv text, every scenario verified in this process."""
-    from reports.runner import verify
+    from reports.runner import report_rows
     from reports.table import csv_text, rows_frame
 
     _one_thread()
     rows = []
     with _progress(len(scenarios), "verifying") as bar:
         for scenario in scenarios:
-            rows += verify(scenario)
+            rows += report_rows(scenario)
             bar.update(1)
     return csv_text(rows_frame(rows))
 

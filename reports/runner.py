@@ -1,13 +1,11 @@
-"""Run a scenario through every engine and compare: the rows of a report.
-
-The engines (and so torch) are imported when first used, so that a process
-that only merges rows (the pytest-xdist controller) never loads torch.
-"""
+"""Run a scenario through every engine and compare: the rows of a report."""
 from __future__ import annotations
 
-import functools
 from dataclasses import asdict
 
+import manual
+import reference
+from reference.fd_oracle import fd_oracle
 from reports.compare import compare
 from scenarios.model import Scenario
 
@@ -15,7 +13,7 @@ from scenarios.model import Scenario
 # this many perturbed entries the oracle is skipped (manual-torch still runs).
 FD_MAX_ENTRIES = 2000
 
-COLUMNS = ("scenario", "pair", "dtype", "address", "max_abs", "max_rel", "tolerance", "passed", "note")
+from reports.table import COLUMNS  # noqa: E402  (defined without torch, for the xdist controller)
 
 
 def fd_applicable(scenario: Scenario) -> bool:
@@ -29,10 +27,6 @@ def fd_applicable(scenario: Scenario) -> bool:
 
 def verify(scenario: Scenario, with_fd: bool = True) -> list[dict]:
     """Rows (dicts with COLUMNS) for manual-torch and, where applicable, the fd pairs."""
-    import manual
-    import reference
-    from reference.fd_oracle import fd_oracle
-
     manual_trace = manual.run(scenario)
     torch_trace = reference.run(scenario)
     rows = _rows(scenario, "manual-torch", compare(manual_trace, torch_trace, scenario.dtype, "manual-torch"))
@@ -47,9 +41,34 @@ def _rows(scenario: Scenario, pair: str, compared) -> list[dict]:
     return [{"scenario": scenario.name, "pair": pair, "dtype": scenario.dtype, **asdict(row)} for row in compared]
 
 
+def report_rows(scenario: Scenario) -> list[dict]:
+    """``verify(scenario)``, with the trajectory module judging ``step{t}`` addresses.
+
+    When a manual-torch ``step{t}`` row fails, those rows are replaced by
+    ``reports.adapters.trajectory_rows(scenario)`` (the float32 horizon: steps
+    after it are reported with a note, not judged). Every report row, in one
+    process, in pytest-xdist workers and under ``pytest --report-dir``, comes
+    from here.
+    """
+    from reports import adapters
+    from reports.compare import step_of
+
+    rows = verify(scenario)
+    stepped = [r for r in rows if r["pair"] == "manual-torch" and step_of(r["address"])]
+    if not any(not r["passed"] for r in stepped):
+        return rows
+    judged = adapters.trajectory_rows(scenario)
+    if judged is None:
+        return rows
+    kept = [r for r in rows if not (r["pair"] == "manual-torch" and step_of(r["address"]))]
+    return kept + _rows(scenario, "manual-torch", [row for row in judged if step_of(row.address)])
+
+
 # --------------------------------------------------------------------------
 # Document 003's vanishing gradient, measured by both engines
 # --------------------------------------------------------------------------
+
+import functools  # noqa: E402
 
 VANISHING_DEPTH = 10  # linear layers
 VANISHING_WIDTH = 32
@@ -97,9 +116,6 @@ def _vanishing_gradient(activations, options):
     """
     import numpy as np
     import pandas as pd
-
-    import manual
-    import reference
 
     records = []
     for activation in activations:
@@ -159,9 +175,6 @@ def _digits_curves(steps: int):
     computed in update t, before it is applied).
     """
     import pandas as pd
-
-    import manual
-    import reference
 
     scenario = digits_scenario(steps)
     records = []

@@ -133,10 +133,30 @@ def render_markdown(data: ReportData) -> str:
     lines += _digits_markdown(data.digits, data.digits_source)
 
     lines += ["## Textbook errata", ""]
-    lines += _optional_table(data.errata, "reports.textbook")
+    lines += _errata_markdown(data.errata)
     lines += ["## Derivation verdicts", ""]
     lines += _optional_table(data.derivations, "reports.derivations")
     return "\n".join(lines).rstrip() + "\n"
+
+
+def verdict_column(frame: pd.DataFrame | None) -> str | None:
+    if frame is None:
+        return None
+    return next((name for name in ("verdict", "status", "result") if name in frame.columns), None)
+
+
+def _errata_markdown(errata: pd.DataFrame | None) -> list[str]:
+    """Verdict counts, then every expectation whose verdict is not ``match``."""
+    column = verdict_column(errata)
+    if errata is None or errata.empty or column is None:
+        return _optional_table(errata, "reports.textbook")
+    counts = errata[column].astype(str).value_counts().sort_index()
+    lines = [f"{len(errata)} printed numbers checked: "
+             + ", ".join(f"{count} {verdict}" for verdict, count in counts.items()) + ".", ""]
+    notable = errata[errata[column].astype(str) != "match"]
+    if notable.empty:
+        return lines + ["Every printed number matches.", ""]
+    return lines + ["Every verdict other than `match`:", "", markdown(notable, floatfmt=".6g"), ""]
 
 
 def _optional_table(frame: pd.DataFrame | None, provider: str) -> list[str]:

@@ -6,7 +6,9 @@ import math
 
 import pandas as pd
 
-from reports.runner import COLUMNS
+# The columns of discrepancies.csv. Defined here (no torch import) so that the
+# pytest-xdist controller can merge rows without loading the engines.
+COLUMNS = ("scenario", "pair", "dtype", "address", "max_abs", "max_rel", "tolerance", "passed", "note")
 
 FLOAT_FORMAT = "%.6e"
 FLOOR_NOTE = "within absolute floor"
@@ -19,15 +21,18 @@ def rows_frame(rows: list[dict]) -> pd.DataFrame:
 
 
 def csv_text(frame: pd.DataFrame) -> str:
-    """``discrepancies.csv``: the rows sorted, floats as %.6e, ``\\n`` line ends."""
-    return rows_frame(frame.to_dict("records")).to_csv(index=False, float_format=FLOAT_FORMAT, lineterminator="\n")
+    """``discrepancies.csv``: the rows sorted, floats as %.6e, NaN as ``nan``, ``\\n`` line ends."""
+    return rows_frame(frame.to_dict("records")).to_csv(index=False, float_format=FLOAT_FORMAT, na_rep="nan",
+                                                       lineterminator="\n")
 
 
 def read_csv_text(text: str) -> pd.DataFrame:
     """Parse ``discrepancies.csv`` back (``nan``/``inf`` as floats, empty notes as "")."""
-    frame = pd.read_csv(io.StringIO(text), keep_default_na=False, na_values={"max_abs": ["nan"],
-                        "max_rel": ["nan"], "tolerance": ["nan"]}, dtype={"note": str, "scenario": str,
-                        "pair": str, "dtype": str, "address": str})
+    missing = ["nan", "NaN", ""]
+    frame = pd.read_csv(io.StringIO(text), keep_default_na=False,
+                        na_values={"max_abs": missing, "max_rel": missing, "tolerance": missing},
+                        dtype={"note": str, "scenario": str, "pair": str, "dtype": str, "address": str,
+                               "max_abs": float, "max_rel": float, "tolerance": float})
     frame["passed"] = frame["passed"].astype(str).eq("True")
     return frame
 
