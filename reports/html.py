@@ -62,7 +62,8 @@ TEMPLATE = """<!DOCTYPE html>
 <div class="banner {{ 'bad' if totals.failures or regressed else 'ok' }}">
   <strong>{{ totals.failures }} failure{{ '' if totals.failures == 1 else 's' }}</strong>{% if changes is not none %}, <strong>{{ change_counts['new failure'] }} new failures and {{ change_counts['grown >10x'] }} discrepancies grown &gt;10×</strong> since {{ data.compared_to }}{% endif %}
   — {{ totals.scenarios }} scenarios, {{ totals.rows }} addresses compared ({{ totals.fd_scenarios }} scenarios also against finite differences);
-  {{ totals.relative_passes }} passed on the relative criterion, {{ totals.floor_passes }} only on the absolute floor.
+  {{ totals.relative_passes }} passed on the relative criterion, {{ totals.floor_passes }} only on the absolute floor,
+  {{ totals.not_judged }} reported but not judged.
 </div>
 
 <h2>Failures</h2>
@@ -79,7 +80,8 @@ TEMPLATE = """<!DOCTYPE html>
 <p class="note"><b>worst_max_rel</b>: the largest normwise relative discrepancy max|a−b|/max|b| among addresses that
 passed on the relative criterion; <b>worst_of_tolerance</b>: the largest max_rel/tolerance among them (1 = at the
 limit). <b>floor_passes</b>: addresses that passed only thanks to the absolute floor — their max_rel can be large
-(up to inf) because the reference values cancel to ~0 — counted here, not in the worst. Rows with failures come first.</p>
+(up to inf) because the reference values cancel to ~0 — counted here, not in the worst. <b>not_judged</b>: trajectory
+steps after the float32 horizon and optimizers without a torch.optim counterpart. Rows with failures come first.</p>
 {{ components }}
 
 <h2>Plots</h2>

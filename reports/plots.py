@@ -93,7 +93,8 @@ def discrepancy_distribution(frame: pd.DataFrame) -> bytes:
 
 
 def step_table(frame: pd.DataFrame, components: dict[str, list[str]]) -> pd.DataFrame:
-    """Worst max_rel per (optimizer, dtype, step) over manual-torch rows of optimizer scenarios."""
+    """Worst max_rel per (optimizer, dtype, step) over manual-torch rows of optimizer scenarios
+    that passed on the relative criterion (floor passes and unjudged steps left out)."""
     optimizer_of = {name: [c.split(":", 1)[1] for c in comps if c.startswith("optimizer:")]
                     for name, comps in components.items()}
     rows = frame[(frame["pair"] == "manual-torch") & frame["scenario"].map(lambda s: bool(optimizer_of.get(s)))]
@@ -107,7 +108,7 @@ def step_table(frame: pd.DataFrame, components: dict[str, list[str]]) -> pd.Data
 
 
 def optimizer_steps(frame: pd.DataFrame, components: dict[str, list[str]]) -> bytes:
-    figure = _figure(10.0, 5.0)
+    figure = _figure(12.5, 5.2)
     axis = figure.subplots()
     table = step_table(frame, components)
     if table.empty or table["step"].max() < 1:
@@ -135,7 +136,8 @@ def optimizer_steps(frame: pd.DataFrame, components: dict[str, list[str]]) -> by
     axis.set_ylabel("worst max|a−b| / max|b| over addresses\n(dimensionless, log scale)")
     axis.set_title("manual vs torch along optimizer trajectories (steps with identical values leave gaps)")
     axis.grid(True, which="major", alpha=0.3)
-    axis.legend(fontsize=8, ncol=2 if len(optimizers) > 3 else 1, loc="best")
+    axis.legend(fontsize=8, ncol=2 if len(optimizers) > 6 else 1, loc="upper left", bbox_to_anchor=(1.01, 1.0),
+                borderaxespad=0.0)
     return _png(figure)
 
 
@@ -192,7 +194,7 @@ def digits_loss(digits: pd.DataFrame, source: str = "") -> bytes:
             nonzero = diff[diff > 0]
             right.plot(nonzero.index, nonzero, "o", markersize=4, color=colors(index % 10),
                        label=f"{label} ({int((diff == 0).sum())} of {len(diff)} updates identical, not drawn)")
-    left.set_xlabel("update t (gradient step)")
+    left.set_xlabel("update t (one optimizer step)")
     left.set_ylabel("cross-entropy loss (nats per sample)")
     left.set_title("Digits 64→32→10: loss at each update")
     left.grid(True, alpha=0.3)
@@ -200,13 +202,13 @@ def digits_loss(digits: pd.DataFrame, source: str = "") -> bytes:
     right.set_yscale("log")
     low, high = right.get_ylim()
     right.set_ylim(min(low, 1e-18), max(high, 1e-14))
-    right.set_xlabel("update t (gradient step)")
+    right.set_xlabel("update t (one optimizer step)")
     right.set_ylabel("|loss_manual − loss_torch| / |loss_torch|\n(dimensionless, log scale)")
     right.set_title("Relative difference of the two curves")
     right.grid(True, which="major", alpha=0.3)
     right.legend(fontsize=9)
     if source:
-        figure.suptitle(f"scikit-learn digits (1,797 samples); source: {source}", fontsize=10)
+        figure.suptitle(f"scikit-learn's bundled 8×8 digits; curves from {source}", fontsize=10)
     return _png(figure)
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from reports import adapters
-from reports.table import component_summary, failures, floor_pass, markdown, relative_pass
+from reports.table import component_summary, failures, floor_pass, markdown, relative_pass, unjudged
 
 TIMESTAMP_PREFIX = "Generated: "
 
@@ -50,6 +50,7 @@ class ReportData:
             "rows": len(frame),
             "relative_passes": int(relative_pass(frame).sum()),
             "floor_passes": int(floor_pass(frame).sum()),
+            "not_judged": int(unjudged(frame).sum()),
             "failures": int((~frame["passed"]).sum()),
             "fd_scenarios": int(frame.loc[frame["pair"].str.endswith("-fd"), "scenario"].nunique()),
         }
@@ -108,7 +109,8 @@ def render_markdown(data: ReportData) -> str:
               f"{totals['scenarios']} scenarios, {totals['rows']} addresses compared "
               f"({totals['fd_scenarios']} scenarios also against finite differences): "
               f"**{totals['failures']} failures**, {totals['relative_passes']} passed on the relative criterion, "
-              f"{totals['floor_passes']} passed only on the absolute floor.", ""]
+              f"{totals['floor_passes']} passed only on the absolute floor, "
+              f"{totals['not_judged']} reported but not judged.", ""]
 
     lines += ["## Failures", ""]
     failed = data.failures
@@ -123,7 +125,9 @@ def render_markdown(data: ReportData) -> str:
               "passed on the relative criterion; `worst_of_tolerance`: the largest max_rel/tolerance among them "
               "(1 = at the limit). `floor_passes`: addresses that passed only thanks to the absolute floor "
               "(`reports/tolerance.py`) — their max_rel can be large (up to inf) because the reference values "
-              "cancel to ~0, so they are counted here, not in the worst. `—`: no such address.", "",
+              "cancel to ~0, so they are counted here, not in the worst. `not_judged`: trajectory steps after the "
+              "float32 horizon and optimizers without a torch.optim counterpart (`reports.trajectories`), counted, "
+              "not in the worst. `—`: no such address.", "",
               markdown(data.by_component), ""]
 
     lines += ["## Vanishing gradient (document 003)", ""]
@@ -209,6 +213,10 @@ def digits_table(digits: pd.DataFrame) -> pd.DataFrame:
                         "last loss (manual)": float(wide["manual"].iloc[-1]),
                         "last loss (torch)": float(wide["torch"].iloc[-1]),
                         "worst rel. diff": float(diff.max())})
+        if "accuracy" in group.columns:
+            accuracy = group.groupby("engine")["accuracy"].first()
+            records[-1].update({"test accuracy (manual)": float(accuracy.get("manual", float("nan"))),
+                                "test accuracy (torch)": float(accuracy.get("torch", float("nan")))})
     return pd.DataFrame(records)
 
 

@@ -42,36 +42,48 @@ def floor_pass(frame: pd.DataFrame) -> pd.Series:
     return frame["passed"] & frame["note"].astype(str).str.startswith(FLOOR_NOTE)
 
 
+UNJUDGED_NOTES = ("beyond float32 horizon", "no torch reference")
+
+
+def unjudged(frame: pd.DataFrame) -> pd.Series:
+    """Rows reported but not judged: trajectory steps after the float32 horizon,
+    optimizers without a torch.optim counterpart (``reports.trajectories``)."""
+    return frame["passed"] & frame["note"].astype(str).str.startswith(UNJUDGED_NOTES)
+
+
 def relative_pass(frame: pd.DataFrame) -> pd.Series:
     """Rows that passed on the relative criterion max|a−b| ≤ rtol·max|b|."""
-    return frame["passed"] & ~floor_pass(frame)
+    return frame["passed"] & ~floor_pass(frame) & ~unjudged(frame)
 
 
 SUMMARY_COLUMNS = ["component", "dtype", "pair", "scenarios", "addresses", "worst_max_rel", "worst_of_tolerance",
-                   "floor_passes", "failures"]
+                   "floor_passes", "not_judged", "failures"]
 
 
 def component_summary(frame: pd.DataFrame, components: dict[str, list[str]]) -> pd.DataFrame:
     """Per component, dtype and engine pair: scenarios, addresses compared, the
     worst ``max_rel`` among rows that passed on the relative criterion (and that
     worst as a fraction of its tolerance), rows that passed only on the absolute
-    floor (counted, not in the worst), failures.
+    floor (counted, not in the worst), rows reported but not judged (after the
+    float32 horizon; no torch reference — counted, not in the worst), failures.
 
     ``components`` maps scenario name -> the components it exercises.
     """
-    work = frame.assign(relative=relative_pass(frame), floor=floor_pass(frame))
+    work = frame.assign(relative=relative_pass(frame), floor=floor_pass(frame), unjudged=unjudged(frame))
     work = work.assign(rel_value=work["max_rel"].where(work["relative"]),
                        ratio=(work["max_rel"] / work["tolerance"]).where(work["relative"]))
     per_scenario = work.groupby(["scenario", "dtype", "pair"], sort=True).agg(
         addresses=("address", "size"), worst=("rel_value", "max"), ratio=("ratio", "max"),
-        floor_passes=("floor", "sum"), failures=("passed", lambda s: int((~s).sum()))).reset_index()
+        floor_passes=("floor", "sum"), not_judged=("unjudged", "sum"),
+        failures=("passed", lambda s: int((~s).sum()))).reset_index()
     exploded = per_scenario.assign(component=per_scenario["scenario"].map(
         lambda name: components.get(name, ["(unknown)"]))).explode("component")
     summary = exploded.groupby(["component", "dtype", "pair"], sort=True).agg(
         scenarios=("scenario", "nunique"), addresses=("addresses", "sum"),
         worst_max_rel=("worst", "max"), worst_of_tolerance=("ratio", "max"),
-        floor_passes=("floor_passes", "sum"), failures=("failures", "sum")).reset_index()
-    for column in ("scenarios", "addresses", "floor_passes", "failures"):
+        floor_passes=("floor_passes", "sum"), not_judged=("not_judged", "sum"),
+        failures=("failures", "sum")).reset_index()
+    for column in ("scenarios", "addresses", "floor_passes", "not_judged", "failures"):
         summary[column] = summary[column].astype(int)
     return summary[SUMMARY_COLUMNS]
 
