@@ -97,7 +97,6 @@ def rows_in_process(scenarios: list) -> str:
     from reports.runner import report_rows
     from reports.table import csv_text, rows_frame
 
-    _one_thread()
     rows = []
     with _progress(len(scenarios), "verifying") as bar:
         for scenario in scenarios:
@@ -158,6 +157,7 @@ def build_report(args: argparse.Namespace, timestamp: str | None = None, with_pl
     from reports.table import read_csv_text
 
     old = diff.read_old(args.compare_to) if args.compare_to else None
+    _one_thread()  # every number in the report (rows, vanishing gradient, digits) from one thread
     scenarios = select_scenarios(args.random, args.seed, args.only)
     if not scenarios:
         raise UsageError(f"--only {args.only!r}: no scenario matches")
