@@ -38,7 +38,7 @@ TEMPLATE = """<!DOCTYPE html>
   table { border-collapse: collapse; background: white; font-size: 0.85em; margin: 8px 0 16px; }
   th, td { border: 1px solid #dde1e7; padding: 3px 8px; text-align: left; vertical-align: top; }
   td { max-width: 520px; overflow-wrap: anywhere; }
-  th, td.num { white-space: nowrap; }
+  th, td.num, td:first-child { white-space: nowrap; }
   th { background: #eef0f4; position: sticky; top: 0; }
   td.num { text-align: right; font-family: monospace; }
   tr.fail td { background: #fde4e4; }
