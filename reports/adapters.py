@@ -34,6 +34,7 @@ dataclass instances; ``as_frame`` turns each into a DataFrame.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
 
 import pandas as pd
@@ -152,6 +153,20 @@ def digits_curves() -> tuple[pd.DataFrame, str]:
     return own(), "reports.runner (full-batch gradient descent)"
 
 
+def _cached_copy(function):
+    """Deterministic, costly sections: computed once per process, a fresh copy per call."""
+    cached = functools.lru_cache(maxsize=1)(function)
+
+    @functools.wraps(function)
+    def wrapper():
+        value = cached()
+        return value.copy() if isinstance(value, pd.DataFrame) else value
+
+    wrapper.cache_clear = cached.cache_clear
+    return wrapper
+
+
+@_cached_copy
 def errata_table() -> pd.DataFrame | None:
     """Textbook expectations with verdicts (match / rounding / erratum / disagree).
 
@@ -172,6 +187,7 @@ def errata_table() -> pd.DataFrame | None:
     return pd.DataFrame(rows, columns=list(columns) if columns else None)
 
 
+@_cached_copy
 def derivation_verdicts() -> pd.DataFrame | None:
     """Each document's gradient formula with its verdict (holds / holds when … / wrong).
 
