@@ -210,6 +210,8 @@ def main(args: argparse.Namespace) -> int:
             re.compile(args.only)
         except re.error as err:
             problems.append(f"--only: not a regular expression ({err})")
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        problems.append(f"--out: {args.out} exists and is not a folder")
     if args.compare_to is not None and not Path(args.compare_to).is_dir():
         problems.append(f"--compare-to: {args.compare_to} is not a folder")
     if problems:
