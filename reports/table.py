@@ -1,11 +1,17 @@
-"""Rows -> pandas frames -> plain-text / Markdown tables."""
+"""Rows -> pandas frames -> CSV text and plain-text / Markdown tables."""
 from __future__ import annotations
 
+import io
 import math
 
 import pandas as pd
 
-from reports.runner import COLUMNS
+# The columns of discrepancies.csv. Defined here (no torch import) so that the
+# pytest-xdist controller can merge rows without loading the engines.
+COLUMNS = ("scenario", "pair", "dtype", "address", "max_abs", "max_rel", "tolerance", "passed", "note")
+
+FLOAT_FORMAT = "%.6e"
+FLOOR_NOTE = "within absolute floor"
 
 
 def rows_frame(rows: list[dict]) -> pd.DataFrame:
@@ -14,22 +20,79 @@ def rows_frame(rows: list[dict]) -> pd.DataFrame:
     return frame.sort_values(["scenario", "pair", "address"], kind="mergesort").reset_index(drop=True)
 
 
+def csv_text(frame: pd.DataFrame) -> str:
+    """``discrepancies.csv``: the rows sorted, floats as %.6e, NaN as ``nan``, ``\\n`` line ends."""
+    return rows_frame(frame.to_dict("records")).to_csv(index=False, float_format=FLOAT_FORMAT, na_rep="nan",
+                                                       lineterminator="\n")
+
+
+def read_csv_text(text: str) -> pd.DataFrame:
+    """Parse ``discrepancies.csv`` back (``nan``/``inf`` as floats, empty notes as "")."""
+    missing = ["nan", "NaN", ""]
+    frame = pd.read_csv(io.StringIO(text), keep_default_na=False,
+                        na_values={"max_abs": missing, "max_rel": missing, "tolerance": missing},
+                        dtype={"note": str, "scenario": str, "pair": str, "dtype": str, "address": str,
+                               "max_abs": float, "max_rel": float, "tolerance": float})
+    frame["passed"] = frame["passed"].astype(str).eq("True")
+    return frame
+
+
+def floor_pass(frame: pd.DataFrame) -> pd.Series:
+    """Rows that passed only thanks to the absolute floor (``reports.compare``)."""
+    return frame["passed"] & frame["note"].astype(str).str.startswith(FLOOR_NOTE)
+
+
+UNJUDGED_NOTES = ("beyond float32 horizon", "no torch reference")
+
+
+def unjudged(frame: pd.DataFrame) -> pd.Series:
+    """Rows reported but not judged: trajectory steps after the float32 horizon,
+    optimizers without a torch.optim counterpart (``reports.trajectories``)."""
+    return frame["passed"] & frame["note"].astype(str).str.startswith(UNJUDGED_NOTES)
+
+
+def relative_pass(frame: pd.DataFrame) -> pd.Series:
+    """Rows that passed on the relative criterion max|a−b| ≤ rtol·max|b|."""
+    return frame["passed"] & ~floor_pass(frame) & ~unjudged(frame)
+
+
+SUMMARY_COLUMNS = ["component", "dtype", "pair", "scenarios", "addresses", "worst_max_rel", "worst_of_tolerance",
+                   "floor_passes", "not_judged", "failures"]
+
+
 def component_summary(frame: pd.DataFrame, components: dict[str, list[str]]) -> pd.DataFrame:
-    """Per component and dtype: scenarios, addresses compared, worst max_rel, failures.
+    """Per component, dtype and engine pair: scenarios, addresses compared, the
+    worst ``max_rel`` among rows that passed on the relative criterion (and that
+    worst as a fraction of its tolerance), rows that passed only on the absolute
+    floor (counted, not in the worst), rows reported but not judged (after the
+    float32 horizon; no torch reference — counted, not in the worst), failures.
 
     ``components`` maps scenario name -> the components it exercises.
     """
-    records = []
-    for scenario, group in frame.groupby("scenario", sort=True):
-        for component in components.get(scenario, ["(unknown)"]):
-            for (dtype, pair), g in group.groupby(["dtype", "pair"], sort=True):
-                records.append({"component": component, "dtype": dtype, "pair": pair, "scenario": scenario,
-                                "addresses": len(g), "worst": g["max_rel"].max(), "failures": int((~g["passed"]).sum())})
-    detail = pd.DataFrame(records, columns=["component", "dtype", "pair", "scenario", "addresses", "worst", "failures"])
-    summary = detail.groupby(["component", "dtype", "pair"], sort=True).agg(
+    work = frame.assign(relative=relative_pass(frame), floor=floor_pass(frame), unjudged=unjudged(frame))
+    work = work.assign(rel_value=work["max_rel"].where(work["relative"]),
+                       ratio=(work["max_rel"] / work["tolerance"]).where(work["relative"]))
+    per_scenario = work.groupby(["scenario", "dtype", "pair"], sort=True).agg(
+        addresses=("address", "size"), worst=("rel_value", "max"), ratio=("ratio", "max"),
+        floor_passes=("floor", "sum"), not_judged=("unjudged", "sum"),
+        failures=("passed", lambda s: int((~s).sum()))).reset_index()
+    exploded = per_scenario.assign(component=per_scenario["scenario"].map(
+        lambda name: components.get(name, ["(unknown)"]))).explode("component")
+    summary = exploded.groupby(["component", "dtype", "pair"], sort=True).agg(
         scenarios=("scenario", "nunique"), addresses=("addresses", "sum"),
-        worst_max_rel=("worst", "max"), failures=("failures", "sum")).reset_index()
-    return summary
+        worst_max_rel=("worst", "max"), worst_of_tolerance=("ratio", "max"),
+        floor_passes=("floor_passes", "sum"), not_judged=("not_judged", "sum"),
+        failures=("failures", "sum")).reset_index()
+    for column in ("scenarios", "addresses", "floor_passes", "not_judged", "failures"):
+        summary[column] = summary[column].astype(int)
+    return summary[SUMMARY_COLUMNS]
+
+
+def failures(frame: pd.DataFrame) -> pd.DataFrame:
+    """The failing rows, worst relative discrepancy first."""
+    failed = frame[~frame["passed"]]
+    return failed.sort_values(["max_rel", "scenario", "pair", "address"], ascending=[False, True, True, True],
+                              kind="mergesort").reset_index(drop=True)
 
 
 def markdown(frame: pd.DataFrame, floatfmt: str = ".2e") -> str:
@@ -43,9 +106,19 @@ def markdown(frame: pd.DataFrame, floatfmt: str = ".2e") -> str:
     return "\n".join(out)
 
 
+def cell(value, floatfmt: str = ".2e") -> str:
+    """One table cell as text: floats in ``floatfmt``, NaN as an em dash."""
+    return _cell(value, floatfmt)
+
+
 def _cell(value, floatfmt: str) -> str:
+    if isinstance(value, bool):
+        return str(value)
     if isinstance(value, float):
         if math.isnan(value):
             return "—"
         return format(value, floatfmt)
-    return str(value)
+    if value is None:
+        return "—"
+    text = str(value)
+    return text.replace("|", "\\|").replace("\n", " ")

@@ -11,3 +11,6 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import torch  # noqa: E402
 
 torch.set_num_threads(1)
+
+# `pytest --report-dir DIR` writes DIR/discrepancies.csv (see reports/pytest_plugin.py).
+pytest_plugins = ("reports.pytest_plugin",)

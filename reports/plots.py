@@ -1,0 +1,226 @@
+"""The report's plots, as PNG bytes (matplotlib, Agg backend, no pyplot state).
+
+* ``discrepancy_distribution``: histogram of the normwise relative discrepancy
+  per dtype, log scale, manual-torch and against finite differences;
+* ``optimizer_steps``: worst discrepancy vs optimizer step, one line per
+  optimizer and dtype, with the step-dependent tolerance;
+* ``vanishing_gradient``: ‖∂L/∂W⁽ˡ⁾‖ vs layer for sigmoid vs ReLU, both engines;
+* ``digits_loss``: the digits loss curves, manual vs torch, and their difference.
+"""
+from __future__ import annotations
+
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.ticker  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from reports.compare import step_of  # noqa: E402
+from reports.table import relative_pass  # noqa: E402
+from reports.tolerance import tolerance  # noqa: E402
+
+DTYPE_COLORS = {"float64": "#1f77b4", "float32": "#d62728"}
+ACTIVATION_COLORS = {"sigmoid": "#1f77b4", "relu": "#ff7f0e"}
+REL_LABEL = "max|a−b| / max|b| per address (normwise, dimensionless)"
+
+PLOTS = {
+    "discrepancy_distribution.png": "Distribution of the relative discrepancy per dtype",
+    "optimizer_steps.png": "Discrepancy vs optimizer step",
+    "vanishing_gradient.png": "Vanishing gradient: sigmoid vs ReLU (document 003)",
+    "digits_loss.png": "Digits loss curves, manual vs torch",
+}
+
+
+def _figure(width: float = 10.0, height: float = 4.8) -> Figure:
+    figure = Figure(figsize=(width, height), dpi=100, layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def _png(figure: Figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", metadata={"Software": None})
+    return buffer.getvalue()
+
+
+def _empty(axis, message: str) -> None:
+    axis.text(0.5, 0.5, message, ha="center", va="center", transform=axis.transAxes, fontsize=12, color="#555")
+    axis.set_xticks([])
+    axis.set_yticks([])
+
+
+def discrepancy_distribution(frame: pd.DataFrame) -> bytes:
+    figure = _figure(11.0, 4.8)
+    axes = figure.subplots(1, 2, sharey=False)
+    groups = (("manual vs torch", frame["pair"] == "manual-torch"),
+              ("manual / torch vs finite differences", frame["pair"].str.endswith("-fd")))
+    bins = np.logspace(-20, 0, 41)
+    for axis, (title, mask) in zip(axes, groups):
+        subset = frame[mask & relative_pass(frame)]
+        if subset.empty:
+            _empty(axis, "no rows")
+            axis.set_title(title)
+            continue
+        for dtype in ("float64", "float32"):
+            values = subset.loc[subset["dtype"] == dtype, "max_rel"].astype(float).to_numpy()
+            if values.size == 0:
+                continue
+            exact = int((values == 0).sum())
+            nonzero = np.clip(values[values > 0], bins[0], 1.0)
+            axis.hist(nonzero, bins=bins, histtype="stepfilled", alpha=0.35, color=DTYPE_COLORS[dtype],
+                      edgecolor=DTYPE_COLORS[dtype], linewidth=1.2,
+                      label=f"{dtype}: {values.size} addresses ({exact} identical, not drawn)")
+            pair = "manual-torch" if title.startswith("manual vs") else "manual-fd"
+            axis.axvline(tolerance(dtype, pair), color=DTYPE_COLORS[dtype], linestyle="--", linewidth=1.5,
+                         label=f"{dtype} tolerance {tolerance(dtype, pair):.0e} (step 0)")
+        axis.set_xscale("log")
+        axis.set_xlim(bins[0], 1.0)
+        axis.set_ylim(0, axis.get_ylim()[1] * 1.45)  # room for the legend above the bars
+        axis.set_xlabel(REL_LABEL + ", log scale")
+        axis.set_ylabel("addresses (count)")
+        axis.set_title(title)
+        axis.legend(fontsize=8, loc="upper left")
+        axis.grid(True, which="major", alpha=0.3)
+    figure.suptitle("Distribution of the relative discrepancy (addresses that passed on the relative criterion)")
+    return _png(figure)
+
+
+def step_table(frame: pd.DataFrame, components: dict[str, list[str]]) -> pd.DataFrame:
+    """Worst max_rel per (optimizer, dtype, step) over manual-torch rows of optimizer scenarios
+    that passed on the relative criterion (floor passes and unjudged steps left out)."""
+    optimizer_of = {name: [c.split(":", 1)[1] for c in comps if c.startswith("optimizer:")]
+                    for name, comps in components.items()}
+    rows = frame[(frame["pair"] == "manual-torch") & frame["scenario"].map(lambda s: bool(optimizer_of.get(s)))]
+    if rows.empty:
+        return pd.DataFrame(columns=["optimizer", "dtype", "step", "worst_max_rel"])
+    rows = rows.assign(step=rows["address"].map(step_of),
+                       optimizer=rows["scenario"].map(lambda s: optimizer_of[s][0]),
+                       value=rows["max_rel"].where(relative_pass(rows)))
+    table = rows.groupby(["optimizer", "dtype", "step"], sort=True)["value"].max().reset_index()
+    return table.rename(columns={"value": "worst_max_rel"})
+
+
+def optimizer_steps(frame: pd.DataFrame, components: dict[str, list[str]]) -> bytes:
+    figure = _figure(12.5, 5.2)
+    axis = figure.subplots()
+    table = step_table(frame, components)
+    if table.empty or table["step"].max() < 1:
+        _empty(axis, "no optimizer trajectories in this run")
+        axis.set_title("Discrepancy vs optimizer step")
+        return _png(figure)
+    styles = {"float64": "-", "float32": "--"}
+    colors = matplotlib.colormaps["tab10"]
+    optimizers = sorted(table["optimizer"].unique())
+    for index, optimizer in enumerate(optimizers):
+        for dtype in ("float64", "float32"):
+            part = table[(table["optimizer"] == optimizer) & (table["dtype"] == dtype)]
+            if part.empty:
+                continue
+            values = part["worst_max_rel"].astype(float).fillna(0.0).to_numpy()
+            axis.plot(part["step"], np.where(values > 0, values, np.nan), styles[dtype], marker="o", markersize=3,
+                      color=colors(index % 10), label=f"{optimizer} ({dtype})")
+    steps = np.arange(0, int(table["step"].max()) + 1)
+    for dtype in sorted(table["dtype"].unique()):
+        axis.plot(steps, [tolerance(dtype, "manual-torch", int(t)) for t in steps], ":", color="black",
+                  linewidth=1.2, label=f"tolerance {dtype}: rtol·(1+t)")
+    axis.set_yscale("log")
+    axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    axis.set_xlabel("optimizer step t (updates applied; 0 = initial forward/backward)")
+    axis.set_ylabel("worst max|a−b| / max|b| over addresses\n(dimensionless, log scale)")
+    axis.set_title("manual vs torch along optimizer trajectories (steps with identical values leave gaps)")
+    axis.grid(True, which="major", alpha=0.3)
+    axis.legend(fontsize=8, ncol=2 if len(optimizers) > 6 else 1, loc="upper left", bbox_to_anchor=(1.01, 1.0),
+                borderaxespad=0.0)
+    return _png(figure)
+
+
+def vanishing_gradient(vanishing: pd.DataFrame) -> bytes:
+    figure = _figure(10.0, 5.0)
+    axis = figure.subplots()
+    if vanishing is None or vanishing.empty:
+        _empty(axis, "not available")
+        return _png(figure)
+    for activation in sorted(vanishing["activation"].unique(), reverse=True):
+        color = ACTIVATION_COLORS.get(activation, "#2ca02c")
+        part = vanishing[vanishing["activation"] == activation]
+        manual_part = part[part["engine"] == "manual"].sort_values("layer")
+        torch_part = part[part["engine"] == "torch"].sort_values("layer")
+        axis.plot(manual_part["layer"], manual_part["grad_norm"], "-o", color=color, linewidth=2, markersize=6,
+                  label=f"{activation}, manual engine")
+        axis.plot(torch_part["layer"], torch_part["grad_norm"], "x", color="black", markersize=9,
+                  markeredgewidth=1.5, label=f"{activation}, torch autograd")
+    depth = int(vanishing["layer"].max())
+    sigmoid = vanishing[(vanishing["activation"] == "sigmoid") & (vanishing["engine"] == "manual")]
+    if not sigmoid.empty:
+        top = float(sigmoid.loc[sigmoid["layer"] == depth, "grad_norm"].iloc[0])
+        layers = np.arange(1, depth + 1)
+        axis.plot(layers, top * 0.25 ** (depth - layers), ":", color=ACTIVATION_COLORS["sigmoid"], linewidth=1.2,
+                  label="0.25^(depth−l): σ' ≤ 0.25 per layer")
+    axis.set_yscale("log")
+    axis.set_xticks(range(1, depth + 1))
+    axis.set_xlabel(f"linear layer l (1 = next to the input, {depth} = output)")
+    axis.set_ylabel("‖∂L/∂W⁽ˡ⁾‖_F  (Frobenius norm, log scale)")
+    axis.set_title(f"Vanishing gradient (document 003): same weights, {depth} layers, sigmoid vs ReLU")
+    axis.grid(True, which="major", alpha=0.3)
+    axis.legend(fontsize=9, loc="lower right")
+    return _png(figure)
+
+
+def digits_loss(digits: pd.DataFrame, source: str = "") -> bytes:
+    figure = _figure(11.0, 4.8)
+    left, right = figure.subplots(1, 2)
+    if digits is None or digits.empty:
+        _empty(left, "not available")
+        _empty(right, "not available")
+        return _png(figure)
+    colors = matplotlib.colormaps["tab10"]
+    for index, (optimizer, group) in enumerate(digits.groupby("optimizer", sort=True)):
+        label = optimizer or "run"
+        wide = group.pivot_table(index="step", columns="engine", values="loss", aggfunc="first")
+        if "manual" in wide:
+            left.plot(wide.index, wide["manual"], "-", color=colors(index % 10), linewidth=2.5, alpha=0.6,
+                      label=f"{label}, manual engine")
+        if "torch" in wide:
+            left.plot(wide.index, wide["torch"], "--", color="black", linewidth=1.0, label=f"{label}, torch")
+        if {"manual", "torch"} <= set(wide.columns):
+            diff = (wide["manual"] - wide["torch"]).abs() / wide["torch"].abs()
+            nonzero = diff[diff > 0]
+            right.plot(nonzero.index, nonzero, "o", markersize=4, color=colors(index % 10),
+                       label=f"{label} ({int((diff == 0).sum())} of {len(diff)} updates identical, not drawn)")
+    left.set_xlabel("update t (one optimizer step)")
+    left.set_ylabel("cross-entropy loss (nats per sample)")
+    left.set_title("Digits 64→32→10: loss at each update")
+    left.grid(True, alpha=0.3)
+    left.legend(fontsize=9)
+    right.set_yscale("log")
+    low, high = right.get_ylim()
+    right.set_ylim(min(low, 1e-18), max(high, 1e-14))
+    right.set_xlabel("update t (one optimizer step)")
+    right.set_ylabel("|loss_manual − loss_torch| / |loss_torch|\n(dimensionless, log scale)")
+    right.set_title("Relative difference of the two curves")
+    right.grid(True, which="major", alpha=0.3)
+    right.legend(fontsize=9)
+    if source:
+        figure.suptitle(f"scikit-learn's bundled 8×8 digits; curves from {source}", fontsize=10)
+    return _png(figure)
+
+
+def all_plots(data) -> dict[str, bytes]:
+    """file name -> PNG bytes for a ``reports.summary.ReportData``."""
+    return {
+        "discrepancy_distribution.png": discrepancy_distribution(data.frame),
+        "optimizer_steps.png": optimizer_steps(data.frame, data.components),
+        "vanishing_gradient.png": vanishing_gradient(data.vanishing),
+        "digits_loss.png": digits_loss(data.digits, data.digits_source),
+    }
+
+
+__all__ = ["PLOTS", "all_plots", "digits_loss", "discrepancy_distribution", "optimizer_steps", "step_table",
+           "vanishing_gradient"]

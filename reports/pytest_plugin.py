@@ -1,0 +1,153 @@
+"""pytest plugin: a test run writes the same ``discrepancies.csv`` as a report run.
+
+Options (group "backprop-verify"):
+
+``--report-dir DIR``
+    After the run, write ``DIR/discrepancies.csv`` (atomically) with the rows
+    of every scenario the run touched: each test that takes one Scenario
+    argument (``tests/``: ``scenario``, from pytest-cases) or ``report_scenario`` argument
+    (``reports/report_suite.py``) contributes ``reports.runner.report_rows(scenario)``
+    — manual-torch for every scenario, manual-fd and torch-fd where the
+    finite-difference oracle applies — exactly the rows ``backprop-verify
+    report`` writes for it. Rows travel with the test reports, so they reach
+    the controlling process under pytest-xdist, on this host (``-n N``) or on
+    others (``--tx ssh=...``); the controller merges, de-duplicates and sorts.
+``--report-seed N``, ``--report-random N``, ``--report-only REGEX``
+    The scenario set that ``reports/report_suite.py`` parametrizes over
+    (default: seed 0, 300 random nets, every scenario).
+``--report-progress FILE``
+    Append one byte to FILE per finished test (the report command's progress bar).
+
+Load it with ``-p reports.pytest_plugin`` (``tests/conftest.py`` loads it for the test suite).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROWS_PROPERTY = "backprop_verify_rows"
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("backprop-verify", "backprop-verify discrepancy report")
+    group.addoption("--report-dir", default=None, metavar="DIR",
+                    help="write DIR/discrepancies.csv with the rows of every scenario this run verified")
+    group.addoption("--report-seed", type=int, default=None, metavar="N",
+                    help="seed of the random architectures in reports/report_suite.py (default 0)")
+    group.addoption("--report-random", type=int, default=300, metavar="N",
+                    help="number of random architectures in reports/report_suite.py (default 300)")
+    group.addoption("--report-only", default=None, metavar="REGEX",
+                    help="reports/report_suite.py: only scenarios whose name matches REGEX")
+    group.addoption("--report-progress", default=None, metavar="FILE",
+                    help="append one byte to FILE per finished test")
+
+
+def report_scenarios(config) -> list:
+    """The report's scenario set for the options of this run."""
+    from reports.report_cmd import select_scenarios
+    from scenarios.generator import DEFAULT_SEED
+
+    seed = config.getoption("report_seed")
+    return select_scenarios(config.getoption("report_random"), DEFAULT_SEED if seed is None else seed,
+                            config.getoption("report_only"))
+
+
+def pytest_generate_tests(metafunc):
+    if "report_scenario" in metafunc.fixturenames:
+        scenarios = report_scenarios(metafunc.config)
+        metafunc.parametrize("report_scenario", scenarios, ids=[s.name for s in scenarios])
+
+
+def record_rows(item, rows: list[dict]) -> None:
+    """Attach ``rows`` to the test's report (plain lists: they cross xdist's channel)."""
+    from reports.table import COLUMNS
+
+    item.user_properties.append((ROWS_PROPERTY, [[row[c] for c in COLUMNS] for row in rows]))
+
+
+def _is_worker(config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+class _Collector:
+    """Per process: the scenarios verified here; in the controller: every row."""
+
+    def __init__(self, config):
+        self.config = config
+        self.report_dir = config.getoption("report_dir")
+        self.progress = config.getoption("report_progress")
+        self.verified: set[str] = set()
+        self.rows: dict[tuple[str, str, str], list] = {}
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_makereport(self, item, call):
+        outcome = yield
+        report = outcome.get_result()
+        # After teardown: a test's monkeypatches (e.g. an injected bug) are undone by then.
+        if call.when != "teardown" or self.report_dir is None:
+            return
+        if any(name == ROWS_PROPERTY for name, _ in report.user_properties):
+            return
+        from scenarios.model import Scenario
+
+        # pytest-cases passes a case through a fixture union: the Scenario may sit
+        # under the union's name rather than "scenario"; take the one Scenario value.
+        funcargs = getattr(item, "funcargs", None) or {}
+        found = {value.name: value for value in funcargs.values() if isinstance(value, Scenario)}
+        if len(found) != 1:
+            return
+        (scenario,) = found.values()
+        if scenario.name in self.verified:
+            return
+        from reports.runner import report_rows
+        from reports.table import COLUMNS
+
+        self.verified.add(scenario.name)
+        report.user_properties.append(
+            (ROWS_PROPERTY, [[row[c] for c in COLUMNS] for row in report_rows(scenario)]))
+
+    def pytest_runtest_logreport(self, report):
+        if _is_worker(self.config):
+            return
+        for name, value in report.user_properties:
+            if name == ROWS_PROPERTY:
+                for row in value:
+                    self.rows[(row[0], row[1], row[3])] = list(row)
+        if self.progress and report.when == "teardown":
+            with open(self.progress, "ab") as handle:
+                handle.write(b".")
+
+    def pytest_sessionfinish(self, session):
+        if _is_worker(self.config) or self.report_dir is None:
+            return
+        from reports.io import atomic_write_text
+        from reports.table import COLUMNS, csv_text, rows_frame
+
+        frame = rows_frame([dict(zip(COLUMNS, row)) for row in self.rows.values()])
+        path = Path(self.report_dir) / "discrepancies.csv"
+        atomic_write_text(path, csv_text(frame))
+        self.written = (path, len(frame))
+
+    def pytest_terminal_summary(self, terminalreporter):
+        written = getattr(self, "written", None)
+        if written:
+            terminalreporter.write_line(f"backprop-verify: {written[1]} rows written to {written[0]}")
+
+
+def _verifies_here(config) -> bool:
+    """False in an xdist controller: its workers verify, it only merges rows."""
+    return _is_worker(config) or not config.getoption("numprocesses", default=None)
+
+
+def pytest_configure(config):
+    if (config.getoption("report_dir") or config.getoption("report_progress")) and _verifies_here(config):
+        # One BLAS/torch thread: the same arithmetic in every process, so the
+        # rows do not depend on how the run is spread.
+        for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ.setdefault(variable, "1")
+        import torch
+
+        torch.set_num_threads(1)
+    config.pluginmanager.register(_Collector(config), "backprop-verify-collector")

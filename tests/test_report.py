@@ -1,0 +1,202 @@
+"""``backprop-verify report``: deterministic files, --workers, --compare-to, atomic writes.
+
+The runs here use ``--only`` to keep to a handful of scenarios; the full
+default report is the command's job, not the test suite's.
+"""
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from reports import diff
+from reports.cli import build_parser
+from reports.io import atomic_write_many
+from reports.report_cmd import main
+from reports.table import read_csv_text
+
+ROOT = Path(__file__).resolve().parent.parent
+# Components (smooth, saturated, kink), a loss, the worked example (one SGD step), two random nets.
+ONLY = r"activation-sigmoid-saturation-f64|activation-relu-kink-f32|loss-bce-sum-saturated-f64|seed004|random-s[12]-"
+RANDOM = 3
+# A smaller set for the pytest-xdist run (no optimizer: its first use in a fresh process costs ~1.5 s).
+WORKERS_ONLY = r"activation-relu-kink-f32|loss-bce-sum-saturated-f64|random-s1-"
+
+
+def _args(out, *extra, only=ONLY):
+    return build_parser().parse_args(["report", "--only", only, "--random", str(RANDOM), "--out", str(out), *extra])
+
+
+def _without_timestamp(text: str) -> str:
+    lines = text.splitlines()
+    stamped = [line for line in lines if line.startswith("Generated: ")]
+    assert len(stamped) == 1, "summary.md must carry exactly one timestamp line"
+    return "\n".join(line for line in lines if not line.startswith("Generated: "))
+
+
+@pytest.fixture(scope="module")
+def baseline(tmp_path_factory):
+    out = tmp_path_factory.mktemp("baseline")
+    assert main(_args(out, "--no-plots")) == 0
+    return out
+
+
+def test_report_files_and_columns(baseline):
+    frame = read_csv_text((baseline / "discrepancies.csv").read_text())
+    assert list(frame.columns)[:8] == ["scenario", "pair", "dtype", "address", "max_abs", "max_rel", "tolerance",
+                                       "passed"]
+    assert set(frame["pair"]) == {"manual-torch", "manual-fd", "torch-fd"}
+    assert frame["scenario"].nunique() == 6
+    keys = list(zip(frame["scenario"], frame["pair"], frame["address"]))
+    assert keys == sorted(keys) and len(set(keys)) == len(keys)
+    summary = (baseline / "summary.md").read_text()
+    for needle in ("Seed: 0", "Python: ", "NumPy: ", "PyTorch: ", "BLAS: ", "Reproduce: `backprop-verify report",
+                   "activation:sigmoid", "loss:bce", "optimizer:sgd", "layer:linear", "float32", "float64",
+                   "Vanishing gradient", "Textbook errata", "Derivation verdicts"):
+        assert needle in summary, needle
+
+
+def test_floor_passes_do_not_set_the_worst(baseline):
+    """The saturated BCE scenario passes some addresses only on the absolute floor, with a huge max_rel."""
+    frame = read_csv_text((baseline / "discrepancies.csv").read_text())
+    floor = frame["passed"] & frame["note"].str.startswith("within absolute floor")
+    assert floor.any(), "the chosen scenarios no longer exercise the absolute floor"
+    from reports.table import component_summary
+
+    summary = component_summary(frame, {name: ["c"] for name in frame["scenario"]})
+    relative = frame[frame["passed"] & ~floor]
+    for (dtype, pair), group in relative.groupby(["dtype", "pair"]):
+        row = summary[(summary["dtype"] == dtype) & (summary["pair"] == pair)].iloc[0]
+        assert row["worst_max_rel"] == group["max_rel"].max()
+    assert summary["floor_passes"].sum() == floor.sum()
+    assert frame.loc[floor, "max_rel"].max() > summary["worst_max_rel"].max()
+
+
+def test_same_seed_gives_identical_files(baseline, tmp_path):
+    assert main(_args(tmp_path, "--no-plots")) == 0
+    assert (tmp_path / "discrepancies.csv").read_bytes() == (baseline / "discrepancies.csv").read_bytes()
+    assert _without_timestamp((tmp_path / "summary.md").read_text()) == \
+        _without_timestamp((baseline / "summary.md").read_text())
+
+
+def test_workers_2_gives_identical_files(tmp_path):
+    """pytest-xdist with two workers: the same csv and summary as in one process."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert main(_args(one, "--no-plots", only=WORKERS_ONLY)) == 0
+    assert main(_args(two, "--no-plots", "--workers", "2", only=WORKERS_ONLY)) == 0
+    assert (two / "discrepancies.csv").read_bytes() == (one / "discrepancies.csv").read_bytes()
+    assert _without_timestamp((two / "summary.md").read_text()) == _without_timestamp((one / "summary.md").read_text())
+
+
+def test_html_embeds_the_plots_failures_first(baseline):
+    """report.html from the baseline's data with one injected failure: failures come first, plots inline."""
+    from reports.html import render_html
+    from reports.plots import PLOTS, vanishing_gradient
+    from reports.report_cmd import build_report
+
+    _, data = build_report(_args(baseline), timestamp="then", with_plots=False)
+    data.frame.loc[0, ["passed", "max_rel"]] = [False, 0.5]
+    png = vanishing_gradient(data.vanishing)
+    assert png.startswith(b"\x89PNG")
+    html = render_html(data, {name: png for name in PLOTS})
+    assert html.count("data:image/png;base64,") == len(PLOTS)
+    assert html.index("<h2>Failures</h2>") < html.index('<tr class="fail">') < html.index("<h2>Per component</h2>")
+    assert "1 failure</strong>" in html
+
+
+def test_compare_to_flags_an_injected_regression(baseline, tmp_path, capsys):
+    same = tmp_path / "same"
+    assert main(_args(same, "--no-plots", "--compare-to", str(baseline))) == 0
+    assert "0 new failures, 0 discrepancies grown" in (same / "changes.md").read_text()
+
+    # Inject a regression: in the old report one address agreed 1000x better than it does now.
+    old = tmp_path / "old"
+    shutil.copytree(baseline, old)
+    frame = read_csv_text((old / "discrepancies.csv").read_text())
+    grown = frame.index[(frame["dtype"] == "float64") & (frame["max_rel"] > 1e-13) & frame["passed"]
+                        & (frame["note"] == "")][0]
+    frame.loc[grown, "max_rel"] = frame.loc[grown, "max_rel"] / 1000.0
+    (old / "discrepancies.csv").write_text(frame.to_csv(index=False, float_format="%.6e"))
+
+    capsys.readouterr()
+    new = tmp_path / "new"
+    assert main(_args(new, "--no-plots", "--compare-to", str(old))) == 1
+    assert "REGRESSION" in capsys.readouterr().out
+    changes = (new / "changes.md").read_text()
+    assert "grown >10x" in changes and frame.loc[grown, "address"] in changes
+
+
+def test_diff_classifies_changes():
+    def frame(rows):
+        return pd.DataFrame(rows, columns=["scenario", "pair", "dtype", "address", "max_rel", "passed"]).assign(
+            tolerance=1e-10)
+
+    old = frame([("s", "manual-torch", "float64", "a", 1e-15, True),
+                 ("s", "manual-torch", "float64", "b", 0.0, True),
+                 ("s", "manual-torch", "float64", "c", 1.0, False),
+                 ("s", "manual-torch", "float64", "gone", 0.0, True)])
+    new = frame([("s", "manual-torch", "float64", "a", 2e-13, True),      # 200x: grown
+                 ("s", "manual-torch", "float64", "b", 1e-16, True),      # 0 -> 1 ulp: rounding, not grown
+                 ("s", "manual-torch", "float64", "c", 1e-16, True),      # fixed
+                 ("s", "manual-torch", "float64", "new", math.inf, False)])  # new failure
+    table = diff.changes(old, new)
+    assert dict(zip(table["address"], table["change"])) == {
+        "new": "new failure", "a": "grown >10x", "c": "fixed", "(1 addresses)": "removed"}
+    assert diff.regressed(table)
+    assert not diff.regressed(diff.changes(old, old))
+
+
+def test_interrupted_write_leaves_previous_files_intact(tmp_path, monkeypatch):
+    previous = {"discrepancies.csv": b"old csv\n", "summary.md": b"old summary\n", "report.html": b"<p>old</p>"}
+    for name, data in previous.items():
+        (tmp_path / name).write_bytes(data)
+    calls = []
+
+    def fsync_then_interrupt(fd):
+        calls.append(fd)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "fsync", fsync_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write_many({tmp_path / name: b"new" for name in previous})
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == previous
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc to see the run is under way")
+def test_ctrl_c_midway_leaves_previous_report_intact(baseline, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(baseline, out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    process = subprocess.Popen([sys.executable, "-m", "reports.cli", "report", "--out", str(out)], cwd=ROOT,
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        # Wait until the run is verifying (past the imports of NumPy and pandas, ~1 s of CPU), then Ctrl-C.
+        deadline = time.monotonic() + 60
+        while _cpu_seconds(process.pid) < 1.5 and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    # The command caught Ctrl-C mid-run (its message says so) and exits 130; at interpreter
+    # shutdown Python may still report the interrupt as death by SIGINT (-2).
+    assert "previous report files are unchanged" in stderr.decode(), stderr.decode()[-2000:]
+    assert process.returncode in (130, -signal.SIGINT), stderr.decode()[-2000:]
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def _cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
