@@ -171,7 +171,8 @@ def build_report(args: argparse.Namespace, timestamp: str | None = None, with_pl
         raise RuntimeError(f"{len(missing)} scenarios produced no rows, e.g. {missing[:5]}")
 
     errata, derivations = adapters.errata_table(), adapters.derivation_verdicts()
-    digits, digits_source = adapters.digits_curves()
+    digits = adapters.digits_curves()
+    digits_source = "reports.trajectories.digits_curves (mini-batches, 10 epochs)"
     data = ReportData(
         seed=args.seed, random_count=args.random, only=args.only, frame=frame,
         components={s.name: s.component_names() for s in scenarios},

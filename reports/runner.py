@@ -1,6 +1,7 @@
 """Run a scenario through every engine and compare: the rows of a report."""
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict
 
 import manual
@@ -8,13 +9,12 @@ import reference
 from reference.fd_oracle import fd_oracle
 from reference.torch_engine import has_torch_reference
 from reports.compare import compare
+from reports.table import COLUMNS  # noqa: F401  (re-exported; defined in table.py, which needs no torch)
 from scenarios.model import Scenario
 
 # Finite differences cost two forward passes per parameter and per input; above
 # this many perturbed entries the oracle is skipped (manual-torch still runs).
 FD_MAX_ENTRIES = 2000
-
-from reports.table import COLUMNS  # noqa: E402  (defined without torch, for the xdist controller)
 
 
 def fd_applicable(scenario: Scenario) -> bool:
@@ -74,7 +74,6 @@ def report_rows(scenario: Scenario) -> list[dict]:
 # Document 003's vanishing gradient, measured by both engines
 # --------------------------------------------------------------------------
 
-import functools  # noqa: E402
 
 VANISHING_DEPTH = 10  # linear layers
 VANISHING_WIDTH = 32
@@ -133,59 +132,3 @@ def _vanishing_gradient(activations, options):
                 records.append({"activation": activation, "engine": engine, "layer": depth_index,
                                 "grad_norm": norm})
     return pd.DataFrame(records, columns=["activation", "engine", "layer", "grad_norm"])
-
-
-# --------------------------------------------------------------------------
-# Digits: a real-data trajectory, manual vs torch
-# --------------------------------------------------------------------------
-
-DIGITS_STEPS = 60
-DIGITS_LEARNING_RATE = 0.5
-DIGITS_HIDDEN = 32
-
-
-def digits_scenario(steps: int = DIGITS_STEPS, seed: int = 0) -> Scenario:
-    """scikit-learn's bundled 8×8 digits (1,797 samples, no download), 64→32→10,
-    tanh hidden layer, softmax cross-entropy (mean), full-batch gradient descent."""
-    import numpy as np
-    from sklearn.datasets import load_digits
-
-    from scenarios.init import initialise, layer_rng
-    from scenarios.model import Layer, Loss, Optimizer
-
-    data = load_digits()
-    x = data.data / 16.0
-    y = np.eye(10)[data.target]
-    layers = (
-        Layer("linear", weight=initialise("xavier_normal", DIGITS_HIDDEN, 64, layer_rng(seed, 0)),
-              bias=np.zeros(DIGITS_HIDDEN)),
-        Layer("tanh"),
-        Layer("linear", weight=initialise("xavier_normal", 10, DIGITS_HIDDEN, layer_rng(seed, 2)), bias=np.zeros(10)),
-    )
-    return Scenario(name="digits-64-32-10-tanh-sgd", layers=layers, loss=Loss("softmax_cross_entropy", "mean"),
-                    x=x, y=y, dtype="float64", seed=seed,
-                    optimizer=Optimizer("sgd", DIGITS_LEARNING_RATE, steps),
-                    source={"title": "scikit-learn digits, full-batch gradient descent"})
-
-
-def digits_curves(steps: int = DIGITS_STEPS):
-    """A copy of ``_digits_curves``'s (cached: deterministic) table."""
-    return _digits_curves(steps).copy()
-
-
-@functools.lru_cache(maxsize=2)
-def _digits_curves(steps: int):
-    """Loss after every update of the digits run, by manual and by torch.
-
-    A DataFrame with columns optimizer, engine, step, loss (step t = the loss
-    computed in update t, before it is applied).
-    """
-    import pandas as pd
-
-    scenario = digits_scenario(steps)
-    records = []
-    for engine, trace in (("manual", manual.run(scenario)), ("torch", reference.run(scenario))):
-        for step in range(1, steps + 1):
-            records.append({"optimizer": scenario.optimizer.type, "engine": engine, "step": step,
-                            "loss": float(trace[f"step{step}.loss"])})
-    return pd.DataFrame(records, columns=["optimizer", "engine", "step", "loss"])
