@@ -93,7 +93,7 @@ def main(args: argparse.Namespace) -> int:
     if scenarios:
         atomic_write_text(out / "textbook.csv", csv_text(rows))
         counts = {v: sum(1 for r in rows if r["verdict"] == v) for v in ("match", ROUNDING, ERRATUM, DISAGREE)}
-        print(f"{len(rows)} printed numbers in {len(scenarios)} files: " + ", ".join(f"{n} {v}" for v, n in counts.items())
+        print(f"{len(rows)} printed number{'s' * (len(rows) != 1)} in {len(scenarios)} file{'s' * (len(scenarios) != 1)}: " + ", ".join(f"{n} {v}" for v, n in counts.items())
               + f"; rows in {out / 'textbook.csv'}")
         findings = [r for r in rows if r["verdict"] not in ("match",)]
         if findings:
