@@ -98,22 +98,6 @@ def gradients(network: list) -> list[np.ndarray]:
     return [g for layer in network if isinstance(layer, Linear) for g in layer.gradients]
 
 
-def _record_parameters(trace: Trace, network: list, prefix: str = "") -> None:
-    for index, layer in enumerate(network):
-        if isinstance(layer, Linear):
-            trace.put(f"{prefix}layers.{index}.weight", layer.weight)
-            if layer.bias is not None:
-                trace.put(f"{prefix}layers.{index}.bias", layer.bias)
-
-
-def _record_gradients(trace: Trace, network: list, prefix: str = "") -> None:
-    for index, layer in enumerate(network):
-        if isinstance(layer, Linear):
-            trace.put(f"{prefix}layers.{index}.weight.grad", layer.weight_grad)
-            if layer.bias is not None:
-                trace.put(f"{prefix}layers.{index}.bias.grad", layer.bias_grad)
-
-
 def _parameter_addresses(network: list) -> list[str]:
     """``layers.{i}.weight`` / ``.bias`` in the order of ``parameters(network)``."""
     return [f"layers.{index}.{name}" for index, layer in enumerate(network) if isinstance(layer, Linear)
@@ -144,9 +128,12 @@ def run(scenario: Scenario) -> Trace:
     network = build_network(scenario)
     loss_fn = build_loss(scenario)
     trace = Trace(engine=ENGINE_NAME)
+    params = parameters(network)
+    addresses = _parameter_addresses(network)
 
     # Initial parameters, full batch: everything.
-    _record_parameters(trace, network)
+    for address, param in zip(addresses, params):
+        trace.put(address, param)
     outputs = forward(network, x)
     loss = loss_fn.forward(outputs[-1], target)
     grads, input_gradient = backward(network, loss_fn.backward())
@@ -154,7 +141,8 @@ def run(scenario: Scenario) -> Trace:
     for index, layer in enumerate(network):
         trace.put(f"layers.{index}.output", outputs[index])
         trace.put(f"layers.{index}.output.grad", grads[index])
-    _record_gradients(trace, network)
+    for address, grad in zip(addresses, gradients(network)):
+        trace.put(f"{address}.grad", grad)
     trace.put("input.grad", input_gradient)
     del outputs, grads
 
@@ -164,8 +152,6 @@ def run(scenario: Scenario) -> Trace:
             raise ValueError(
                 f"scenario {scenario.name!r}: unknown optimizer {spec.type!r}; expected one of {sorted(OPTIMIZERS)}"
             )
-        params = parameters(network)
-        addresses = _parameter_addresses(network)
         optimizer = OPTIMIZERS[spec.type](params, spec.learning_rate, **spec.options)
         samples = x.shape[0]
         for step, indices in enumerate(batch_schedule(scenario), start=1):

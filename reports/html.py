@@ -14,7 +14,7 @@ from markupsafe import Markup, escape
 
 from reports.diff import REGRESSIONS, counts
 from reports.plots import PLOTS
-from reports.summary import ReportData, digits_table, vanishing_table
+from reports.summary import DIGITS_SOURCE, ReportData, digits_table, vanishing_table
 from reports.table import cell
 
 TEMPLATE = """<!DOCTYPE html>
@@ -90,17 +90,17 @@ steps after the float32 horizon and optimizers without a torch.optim counterpart
 {% endfor %}
 
 <h2>Vanishing gradient (document 003)</h2>
-{% if vanishing %}<p class="note">‖∂L/∂W⁽ˡ⁾‖_F per linear layer (1 = next to the input); the same weights and data
-with sigmoid and with ReLU, computed by both engines.</p>{{ vanishing }}{% else %}<p class="na">Not available.</p>{% endif %}
+<p class="note">‖∂L/∂W⁽ˡ⁾‖_F per linear layer (1 = next to the input); the same weights and data
+with sigmoid and with ReLU, computed by both engines.</p>{{ vanishing }}
 
 <h2>Digits loss curves</h2>
-{% if digits %}<p class="note">Curves from {{ data.digits_source }}.</p>{{ digits }}{% else %}<p class="na">Not available.</p>{% endif %}
+<p class="note">Curves from {{ digits_source }}.</p>{{ digits }}
 
 <h2>Textbook errata</h2>
-{% if errata is none %}<p class="na">Not available (no reports.textbook in this installation).</p>{% else %}{{ errata }}{% endif %}
+{{ errata }}
 
 <h2>Derivation verdicts</h2>
-{% if derivations is none %}<p class="na">Not available (no reports.derivations in this installation).</p>{% else %}{{ derivations }}{% endif %}
+{{ derivations }}
 </main></body></html>
 """
 
@@ -131,18 +131,7 @@ def table_html(frame: pd.DataFrame, floatfmt: str = ".2e", fail_column: str | No
     return f'<div class="scroll">{table}</div>' if scroll else table
 
 
-def _verdict_column(frame: pd.DataFrame | None) -> str | None:
-    if frame is None:
-        return None
-    for name in ("verdict", "status", "result"):
-        if name in frame.columns:
-            return name
-    return None
-
-
-def _bad_first(frame: pd.DataFrame, column: str | None) -> pd.DataFrame:
-    if frame is None or column is None:
-        return frame
+def _bad_first(frame: pd.DataFrame, column: str) -> pd.DataFrame:
     bad = frame[column].astype(str).str.lower().map(lambda v: any(w in v for w in _BAD_WORDS))
     return pd.concat([frame[bad], frame[~bad]]).reset_index(drop=True)
 
@@ -156,8 +145,6 @@ def render_html(data: ReportData, plots: dict[str, bytes]) -> str:
         failed[["scenario", "pair", "dtype", "address", "max_abs", "max_rel", "tolerance", "note"]].assign(
             failed=True), fail_column="failed", scroll=True)
     changes = data.changes
-    errata_column = _verdict_column(data.errata)
-    derivation_column = _verdict_column(data.derivations)
     template = jinja2.Environment(autoescape=True).from_string(TEMPLATE)
     return template.render(
         data=data, totals=totals,
@@ -169,14 +156,10 @@ def render_html(data: ReportData, plots: dict[str, bytes]) -> str:
         components=Markup(table_html(by_component, fail_column="failures")),
         plots=[(name, caption, base64.b64encode(plots[name]).decode("ascii"))
                for name, caption in PLOTS.items() if name in plots],
-        vanishing=None if data.vanishing is None or data.vanishing.empty else Markup(
-            table_html(vanishing_table(data.vanishing), floatfmt=".3e")),
-        digits=None if data.digits is None or data.digits.empty else Markup(
-            table_html(digits_table(data.digits), floatfmt=".6g")),
-        errata=None if data.errata is None else Markup(
-            table_html(_bad_first(data.errata, errata_column), floatfmt=".6g", fail_column=errata_column,
-                       scroll=True)),
-        derivations=None if data.derivations is None else Markup(
-            table_html(_bad_first(data.derivations, derivation_column), floatfmt=".6g",
-                       fail_column=derivation_column, scroll=True)),
+        vanishing=Markup(table_html(vanishing_table(data.vanishing), floatfmt=".3e")),
+        digits=Markup(table_html(digits_table(data.digits), floatfmt=".6g")), digits_source=DIGITS_SOURCE,
+        errata=Markup(table_html(_bad_first(data.errata, "verdict"), floatfmt=".6g", fail_column="verdict",
+                                 scroll=True)),
+        derivations=Markup(table_html(_bad_first(data.derivations, "verdict"), floatfmt=".6g",
+                                      fail_column="verdict", scroll=True)),
     )

@@ -23,6 +23,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from reports.compare import step_of  # noqa: E402
+from reports.summary import DIGITS_SOURCE  # noqa: E402
 from reports.table import relative_pass  # noqa: E402
 from reports.tolerance import tolerance  # noqa: E402
 
@@ -144,9 +145,6 @@ def optimizer_steps(frame: pd.DataFrame, components: dict[str, list[str]]) -> by
 def vanishing_gradient(vanishing: pd.DataFrame) -> bytes:
     figure = _figure(10.0, 5.0)
     axis = figure.subplots()
-    if vanishing is None or vanishing.empty:
-        _empty(axis, "not available")
-        return _png(figure)
     for activation in sorted(vanishing["activation"].unique(), reverse=True):
         color = ACTIVATION_COLORS.get(activation, "#2ca02c")
         part = vanishing[vanishing["activation"] == activation]
@@ -173,13 +171,9 @@ def vanishing_gradient(vanishing: pd.DataFrame) -> bytes:
     return _png(figure)
 
 
-def digits_loss(digits: pd.DataFrame, source: str = "") -> bytes:
+def digits_loss(digits: pd.DataFrame) -> bytes:
     figure = _figure(11.0, 4.8)
     left, right = figure.subplots(1, 2)
-    if digits is None or digits.empty:
-        _empty(left, "not available")
-        _empty(right, "not available")
-        return _png(figure)
     colors = matplotlib.colormaps["tab10"]
     for index, (optimizer, group) in enumerate(digits.groupby("optimizer", sort=True)):
         label = optimizer or "run"
@@ -207,8 +201,7 @@ def digits_loss(digits: pd.DataFrame, source: str = "") -> bytes:
     right.set_title("Relative difference of the two curves")
     right.grid(True, which="major", alpha=0.3)
     right.legend(fontsize=9)
-    if source:
-        figure.suptitle(f"scikit-learn's bundled 8×8 digits; curves from {source}", fontsize=10)
+    figure.suptitle(f"scikit-learn's bundled 8×8 digits; curves from {DIGITS_SOURCE}", fontsize=10)
     return _png(figure)
 
 
@@ -218,7 +211,7 @@ def all_plots(data) -> dict[str, bytes]:
         "discrepancy_distribution.png": discrepancy_distribution(data.frame),
         "optimizer_steps.png": optimizer_steps(data.frame, data.components),
         "vanishing_gradient.png": vanishing_gradient(data.vanishing),
-        "digits_loss.png": digits_loss(data.digits, data.digits_source),
+        "digits_loss.png": digits_loss(data.digits),
     }
 
 

@@ -172,13 +172,12 @@ def build_report(args: argparse.Namespace, timestamp: str | None = None, with_pl
 
     errata, derivations = adapters.errata_table(), adapters.derivation_verdicts()
     digits = adapters.digits_curves()
-    digits_source = "reports.trajectories.digits_curves (mini-batches, 10 epochs)"
     data = ReportData(
         seed=args.seed, random_count=args.random, only=args.only, frame=frame,
         components={s.name: s.component_names() for s in scenarios},
         command=reproduce_command(args),
         timestamp=timestamp or datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
-        environment=environment(), vanishing=vanishing_gradient(), digits=digits, digits_source=digits_source,
+        environment=environment(), vanishing=vanishing_gradient(), digits=digits,
         errata=errata, derivations=derivations)
     files: dict[str, bytes | str] = {"discrepancies.csv": csv, "summary.md": render_markdown(data)}
     if old is not None:

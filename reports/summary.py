@@ -28,8 +28,7 @@ class ReportData:
     timestamp: str
     environment: dict[str, str] = field(default_factory=dict)
     vanishing: pd.DataFrame | None = None    # reports.runner.vanishing_gradient()
-    digits: pd.DataFrame | None = None       # columns optimizer, engine, step, loss
-    digits_source: str = ""
+    digits: pd.DataFrame | None = None       # reports.adapters.digits_curves()
     errata: pd.DataFrame | None = None       # reports.adapters.errata_table()
     derivations: pd.DataFrame | None = None  # reports.adapters.derivation_verdicts()
     changes: pd.DataFrame | None = None      # reports.diff.changes(), with --compare-to
@@ -134,41 +133,24 @@ def render_markdown(data: ReportData) -> str:
     lines += _vanishing_markdown(data.vanishing)
 
     lines += ["## Digits loss curves", ""]
-    lines += _digits_markdown(data.digits, data.digits_source)
+    lines += _digits_markdown(data.digits)
 
     lines += ["## Textbook errata", ""]
     lines += _errata_markdown(data.errata)
     lines += ["## Derivation verdicts", ""]
-    lines += _optional_table(data.derivations, "reports.derivations")
+    lines += [markdown(data.derivations, floatfmt=".6g"), ""]
     return "\n".join(lines).rstrip() + "\n"
-
-
-def verdict_column(frame: pd.DataFrame | None) -> str | None:
-    if frame is None:
-        return None
-    return next((name for name in ("verdict", "status", "result") if name in frame.columns), None)
 
 
 def _errata_markdown(errata: pd.DataFrame | None) -> list[str]:
     """Verdict counts, then every expectation whose verdict is not ``match``."""
-    column = verdict_column(errata)
-    if errata is None or errata.empty or column is None:
-        return _optional_table(errata, "reports.textbook")
-    counts = errata[column].astype(str).value_counts().sort_index()
+    counts = errata["verdict"].value_counts().sort_index()
     lines = [f"{len(errata)} printed numbers checked: "
              + ", ".join(f"{count} {verdict}" for verdict, count in counts.items()) + ".", ""]
-    notable = errata[errata[column].astype(str) != "match"]
+    notable = errata[errata["verdict"] != "match"]
     if notable.empty:
         return lines + ["Every printed number matches.", ""]
     return lines + ["Every verdict other than `match`:", "", markdown(notable, floatfmt=".6g"), ""]
-
-
-def _optional_table(frame: pd.DataFrame | None, provider: str) -> list[str]:
-    if frame is None:
-        return [f"Not available (no `{provider}` in this installation).", ""]
-    if frame.empty:
-        return ["No entries.", ""]
-    return [markdown(frame, floatfmt=".6g"), ""]
 
 
 def vanishing_table(vanishing: pd.DataFrame) -> pd.DataFrame:
@@ -185,9 +167,7 @@ def vanishing_table(vanishing: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def _vanishing_markdown(vanishing: pd.DataFrame | None) -> list[str]:
-    if vanishing is None or vanishing.empty:
-        return ["Not available.", ""]
+def _vanishing_markdown(vanishing: pd.DataFrame) -> list[str]:
     table = vanishing_table(vanishing)
     depth = int(table["layer"].max())
     lines = [f"‖∂L/∂W⁽ˡ⁾‖_F per linear layer l (1 = next to the input) of a {depth}-layer network, "
@@ -220,10 +200,11 @@ def digits_table(digits: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(records)
 
 
-def _digits_markdown(digits: pd.DataFrame | None, source: str) -> list[str]:
-    if digits is None or digits.empty:
-        return ["Not available.", ""]
-    return [f"scikit-learn's bundled 8×8 digits, 64→32→10; curves from {source}.", "",
+DIGITS_SOURCE = "reports.trajectories.digits_curves (mini-batches of 64, 10 epochs)"
+
+
+def _digits_markdown(digits: pd.DataFrame) -> list[str]:
+    return [f"scikit-learn's bundled 8×8 digits, 64→32→10; curves from {DIGITS_SOURCE}.", "",
             markdown(digits_table(digits), floatfmt=".6g"), ""]
 
 

@@ -4,6 +4,7 @@ from pytest_cases import case, parametrize
 
 from scenarios.trajectories import VARIANTS, trajectory_scenarios
 from tests.cases_bad_files import GOOD
+from tests.cases_scenarios import _ids
 
 # Indices into VARIANTS run in float32 besides the defaults: sgd mini-batches with
 # shuffle, adam with every clip, centered rmsprop with momentum (float32 horizon).
@@ -14,7 +15,7 @@ FLOAT32_EXTRA = (7, 16, 37)
 FLOAT64_SKIPPED = (1, 11, 14, 15, 35, 36)
 
 # To keep the default run short (`python -m reports.trajectories` runs all 38
-# variants in both dtypes; numbers in docs/readme/optimizers.md):
+# variants in both dtypes; numbers in the README):
 # float64: every variant except those whose changed options all recur together
 # with others in a variant of the same optimizer that does run (FLOAT64_SKIPPED);
 # float32: each optimizer with its defaults, plus FLOAT32_EXTRA.
@@ -23,16 +24,12 @@ _FLOAT32 = [s for k, s in enumerate(trajectory_scenarios("float32"))
             if (not VARIANTS[k][2] and not VARIANTS[k][3]) or k in FLOAT32_EXTRA]
 
 
-def _ids(scenarios):
-    return [s.name.removeprefix("trajectory-") for s in scenarios]
-
-
-@parametrize("scenario", _FLOAT64, ids=_ids(_FLOAT64))
+@parametrize("scenario", _FLOAT64, ids=_ids(_FLOAT64, "trajectory-"))
 def case_trajectory(scenario):
     return scenario
 
 
-@parametrize("scenario", _FLOAT32, ids=_ids(_FLOAT32))
+@parametrize("scenario", _FLOAT32, ids=_ids(_FLOAT32, "trajectory-"))
 def case_trajectory_float32(scenario):
     return scenario
 

@@ -13,9 +13,9 @@ _WORKED = worked_examples()
 _RANDOM = random_scenarios(RANDOM_COUNT, DEFAULT_SEED)
 
 
-def _ids(scenarios):
-    """Case ids read like the scenario: the case function's name already says "random-"."""
-    return [s.name.removeprefix("random-") for s in scenarios]
+def _ids(scenarios, prefix="random-"):
+    """Case ids read like the scenario: the case function's name already says ``prefix``."""
+    return [s.name.removeprefix(prefix) for s in scenarios]
 
 
 @parametrize("scenario", _COMPONENTS, ids=_ids(_COMPONENTS))

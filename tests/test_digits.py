@@ -1,7 +1,7 @@
 """The digits run (scikit-learn load_digits, 64-32-10): manual and torch train alike.
 
 The default run trains one epoch per optimizer; ``python -m reports.trajectories``
-runs the full ten epochs (numbers and timings in docs/readme/optimizers.md).
+runs the full ten epochs (numbers and timings in the README).
 """
 import numpy as np
 import pytest
