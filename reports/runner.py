@@ -9,7 +9,6 @@ import reference
 from reference.fd_oracle import fd_oracle
 from reference.torch_engine import has_torch_reference
 from reports.compare import compare
-from reports.table import COLUMNS  # noqa: F401  (re-exported; defined in table.py, which needs no torch)
 from scenarios.model import Scenario
 
 # Finite differences cost two forward passes per parameter and per input; above
@@ -27,7 +26,7 @@ def fd_applicable(scenario: Scenario) -> bool:
 
 
 def verify(scenario: Scenario, with_fd: bool = True) -> list[dict]:
-    """Rows (dicts with COLUMNS) for manual-torch and, where applicable, the fd pairs."""
+    """Rows (dicts with ``reports.table.COLUMNS``) for manual-torch and, where applicable, the fd pairs."""
     manual_trace = manual.run(scenario)
     torch_trace = reference.run(scenario)
     rows = _rows(scenario, "manual-torch", compare(manual_trace, torch_trace, scenario.dtype, "manual-torch"))
