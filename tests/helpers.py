@@ -10,3 +10,20 @@ def assert_traces_agree(a, b, dtype, pair, addresses=None):
         f"  {r.address}: max_abs={r.max_abs:.3e} max_rel={r.max_rel:.3e} > tol={r.tolerance:.1e} {r.note}"
         for r in failed[:20])
     return rows
+
+
+def assert_file_rejected(folder, text, field, expected, name="my_example.toml"):
+    """Loading ``text`` as ``folder/name`` fails with "name: field: …expected…"."""
+    import pytest
+
+    from scenarios import ScenarioError, load_scenario
+
+    path = folder / name
+    path.write_text(text)
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(path)
+    message = str(info.value)
+    assert message.startswith(f"{name}: "), message
+    if field:
+        assert f": {field}: " in message, message
+    assert expected in message, message

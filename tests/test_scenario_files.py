@@ -1,10 +1,10 @@
 """Scenario files: the good one loads; every broken one names file and field."""
 import numpy as np
-import pytest
 from pytest_cases import parametrize_with_cases
 
-from scenarios import ScenarioError, load_scenario
+from scenarios import load_scenario
 from tests.cases_bad_files import GOOD
+from tests.helpers import assert_file_rejected
 
 
 def test_good_file_loads(tmp_path):
@@ -18,15 +18,7 @@ def test_good_file_loads(tmp_path):
 
 @parametrize_with_cases("text,field,expected", cases="tests.cases_bad_files")
 def test_bad_file_is_rejected_with_file_and_field(tmp_path, text, field, expected):
-    path = tmp_path / "my_example.toml"
-    path.write_text(text)
-    with pytest.raises(ScenarioError) as info:
-        load_scenario(path)
-    message = str(info.value)
-    assert message.startswith("my_example.toml: ")
-    if field:
-        assert f": {field}: " in message, message
-    assert expected in message, message
+    assert_file_rejected(tmp_path, text, field, expected)
 
 
 def test_init_is_seeded_and_reproducible(tmp_path):
