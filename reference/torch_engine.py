@@ -275,7 +275,8 @@ def to_tensor(array: np.ndarray, np_dtype: np.dtype) -> torch.Tensor:
 
 
 def _numpy(tensor: torch.Tensor) -> np.ndarray:
-    return tensor.detach().numpy()
+    """A NumPy view of ``tensor``'s values (``Trace.put`` copies it)."""
+    return tensor.numpy(force=True)
 
 
 def run(scenario: Scenario) -> Trace:
@@ -316,38 +317,37 @@ def run(scenario: Scenario) -> Trace:
     loss_of = loss_function(scenario.loss)
     n_layers = len(scenario.layers)
 
-    def forward(signal: torch.Tensor, keep: list[torch.Tensor] | None) -> torch.Tensor:
+    def forward(signal: torch.Tensor) -> list[torch.Tensor]:
+        """Every layer's output, in order; the last is the network's output."""
+        outputs = []
         for i in range(n_layers):
-            if i in weights:
-                signal = F.linear(signal, weights[i], biases[i])
-            else:
-                signal = activations[i](signal)
-            if keep is not None:
-                if signal.requires_grad:
-                    signal.retain_grad()
-                keep.append(signal)
-        return signal
+            signal = F.linear(signal, weights[i], biases[i]) if i in weights else activations[i](signal)
+            outputs.append(signal)
+        return outputs
 
     x = to_tensor(scenario.x, np_dtype).requires_grad_()
     targets = to_tensor(scenario.y, np_dtype)
 
-    outputs: list[torch.Tensor] = []
-    loss = loss_of(forward(x, outputs), targets)
-    loss.backward()
+    outputs = forward(x)
+    loss = loss_of(outputs[-1], targets)
+    # Every tensor whose gradient is recorded, by address, in the trace's order.
+    # One reverse pass (autograd.grad) gives all of them. An identity first
+    # layer returns x itself, whose gradient is then dL/dx.
+    recorded: dict[str, torch.Tensor] = {}
+    for i, output in enumerate(outputs):
+        recorded[f"layers.{i}.output"] = output
+        if i in weights:
+            recorded[f"layers.{i}.weight"] = weights[i]
+            if biases[i] is not None:
+                recorded[f"layers.{i}.bias"] = biases[i]
+    recorded["input"] = x
+    grads = torch.autograd.grad(loss, list(recorded.values()), materialize_grads=True)
 
     trace.put("loss", _numpy(loss))
-    for i, output in enumerate(outputs):
-        trace.put(f"layers.{i}.output", _numpy(output))
-        # An identity first layer returns x itself (a leaf); its grad is x's.
-        grad = output.grad
-        trace.put(f"layers.{i}.output.grad", _numpy(grad) if grad is not None else np.zeros_like(_numpy(output)))
-        if i in weights:
-            trace.put(f"layers.{i}.weight", _numpy(weights[i]))
-            trace.put(f"layers.{i}.weight.grad", _numpy(weights[i].grad))
-            if biases[i] is not None:
-                trace.put(f"layers.{i}.bias", _numpy(biases[i]))
-                trace.put(f"layers.{i}.bias.grad", _numpy(biases[i].grad))
-    trace.put("input.grad", _numpy(x.grad))
+    for (address, value), grad in zip(recorded.items(), grads):
+        if address != "input":
+            trace.put(address, _numpy(value))
+        trace.put(f"{address}.grad", _numpy(grad))
 
     optimizer_spec = scenario.optimizer
     if optimizer_spec is None:
@@ -369,18 +369,16 @@ def run(scenario: Scenario) -> Trace:
     inputs = x.detach()  # later updates need no dL/dx
     samples = inputs.shape[0]
     for t, indices in enumerate(batch_schedule(scenario), start=1):
-        full = is_full_batch_in_order(indices, samples)
-        if t > 1 or not full:  # update 1 on the full batch reuses the initial forward / backward
-            if optimizer is not None:
-                optimizer.zero_grad(set_to_none=True)
-            if full:
-                batch_inputs, batch_targets = inputs, targets
-            else:
-                rows = torch.from_numpy(np.asarray(indices, dtype=np.int64))
-                batch_inputs, batch_targets = inputs[rows], targets[rows]
-            loss = loss_of(forward(batch_inputs, None), batch_targets)
-            if loss.requires_grad:
-                loss.backward()
+        if optimizer is not None:
+            optimizer.zero_grad(set_to_none=True)
+        if is_full_batch_in_order(indices, samples):
+            batch_inputs, batch_targets = inputs, targets
+        else:
+            rows = torch.from_numpy(np.asarray(indices, dtype=np.int64))
+            batch_inputs, batch_targets = inputs[rows], targets[rows]
+        loss = loss_of(forward(batch_inputs)[-1], batch_targets)
+        if loss.requires_grad:
+            loss.backward()
         if parameters:
             _clip_gradients(parameters, optimizer_spec)
         trace.put(f"step{t}.loss", _numpy(loss))

@@ -11,7 +11,10 @@ Four kinds of figure, all taken in one run on one machine:
   matmul, timed interleaved with the large network), hence the fraction of the
   physical limit each engine reaches;
 * random-architecture verifications per second (``verification_throughput``):
-  build a seeded scenario, run both engines, compare every address;
+  build a seeded scenario, run both engines, compare every address — timed
+  interleaved with the bare engines (one forward+backward of each, nothing
+  recorded or compared) on the same architectures, so the cost of the Trace
+  and comparison machinery is a ratio that the machine's load does not move;
 * the wall time of the default test suite (``suite_wall_time``).
 
 The timed step is what training does: forward, loss, backward to every
@@ -274,27 +277,57 @@ def blas_description() -> str:
 # --------------------------------------------------------------------------- suite throughput
 
 
-def verification_throughput(count: int, seed: int = 0, warmup: int = 10) -> tuple[float, int]:
-    """(seconds, failed addresses) for ``count`` random architectures in one process:
-    ``random_scenario``, ``manual.run``, ``reference.run``, ``compare`` of every address.
+@dataclass
+class Throughput:
+    """Seconds per random architecture: the whole verification and the bare engines."""
 
-    ``warmup`` scenarios run first, untimed (lazy imports, first calls).
+    verify: Timing
+    bare: Timing
+    failures: int
+
+    @property
+    def machinery(self) -> float:
+        """Median verification time / median bare forward+backward time."""
+        return self.verify.median / self.bare.median
+
+
+def verification_throughput(count: int, seed: int = 0, repeats: int = 3, warmup: int = 10) -> Throughput:
+    """Seconds per verification of the random architectures ``seed … seed+count−1``
+    in one process, ``repeats`` times, interleaved with the bare engines on the same ones.
+
+    A verification is ``random_scenario``, ``manual.run``, ``reference.run`` and
+    ``compare`` of every address. The bare loop runs ``manual_step`` and
+    ``torch_step`` (forward, loss, backward; built beforehand, untimed) of each
+    architecture once. ``warmup`` verifications run first, untimed (lazy
+    imports, first calls).
     """
     import manual
     import reference
     from reports.compare import compare
     from scenarios.generator import random_scenario
 
+    seeds = range(seed, seed + count)
+    failures = []
+
     def verify(scenario_seed: int) -> int:
         scenario = random_scenario(scenario_seed)
         rows = compare(manual.run(scenario), reference.run(scenario), scenario.dtype, "manual-torch")
         return sum(not row.passed for row in rows)
 
+    def verify_all() -> None:
+        failures.append(sum(verify(s) for s in seeds))
+
+    bare_steps = [step for s in seeds for step in (manual_step(random_scenario(s)), torch_step(random_scenario(s)))]
+
+    def bare_all() -> None:
+        for step in bare_steps:
+            step()
+
     for k in range(warmup):
         verify(seed + k)
-    start = time.perf_counter()
-    failures = sum(verify(seed + k) for k in range(count))
-    return time.perf_counter() - start, failures
+    timings = time_interleaved({"verify": verify_all, "bare": bare_all}, repeats, 0.0, warmup=0)
+    per_architecture = {name: Timing([t / count for t in timing.samples]) for name, timing in timings.items()}
+    return Throughput(per_architecture["verify"], per_architecture["bare"], max(failures))
 
 
 def suite_wall_time(workers: int | None, cwd: str) -> tuple[float, int]:

@@ -9,7 +9,9 @@ row per measurement; ``section`` says which kind:
 * ``peak`` — NumPy's matmul peak for a dtype: a 4096×4096 matmul (1024 with
   ``--quick``) timed in the same interleaved loop as the large network, median
   in ``peak_gflops``, best in ``note``;
-* ``throughput`` — random-architecture verifications per second;
+* ``throughput`` — random-architecture verifications per second (``random_verify``)
+  and, interleaved with them, the bare engines' forward+backward on the same
+  architectures (``random_bare``);
 * ``suite`` — wall time of the default test suite, serial and with ``-n 2``;
 * ``machine`` — where and how: CPU, NumPy's BLAS, torch, the thread count (in ``note``).
 
@@ -56,6 +58,7 @@ class Plan:
         self.peak_size = 1024 if quick else 4096
         self.peak_repeats = 3  # when no large case carries the peak (--quick)
         self.verifications = 100 if quick else 500
+        self.throughput_repeats = 2 if quick else 5
         self.suite = not quick
 
 
@@ -119,10 +122,18 @@ def measure(plan: Plan, threads: int) -> list[dict]:
     for case, dtype, timings in timed:
         rows.append(fwd_bwd_row(case, dtype, timings, peaks[dtype], threads))
 
-    seconds, failures = bench.verification_throughput(plan.verifications)
-    rows.append(_row(section="throughput", case="random_verify", dtype="mixed", threads=threads,
-                     repeats=plan.verifications, per_second=plan.verifications / seconds, wall_s=seconds,
-                     note=f"random_scenario + manual.run + reference.run + compare; {failures} failed addresses"))
+    measured = bench.verification_throughput(plan.verifications, repeats=plan.throughput_repeats)
+    for case, timing, what in (
+        ("random_verify", measured.verify,
+         f"random_scenario + manual.run + reference.run + compare; {measured.failures} failed addresses; "
+         f"{measured.machinery:.2f}x the bare engines' time"),
+        ("random_bare", measured.bare,
+         "the same architectures: one forward + loss + backward of each engine, nothing recorded or compared"),
+    ):
+        rows.append(_row(section="throughput", case=case, dtype="mixed", threads=threads,
+                         repeats=len(timing.samples), per_second=1.0 / timing.median,
+                         wall_s=timing.median * plan.verifications,
+                         note=f"{plan.verifications} architectures, median of {len(timing.samples)}; {what}"))
     if plan.suite:
         root = str(Path(__file__).resolve().parent.parent)
         for workers, label in ((None, "pytest -q"), (2, "pytest -q -n 2")):
@@ -235,7 +246,8 @@ def summary_table(rows: list[dict]) -> str:
         if r["section"] == "peak":
             lines.append(f"matmul peak {r['dtype']}: {r['peak_gflops']:.1f} GFLOP/s ({r['note']})")
         elif r["section"] == "throughput":
-            lines.append(f"random-architecture verification: {r['per_second']:.0f} per second ({r['note']})")
+            label = "random-architecture verification" if r["case"] == "random_verify" else "bare engines"
+            lines.append(f"{label}: {r['per_second']:.0f} per second ({r['note']})")
         elif r["section"] == "suite":
             lines.append(f"test suite {r['note'].split(':')[0]}: {r['wall_s']:.1f} s wall ({r['note'].split(': ')[1]})")
     return "\n".join(lines)

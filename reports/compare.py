@@ -4,7 +4,7 @@ from __future__ import annotations
 import itertools
 import math
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -14,8 +14,7 @@ from scenarios.trace import Trace
 _STEP = re.compile(r"^step([0-9]+)\.")
 
 
-@dataclass(frozen=True)
-class Row:
+class Row(NamedTuple):
     """One address compared: ``max_rel`` is normwise, max|a−b| / max|b|."""
 
     address: str
@@ -27,6 +26,9 @@ class Row:
 
 
 def step_of(address: str) -> int:
+    """t for an address ``step{t}.…``, 0 for the initial-parameter addresses."""
+    if not address.startswith("step"):
+        return 0
     m = _STEP.match(address)
     return int(m.group(1)) if m else 0
 
@@ -42,17 +44,21 @@ def compare(a: Trace, b: Trace, dtype: str = "float64", pair: str | None = None,
     addresses = list(addresses if addresses is not None else b.keys())
     maxima = _finite_maxima(a, b, addresses)
     grad_scale, output_scale = family_scales(b, {address: m[1] for address, m in maxima.items()})
+    tolerances: dict[int, float] = {}  # by update number
     rows = []
     for address in addresses:
-        tol = tolerance(dtype, pair, step_of(address))
+        step = step_of(address)
+        if step not in tolerances:
+            tolerances[step] = tolerance(dtype, pair, step)
+        tol = tolerances[step]
         if address not in a or address not in b:
             missing = a.engine if address not in a else b.engine
             rows.append(Row(address, math.nan, math.nan, tol, False, f"missing in {missing}"))
             continue
         initial = address.partition(".")[2]
-        if step_of(address) and not address.endswith((".grad", ".loss")) and initial in b:
+        if step and not address.endswith((".grad", ".loss")) and initial in b:
             # A parameter after t updates, against its own initial size (reports.tolerance).
-            atol = parameter_floor(dtype, pair, step_of(address)) * _max_abs(b[initial])
+            atol = parameter_floor(dtype, pair, step) * _max_abs(b[initial])
             rows.append(_compare_arrays(address, a[address], b[address], tol, atol))
             continue
         if address.endswith(".grad"):
@@ -93,7 +99,7 @@ def _finite_maxima(a: Trace, b: Trace, addresses: list[str]) -> dict[str, tuple[
         difference -= y
     max_abs = np.maximum.reduceat(np.abs(difference, out=difference), starts)
     max_b = np.maximum.reduceat(np.abs(y, out=y), starts)
-    return {name: (float(d), float(m)) for name, d, m in zip(names, max_abs, max_b)
+    return {name: (d, m) for name, d, m in zip(names, max_abs.tolist(), max_b.tolist())
             if math.isfinite(d) and math.isfinite(m)}
 
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import functools
-from dataclasses import asdict
 
 import manual
 import reference
@@ -43,7 +42,7 @@ def verify(scenario: Scenario, with_fd: bool = True) -> list[dict]:
 
 
 def _rows(scenario: Scenario, pair: str, compared) -> list[dict]:
-    return [{"scenario": scenario.name, "pair": pair, "dtype": scenario.dtype, **asdict(row)} for row in compared]
+    return [{"scenario": scenario.name, "pair": pair, "dtype": scenario.dtype, **row._asdict()} for row in compared]
 
 
 def report_rows(scenario: Scenario) -> list[dict]:

@@ -42,7 +42,7 @@ def floor_pass(frame: pd.DataFrame) -> pd.Series:
     return frame["passed"] & frame["note"].astype(str).str.startswith(FLOOR_NOTE)
 
 
-UNJUDGED_NOTES = ("beyond float32 horizon", "no torch reference")
+UNJUDGED_NOTES = ("beyond float32 horizon", "beyond float64 horizon", "no torch reference")
 
 
 def unjudged(frame: pd.DataFrame) -> pd.Series:

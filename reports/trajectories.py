@@ -3,27 +3,36 @@
 ``compare_trajectory(scenario)``  rows of the manual-torch comparison of every
                                   ``step{t}`` address, with the float32 horizon
                                   applied (below); Ftrl gets one row "no torch reference".
-``float32_horizon(scenario)``     the last update at which torch in float32 still
-                                  tracks torch in float64 (half the tolerance).
+``horizon(scenario)``             the last update the scenario's precision determines
+                                  (below): ``float32_horizon`` / ``float64_horizon``.
 ``step_summary(rows, step)``      the worst normwise relative discrepancy at one update.
 ``digits_curves(optimizer)``      the digits run through both engines: per-update
                                   losses, final test accuracies, wall times.
 ``python -m reports.trajectories`` prints every table below (the numbers in the docs).
 
-The float32 horizon. The tolerance of ``reports.tolerance`` grows linearly
-with the number of updates: it assumes the training map does not amplify
-rounding differences. Some trajectories do (a dead ReLU unit whose only
-gradient is L2 weight decay under NAdam or centered RMSprop with momentum is
-updated by ≈ ηλθ/ε, a map with gain ≫ 1): there float32 cannot determine the
-trajectory at all, and torch in float32 leaves torch in float64 as far as it
-leaves the manual engine. Such a scenario is recognised from the reference
-alone: the horizon is the last update t at which torch-float32 and
-torch-float64 (same float32 initial values) agree within half the float32
-tolerance — half, so that by the triangle inequality two float32 engines each
-that close to float64 agree within the full tolerance. Steps after the horizon
-are reported with the note "beyond float32 horizon (step H)" and not judged;
-the horizon of every built-in trajectory is printed by this module (see the
-docs for which have one).
+The horizon. The tolerance of ``reports.tolerance`` grows linearly with the
+number of updates: it assumes the training map does not amplify rounding
+differences. Some trajectories do (a dead ReLU unit whose only gradient is L2
+weight decay under NAdam is updated by ≈ ηλθ/ε, a map with gain ≫ 1; centered
+RMSprop with momentum divides by √(E[g²] − E[g]²), which can approach 0):
+there the arithmetic of the scenario's dtype cannot determine the trajectory
+at all, and two correct engines drift apart as far as either drifts from a
+run whose start differs by one rounding. Such a scenario is recognised from
+the reference alone, never from the engine under test:
+
+* float32: the horizon is the last update t at which torch-float32 and
+  torch-float64 (same float32 initial values) agree within half the float32
+  tolerance;
+* float64: the last update t at which torch-float64 and torch-float64 started
+  from every initial parameter moved by one ulp (``numpy.nextafter``) agree
+  within half the float64 tolerance.
+
+Half, so that by the triangle inequality two engines each that close agree
+within the full tolerance. When a trajectory has failing steps, steps after
+its horizon are reported with the note "beyond float32 horizon (step H)" /
+"beyond float64 horizon (step H)" and not judged; a wrong update rule shows
+at its first steps, long before any horizon. The horizon of every built-in
+trajectory is printed by this module (see the docs for which have one).
 """
 from __future__ import annotations
 
@@ -38,20 +47,51 @@ from reference.torch_engine import has_torch_reference
 from reports.compare import Row, compare, step_of
 from reports.tolerance import tolerance
 from scenarios.model import Scenario
+from scenarios.trace import Trace
 
 NO_TORCH_REFERENCE = "no torch reference"
 
 
+def horizon(scenario: Scenario, torch_trace=None) -> int:
+    """The last update that the scenario's dtype determines (see the module docstring)."""
+    if scenario.dtype == "float32":
+        return float32_horizon(scenario, torch_trace)
+    return float64_horizon(scenario, torch_trace)
+
+
 def float32_horizon(scenario: Scenario, torch_trace=None) -> int:
     """Last update at which torch-float32 tracks torch-float64 within half the float32 tolerance."""
-    steps = scenario.optimizer.steps
-    if scenario.dtype != "float32" or not has_torch_reference(scenario.optimizer.type):
-        return steps
+    if scenario.dtype != "float32":
+        return scenario.optimizer.steps
     single = torch_trace if torch_trace is not None else reference.run(scenario)
-    double = reference.run(scenario.astype("float64"))
-    for row in compare(single, double, "float32", "manual-torch"):
+    return _last_step_within_half_tolerance(scenario, single, reference.run(scenario.astype("float64")))
+
+
+def float64_horizon(scenario: Scenario, torch_trace=None) -> int:
+    """Last update at which torch-float64 tracks itself started one ulp away, within half the float64 tolerance."""
+    if scenario.dtype != "float64":
+        return scenario.optimizer.steps
+    double = torch_trace if torch_trace is not None else reference.run(scenario)
+    return _last_step_within_half_tolerance(scenario, reference.run(_one_ulp_away(scenario)), double)
+
+
+def _one_ulp_away(scenario: Scenario) -> Scenario:
+    """The scenario with every initial weight and bias moved to the next float up."""
+    def nudge(value):
+        return None if value is None else np.nextafter(value, np.inf)
+
+    layers = tuple(dataclasses.replace(layer, weight=nudge(layer.weight), bias=nudge(layer.bias))
+                   if layer.is_linear else layer for layer in scenario.layers)
+    return dataclasses.replace(scenario, layers=layers)
+
+
+def _last_step_within_half_tolerance(scenario: Scenario, run: Trace, reference_run: Trace) -> int:
+    steps = scenario.optimizer.steps
+    if not has_torch_reference(scenario.optimizer.type):
+        return steps
+    for row in compare(run, reference_run, scenario.dtype, "manual-torch"):
         t = step_of(row.address)
-        if t and row.max_rel > 0.5 * tolerance("float32", "manual-torch", t) and not _within_floor(row):
+        if t and row.max_rel > 0.5 * tolerance(scenario.dtype, "manual-torch", t) and not _within_floor(row):
             steps = min(steps, t - 1)
     return steps
 
@@ -61,7 +101,7 @@ def _within_floor(row: Row) -> bool:
 
 
 def compare_trajectory(scenario: Scenario, manual_trace=None, torch_trace=None) -> tuple[list[Row], int]:
-    """(rows for every step{t} address, horizon). Float32 failures after the horizon are noted, not failed."""
+    """(rows for every step{t} address, horizon). Failures after the horizon are noted, not failed."""
     spec = scenario.optimizer
     if spec is None:
         raise ValueError(f"scenario {scenario.name!r} has no optimizer: no trajectory to compare")
@@ -72,12 +112,12 @@ def compare_trajectory(scenario: Scenario, manual_trace=None, torch_trace=None) 
     torch_trace = torch_trace if torch_trace is not None else reference.run(scenario)
     addresses = [a for a in torch_trace if step_of(a)]
     rows = compare(manual_trace, torch_trace, scenario.dtype, "manual-torch", addresses)
-    horizon = spec.steps
-    if scenario.dtype == "float32" and any(not r.passed for r in rows):
-        horizon = float32_horizon(scenario, torch_trace)
-        rows = [dataclasses.replace(r, passed=True, note=f"beyond float32 horizon (step {horizon})")
-                if not r.passed and step_of(r.address) > horizon else r for r in rows]
-    return rows, horizon
+    if any(not r.passed for r in rows):
+        last = horizon(scenario, torch_trace)
+        rows = [r._replace(passed=True, note=f"beyond {scenario.dtype} horizon (step {last})")
+                if not r.passed and step_of(r.address) > last else r for r in rows]
+        return rows, last
+    return rows, spec.steps
 
 
 def step_summary(rows: list[Row], step: int) -> float:
@@ -98,7 +138,7 @@ def digits_curves(optimizer: str = "adam", epochs: int = 10, batch_size: int = 6
     start = time.perf_counter()
     torch_trace = reference.run(scenario)
     torch_seconds = time.perf_counter() - start
-    rows, horizon = compare_trajectory(scenario, manual_trace, torch_trace)
+    rows, last = compare_trajectory(scenario, manual_trace, torch_trace)
     steps = scenario.optimizer.steps
 
     def final(trace):
@@ -112,7 +152,7 @@ def digits_curves(optimizer: str = "adam", epochs: int = 10, batch_size: int = 6
         "manual_accuracy": accuracy(final(manual_trace), x_test, labels_test),
         "torch_accuracy": accuracy(final(torch_trace), x_test, labels_test),
         "manual_seconds": manual_seconds, "torch_seconds": torch_seconds,
-        "worst_rel": max(r.max_rel for r in rows), "failures": sum(not r.passed for r in rows), "horizon": horizon,
+        "worst_rel": max(r.max_rel for r in rows), "failures": sum(not r.passed for r in rows), "horizon": last,
     }
 
 
@@ -127,15 +167,14 @@ def main() -> int:  # pragma: no cover - prints the measured tables
         print(f"\n{dtype}: worst normwise relative discrepancy at step {TRAJECTORY_STEPS}, manual vs torch.optim")
         print(f"| variant | step {TRAJECTORY_STEPS} | tolerance | horizon | failures |\n|---|---|---|---|---|")
         for scenario in trajectory_scenarios(dtype) + [dead_unit_scenario(dtype)]:
-            rows, horizon = compare_trajectory(scenario)
-            if dtype == "float32":
-                horizon = float32_horizon(scenario)  # measured for every variant, not only on failure
+            rows, _ = compare_trajectory(scenario)
+            last = horizon(scenario)  # measured for every variant, not only on failure
             failed = sum(not r.passed for r in rows)
             failures += failed
             worst = step_summary(rows, TRAJECTORY_STEPS)
             shown = NO_TORCH_REFERENCE if not has_torch_reference(scenario.optimizer.type) else f"{worst:.2e}"
             print(f"| {scenario.name} | {shown} | {tolerance(dtype, 'manual-torch', TRAJECTORY_STEPS):.1e} "
-                  f"| {horizon} | {failed} |")
+                  f"| {last} | {failed} |")
     from sklearn.datasets import load_digits
 
     from scenarios.digits import bundled_digits

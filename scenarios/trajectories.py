@@ -4,8 +4,9 @@
 entry of ``VARIANTS`` (each optimizer with its defaults, then each option that
 changes the rule, mini-batches, and the clipping options), trained for
 ``steps`` (≥ 100) updates. The network of variant k is
-``random_scenario(TRAJECTORY_SEED + k)`` from ``scenarios.generator``, kept
-small (depth ≤ 3, width ≤ 10, batch ≤ 12) so the whole set runs in seconds.
+``random_scenario(TRAJECTORY_SEED + k, layer_streams=True)`` from
+``scenarios.generator``, kept small (depth ≤ 3, width ≤ 10, batch ≤ 12) so the
+whole set runs in seconds.
 
 ``document001_scenario()`` is document 001's model — 784 → 10 ReLU → 10
 softmax, categorical cross-entropy, Adam with learning rate 0.001 — on seeded
@@ -86,7 +87,7 @@ def trajectory_scenarios(dtype: str = "float64", steps: int = TRAJECTORY_STEPS,
     """One small random network per variant, ``steps`` updates, in ``dtype``."""
     out = []
     for k, (kind, learning_rate, options, settings) in enumerate(VARIANTS):
-        net = random_scenario(seed + k, max_depth=3, max_width=10, max_batch=12, dtype=dtype)
+        net = random_scenario(seed + k, max_depth=3, max_width=10, max_batch=12, dtype=dtype, layer_streams=True)
         if settings.get("batch_size", 0) > net.x.shape[0]:
             settings = {**settings, "batch_size": net.x.shape[0]}
         optimizer = make_optimizer(kind, learning_rate, options, settings, steps)
@@ -107,7 +108,7 @@ def dead_unit_scenario(dtype: str = "float64", steps: int = TRAJECTORY_STEPS) ->
     refinements of the trajectory tolerance (``reports.tolerance``): the
     parameter floor (float64) and the float32 horizon.
     """
-    net = random_scenario(5031, max_depth=4, max_width=10, max_batch=12, dtype=dtype)
+    net = random_scenario(5031, max_depth=4, max_width=10, max_batch=12, dtype=dtype, layer_streams=True)
     optimizer = make_optimizer("nadam", 0.01, {"weight_decay": 0.05}, {}, steps)
     return dataclasses.replace(net, optimizer=optimizer,
                                name=f"dead_unit-{optimizer.label()}-{net.name.removeprefix('random-')}",

@@ -46,8 +46,11 @@ def test_bench_quick_writes_a_well_formed_csv(tmp_path, capsys):
     peaks = {r["dtype"]: float(r["peak_gflops"]) for r in rows if r["section"] == "peak"}
     assert set(peaks) == set(bench.DTYPES) and all(p > 0.0 for p in peaks.values())
     throughput = [r for r in rows if r["section"] == "throughput"]
-    assert len(throughput) == 1 and float(throughput[0]["per_second"]) > 0.0
+    assert [r["case"] for r in throughput] == ["random_verify", "random_bare"]
+    assert all(float(r["per_second"]) > 0.0 for r in throughput)
     assert "; 0 failed addresses" in throughput[0]["note"]
+    # A verification does everything the bare loop does, and more.
+    assert float(throughput[0]["per_second"]) < float(throughput[1]["per_second"])
     assert not [r for r in rows if r["section"] == "suite"]  # --quick skips the test-suite timing
     assert any("thread" in r["note"] for r in rows if r["section"] == "machine")
     assert "ratio" in capsys.readouterr().out
