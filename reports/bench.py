@@ -142,8 +142,9 @@ def torch_step(scenario: Scenario) -> Callable[[], None]:
     operations: list[Callable] = []
     for layer in scenario.layers:
         if layer.is_linear:
-            weight, bias = tensor(layer.weight, True), tensor(layer.bias, True)
-            parameters += [weight, bias]
+            weight = tensor(layer.weight, True)
+            bias = None if layer.bias is None else tensor(layer.bias, True)
+            parameters += [weight] if bias is None else [weight, bias]
             operations.append(lambda signal, w=weight, b=bias: F.linear(signal, w, b))
         else:
             operations.append(make_activation(layer))
