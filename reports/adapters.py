@@ -7,7 +7,7 @@ function                       computed by
                                variant in float64 and float32, and the
                                dead-unit case
 ``trajectory_rows(scenario)``  ``reports.trajectories.compare_trajectory``
-                               (the float32 horizon)
+                               (the precision horizon)
 ``digits_curves()``            ``reports.trajectories.digits_curves`` for each
                                ``scenarios.digits.OPTIMIZER_SETTINGS``
 ``errata_table()``             ``reports.textbook.check_scenario`` over every
@@ -35,7 +35,7 @@ def trajectory_scenarios() -> list:
 
 def trajectory_rows(scenario) -> list | None:
     """``compare_trajectory``'s rows for a scenario with an optimizer: steps after
-    the float32 horizon are noted, not judged."""
+    the horizon are noted, not judged."""
     from reports.trajectories import compare_trajectory
 
     if scenario.optimizer is None:

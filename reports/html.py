@@ -81,7 +81,7 @@ TEMPLATE = """<!DOCTYPE html>
 passed on the relative criterion; <b>worst_of_tolerance</b>: the largest max_rel/tolerance among them (1 = at the
 limit). <b>floor_passes</b>: addresses that passed only thanks to the absolute floor — their max_rel can be large
 (up to inf) because the reference values cancel to ~0 — counted here, not in the worst. <b>not_judged</b>: trajectory
-steps after the float32 horizon and optimizers without a torch.optim counterpart. Rows with failures come first.</p>
+steps after the precision horizon (float32 or float64) and optimizers without a torch.optim counterpart. Rows with failures come first.</p>
 {{ components }}
 
 <h2>Plots</h2>

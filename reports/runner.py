@@ -49,7 +49,7 @@ def report_rows(scenario: Scenario) -> list[dict]:
     """``verify(scenario)``, with the trajectory module judging ``step{t}`` addresses.
 
     When a manual-torch ``step{t}`` row fails, those rows are replaced by
-    ``reports.adapters.trajectory_rows(scenario)`` (the float32 horizon: steps
+    ``reports.adapters.trajectory_rows(scenario)`` (the precision horizon: steps
     after it are reported with a note, not judged). Every report row, in one
     process, in pytest-xdist workers and under ``pytest --report-dir``, comes
     from here.

@@ -46,7 +46,7 @@ UNJUDGED_NOTES = ("beyond float32 horizon", "beyond float64 horizon", "no torch 
 
 
 def unjudged(frame: pd.DataFrame) -> pd.Series:
-    """Rows reported but not judged: trajectory steps after the float32 horizon,
+    """Rows reported but not judged: trajectory steps after the precision horizon,
     optimizers without a torch.optim counterpart (``reports.trajectories``)."""
     return frame["passed"] & frame["note"].astype(str).str.startswith(UNJUDGED_NOTES)
 

@@ -7,7 +7,7 @@ from tests.cases_bad_files import GOOD
 from tests.cases_scenarios import _ids
 
 # Indices into VARIANTS run in float32 besides the defaults: sgd mini-batches with
-# shuffle, adam with every clip, centered rmsprop with momentum (float32 horizon).
+# shuffle, adam with every clip, centered rmsprop with momentum (horizon).
 FLOAT32_EXTRA = (7, 16, 37)
 # Indices into VARIANTS not run in float64 by default: sgd momentum alone (in 2, 4,
 # 5), adagrad inside alone (in 12), rmsprop centered alone and momentum alone (in
