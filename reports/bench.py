@@ -318,7 +318,8 @@ def verification_throughput(count: int, seed: int = 0, repeats: int = 3, warmup:
     def verify_all() -> None:
         failures.append(sum(verify(s) for s in seeds))
 
-    bare_steps = [step for s in seeds for step in (manual_step(random_scenario(s)), torch_step(random_scenario(s)))]
+    scenarios = [random_scenario(s) for s in seeds]
+    bare_steps = [step for scenario in scenarios for step in (manual_step(scenario), torch_step(scenario))]
 
     def bare_all() -> None:
         for step in bare_steps:

@@ -1,7 +1,7 @@
 """Training trajectories, manual against torch.optim, step by step.
 
 ``compare_trajectory(scenario)``  rows of the manual-torch comparison of every
-                                  ``step{t}`` address, with the float32 horizon
+                                  ``step{t}`` address, with the horizon
                                   applied (below); Ftrl gets one row "no torch reference".
 ``horizon(scenario)``             the last update the scenario's precision determines
                                   (below): ``float32_horizon`` / ``float64_horizon``.
