@@ -80,9 +80,11 @@ README's measured numbers).
     compare with, so the reference is torch started from every initial
     parameter moved by one ulp: steps after the last update at which it
     still agrees with torch within half the float64 tolerance are reported,
-    not judged. None of the 100-update variants reaches it; centered RMSprop
-    with momentum and decay run for 200 updates does at update 122 (after
-    which torch-vs-torch-one-ulp-away differs 3× more than manual-vs-torch).
+    not judged. No 100-update run needs it (the dead-unit run's is 99, and
+    it passes every step without it); centered RMSprop with momentum and
+    decay run for 200 updates does: its horizon is 122, and after it torch
+    started one ulp away differs from torch 3× more than the manual engine
+    does.
 """
 from __future__ import annotations
 

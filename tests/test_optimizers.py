@@ -34,7 +34,7 @@ def test_trajectory_matches_torch_optim(scenario):
     failed = [r for r in rows if not r.passed]
     assert not failed, "\n".join(f"{r.address}: max_rel={r.max_rel:.3e} > {r.tolerance:.1e}" for r in failed[:10])
     if scenario.dtype == "float64":
-        assert horizon == scenario.optimizer.steps  # no built-in float64 run reaches its horizon in 100 updates
+        assert horizon == scenario.optimizer.steps  # no built-in float64 run needs its horizon in 100 updates
     excused = {step_of(r.address) for r in rows if f"beyond {scenario.dtype} horizon" in r.note}
     assert all(t > horizon for t in excused)
 
