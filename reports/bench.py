@@ -12,9 +12,10 @@ Four kinds of figure, all taken in one run on one machine:
   physical limit each engine reaches;
 * random-architecture verifications per second (``verification_throughput``):
   build a seeded scenario, run both engines, compare every address — timed
-  interleaved with the bare engines (one forward+backward of each, nothing
-  recorded or compared) on the same architectures, so the cost of the Trace
-  and comparison machinery is a ratio that the machine's load does not move;
+  interleaved with building the same scenarios alone and with the bare engines
+  (one forward+backward of each, nothing recorded or compared) on them, so the
+  share of the Trace and comparison machinery is a fraction that the
+  machine's load does not move;
 * the wall time of the default test suite (``suite_wall_time``).
 
 The timed step is what training does: forward, loss, backward to every
@@ -280,9 +281,11 @@ def blas_description() -> str:
 
 @dataclass
 class Throughput:
-    """Seconds per random architecture: the whole verification and the bare engines."""
+    """Seconds per random architecture, timed interleaved: the whole verification,
+    building the scenario alone, and the bare engines alone."""
 
     verify: Timing
+    build: Timing
     bare: Timing
     failures: int
 
@@ -291,16 +294,28 @@ class Throughput:
         """Median verification time / median bare forward+backward time."""
         return self.verify.median / self.bare.median
 
+    @property
+    def machinery_share(self) -> float:
+        """The fraction of a verification spent in the Traces and the comparison:
+        what is left of it after building the scenario and the bare engines'
+        forward+backward — per repetition (the three loops of one repetition
+        see the same load), median over the repetitions."""
+        return statistics.median(
+            (verify - build - bare) / verify
+            for verify, build, bare in zip(self.verify.samples, self.build.samples, self.bare.samples)
+        )
+
 
 def verification_throughput(count: int, seed: int = 0, repeats: int = 3, warmup: int = 10) -> Throughput:
     """Seconds per verification of the random architectures ``seed … seed+count−1``
-    in one process, ``repeats`` times, interleaved with the bare engines on the same ones.
+    in one process, ``repeats`` times, interleaved with building the same
+    scenarios alone and with the bare engines on them.
 
     A verification is ``random_scenario``, ``manual.run``, ``reference.run`` and
-    ``compare`` of every address. The bare loop runs ``manual_step`` and
-    ``torch_step`` (forward, loss, backward; built beforehand, untimed) of each
-    architecture once. ``warmup`` verifications run first, untimed (lazy
-    imports, first calls).
+    ``compare`` of every address. The build loop is ``random_scenario`` alone.
+    The bare loop runs ``manual_step`` and ``torch_step`` (forward, loss,
+    backward; built beforehand, untimed) of each architecture once. ``warmup``
+    verifications run first, untimed (lazy imports, first calls).
     """
     import manual
     import reference
@@ -318,6 +333,10 @@ def verification_throughput(count: int, seed: int = 0, repeats: int = 3, warmup:
     def verify_all() -> None:
         failures.append(sum(verify(s) for s in seeds))
 
+    def build_all() -> None:
+        for s in seeds:
+            random_scenario(s)
+
     scenarios = [random_scenario(s) for s in seeds]
     bare_steps = [step for scenario in scenarios for step in (manual_step(scenario), torch_step(scenario))]
 
@@ -327,9 +346,11 @@ def verification_throughput(count: int, seed: int = 0, repeats: int = 3, warmup:
 
     for k in range(warmup):
         verify(seed + k)
-    timings = time_interleaved({"verify": verify_all, "bare": bare_all}, repeats, 0.0, warmup=0)
+    timings = time_interleaved({"verify": verify_all, "build": build_all, "bare": bare_all}, repeats, 0.0,
+                               warmup=0)
     per_architecture = {name: Timing([t / count for t in timing.samples]) for name, timing in timings.items()}
-    return Throughput(per_architecture["verify"], per_architecture["bare"], max(failures))
+    return Throughput(per_architecture["verify"], per_architecture["build"], per_architecture["bare"],
+                      max(failures))
 
 
 def suite_wall_time(workers: int | None, cwd: str) -> tuple[float, int]:

@@ -11,7 +11,8 @@ row per measurement; ``section`` says which kind:
   in ``peak_gflops``, best in ``note``;
 * ``throughput`` — random-architecture verifications per second (``random_verify``)
   and, interleaved with them, the bare engines' forward+backward on the same
-  architectures (``random_bare``);
+  architectures (``random_bare``) and building those scenarios alone
+  (``random_build``);
 * ``suite`` — wall time of the default test suite, serial and with ``-n 2``;
 * ``machine`` — where and how: CPU, NumPy's BLAS, torch, the thread count (in ``note``).
 
@@ -34,6 +35,12 @@ import numpy as np
 
 from reports import bench
 from reports.io import atomic_write_text
+
+THROUGHPUT_LABELS = {
+    "random_verify": "random-architecture verification",
+    "random_bare": "bare engines",
+    "random_build": "building the scenarios",
+}
 
 COLUMNS = (
     "section", "case", "dtype", "batch", "threads", "repeats",
@@ -126,9 +133,12 @@ def measure(plan: Plan, threads: int) -> list[dict]:
     for case, timing, what in (
         ("random_verify", measured.verify,
          f"random_scenario + manual.run + reference.run + compare; {measured.failures} failed addresses; "
-         f"{measured.machinery:.2f}x the bare engines' time"),
+         f"{measured.machinery:.2f}x the bare engines' time; Traces and comparison "
+         f"{100 * measured.machinery_share:.0f} % of it"),
         ("random_bare", measured.bare,
          "the same architectures: one forward + loss + backward of each engine, nothing recorded or compared"),
+        ("random_build", measured.build,
+         "the same architectures: random_scenario alone"),
     ):
         rows.append(_row(section="throughput", case=case, dtype="mixed", threads=threads,
                          repeats=len(timing.samples), per_second=1.0 / timing.median,
@@ -246,7 +256,7 @@ def summary_table(rows: list[dict]) -> str:
         if r["section"] == "peak":
             lines.append(f"matmul peak {r['dtype']}: {r['peak_gflops']:.1f} GFLOP/s ({r['note']})")
         elif r["section"] == "throughput":
-            label = "random-architecture verification" if r["case"] == "random_verify" else "bare engines"
+            label = THROUGHPUT_LABELS[r["case"]]
             lines.append(f"{label}: {r['per_second']:.0f} per second ({r['note']})")
         elif r["section"] == "suite":
             lines.append(f"test suite {r['note'].split(':')[0]}: {r['wall_s']:.1f} s wall ({r['note'].split(': ')[1]})")

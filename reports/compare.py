@@ -43,35 +43,36 @@ def compare(a: Trace, b: Trace, dtype: str = "float64", pair: str | None = None,
     floor = absolute_floor(dtype, pair)
     addresses = list(addresses if addresses is not None else b.keys())
     maxima = _finite_maxima(a, b, addresses)
-    grad_scale, output_scale = family_scales(b, {address: m[1] for address, m in maxima.items()})
+    grad_scale, output_scale = family_scales(b, maxima)
     tolerances: dict[int, float] = {}  # by update number
     rows = []
     for address in addresses:
         step = step_of(address)
-        if step not in tolerances:
-            tolerances[step] = tolerance(dtype, pair, step)
-        tol = tolerances[step]
-        if address not in a or address not in b:
+        tol = tolerances.get(step)
+        if tol is None:
+            tol = tolerances[step] = tolerance(dtype, pair, step)
+        known = maxima.get(address)  # None: missing, mismatched, empty or non-finite
+        if known is None and (address not in a or address not in b):
             missing = a.engine if address not in a else b.engine
             rows.append(Row(address, math.nan, math.nan, tol, False, f"missing in {missing}"))
             continue
-        initial = address.partition(".")[2]
-        if step and not address.endswith((".grad", ".loss")) and initial in b:
-            # A parameter after t updates, against its own initial size (reports.tolerance).
-            atol = parameter_floor(dtype, pair, step) * _max_abs(b[initial])
-            rows.append(_compare_arrays(address, a[address], b[address], tol, atol))
-            continue
+        if step and not address.endswith((".grad", ".loss")):
+            initial = address.partition(".")[2]
+            if initial in b:
+                # A parameter after t updates, against its own initial size (reports.tolerance).
+                atol = parameter_floor(dtype, pair, step) * _max_abs(b[initial])
+                rows.append(_compare_arrays(address, a[address], b[address], tol, atol))
+                continue
         if address.endswith(".grad"):
             scale = grad_scale
-        elif address.startswith("layers.") and address.endswith(".output"):
+        elif address.endswith(".output") and address.startswith("layers."):
             scale = output_scale
         else:
             scale = 0.0
-        if address in maxima:
-            max_abs, max_b = maxima[address]
-            rows.append(_judge(address, max_abs, max_b, tol, floor * scale))
-        else:
+        if known is None:
             rows.append(_compare_arrays(address, a[address], b[address], tol, floor * scale))
+        else:
+            rows.append(_judge(address, *known, tol, floor * scale))
     return rows
 
 
@@ -103,16 +104,16 @@ def _finite_maxima(a: Trace, b: Trace, addresses: list[str]) -> dict[str, tuple[
             if math.isfinite(d) and math.isfinite(m)}
 
 
-def family_scales(trace: Trace, known: dict[str, float] | None = None) -> tuple[float, float]:
+def family_scales(trace: Trace, known: dict[str, tuple[float, float]] | None = None) -> tuple[float, float]:
     """(max|∂L/∂ last layer output|, max|any layer output|) — see reports.tolerance.
 
-    ``known`` may hold max|trace[address]| already computed for addresses whose
-    values are all finite.
+    ``known`` may hold ``_finite_maxima``'s (max|a − b|, max|trace[address]|)
+    for addresses whose values are all finite.
     """
     known = known or {}
 
     def max_abs(address: str) -> float:
-        return known[address] if address in known else _max_abs(trace[address])
+        return known[address][1] if address in known else _max_abs(trace[address])
 
     outputs = [k for k in trace if k.startswith("layers.") and k.endswith(".output")]
     output_scale = max((max_abs(k) for k in outputs), default=0.0)

@@ -7,6 +7,7 @@ positive finite number, and the FLOP count against hand-counted products.
 """
 import csv
 import math
+import re
 
 from reports import bench
 from reports.cli import main
@@ -46,11 +47,14 @@ def test_bench_quick_writes_a_well_formed_csv(tmp_path, capsys):
     peaks = {r["dtype"]: float(r["peak_gflops"]) for r in rows if r["section"] == "peak"}
     assert set(peaks) == set(bench.DTYPES) and all(p > 0.0 for p in peaks.values())
     throughput = [r for r in rows if r["section"] == "throughput"]
-    assert [r["case"] for r in throughput] == ["random_verify", "random_bare"]
+    assert [r["case"] for r in throughput] == ["random_verify", "random_bare", "random_build"]
     assert all(float(r["per_second"]) > 0.0 for r in throughput)
     assert "; 0 failed addresses" in throughput[0]["note"]
-    # A verification does everything the bare loop does, and more.
+    # A verification does everything each of the other two loops does, and more.
     assert float(throughput[0]["per_second"]) < float(throughput[1]["per_second"])
+    assert float(throughput[0]["per_second"]) < float(throughput[2]["per_second"])
+    share = re.search(r"Traces and comparison (\d+) % of it", throughput[0]["note"])
+    assert share and 0 < int(share.group(1)) < 100
     assert not [r for r in rows if r["section"] == "suite"]  # --quick skips the test-suite timing
     assert any("thread" in r["note"] for r in rows if r["section"] == "machine")
     assert "ratio" in capsys.readouterr().out
