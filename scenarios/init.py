@@ -1,7 +1,10 @@
 """Seeded weight initialisers (NumPy), resolved when a scenario is built.
 
-Each layer draws from its own generator ``default_rng([seed, layer_index])``,
-so a layer's weights do not change when another layer is added or resized.
+Scenario files (``scenarios.loader``) and the fixed networks draw each layer
+from its own generator ``layer_rng(seed, layer_index)`` = ``default_rng([seed,
+layer_index])``, so a layer's weights do not change when another layer is added
+or resized; ``scenarios.generator.random_scenario`` draws a whole random
+architecture from one generator instead.
 Formulas follow ``torch.nn.init`` (gain 1): fan_in = in, fan_out = out.
 """
 from __future__ import annotations

@@ -3,6 +3,7 @@ import ast
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 import manual.activations
 import manual.losses
@@ -54,6 +55,7 @@ def test_random_scenarios_are_reproducible_and_varied():
     assert len(names) == 6, names  # depths 1..6 all drawn
 
 
+@pytest.mark.subprocess
 def test_random_scenarios_are_identical_in_a_fresh_process():
     import subprocess
     import sys

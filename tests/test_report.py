@@ -85,6 +85,7 @@ def test_same_seed_gives_identical_files(baseline, tmp_path):
         _without_timestamp((baseline / "summary.md").read_text())
 
 
+@pytest.mark.subprocess
 def test_workers_2_gives_identical_files(tmp_path):
     """pytest-xdist with two workers: the same csv and summary as in one process."""
     one, two = tmp_path / "one", tmp_path / "two"
@@ -169,6 +170,7 @@ def test_interrupted_write_leaves_previous_files_intact(tmp_path, monkeypatch):
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == previous
 
 
+@pytest.mark.subprocess
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc to see the run is under way")
 def test_ctrl_c_midway_leaves_previous_report_intact(baseline, tmp_path):
     out = tmp_path / "out"
