@@ -14,7 +14,9 @@ engines can be compared element by element.
 
 Registry: ``ACTIVATIONS`` maps each catalogue name to its class, like
 PyTorch's OpInfo database. Adding an activation means one ``@register`` class
-here (and one catalogue entry, and one torch mirror in ``reference/``).
+here (and one catalogue entry, and one torch mirror in ``reference/``). A
+class declares no parameters of its own: ``Activation.__init__`` sets them from
+the catalogue entry.
 
 dtype: every function keeps the dtype of z. Constants are Python floats, which
 NumPy 2 treats as "weak" scalars, so a float32 z stays float32 throughout.
@@ -27,15 +29,10 @@ import math
 
 import numpy as np
 
+from scipy.special import erf as _erf  # the error function only: SciPy differentiates nothing here
+
 from manual.registry import registrar
-
-try:  # SciPy is a declared dependency (erf only; it does no differentiation).
-    from scipy.special import erf as _erf
-except ImportError:  # pragma: no cover - slow but exact fallback
-    _erf_scalar = np.vectorize(math.erf, otypes=[float])
-
-    def _erf(x: np.ndarray) -> np.ndarray:
-        return _erf_scalar(x).astype(x.dtype, copy=False)
+from scenarios.catalog import ACTIVATIONS as ACTIVATION_CATALOG, activation_params
 
 
 ACTIVATIONS: dict[str, type["Activation"]] = {}
@@ -78,13 +75,21 @@ def softplus_stable(u: np.ndarray) -> np.ndarray:
 
 
 class Activation:
-    """Base class: ``forward(z) -> a`` caches what ``backward(∂L/∂a) -> ∂L/∂z`` needs."""
+    """Base class: ``forward(z) -> a`` caches what ``backward(∂L/∂a) -> ∂L/∂z`` needs.
+
+    Parameters come from the catalogue entry of the class's name
+    (``scenarios.catalog.ACTIVATIONS``), which alone holds their defaults: each
+    parameter, as given or else its default, becomes an attribute of the same
+    name converted to its kind (``slope`` → ``self.slope``, a float). An
+    unknown parameter is a TypeError, a value outside its choices a ValueError.
+    """
 
     name: str = ""
 
     def __init__(self, **params):
-        if params:
-            raise TypeError(f"activation {self.name!r} takes no parameters, got {sorted(params)}")
+        specs = ACTIVATION_CATALOG[self.name].params
+        for key, value in activation_params(self.name, params).items():
+            setattr(self, key, specs[key].kind(value))
 
     def forward(self, z: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -93,7 +98,8 @@ class Activation:
         raise NotImplementedError
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}()"
+        params = ", ".join(f"{key}={getattr(self, key)!r}" for key in ACTIVATION_CATALOG[self.name].params)
+        return f"{type(self).__name__}({params})"
 
 
 @register("identity")
@@ -163,18 +169,12 @@ class ReLU(Activation):
 class LeakyReLU(Activation):
     """a = z if z > 0 else slope·z;  a' = 1 if z > 0 else slope (a'(0) = slope, as PyTorch)."""
 
-    def __init__(self, slope: float = 0.01):
-        self.slope = float(slope)
-
     def forward(self, z):
         self.positive = z > 0
         return np.where(self.positive, z, z * self.slope)
 
     def backward(self, grad_a):
         return np.where(self.positive, grad_a, grad_a * self.slope)
-
-    def __repr__(self):
-        return f"LeakyReLU(slope={self.slope})"
 
 
 @register("elu")
@@ -183,9 +183,6 @@ class ELU(Activation):
 
     a'(0) = α, as PyTorch's elu_backward computes from the input (is_result=False).
     """
-
-    def __init__(self, alpha: float = 1.0):
-        self.alpha = float(alpha)
 
     def forward(self, z):
         self.positive = z > 0
@@ -199,9 +196,6 @@ class ELU(Activation):
     def backward(self, grad_a):
         return np.where(self.positive, grad_a, grad_a * self.alpha_exp)
 
-    def __repr__(self):
-        return f"ELU(alpha={self.alpha})"
-
 
 @register("softplus")
 class Softplus(Activation):
@@ -210,10 +204,6 @@ class Softplus(Activation):
 
     log(1 + e^{u}) is evaluated as max(u, 0) + log1p(e^{−|u|}): finite for any z.
     """
-
-    def __init__(self, beta: float = 1.0, threshold: float = 20.0):
-        self.beta = float(beta)
-        self.threshold = float(threshold)
 
     def forward(self, z):
         scaled = z * self.beta  # u = βz
@@ -227,9 +217,6 @@ class Softplus(Activation):
         local = sigmoid(self.scaled)  # σ(βz)
         local *= grad_a
         return np.where(self.linear, grad_a, local)
-
-    def __repr__(self):
-        return f"Softplus(beta={self.beta}, threshold={self.threshold})"
 
 
 @register("silu")
@@ -296,11 +283,6 @@ class GELU(Activation):
         a' = ½(1 + tanh u) + ½ z (1 − tanh² u) k (1 + 3c z²).
     """
 
-    def __init__(self, approximate: str = "none"):
-        if approximate not in ("none", "tanh"):
-            raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
-        self.approximate = approximate
-
     def forward(self, z):
         self.pre_activation = z
         if self.approximate == "none":
@@ -344,9 +326,6 @@ class GELU(Activation):
         local += self.half_right
         local *= grad_a
         return local
-
-    def __repr__(self):
-        return f"GELU(approximate={self.approximate!r})"
 
 
 @register("softmax")

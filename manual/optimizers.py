@@ -8,7 +8,9 @@ Adding an optimizer means one ``@register`` class here, one catalogue entry
 (its extra options with defaults) and one torch mirror in ``reference/``
 (``None`` there when torch.optim has no such optimizer, as for Ftrl).
 A class's ``__init__(params, learning_rate, **options)`` takes exactly the
-catalogue options; per-parameter state (velocities, moments) lives in lists
+catalogue options: the base class fills in the catalogue's defaults (written
+nowhere else), rejects unknown options and sets each one as an attribute of
+the same name. Per-parameter state (velocities, moments) lives in lists
 parallel to ``params``. ``step(grads)`` updates every ``params[i]`` in place, so
 the layers holding those arrays see the new values.
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from manual.registry import registrar
+from scenarios.catalog import OPTIMIZERS as OPTIMIZER_CATALOG, optimizer_options
 
 OPTIMIZERS: dict[str, type["Optimizer"]] = {}
 
@@ -27,16 +30,29 @@ OPTIMIZERS: dict[str, type["Optimizer"]] = {}
 register = registrar(OPTIMIZERS, "optimizer")
 
 
+class _CatalogueOptions:
+    """The names of the options an optimizer class accepts: its catalogue entry's."""
+
+    def __get__(self, instance, owner) -> tuple[str, ...]:
+        return tuple(OPTIMIZER_CATALOG.get(owner.name, ()))
+
+
 class Optimizer:
-    """Base class: holds the parameter arrays, the learning rate and the update count."""
+    """Base class: holds the parameter arrays, the learning rate, the options and the update count.
+
+    Every option of the catalogue entry, as given or else its catalogue
+    default, becomes an attribute of the same name converted to its kind
+    (``momentum`` → ``self.momentum``, a float). An unknown option is a
+    TypeError, a value outside its choices a ValueError.
+    """
 
     name: str = ""
-    options: tuple[str, ...] = ()  # the extra options the class accepts
+    options = _CatalogueOptions()  # the extra options the class accepts
 
     def __init__(self, params: list[np.ndarray], learning_rate: float, **options):
-        unknown = sorted(set(options) - set(self.options))
-        if unknown:
-            raise TypeError(f"optimizer {self.name!r} got unknown options {unknown}; it accepts {list(self.options)}")
+        specs = OPTIMIZER_CATALOG[self.name]
+        for key, value in optimizer_options(self.name, options).items():
+            setattr(self, key, specs[key].kind(value))
         self.params = list(params)
         self.learning_rate = float(learning_rate)
         self.step_count = 0  # t, the number of updates applied so far
@@ -87,15 +103,8 @@ class SGD(Optimizer):
     v_textbook = η · v_torch, so θ moves by the same amount every update.
     """
 
-    options = ("momentum", "dampening", "nesterov", "weight_decay", "momentum_form")
-
-    def __init__(self, params, learning_rate, momentum=0.0, dampening=0.0, nesterov=False,
-                 weight_decay=0.0, momentum_form="torch"):
-        super().__init__(params, learning_rate)
-        if momentum_form not in ("torch", "textbook"):
-            raise ValueError(f"sgd: momentum_form {momentum_form!r}; expected 'torch' or 'textbook'")
-        self.momentum, self.dampening, self.nesterov = float(momentum), float(dampening), bool(nesterov)
-        self.weight_decay, self.momentum_form = float(weight_decay), momentum_form
+    def __init__(self, params, learning_rate, **options):
+        super().__init__(params, learning_rate, **options)
         self.velocity: list[np.ndarray | None] = [None] * len(self.params)
 
     def update(self, index, param, grad):
@@ -131,16 +140,9 @@ class AdaGrad(Optimizer):
     inside adds √ε = 1e-5 to the denominator instead of 1e-10.
     """
 
-    options = ("lr_decay", "weight_decay", "initial_accumulator_value", "eps", "eps_placement")
-
-    def __init__(self, params, learning_rate, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0,
-                 eps=1e-10, eps_placement="outside"):
-        super().__init__(params, learning_rate)
-        if eps_placement not in ("outside", "inside"):
-            raise ValueError(f"adagrad: eps_placement {eps_placement!r}; expected 'outside' or 'inside'")
-        self.lr_decay, self.weight_decay, self.eps = float(lr_decay), float(weight_decay), float(eps)
-        self.eps_placement = eps_placement
-        self.sum_of_squares = _zeros(self.params, float(initial_accumulator_value))
+    def __init__(self, params, learning_rate, **options):
+        super().__init__(params, learning_rate, **options)
+        self.sum_of_squares = _zeros(self.params, self.initial_accumulator_value)
 
     def update(self, index, param, grad):
         grad = _with_l2(param, grad, self.weight_decay)
@@ -160,12 +162,8 @@ class RMSprop(Optimizer):
     without momentum θ ← θ − η g / d;  with momentum μ: b ← μ b + g / d, θ ← θ − η b.
     """
 
-    options = ("alpha", "eps", "weight_decay", "momentum", "centered")
-
-    def __init__(self, params, learning_rate, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False):
-        super().__init__(params, learning_rate)
-        self.alpha, self.eps, self.weight_decay = float(alpha), float(eps), float(weight_decay)
-        self.momentum, self.centered = float(momentum), bool(centered)
+    def __init__(self, params, learning_rate, **options):
+        super().__init__(params, learning_rate, **options)
         self.square_avg = _zeros(self.params)
         self.grad_avg = _zeros(self.params)
         self.buffer = _zeros(self.params)
@@ -199,11 +197,8 @@ class Adadelta(Optimizer):
     Δ = √(r + ε) / √(s + ε) · g;  r ← ρ r + (1 − ρ) Δ²;  θ ← θ − η Δ.
     """
 
-    options = ("rho", "eps", "weight_decay")
-
-    def __init__(self, params, learning_rate, rho=0.9, eps=1e-6, weight_decay=0.0):
-        super().__init__(params, learning_rate)
-        self.rho, self.eps, self.weight_decay = float(rho), float(eps), float(weight_decay)
+    def __init__(self, params, learning_rate, **options):
+        super().__init__(params, learning_rate, **options)
         self.square_avg = _zeros(self.params)
         self.delta_avg = _zeros(self.params)
 
@@ -227,20 +222,14 @@ class Adam(Optimizer):
     θ ← θ − η/(1 − β₁ᵗ) · m / (√v / √(1 − β₂ᵗ) + ε).
     """
 
-    options = ("beta1", "beta2", "eps", "weight_decay", "amsgrad", "decoupled_weight_decay")
-
-    def __init__(self, params, learning_rate, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0,
-                 amsgrad=False, decoupled_weight_decay=False):
-        super().__init__(params, learning_rate)
-        self.beta1, self.beta2, self.eps = float(beta1), float(beta2), float(eps)
-        self.weight_decay, self.amsgrad = float(weight_decay), bool(amsgrad)
-        self.decoupled = bool(decoupled_weight_decay)
+    def __init__(self, params, learning_rate, **options):
+        super().__init__(params, learning_rate, **options)
         self.first_moment = _zeros(self.params)
         self.second_moment = _zeros(self.params)
         self.max_second_moment = _zeros(self.params)
 
     def update(self, index, param, grad):
-        if self.decoupled:
+        if self.decoupled_weight_decay:
             param *= 1.0 - self.learning_rate * self.weight_decay
         else:
             grad = _with_l2(param, grad, self.weight_decay)
@@ -259,12 +248,10 @@ class Adam(Optimizer):
 
 @register("adamw")
 class AdamW(Adam):
-    """AdamW (Loshchilov & Hutter 2019): Adam with decoupled weight decay θ ← (1 − ηλ)θ, λ = 0.01 by default."""
+    """AdamW (Loshchilov & Hutter 2019): Adam with decoupled weight decay θ ← (1 − ηλ)θ, always
+    (λ's default, nonzero as in torch, is the catalogue's)."""
 
-    options = ("beta1", "beta2", "eps", "weight_decay", "amsgrad")
-
-    def __init__(self, params, learning_rate, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01, amsgrad=False):
-        super().__init__(params, learning_rate, beta1, beta2, eps, weight_decay, amsgrad, decoupled_weight_decay=True)
+    decoupled_weight_decay = True  # not an option: decoupling is what makes it AdamW
 
 
 @register("adamax")
@@ -275,11 +262,8 @@ class Adamax(Optimizer):
     θ ← θ − η/(1 − β₁ᵗ) · m / u.
     """
 
-    options = ("beta1", "beta2", "eps", "weight_decay")
-
-    def __init__(self, params, learning_rate, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0):
-        super().__init__(params, learning_rate)
-        self.beta1, self.beta2, self.eps, self.weight_decay = float(beta1), float(beta2), float(eps), float(weight_decay)
+    def __init__(self, params, learning_rate, **options):
+        super().__init__(params, learning_rate, **options)
         self.first_moment = _zeros(self.params)
         self.infinity_norm = _zeros(self.params)
 
@@ -301,14 +285,8 @@ class NAdam(Optimizer):
     θ ← θ − η(1 − μ_t)/(1 − Π_t) · g/d − η μ_{t+1}/(1 − Π_t μ_{t+1}) · m/d.
     """
 
-    options = ("beta1", "beta2", "eps", "weight_decay", "momentum_decay", "decoupled_weight_decay")
-
-    def __init__(self, params, learning_rate, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0,
-                 momentum_decay=0.004, decoupled_weight_decay=False):
-        super().__init__(params, learning_rate)
-        self.beta1, self.beta2, self.eps = float(beta1), float(beta2), float(eps)
-        self.weight_decay, self.momentum_decay = float(weight_decay), float(momentum_decay)
-        self.decoupled = bool(decoupled_weight_decay)
+    def __init__(self, params, learning_rate, **options):
+        super().__init__(params, learning_rate, **options)
         self.first_moment = _zeros(self.params)
         self.second_moment = _zeros(self.params)
         self.mu_product = 1.0  # Π_t, advanced once per update
@@ -323,7 +301,7 @@ class NAdam(Optimizer):
 
     def update(self, index, param, grad):
         eta = self.learning_rate
-        if self.decoupled:
+        if self.decoupled_weight_decay:
             param *= 1.0 - eta * self.weight_decay
         else:
             grad = _with_l2(param, grad, self.weight_decay)
@@ -356,13 +334,10 @@ class Ftrl(Optimizer):
     against a scalar re-derivation; reports say "no torch reference".
     """
 
-    options = ("beta", "l1", "l2", "initial_accumulator_value")
-
-    def __init__(self, params, learning_rate, beta=1.0, l1=0.0, l2=0.0, initial_accumulator_value=0.0):
-        super().__init__(params, learning_rate)
-        self.beta, self.l1, self.l2 = float(beta), float(l1), float(l2)
+    def __init__(self, params, learning_rate, **options):
+        super().__init__(params, learning_rate, **options)
         self.linear = _zeros(self.params)  # z
-        self.sum_of_squares = _zeros(self.params, float(initial_accumulator_value))  # n
+        self.sum_of_squares = _zeros(self.params, self.initial_accumulator_value)  # n
 
     def update(self, index, param, grad):
         alpha = self.learning_rate

@@ -1,8 +1,11 @@
 """The PyTorch mirror (autograd, torch.optim) and the finite-difference oracle.
 
-Built from the Scenario alone — never from ``manual/``'s objects or math.
+Built from the Scenario alone — never from ``manual/``'s objects or math — by
+one network builder, ``reference.network.build_network``.
 """
-from reference.torch_engine import ACTIVATIONS, LOSSES, OPTIMIZERS, run, set_threads
-from reference.fd_oracle import fd_gradient, fd_oracle
+from reference.network import Network, build_network
+from reference.torch_engine import ACTIVATIONS, LOSSES, OPTIMIZERS, run
+from reference.fd_oracle import FD_MAX_ENTRIES, fd_applicable, fd_gradient, fd_oracle
 
-__all__ = ["ACTIVATIONS", "LOSSES", "OPTIMIZERS", "run", "set_threads", "fd_oracle", "fd_gradient"]
+__all__ = ["ACTIVATIONS", "LOSSES", "OPTIMIZERS", "run", "Network", "build_network",
+           "fd_oracle", "fd_gradient", "fd_applicable", "FD_MAX_ENTRIES"]

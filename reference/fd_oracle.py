@@ -2,8 +2,8 @@
 
 When the hand-written engine and autograd disagree, central differences settle
 it: they need nothing but forward evaluations of the loss, so they share no
-derivative code with either side. The forward pass is PyTorch's (the same
-``torch.nn.functional`` registry as ``reference.torch_engine``) under
+derivative code with either side. The forward pass is PyTorch's, on the same
+network as autograd's (``reference.network.build_network``), under
 ``torch.no_grad``; the scenario is cast to float64 first.
 
 Each derivative is the central difference
@@ -47,15 +47,30 @@ from torch.func import vmap
 from scenarios.catalog import LOSSES as LOSS_CATALOG
 from scenarios.model import Scenario
 from scenarios.trace import Trace
-from reference.torch_engine import loss_function, make_activation, to_tensor
+from reference.network import build_network
 
-__all__ = ["fd_oracle", "fd_gradient", "RELATIVE_STEP"]
+__all__ = ["fd_oracle", "fd_gradient", "fd_applicable", "FD_MAX_ENTRIES", "RELATIVE_STEP"]
 
 # cbrt(eps) for float64: the step that balances truncation against round-off.
 RELATIVE_STEP: float = float(np.cbrt(np.finfo(np.float64).eps))
 
 # Upper bound on the elements one batched evaluation may hold (about 32 MB of float64).
 _CHUNK_ELEMENTS = 1 << 22
+
+# Finite differences cost two forward passes per parameter and per input; above
+# this many perturbed entries the oracle is skipped (manual-torch still runs).
+FD_MAX_ENTRIES = 2000
+
+
+def fd_applicable(scenario: Scenario) -> bool:
+    """Whether finite differences settle disputes on ``scenario``: float64, smooth
+    (no "kink" or "no-fd" tag) and of modest size (at most ``FD_MAX_ENTRIES``
+    perturbed entries: parameters, inputs and the outputs of linear layers)."""
+    if scenario.dtype != "float64" or "kink" in scenario.tags or "no-fd" in scenario.tags:
+        return False
+    entries = scenario.parameter_count + scenario.x.size + sum(
+        scenario.x.shape[0] * (l.weight.shape[0] if l.is_linear else 0) for l in scenario.layers)
+    return entries <= FD_MAX_ENTRIES
 
 
 def _scale(theta: np.ndarray | torch.Tensor):
@@ -152,35 +167,18 @@ def fd_oracle(scenario: Scenario, step: float | None = None) -> Trace:
         raise ValueError(f"fd_oracle: step must be positive, got {step!r}")
     factor = RELATIVE_STEP if step is None else float(step)
     cast = scenario.astype("float64")
-    np_dtype = np.dtype(np.float64)
     trace = Trace("fd")
     n_layers = len(cast.layers)
-
-    weights: dict[int, torch.Tensor] = {}
-    biases: dict[int, torch.Tensor | None] = {}
-    activations: dict[int, Callable[[torch.Tensor], torch.Tensor]] = {}
-    for i, layer in enumerate(cast.layers):
-        if layer.is_linear:
-            weights[i] = to_tensor(layer.weight, np_dtype)
-            biases[i] = None if layer.bias is None else to_tensor(layer.bias, np_dtype)
-        else:
-            activations[i] = make_activation(layer)
-    loss_of = loss_function(cast.loss)
-    x = to_tensor(cast.x, np_dtype)
-    targets = to_tensor(cast.y, np_dtype)
+    network = build_network(cast, requires_grad=False)
+    weights, biases = network.weights, network.biases
+    x = network.tensor(cast.x)
+    targets = network.tensor(cast.y)
     widest = max([x.shape[-1], targets.shape[-1]] + [w.shape[0] for w in weights.values()])
     work_per_copy = x.shape[0] * widest * max(1, n_layers)
 
-    def apply(i: int, signal: torch.Tensor) -> torch.Tensor:
-        if i in weights:
-            return F.linear(signal, weights[i], biases[i])
-        return activations[i](signal)
-
     def loss_from(start: int, signal: torch.Tensor) -> torch.Tensor:
         """The loss when ``signal`` is fed to layer ``start`` (start = n_layers: it is the output)."""
-        for i in range(start, n_layers):
-            signal = apply(i, signal)
-        return loss_of(signal, targets)
+        return network.loss(signal, targets, start)
 
     def central(
         theta: torch.Tensor, one_copy: Callable[[torch.Tensor], torch.Tensor], scale: torch.Tensor | None = None
@@ -193,12 +191,8 @@ def fd_oracle(scenario: Scenario, step: float | None = None) -> Trace:
         probability_scale = _PROBABILITY_SCALES.get(cast.loss.type, _PROBABILITY_SCALES["bce"])
 
     with torch.no_grad():
-        outputs: list[torch.Tensor] = []
-        signal = x
-        for i in range(n_layers):
-            signal = apply(i, signal)
-            outputs.append(signal)
-        trace.put("loss", loss_of(signal, targets).numpy())
+        outputs = network.forward(x)
+        trace.put("loss", network.loss_of(outputs[-1], targets).numpy())
         for i, output in enumerate(outputs):
             trace.put(f"layers.{i}.output", output.numpy())
 

@@ -1,30 +1,33 @@
-"""The PyTorch mirror: a scenario's network built from plain tensors, run through autograd.
+"""The PyTorch mirror: a scenario's network run through autograd, its updates through torch.optim.
 
 Every quantity comes from PyTorch itself — ``torch.nn.functional`` for the
 activations and losses, autograd for every gradient, ``torch.optim`` for the
 updates — so it is an implementation independent of ``manual/``'s hand-written
-derivatives. The network is built from the Scenario alone (never from
-``manual/``'s objects), in the scenario's dtype, with linear layers written as
-PyTorch writes them: z = x Wᵀ + b, W of shape (out, in).
+derivatives. The network is ``reference.network.build_network(scenario)``:
+built from the Scenario alone (never from ``manual/``'s objects), in the
+scenario's dtype.
 
-Three registries, keyed by the catalogue's names (``scenarios.catalog``):
+Three registries, keyed by the catalogue's names (``scenarios.catalog``); the
+activations and losses live in ``reference.network``:
 
 ``ACTIVATIONS[name](params) -> callable(z) -> a``
 ``LOSSES[name](a, t, reduction) -> scalar tensor``
-``OPTIMIZERS[name](parameters, learning_rate, **options) -> torch.optim.Optimizer`` (None: no torch reference)
+``OPTIMIZERS[name](parameters, learning_rate, **options) -> torch.optim.Optimizer`` (None: no torch reference),
+``options`` complete: the catalogue fills in the defaults (``scenarios.catalog.optimizer_options``)
 
 Adding a component means adding one entry to the matching registry.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from scenarios.catalog import ACTIVATIONS as ACTIVATION_CATALOG
-from scenarios.model import Layer, Loss, Scenario
+from reference.network import (ACTIVATIONS, LOSSES, TORCH_DTYPES, build_network, loss_function, make_activation,
+                               to_tensor)
+from scenarios.catalog import optimizer_options
+from scenarios.model import Scenario
 from scenarios.schedule import batch_schedule, is_full_batch_in_order
 from scenarios.trace import Trace
 
@@ -37,159 +40,15 @@ __all__ = [
     "make_activation",
     "loss_function",
     "run",
-    "set_threads",
+    "to_tensor",
 ]
-
-TORCH_DTYPES: dict[str, torch.dtype] = {"float64": torch.float64, "float32": torch.float32}
-
-
-def set_threads(n: int) -> None:
-    """Limit PyTorch's intra-op threads (tiny networks run fastest on one)."""
-    torch.set_num_threads(int(n))
-
-
-# --------------------------------------------------------------------------- activations
-
-
-def _option(params: dict[str, Any], activation: str, key: str) -> Any:
-    """``params[key]``, or the catalogue's default when the scenario left it out."""
-    if key in params:
-        return params[key]
-    return ACTIVATION_CATALOG[activation].params[key].default
-
-
-def _identity(pre_activation: torch.Tensor) -> torch.Tensor:
-    return pre_activation
-
-
-def _softmax(pre_activation: torch.Tensor) -> torch.Tensor:
-    return F.softmax(pre_activation, dim=-1)
-
-
-def _leaky_relu(params: dict[str, Any]) -> Callable[[torch.Tensor], torch.Tensor]:
-    slope = float(_option(params, "leaky_relu", "slope"))
-    return lambda pre_activation: F.leaky_relu(pre_activation, negative_slope=slope)
-
-
-def _elu(params: dict[str, Any]) -> Callable[[torch.Tensor], torch.Tensor]:
-    alpha = float(_option(params, "elu", "alpha"))
-    return lambda pre_activation: F.elu(pre_activation, alpha=alpha)
-
-
-def _softplus(params: dict[str, Any]) -> Callable[[torch.Tensor], torch.Tensor]:
-    beta = float(_option(params, "softplus", "beta"))
-    threshold = float(_option(params, "softplus", "threshold"))
-    return lambda pre_activation: F.softplus(pre_activation, beta=beta, threshold=threshold)
-
-
-def _gelu(params: dict[str, Any]) -> Callable[[torch.Tensor], torch.Tensor]:
-    approximate = str(_option(params, "gelu", "approximate"))
-    return lambda pre_activation: F.gelu(pre_activation, approximate=approximate)
-
-
-ACTIVATIONS: dict[str, Callable[[dict[str, Any]], Callable[[torch.Tensor], torch.Tensor]]] = {
-    "identity": lambda params: _identity,
-    "sigmoid": lambda params: torch.sigmoid,
-    "tanh": lambda params: torch.tanh,
-    "relu": lambda params: F.relu,
-    "leaky_relu": _leaky_relu,
-    "elu": _elu,
-    "softplus": _softplus,
-    "silu": lambda params: F.silu,
-    "swish": lambda params: F.silu,
-    "mish": lambda params: F.mish,
-    "gelu": _gelu,
-    "softmax": lambda params: _softmax,
-}
-
-
-def make_activation(layer: Layer) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The torch function for an activation layer of the scenario."""
-    try:
-        make = ACTIVATIONS[layer.type]
-    except KeyError:
-        raise ValueError(
-            f"reference: unknown layer type {layer.type!r}; expected 'linear' or one of {sorted(ACTIVATIONS)}"
-        ) from None
-    return make(dict(layer.params))
-
-
-# --------------------------------------------------------------------------- losses
-#
-# ``a`` is the network's output (probabilities for cross_entropy / bce, logits for
-# the fused losses), ``t`` the targets, rows are samples. ``n_samples`` is a.shape[0].
-
-
-def _unknown_reduction(loss: str, reduction: str, allowed: tuple[str, ...]) -> ValueError:
-    return ValueError(f"reference: loss {loss!r} has no reduction {reduction!r}; expected one of {list(allowed)}")
-
-
-_MSE_REDUCTIONS = ("sum", "half_sum", "mean", "half_mean", "batch_mean", "half_batch_mean")
-
-
-def _mse(a: torch.Tensor, t: torch.Tensor, reduction: str) -> torch.Tensor:
-    if reduction == "sum":
-        return F.mse_loss(a, t, reduction="sum")
-    if reduction == "mean":
-        return F.mse_loss(a, t, reduction="mean")
-    if reduction == "half_sum":
-        return 0.5 * F.mse_loss(a, t, reduction="sum")
-    if reduction == "half_mean":
-        return 0.5 * F.mse_loss(a, t, reduction="mean")
-    if reduction == "batch_mean":
-        return F.mse_loss(a, t, reduction="sum") / a.shape[0]
-    if reduction == "half_batch_mean":
-        return F.mse_loss(a, t, reduction="sum") / (2 * a.shape[0])
-    raise _unknown_reduction("mse", reduction, _MSE_REDUCTIONS)
-
-
-def _cross_entropy(a: torch.Tensor, t: torch.Tensor, reduction: str) -> torch.Tensor:
-    """-sum t ln a on probabilities (torch has no such loss on probabilities)."""
-    total = -(t * torch.log(a)).sum()
-    if reduction == "sum":
-        return total
-    if reduction == "mean":
-        return total / a.shape[0]
-    raise _unknown_reduction("cross_entropy", reduction, ("sum", "mean"))
-
-
-def _torch_sum_or_mean(name: str, function: Callable[..., torch.Tensor]):
-    """A torch loss whose own 'sum' / 'mean' reductions are the catalogue's."""
-
-    def loss(a: torch.Tensor, t: torch.Tensor, reduction: str) -> torch.Tensor:
-        if reduction not in ("sum", "mean"):
-            raise _unknown_reduction(name, reduction, ("sum", "mean"))
-        return function(a, t, reduction=reduction)
-
-    loss.__name__ = name
-    return loss
-
-
-LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor, str], torch.Tensor]] = {
-    "mse": _mse,
-    "cross_entropy": _cross_entropy,
-    # probability targets; torch's 'mean' is over samples, as the catalogue says
-    "softmax_cross_entropy": _torch_sum_or_mean("softmax_cross_entropy", F.cross_entropy),
-    # 'mean' over every element
-    "bce": _torch_sum_or_mean("bce", F.binary_cross_entropy),
-    "bce_with_logits": _torch_sum_or_mean("bce_with_logits", F.binary_cross_entropy_with_logits),
-}
-
-
-def loss_function(loss: Loss) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """``(a, t) -> scalar`` for the scenario's loss and reduction."""
-    try:
-        function = LOSSES[loss.type]
-    except KeyError:
-        raise ValueError(f"reference: unknown loss {loss.type!r}; expected one of {sorted(LOSSES)}") from None
-    reduction = loss.reduction
-    return lambda a, t: function(a, t, reduction)
 
 
 # --------------------------------------------------------------------------- optimizers
 #
 # ``OPTIMIZERS[name](parameters, lr, **options)`` builds the torch.optim optimizer
-# for a catalogue entry; options keep the catalogue's names. Two textbook forms
+# for a catalogue entry; options keep the catalogue's names and arrive complete
+# (``run`` fills them from the catalogue), so the factories hold no defaults. Two textbook forms
 # map onto torch.optim through an exact identity rather than new code:
 #
 # * SGD, momentum_form = "textbook" (v⁰ = η∇L, vᵗ = βvᵗ⁻¹ + η∇L, θ ← θ − vᵗ):
@@ -204,15 +63,14 @@ def loss_function(loss: Loss) -> Callable[[torch.Tensor, torch.Tensor], torch.Te
 # records no ``step{t}`` addresses and reports say "no torch reference".
 
 
-def _sgd(params, lr, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0, momentum_form="torch"):
+def _sgd(params, lr, *, momentum, dampening, nesterov, weight_decay, momentum_form):
     if momentum_form == "textbook" and dampening != 0.0:
         raise ValueError("reference: the textbook momentum form has no dampening")
     return torch.optim.SGD(params, lr=lr, momentum=momentum, dampening=dampening, nesterov=nesterov,
                            weight_decay=weight_decay)
 
 
-def _adagrad(params, lr, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0, eps=1e-10,
-             eps_placement="outside"):
+def _adagrad(params, lr, *, lr_decay, weight_decay, initial_accumulator_value, eps, eps_placement):
     if eps_placement == "inside":
         initial_accumulator_value, eps = initial_accumulator_value + eps, 0.0
     return torch.optim.Adagrad(params, lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
@@ -220,7 +78,7 @@ def _adagrad(params, lr, lr_decay=0.0, weight_decay=0.0, initial_accumulator_val
 
 
 def _adam_family(cls, **fixed):
-    def make(params, lr, beta1=0.9, beta2=0.999, **options):
+    def make(params, lr, *, beta1, beta2, **options):
         return cls(params, lr=lr, betas=(beta1, beta2), **options, **fixed)
 
     return make
@@ -269,11 +127,6 @@ def _clip_gradients(parameters: list[torch.Tensor], spec) -> None:
 # --------------------------------------------------------------------------- the run
 
 
-def to_tensor(array: np.ndarray, np_dtype: np.dtype) -> torch.Tensor:
-    """A torch tensor holding a private copy of ``array`` (the scenario is never shared)."""
-    return torch.from_numpy(np.array(array, dtype=np_dtype, order="C", copy=True))
-
-
 def _numpy(tensor: torch.Tensor) -> np.ndarray:
     """A NumPy view of ``tensor``'s values (``Trace.put`` copies it)."""
     return tensor.numpy(force=True)
@@ -291,45 +144,14 @@ def run(scenario: Scenario) -> Trace:
     weight clamp. An optimizer without a torch counterpart (``OPTIMIZERS[name]
     is None``) gets no ``step{t}`` addresses.
     """
-    if scenario.dtype not in TORCH_DTYPES:
-        raise ValueError(f"reference: dtype {scenario.dtype!r}; expected one of {list(TORCH_DTYPES)}")
-    np_dtype = np.dtype(scenario.dtype)
+    network = build_network(scenario, requires_grad=True)
+    weights, biases, parameters = network.weights, network.biases, network.parameters
     trace = Trace("torch")
+    x = network.tensor(scenario.x).requires_grad_()
+    targets = network.tensor(scenario.y)
 
-    # The network as plain tensors: per layer either (weight, bias) or an activation.
-    weights: dict[int, torch.Tensor] = {}
-    biases: dict[int, torch.Tensor | None] = {}
-    activations: dict[int, Callable[[torch.Tensor], torch.Tensor]] = {}
-    parameters: list[torch.Tensor] = []
-    for i, layer in enumerate(scenario.layers):
-        if layer.is_linear:
-            weight = to_tensor(layer.weight, np_dtype).requires_grad_()
-            weights[i] = weight
-            parameters.append(weight)
-            if layer.bias is None:
-                biases[i] = None
-            else:
-                bias = to_tensor(layer.bias, np_dtype).requires_grad_()
-                biases[i] = bias
-                parameters.append(bias)
-        else:
-            activations[i] = make_activation(layer)
-    loss_of = loss_function(scenario.loss)
-    n_layers = len(scenario.layers)
-
-    def forward(signal: torch.Tensor) -> list[torch.Tensor]:
-        """Every layer's output, in order; the last is the network's output."""
-        outputs = []
-        for i in range(n_layers):
-            signal = F.linear(signal, weights[i], biases[i]) if i in weights else activations[i](signal)
-            outputs.append(signal)
-        return outputs
-
-    x = to_tensor(scenario.x, np_dtype).requires_grad_()
-    targets = to_tensor(scenario.y, np_dtype)
-
-    outputs = forward(x)
-    loss = loss_of(outputs[-1], targets)
+    outputs = network.forward(x)
+    loss = network.loss_of(outputs[-1], targets)
     # Every tensor whose gradient is recorded, by address, in the trace's order.
     # One reverse pass (autograd.grad) gives all of them. An identity first
     # layer returns x itself, whose gradient is then dL/dx.
@@ -359,13 +181,10 @@ def run(scenario: Scenario) -> Trace:
     make_optimizer = OPTIMIZERS[optimizer_spec.type]
     if make_optimizer is None:
         return trace  # no torch reference: no step{t} addresses
-    torch_dtype = TORCH_DTYPES[scenario.dtype]
+    torch_dtype = network.torch_dtype
+    options = optimizer_options(optimizer_spec.type, optimizer_spec.options)
     with _ScalarDtype(torch_dtype):
-        optimizer = (
-            make_optimizer(parameters, optimizer_spec.learning_rate, **dict(optimizer_spec.options))
-            if parameters
-            else None
-        )
+        optimizer = make_optimizer(parameters, optimizer_spec.learning_rate, **options) if parameters else None
     inputs = x.detach()  # later updates need no dL/dx
     samples = inputs.shape[0]
     for t, indices in enumerate(batch_schedule(scenario), start=1):
@@ -376,7 +195,7 @@ def run(scenario: Scenario) -> Trace:
         else:
             rows = torch.from_numpy(np.asarray(indices, dtype=np.int64))
             batch_inputs, batch_targets = inputs[rows], targets[rows]
-        loss = loss_of(forward(batch_inputs)[-1], batch_targets)
+        loss = network.loss(batch_inputs, batch_targets)
         if loss.requires_grad:
             loss.backward()
         if parameters:

@@ -1,5 +1,14 @@
-"""Discrepancy metrics, the tolerance policy, reports and the command line."""
-from reports.compare import Row, compare
-from reports.tolerance import tolerance
+"""What reads the results: verification, textbook checks, rendering, the
+benchmark and the command line, one subpackage each; imports run one way.
 
-__all__ = ["Row", "compare", "tolerance"]
+``cli``            the ``backprop-verify`` command line (dispatch only)
+``commands``       ``report``, ``check``, ``bench``
+``pytest_plugin``  rows of a pytest run into ``discrepancies.csv`` (``report --workers``, ``--report-dir``)
+``report_suite``   the report's scenario set as pytest tests
+``rendering``      tables, ``summary.md``, ``report.html``, plots, ``--compare-to``, atomic writes
+``bench``          the benchmark's measurements
+``textbook``       printed numbers (errata) and stated formulas (derivations)
+``verification``   tolerance policy, comparison, runner, precision horizons
+
+Nothing is imported here, so ``import reports`` costs nothing.
+"""

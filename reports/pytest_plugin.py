@@ -6,7 +6,7 @@ Options (group "backprop-verify"):
     After the run, write ``DIR/discrepancies.csv`` (atomically) with the rows
     of every scenario the run touched: each test that takes one Scenario
     argument (``tests/``: ``scenario``, from pytest-cases) or ``report_scenario`` argument
-    (``reports/report_suite.py``) contributes ``reports.runner.report_rows(scenario)``
+    (``reports/report_suite.py``) contributes ``reports.verification.runner.report_rows(scenario)``
     — manual-torch for every scenario, manual-fd and torch-fd where the
     finite-difference oracle applies — exactly the rows ``backprop-verify
     report`` writes for it. Rows travel with the test reports, so they reach
@@ -27,6 +27,13 @@ from pathlib import Path
 
 import pytest
 
+from reports.rendering.io import atomic_write_text
+from reports.rendering.table import csv_text, rows_frame
+from reports.verification.compare import COLUMNS
+from scenarios.builtin import report_scenarios
+from scenarios.generator import DEFAULT_RANDOM_COUNT, DEFAULT_SEED
+from scenarios.model import Scenario
+
 ROWS_PROPERTY = "backprop_verify_rows"
 
 
@@ -34,36 +41,26 @@ def pytest_addoption(parser):
     group = parser.getgroup("backprop-verify", "backprop-verify discrepancy report")
     group.addoption("--report-dir", default=None, metavar="DIR",
                     help="write DIR/discrepancies.csv with the rows of every scenario this run verified")
-    group.addoption("--report-seed", type=int, default=None, metavar="N",
-                    help="seed of the random architectures in reports/report_suite.py (default 0)")
-    group.addoption("--report-random", type=int, default=300, metavar="N",
-                    help="number of random architectures in reports/report_suite.py (default 300)")
+    group.addoption("--report-seed", type=int, default=DEFAULT_SEED, metavar="N",
+                    help=f"seed of the random architectures in reports/report_suite.py (default {DEFAULT_SEED})")
+    group.addoption("--report-random", type=int, default=DEFAULT_RANDOM_COUNT, metavar="N",
+                    help=f"number of random architectures in reports/report_suite.py (default {DEFAULT_RANDOM_COUNT})")
     group.addoption("--report-only", default=None, metavar="REGEX",
                     help="reports/report_suite.py: only scenarios whose name matches REGEX")
     group.addoption("--report-progress", default=None, metavar="FILE",
                     help="append one byte to FILE per finished test")
 
 
-def report_scenarios(config) -> list:
-    """The report's scenario set for the options of this run."""
-    from reports.report_cmd import select_scenarios
-    from scenarios.generator import DEFAULT_SEED
-
-    seed = config.getoption("report_seed")
-    return select_scenarios(config.getoption("report_random"), DEFAULT_SEED if seed is None else seed,
-                            config.getoption("report_only"))
-
-
 def pytest_generate_tests(metafunc):
     if "report_scenario" in metafunc.fixturenames:
-        scenarios = report_scenarios(metafunc.config)
+        config = metafunc.config
+        scenarios = report_scenarios(config.getoption("report_random"), config.getoption("report_seed"),
+                                     config.getoption("report_only"))
         metafunc.parametrize("report_scenario", scenarios, ids=[s.name for s in scenarios])
 
 
 def record_rows(item, rows: list[dict]) -> None:
-    """Attach ``rows`` to the test's report (plain lists: they cross xdist's channel)."""
-    from reports.table import COLUMNS
-
+    """Attach ``rows`` to a test item or report (plain lists: they cross xdist's channel)."""
     item.user_properties.append((ROWS_PROPERTY, [[row[c] for c in COLUMNS] for row in rows]))
 
 
@@ -90,8 +87,6 @@ class _Collector:
             return
         if any(name == ROWS_PROPERTY for name, _ in report.user_properties):
             return
-        from scenarios.model import Scenario
-
         # pytest-cases passes a case through a fixture union: the Scenario may sit
         # under the union's name rather than "scenario"; take the one Scenario value.
         funcargs = getattr(item, "funcargs", None) or {}
@@ -101,12 +96,11 @@ class _Collector:
         (scenario,) = found.values()
         if scenario.name in self.verified:
             return
-        from reports.runner import report_rows
-        from reports.table import COLUMNS
+        # heavy (imports torch): only processes that verify get here, never the xdist controller
+        from reports.verification.runner import report_rows
 
         self.verified.add(scenario.name)
-        report.user_properties.append(
-            (ROWS_PROPERTY, [[row[c] for c in COLUMNS] for row in report_rows(scenario)]))
+        record_rows(report, report_rows(scenario))
 
     def pytest_runtest_logreport(self, report):
         if _is_worker(self.config):
@@ -122,9 +116,6 @@ class _Collector:
     def pytest_sessionfinish(self, session):
         if _is_worker(self.config) or self.report_dir is None:
             return
-        from reports.io import atomic_write_text
-        from reports.table import COLUMNS, csv_text, rows_frame
-
         frame = rows_frame([dict(zip(COLUMNS, row)) for row in self.rows.values()])
         path = Path(self.report_dir) / "discrepancies.csv"
         atomic_write_text(path, csv_text(frame))
@@ -147,7 +138,7 @@ def pytest_configure(config):
         # rows do not depend on how the run is spread.
         for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
             os.environ.setdefault(variable, "1")
-        import torch
+        import torch  # heavy: only in processes that verify, never in the xdist controller
 
         torch.set_num_threads(1)
     config.pluginmanager.register(_Collector(config), "backprop-verify-collector")

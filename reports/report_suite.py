@@ -6,12 +6,13 @@ One test per scenario; its rows travel to the controlling process through
     pytest reports/report_suite.py -p reports.pytest_plugin -n 4 --report-dir reports/out
 """
 from reports.pytest_plugin import record_rows
-from reports.runner import report_rows
+from reports.verification.compare import FAIL
+from reports.verification.runner import report_rows
 
 
 def test_scenario(report_scenario, request):
     rows = report_rows(report_scenario)
     record_rows(request.node, rows)
-    failed = [row for row in rows if not row["passed"]]
+    failed = [row for row in rows if row["status"] == FAIL]
     assert not failed, "\n".join(f"{r['pair']} {r['address']}: max_rel={r['max_rel']:.3e} > tol={r['tolerance']:.1e}"
                                  for r in failed[:20])

@@ -1,13 +1,16 @@
-"""The built-in scenario set: component cases, worked examples, random nets."""
+"""The built-in scenario set: component cases, worked examples, random nets, trajectories."""
 from __future__ import annotations
 
+import re
 from importlib import resources
 from pathlib import Path
 
+from scenarios.catalog import DTYPES
 from scenarios.components import component_scenarios
-from scenarios.generator import DEFAULT_SEED, random_scenarios
+from scenarios.generator import DEFAULT_RANDOM_COUNT, DEFAULT_SEED, random_scenarios
 from scenarios.loader import load_scenario
 from scenarios.model import Scenario
+from scenarios.trajectories import dead_unit_scenario, trajectory_scenarios
 
 
 def worked_example_paths() -> list[Path]:
@@ -19,5 +22,26 @@ def worked_examples() -> list[Scenario]:
     return [load_scenario(p) for p in worked_example_paths()]
 
 
-def builtin_scenarios(random_count: int = 300, seed: int = DEFAULT_SEED) -> list[Scenario]:
+def builtin_scenarios(random_count: int = DEFAULT_RANDOM_COUNT, seed: int = DEFAULT_SEED) -> list[Scenario]:
+    """Component scenarios, then the worked examples, then ``random_count`` random nets from ``seed``."""
     return component_scenarios() + worked_examples() + random_scenarios(random_count, seed)
+
+
+def report_scenarios(random_count: int = DEFAULT_RANDOM_COUNT, seed: int = DEFAULT_SEED,
+                     only: str | None = None) -> list[Scenario]:
+    """The report's scenario set, in order: ``builtin_scenarios(random_count, seed)``,
+    then the optimizer trajectories (every variant in float64, then in float32,
+    then the dead-unit case in each dtype) whose names are not taken yet; with
+    ``only``, just the scenarios whose name matches it (``re.search``)."""
+    scenarios = list(builtin_scenarios(random_count, seed))
+    trajectories = [s for dtype in DTYPES for s in trajectory_scenarios(dtype)]
+    trajectories += [dead_unit_scenario(dtype) for dtype in DTYPES]
+    names = {s.name for s in scenarios}
+    for scenario in trajectories:
+        if scenario.name not in names:
+            scenarios.append(scenario)
+            names.add(scenario.name)
+    if only:
+        pattern = re.compile(only)
+        scenarios = [s for s in scenarios if pattern.search(s.name)]
+    return scenarios

@@ -1,12 +1,25 @@
 """The declarative catalogue of everything a scenario may name.
 
-One entry per activation, loss and optimizer: its parameters with their
-defaults, and (for losses) the reductions it accepts. The loader validates
-scenario files against this catalogue; ``manual/`` and ``reference/`` each keep
-an implementation registry keyed by the same names, and a generic test checks
-that both registries cover the catalogue exactly. Adding a component therefore
-means: one entry here, one hand-derived class in ``manual/``, one torch mirror
-in ``reference/`` — every generic test then covers it.
+One entry per activation, loss and optimizer, and the single source of what is
+known about it:
+
+* its parameters (options) with their defaults — the loader validates scenario
+  files against them, and both engines fill in what a scenario leaves out from
+  here (``activation_params``, ``optimizer_options``), so a default is written
+  once;
+* for an activation: whether it has kinks (points without a derivative, where
+  PyTorch's subgradient choice is the reference), the parameter variants the
+  component grids check, and whether random networks draw it — with which
+  parameter variants and which initialiser, or why not;
+* for a loss: the reductions it accepts, the domains of its inputs and targets,
+  and the inputs its component grid feeds it.
+
+``manual/`` and ``reference/`` each keep an implementation registry keyed by
+the same names; ``tests/test_catalogue.py`` fails when an entry is missing from
+either registry, from the random generator's pool (unless the entry says why it
+is left out) or from the component grids. Adding a component therefore means:
+one entry here, one hand-derived class in ``manual/``, one torch mirror in
+``reference/`` — every generic test then covers it.
 """
 from __future__ import annotations
 
@@ -32,9 +45,42 @@ class ParamSpec:
 
 @dataclass(frozen=True)
 class ActivationInfo:
+    """One activation a = σ(z).
+
+    ``kinked``: σ has points without a derivative (relu at 0); the component
+    grids then add a grid of pre-activations at and next to the kink, and
+    finite differences stay away from it.
+    ``grid_variants``: the parameter sets the component grids check, each
+    separately; empty means the defaults alone.
+    ``random_variants``: the parameter sets a random network's hidden layers
+    may use (``scenarios.generator`` draws one of all activations' variants,
+    in catalogue order); empty means random networks never use this
+    activation, and ``random_excluded`` must then say why.
+    ``initializer``: the weight initialiser random networks use in front of it
+    (``scenarios.init``): He for the relu family, Glorot (Xavier) otherwise.
+    """
+
     name: str
     formula: str
     params: dict[str, ParamSpec] = field(default_factory=dict)
+    kinked: bool = False
+    grid_variants: tuple[dict[str, Any], ...] = ()
+    random_variants: tuple[dict[str, Any], ...] = ({},)
+    random_excluded: str = ""
+    initializer: str = "xavier_normal"
+
+
+@dataclass(frozen=True)
+class LossGridCase:
+    """One input of a loss's component grid: ``label`` names it in the scenario
+    name; ``inputs`` and ``targets`` name arrays of ``scenarios.components``
+    (``LOSS_INPUTS``, ``LOSS_TARGETS``); ``tags`` are the scenario's tags
+    ("no-fd": inputs where finite differences cannot settle anything)."""
+
+    label: str
+    inputs: str
+    targets: str
+    tags: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -47,7 +93,11 @@ class LossInfo:
     input_domain: str = "any"
     # Whether targets must be a probability distribution per row (one-hot or soft).
     target_domain: str = "any"
+    # The component grid: the loss alone, for every reduction, on each of these inputs.
+    grid: tuple[LossGridCase, ...] = ()
 
+
+_HE = "he_normal"  # suits the relu family (variance 2 / fan_in keeps the signal's scale)
 
 ACTIVATIONS: dict[str, ActivationInfo] = {
     a.name: a
@@ -55,16 +105,24 @@ ACTIVATIONS: dict[str, ActivationInfo] = {
         ActivationInfo("identity", "a = z"),
         ActivationInfo("sigmoid", "a = 1 / (1 + e^-z)"),
         ActivationInfo("tanh", "a = tanh(z)"),
-        ActivationInfo("relu", "a = max(z, 0); a'(0) = 0 as in PyTorch"),
+        ActivationInfo("relu", "a = max(z, 0); a'(0) = 0 as in PyTorch", kinked=True, initializer=_HE),
         ActivationInfo(
             "leaky_relu",
             "a = z if z > 0 else slope * z; a'(0) = slope as in PyTorch",
             {"slope": ParamSpec(0.01, float, doc="negative-side slope")},
+            kinked=True,
+            grid_variants=({"slope": 0.01}, {"slope": 0.2}),
+            random_variants=({"slope": 0.1},),
+            initializer=_HE,
         ),
         ActivationInfo(
             "elu",
             "a = z if z > 0 else alpha * (e^z - 1)",
             {"alpha": ParamSpec(1.0, float, doc="saturation value for z -> -inf")},
+            kinked=True,
+            grid_variants=({"alpha": 1.0}, {"alpha": 0.5}),
+            random_variants=({"alpha": 1.0},),
+            initializer=_HE,
         ),
         ActivationInfo(
             "softplus",
@@ -73,16 +131,23 @@ ACTIVATIONS: dict[str, ActivationInfo] = {
                 "beta": ParamSpec(1.0, float, minimum=0.0, doc="sharpness (> 0)"),
                 "threshold": ParamSpec(20.0, float, doc="linear above beta*z > threshold"),
             },
+            grid_variants=({"beta": 1.0, "threshold": 20.0}, {"beta": 2.0, "threshold": 10.0}),
+            random_variants=({"beta": 1.0, "threshold": 20.0},),
         ),
         ActivationInfo("silu", "a = z * sigmoid(z)  (also called swish)"),
-        ActivationInfo("swish", "a = z * sigmoid(z)  (same as silu)"),
+        ActivationInfo("swish", "a = z * sigmoid(z)  (same as silu)", random_variants=(),
+                       random_excluded="the same function as silu, which random networks already use"),
         ActivationInfo("mish", "a = z * tanh(softplus(z))"),
         ActivationInfo(
             "gelu",
             "a = z * Phi(z) (erf form) or 0.5 z (1 + tanh(sqrt(2/pi)(z + 0.044715 z^3)))",
             {"approximate": ParamSpec("none", str, choices=("none", "tanh"), doc="'none' (erf) or 'tanh'")},
+            grid_variants=({"approximate": "none"}, {"approximate": "tanh"}),
+            random_variants=({"approximate": "none"}, {"approximate": "tanh"}),
         ),
-        ActivationInfo("softmax", "a_j = e^{z_j} / sum_k e^{z_k}, over each row"),
+        ActivationInfo("softmax", "a_j = e^{z_j} / sum_k e^{z_k}, over each row", random_variants=(),
+                       random_excluded="an output layer over a row, chosen by the loss (cross_entropy), "
+                                       "not an elementwise hidden activation"),
     ]
 }
 
@@ -93,6 +158,7 @@ LOSSES: dict[str, LossInfo] = {
             "mse",
             "elementwise (a - t)^2, reduced as the reduction says",
             ("sum", "half_sum", "mean", "half_mean", "batch_mean", "half_batch_mean"),
+            grid=(LossGridCase("normal", "logits", "normal"),),
         ),
         LossInfo(
             "cross_entropy",
@@ -100,12 +166,15 @@ LOSSES: dict[str, LossInfo] = {
             ("sum", "mean"),
             input_domain="probability",
             target_domain="distribution",
+            grid=(LossGridCase("onehot", "probabilities", "onehot"), LossGridCase("soft", "probabilities", "soft")),
         ),
         LossInfo(
             "softmax_cross_entropy",
             "-sum_j t_j ln softmax(z)_j, fused on logits z (delta = softmax(z) - t per sample)",
             ("sum", "mean"),
             target_domain="distribution",
+            grid=(LossGridCase("onehot", "logits", "onehot"), LossGridCase("soft", "logits", "soft"),
+                  LossGridCase("extreme", "extreme_logits", "onehot", ("no-fd",))),
         ),
         LossInfo(
             "bce",
@@ -113,12 +182,16 @@ LOSSES: dict[str, LossInfo] = {
             ("sum", "mean"),
             input_domain="probability",
             target_domain="unit",
+            grid=(LossGridCase("normal", "sigmoid_probabilities", "unit"),
+                  LossGridCase("saturated", "saturated_probabilities", "unit", ("no-fd",))),
         ),
         LossInfo(
             "bce_with_logits",
             "-[t ln sigmoid(z) + (1 - t) ln(1 - sigmoid(z))], fused on logits z",
             ("sum", "mean"),
             target_domain="unit",
+            grid=(LossGridCase("normal", "logits", "unit"),
+                  LossGridCase("extreme", "extreme_logits", "unit", ("no-fd",))),
         ),
     ]
 }
@@ -236,3 +309,29 @@ INITIALIZERS = (
 )
 
 DTYPES = ("float64", "float32")
+
+
+def _complete(kind: str, name: str, specs: dict[str, ParamSpec], given: dict[str, Any]) -> dict[str, Any]:
+    unknown = sorted(set(given) - set(specs))
+    if unknown:
+        raise TypeError(f"{kind} {name!r} got unknown options {unknown}; it accepts {list(specs)}")
+    complete = {key: given.get(key, spec.default) for key, spec in specs.items()}
+    for key, spec in specs.items():
+        if spec.choices and complete[key] not in spec.choices:
+            raise ValueError(f"{kind} {name!r}: {key} {complete[key]!r}; expected one of {list(spec.choices)}")
+    return complete
+
+
+def activation_params(name: str, given: dict[str, Any]) -> dict[str, Any]:
+    """Every parameter of activation ``name``: ``given``'s values, the catalogue's
+    defaults for the rest. An unknown parameter is a TypeError, a value outside
+    its choices a ValueError. Both engines build their activations from this."""
+    return _complete("activation", name, ACTIVATIONS[name].params, given)
+
+
+def optimizer_options(name: str, given: dict[str, Any]) -> dict[str, Any]:
+    """Every option of optimizer ``name``, in catalogue order: ``given``'s values,
+    the catalogue's defaults for the rest. An unknown option is a TypeError, a
+    value outside its choices a ValueError. Both engines build their optimizers
+    from this, so a default is written only here."""
+    return _complete("optimizer", name, OPTIMIZERS[name], given)

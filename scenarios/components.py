@@ -5,7 +5,10 @@ into the activation (the scenario has that one layer) under a ``half_sum`` MSE
 loss, so ``input.grad`` = a'(z) ⊙ (a − t) checks the hand-derived derivative
 point by point: exact zeros (relu-like kinks, where PyTorch's subgradient
 choice is the reference), saturation (|z| = 30, 800) and ordinary values.
-A loss scenario feeds inputs straight into the loss (one identity layer).
+Which parameter variants an activation is checked with, and whether it gets
+the kink grid, are its catalogue entry's ``grid_variants`` and ``kinked``.
+A loss scenario feeds inputs straight into the loss (one identity layer): each
+of its catalogue entry's ``grid`` cases, under every reduction it accepts.
 """
 from __future__ import annotations
 
@@ -19,15 +22,6 @@ SMOOTH_GRID = np.array([[-5.0, -1.3, -0.5, -0.01, 0.02, 0.7, 1.9, 4.0]])
 KINK_GRID = np.array([[-2.0, -0.0, 0.0, 1e-300, -1e-300, 3.0]])
 SATURATION_GRID = np.array([[-800.0, -30.0, -19.0, 19.0, 30.0, 800.0]])
 
-# Parameter variants worth checking separately.
-VARIANTS: dict[str, tuple[dict, ...]] = {
-    "leaky_relu": ({"slope": 0.01}, {"slope": 0.2}),
-    "elu": ({"alpha": 1.0}, {"alpha": 0.5}),
-    "softplus": ({"beta": 1.0, "threshold": 20.0}, {"beta": 2.0, "threshold": 10.0}),
-    "gelu": ({"approximate": "none"}, {"approximate": "tanh"}),
-}
-KINKED = {"relu", "leaky_relu", "elu"}
-
 
 def _variant_slug(name: str, params: dict) -> str:
     if not params or params == {k: s.default for k, s in ACTIVATIONS[name].params.items()}:
@@ -40,9 +34,9 @@ def activation_scenarios(dtype: str = "float64") -> list[Scenario]:
     rng = np.random.default_rng(7)
     for name, info in ACTIVATIONS.items():
         defaults = {k: s.default for k, s in info.params.items()}
-        for params in VARIANTS.get(name, (defaults,)):
+        for params in info.grid_variants or (defaults,):
             grids = [("smooth", SMOOTH_GRID, ()), ("saturation", SATURATION_GRID, ())]
-            if name in KINKED:
+            if info.kinked:
                 grids.append(("kink", KINK_GRID, ("kink",)))
             for label, grid, tags in grids:
                 target = rng.normal(0.0, 1.0, grid.shape)
@@ -56,34 +50,51 @@ def activation_scenarios(dtype: str = "float64") -> list[Scenario]:
     return out
 
 
-def loss_scenarios(dtype: str = "float64") -> list[Scenario]:
+def loss_arrays(batch: int = 4, width: int = 3) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """The named inputs and targets a loss's grid cases (catalogue ``LossInfo.grid``) refer to.
+
+    Inputs: ``logits`` (normal, σ = 2), ``extreme_logits`` (±1000, ±800, ties at
+    ±40: softmax and sigmoid saturate), ``probabilities`` (softmax of the
+    logits), ``sigmoid_probabilities`` (sigmoid of the logits),
+    ``saturated_probabilities`` (1e-50 and 1 − 1e-16 next to 0.5). Targets:
+    ``normal``, ``onehot``, ``soft`` (rows summing to 1, with zeros), ``unit``
+    (in [0, 1], one decimal). Drawn from one generator seeded 11, always in the
+    same order.
+    """
     rng = np.random.default_rng(11)
-    out = []
-    batch, width = 4, 3
     logits = rng.normal(0.0, 2.0, (batch, width))
     extreme = np.array([[1000.0, -1000.0, 0.0], [-800.0, 800.0, 5.0], [40.0, 40.0, -40.0], [0.0, 0.0, 0.0]])
     probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
     onehot = np.eye(width)[[0, 2, 1, 1]]
     soft = np.array([[0.7, 0.2, 0.1], [0.0, 0.5, 0.5], [1.0, 0.0, 0.0], [0.2, 0.3, 0.5]])
     unit = rng.uniform(0.0, 1.0, (batch, width)).round(1)
-    cases: dict[str, list[tuple[str, np.ndarray, np.ndarray, tuple[str, ...]]]] = {
-        "mse": [("normal", logits, rng.normal(0.0, 1.0, (batch, width)), ())],
-        "cross_entropy": [("onehot", probs, onehot, ()), ("soft", probs, soft, ())],
-        "softmax_cross_entropy": [("onehot", logits, onehot, ()), ("soft", logits, soft, ()),
-                                  ("extreme", extreme, onehot, ("no-fd",))],
-        "bce": [("normal", 1.0 / (1.0 + np.exp(-logits)), unit, ()),
-                ("saturated", np.array([[1e-50, 1.0 - 1e-16, 0.5]] * batch), unit, ("no-fd",))],
-        "bce_with_logits": [("normal", logits, unit, ()), ("extreme", extreme, unit, ("no-fd",))],
+    normal = rng.normal(0.0, 1.0, (batch, width))
+    inputs = {
+        "logits": logits,
+        "extreme_logits": extreme,
+        "probabilities": probs,
+        "sigmoid_probabilities": 1.0 / (1.0 + np.exp(-logits)),
+        "saturated_probabilities": np.array([[1e-50, 1.0 - 1e-16, 0.5]] * batch),
     }
+    targets = {"normal": normal, "onehot": onehot, "soft": soft, "unit": unit}
+    return inputs, targets
+
+
+def loss_scenarios(dtype: str = "float64") -> list[Scenario]:
+    """Every loss × reduction × grid case of its catalogue entry, the loss alone
+    (behind one identity layer)."""
+    inputs, targets = loss_arrays()
+    out = []
     for name, info in LOSSES.items():
         for reduction in info.reductions:
-            for label, x, y, tags in cases[name]:
+            for case in info.grid:
+                x, y = inputs[case.inputs], targets[case.targets]
                 out.append(Scenario(
-                    name=f"loss-{name}-{reduction}-{label}-{_short(dtype)}",
+                    name=f"loss-{name}-{reduction}-{case.label}-{_short(dtype)}",
                     layers=(Layer("identity"),),
                     loss=Loss(name, reduction),
                     x=x.astype(dtype), y=y.astype(dtype), dtype=dtype, seed=11,
-                    source={"title": f"{name} ({reduction}) on {label} inputs"}, tags=tags,
+                    source={"title": f"{name} ({reduction}) on {case.label} inputs"}, tags=case.tags,
                 ))
     return out
 

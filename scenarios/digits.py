@@ -36,7 +36,7 @@ def bundled_digits() -> tuple[np.ndarray, np.ndarray]:
     reads, ``sklearn/datasets/data/digits.csv.gz`` (64 pixels then the label per row).
 
     It is read directly, without importing scikit-learn (whose import alone
-    takes ~1.8 s); ``reports.trajectories`` checks it is identical to ``load_digits()``.
+    takes ~1.8 s); ``python -m reports.verification.digits`` checks it is identical to ``load_digits()``.
     """
     import importlib.util
     from pathlib import Path

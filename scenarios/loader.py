@@ -5,7 +5,7 @@ file, the field (``layers[2].weight``) and what was expected, e.g.::
 
     my_example.toml: layers[0].weight: expected shape (2, 3) (out, in), got (3, 2)
 
-The format is documented in the README ("Scenario files").
+The format is documented in docs/scenario-format.md.
 """
 from __future__ import annotations
 

@@ -20,6 +20,7 @@ import dataclasses
 
 import numpy as np
 
+from scenarios.catalog import OPTIMIZERS, optimizer_options
 from scenarios.generator import random_scenario
 from scenarios.init import initialise, layer_rng
 from scenarios.model import Layer, Loss, Optimizer, Scenario
@@ -71,15 +72,50 @@ VARIANTS: tuple[tuple[str, float, dict, dict], ...] = (
 )
 
 
+# What a variant is, for selecting what the default test run checks
+# (``tests/cases_trajectories.py``), keyed by the variant's label
+# (``variant_label``). A variant with no options and no settings is tagged
+# "defaults" without being listed.
+#   "subsumed": every option and setting it changes recurs, together with
+#       others, in a variant of the same optimizer (or, for a setting alone, of
+#       any optimizer) that is not subsumed; the default run skips it in float64.
+#   "also_float32": checked in float32 too, besides each optimizer's defaults:
+#       mini-batches with shuffle, every clip at once, and a chaotic trajectory
+#       that needs the float32 precision horizon.
+VARIANT_TAGS: dict[str, tuple[str, ...]] = {
+    "sgd-momentum0.9": ("subsumed",),
+    "sgd-momentum0.5-batch3-shuffle": ("also_float32",),
+    "adagrad-eps_placementinside": ("subsumed",),
+    "rmsprop-centered": ("subsumed",),
+    "rmsprop-momentum0.9": ("subsumed",),
+    "rmsprop-alpha0.9-eps1e-06-weight_decay0.01-momentum0.5-centered": ("also_float32",),
+    "sgd-clip_grad_value0.01": ("subsumed",),
+    "adam-clip_weights-0.3_0.3": ("subsumed",),
+    "adam-clip_grad_norm0.5-clip_grad_value0.05-clip_weights-0.5_0.5": ("also_float32",),
+}
+
+
+def variant_label(variant: tuple[str, float, dict, dict]) -> str:
+    """The optimizer label of a ``VARIANTS`` entry (``Optimizer.label``): its type
+    and every option or setting that differs from the default."""
+    kind, learning_rate, options, settings = variant
+    return make_optimizer(kind, learning_rate, options, settings, 1).label()
+
+
+def variant_tags(variant: tuple[str, float, dict, dict]) -> tuple[str, ...]:
+    """The tags of a ``VARIANTS`` entry: "defaults" when it changes nothing, then its ``VARIANT_TAGS``."""
+    _kind, _learning_rate, options, settings = variant
+    return (("defaults",) if not options and not settings else ()) + VARIANT_TAGS.get(variant_label(variant), ())
+
+
 def make_optimizer(kind: str, learning_rate: float, options: dict, settings: dict, steps: int) -> Optimizer:
     """An Optimizer with the catalogue's defaults filled in for every option not given."""
-    from scenarios.catalog import OPTIMIZERS
-
+    if kind not in OPTIMIZERS:
+        raise ValueError(f"no optimizer {kind!r}; expected one of {sorted(OPTIMIZERS)}")
     unknown = sorted(set(options) - set(OPTIMIZERS[kind]))
     if unknown:
         raise ValueError(f"optimizer {kind!r} has no options {unknown}; expected some of {sorted(OPTIMIZERS[kind])}")
-    full = {name: options.get(name, spec.default) for name, spec in OPTIMIZERS[kind].items()}
-    return Optimizer(kind, learning_rate, steps, full, **settings)
+    return Optimizer(kind, learning_rate, steps, optimizer_options(kind, options), **settings)
 
 
 def trajectory_scenarios(dtype: str = "float64", steps: int = TRAJECTORY_STEPS,
@@ -105,7 +141,7 @@ def dead_unit_scenario(dtype: str = "float64", steps: int = TRAJECTORY_STEPS) ->
 
     Their only gradient is then λθ, and NAdam moves them by ≈ η·λθ/ε — a map
     with gain ≫ 1 — while the biases decay to ~1e-11. It exercises both
-    refinements of the trajectory tolerance (``reports.tolerance``): the
+    refinements of the trajectory tolerance (``reports.verification.tolerance``): the
     parameter floor (float64) and the float32 horizon.
     """
     net = random_scenario(5031, max_depth=4, max_width=10, max_batch=12, dtype=dtype, layer_streams=True)
@@ -144,6 +180,5 @@ def document001_scenario(samples: int = 320, epochs: int = 10, seed: int = 1, dt
     ).astype(dtype)
 
 
-__all__ = ["VARIANTS", "TRAJECTORY_SEED", "TRAJECTORY_STEPS", "trajectory_scenarios", "document001_scenario",
-           "dead_unit_scenario",
-           "make_optimizer"]
+__all__ = ["VARIANTS", "VARIANT_TAGS", "TRAJECTORY_SEED", "TRAJECTORY_STEPS", "trajectory_scenarios",
+           "document001_scenario", "dead_unit_scenario", "make_optimizer", "variant_label", "variant_tags"]

@@ -1,7 +1,7 @@
 """Scenarios that the finite-difference oracle can settle: float64, smooth, modest size."""
 from pytest_cases import parametrize
 
-from reports.runner import fd_applicable
+from reference.fd_oracle import fd_applicable
 from tests.cases_scenarios import _COMPONENTS, _RANDOM, _WORKED, _ids
 
 # Finite differences cost two forward passes per entry; the first this many

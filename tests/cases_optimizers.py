@@ -1,37 +1,9 @@
-"""Optimizer cases: trajectory scenarios (every optimizer × option, both dtypes)
-and broken ``[optimizer]`` tables (file text, field named, words expected)."""
-from pytest_cases import case, parametrize
+"""Optimizer cases: broken ``[optimizer]`` tables (file text, field named, words expected)."""
+from pytest_cases import case
 
-from scenarios.trajectories import VARIANTS, trajectory_scenarios
 from tests.cases_bad_files import GOOD
-from tests.cases_scenarios import _ids
 
-# Indices into VARIANTS run in float32 besides the defaults: sgd mini-batches with
-# shuffle, adam with every clip, centered rmsprop with momentum (horizon).
-FLOAT32_EXTRA = (7, 16, 37)
-# Indices into VARIANTS not run in float64 by default: sgd momentum alone (in 2, 4,
-# 5), adagrad inside alone (in 12), rmsprop centered alone and momentum alone (in
-# 16), sgd clip_grad_value alone and adam clip_weights alone (in 37).
-FLOAT64_SKIPPED = (1, 11, 14, 15, 35, 36)
-
-# To keep the default run short (`python -m reports.trajectories` runs all 38
-# variants in both dtypes; numbers in the README):
-# float64: every variant except those whose changed options all recur together
-# with others in a variant of the same optimizer that does run (FLOAT64_SKIPPED);
-# float32: each optimizer with its defaults, plus FLOAT32_EXTRA.
-_FLOAT64 = [s for k, s in enumerate(trajectory_scenarios("float64")) if k not in FLOAT64_SKIPPED]
-_FLOAT32 = [s for k, s in enumerate(trajectory_scenarios("float32"))
-            if (not VARIANTS[k][2] and not VARIANTS[k][3]) or k in FLOAT32_EXTRA]
-
-
-@parametrize("scenario", _FLOAT64, ids=_ids(_FLOAT64, "trajectory-"))
-def case_trajectory(scenario):
-    return scenario
-
-
-@parametrize("scenario", _FLOAT32, ids=_ids(_FLOAT32, "trajectory-"))
-def case_trajectory_float32(scenario):
-    return scenario
+# The trajectory cases, tagged by what each variant is, are in tests/cases_trajectories.py.
 
 
 def _optimizer(extra: str) -> str:

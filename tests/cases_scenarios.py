@@ -3,10 +3,10 @@ from pytest_cases import parametrize
 
 from scenarios import component_scenarios, random_scenarios
 from scenarios.builtin import worked_examples
-from scenarios.generator import DEFAULT_SEED
+from scenarios.generator import DEFAULT_RANDOM_COUNT, DEFAULT_SEED
 
-# The default run checks this many seeded random architectures.
-RANDOM_COUNT = 300
+# The default run checks as many seeded random architectures as the report.
+RANDOM_COUNT = DEFAULT_RANDOM_COUNT
 
 _COMPONENTS = component_scenarios()
 _WORKED = worked_examples()

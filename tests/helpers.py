@@ -1,5 +1,5 @@
 """One helper compares two traces and fails with a readable table."""
-from reports.compare import compare
+from reports.verification.compare import compare
 
 
 def assert_traces_agree(a, b, dtype, pair, addresses=None):

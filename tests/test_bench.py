@@ -9,7 +9,7 @@ import csv
 import math
 import re
 
-from reports import bench
+from reports.bench import measure as bench
 from reports.cli import main
 
 REQUIRED = ("case", "dtype", "batch", "manual_s", "torch_s", "ratio", "manual_gflops", "peak_gflops", "pct_of_peak")

@@ -2,7 +2,7 @@
 import manual
 import manual.activations
 import reference
-from reports.compare import compare
+from reports.verification.compare import compare
 from scenarios.builtin import worked_examples
 from scenarios.components import activation_scenarios
 

@@ -1,13 +1,13 @@
 """The digits run (scikit-learn load_digits, 64-32-10): manual and torch train alike.
 
-The default run trains one epoch per optimizer; ``python -m reports.trajectories``
-runs the full ten epochs (numbers and timings in the README).
+The default run trains one epoch per optimizer; ``python -m reports.verification.digits``
+runs the full ten epochs (numbers and timings in docs/optimizers.md).
 """
 import numpy as np
 import pytest
 
-from reports.tolerance import tolerance
-from reports.trajectories import digits_curves
+from reports.verification.tolerance import tolerance
+from reports.verification.digits import digits_curves
 from scenarios.digits import TEST_SAMPLES, digits_data, digits_scenario
 
 

@@ -10,32 +10,32 @@ import reference
 from manual.clipping import clip_grad_norm, clip_grad_value
 from manual.optimizers import OPTIMIZERS as MANUAL_OPTIMIZERS
 from reference.fd_oracle import fd_gradient
-from reports.compare import step_of
-from reports.runner import verify
-from reports.tolerance import tolerance
-from reports.trajectories import NO_TORCH_REFERENCE, compare_trajectory, float64_horizon
+from reports.verification.compare import step_of
+from reports.verification.runner import verify
+from reports.verification.tolerance import tolerance
+from reports.verification.horizon import NO_TORCH_REFERENCE, compare_trajectory, float64_horizon
 from scenarios import OPTIMIZERS, load_scenario, scenario_from_dict
 from scenarios.schedule import batch_schedule
 from scenarios.trajectories import (TRAJECTORY_STEPS, VARIANTS, dead_unit_scenario, document001_scenario,
-                                   make_optimizer, trajectory_scenarios)
-from tests.cases_optimizers import FLOAT64_SKIPPED
+                                   make_optimizer, trajectory_scenarios, variant_tags)
+from tests.cases_trajectories import DEFAULT_RUN, TRAJECTORY_CASES
 from tests.helpers import assert_file_rejected, assert_traces_agree
 
 
 # --------------------------------------------------------------------------- trajectories
 
-@parametrize_with_cases("scenario", cases="tests.cases_optimizers", prefix="case_")
+@parametrize_with_cases("scenario", cases=TRAJECTORY_CASES, filter=DEFAULT_RUN)
 def test_trajectory_matches_torch_optim(scenario):
     rows, horizon = compare_trajectory(scenario)
     if scenario.optimizer.type in ("ftrl",):
-        assert [r.note for r in rows] == [f"{NO_TORCH_REFERENCE} (ftrl); checked against its own update rule"]
+        assert [(r.status, r.note) for r in rows] == [("not_judged", f"{NO_TORCH_REFERENCE} (ftrl)")]
         return
     assert max(step_of(r.address) for r in rows) == scenario.optimizer.steps >= 100
     failed = [r for r in rows if not r.passed]
     assert not failed, "\n".join(f"{r.address}: max_rel={r.max_rel:.3e} > {r.tolerance:.1e}" for r in failed[:10])
     if scenario.dtype == "float64":
         assert horizon == scenario.optimizer.steps  # no built-in float64 run needs its horizon in 100 updates
-    excused = {step_of(r.address) for r in rows if f"beyond {scenario.dtype} horizon" in r.note}
+    excused = {step_of(r.address) for r in rows if r.status == "not_judged"}
     assert all(t > horizon for t in excused)
 
 
@@ -43,23 +43,25 @@ def test_dead_units_need_the_parameter_floor_and_the_float32_horizon():
     """NAdam + L2 decay on dead ReLU units amplifies rounding (scenarios.trajectories.dead_unit_scenario)."""
     rows, horizon = compare_trajectory(dead_unit_scenario("float64"))
     assert horizon == TRAJECTORY_STEPS and all(r.passed for r in rows)
-    floored = [r for r in rows if r.note.startswith("within absolute floor") and ".bias" in r.address]
+    floored = [r for r in rows if r.status == "floor" and ".bias" in r.address]
     assert floored and max(r.max_rel for r in floored) > tolerance("float64", steps=TRAJECTORY_STEPS)
     rows, horizon = compare_trajectory(dead_unit_scenario("float32"))
     assert 10 < horizon < TRAJECTORY_STEPS and all(r.passed for r in rows)
-    assert any("beyond float32 horizon" in r.note for r in rows)
+    beyond = [r for r in rows if r.status == "not_judged"]
+    assert beyond and all(r.note == f"beyond float32 horizon (step {horizon})" for r in beyond)
 
 
 def test_a_chaotic_float64_trajectory_is_judged_up_to_its_horizon():
     """Centered RMSprop with momentum and small ε doubles rounding differences every
     few updates: over 200 updates even float64 cannot determine the trajectory.
     The horizon comes from torch alone (torch against torch started one ulp away)."""
-    scenario = trajectory_scenarios("float64", steps=200)[16]
-    assert scenario.optimizer.label() == "rmsprop-alpha0.9-eps1e-06-weight_decay0.01-momentum0.5-centered"
+    label = "rmsprop-alpha0.9-eps1e-06-weight_decay0.01-momentum0.5-centered"
+    (scenario,) = [s for s in trajectory_scenarios("float64", steps=200) if s.optimizer.label() == label]
     torch_trace = reference.run(scenario)
     rows, horizon = compare_trajectory(scenario, torch_trace=torch_trace)
     assert TRAJECTORY_STEPS < horizon < 200 and horizon == float64_horizon(scenario, torch_trace)
-    excused = [r for r in rows if r.note == f"beyond float64 horizon (step {horizon})"]
+    excused = [r for r in rows if r.status == "not_judged"]
+    assert all(r.note == f"beyond float64 horizon (step {horizon})" for r in excused)
     assert all(r.passed for r in rows) and all(step_of(r.address) > horizon for r in excused)
     assert max(r.max_rel / r.tolerance for r in excused) > 1  # these would fail without the horizon
 
@@ -72,12 +74,13 @@ def test_every_optimizer_and_option_is_exercised():
         assert varied == set(specs), f"{name}: options never changed from their default: {set(specs) - varied}"
     common = {key for *_, settings in VARIANTS for key in settings}
     assert {"batch_size", "shuffle", "drop_last", "clip_grad_norm", "clip_grad_value", "clip_weights"} <= common
-    # The variants the default run skips in float64 change nothing the others do not.
-    for k in FLOAT64_SKIPPED:
-        kind, _, options, settings = VARIANTS[k]
-        assert any(kind == VARIANTS[j][0] and set(options) <= set(VARIANTS[j][2]) and set(settings) <= set(VARIANTS[j][3])
-                   or (not options and set(settings) <= set(VARIANTS[j][3]))
-                   for j in range(len(VARIANTS)) if j not in FLOAT64_SKIPPED), VARIANTS[k]
+    # The variants the default run skips in float64 ("subsumed") change nothing the others do not.
+    skipped = [v for v in VARIANTS if "subsumed" in variant_tags(v)]
+    running = [v for v in VARIANTS if "subsumed" not in variant_tags(v)]
+    assert skipped
+    for kind, _, options, settings in skipped:
+        assert any(kind == other[0] and set(options) <= set(other[2]) and set(settings) <= set(other[3])
+                   or (not options and set(settings) <= set(other[3])) for other in running), (kind, options)
 
 
 def test_a_wrong_update_is_caught(monkeypatch):
@@ -311,6 +314,7 @@ def test_ftrl_is_reported_without_torch_reference():
     assert not any(step_of(a) for a in reference.run(scenario))
     marked = [r for r in verify(scenario, with_fd=False) if r["address"] == "step*"]
     assert len(marked) == 1 and marked[0]["note"] == "no torch reference (ftrl)" and marked[0]["passed"]
+    assert marked[0]["status"] == "not_judged"
 
 
 # --------------------------------------------------------------------------- scenario files

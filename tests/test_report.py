@@ -15,11 +15,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from reports import diff
+from reports.rendering import diff
 from reports.cli import build_parser
-from reports.io import atomic_write_many
-from reports.report_cmd import main
-from reports.table import read_csv_text
+from reports.rendering.io import atomic_write_many
+from reports.commands.report import main
+from reports.rendering.table import read_csv_text
 
 ROOT = Path(__file__).resolve().parent.parent
 # Components (smooth, saturated, kink), a loss, the worked example (one SGD step), two random nets.
@@ -49,8 +49,10 @@ def baseline(tmp_path_factory):
 
 def test_report_files_and_columns(baseline):
     frame = read_csv_text((baseline / "discrepancies.csv").read_text())
-    assert list(frame.columns)[:8] == ["scenario", "pair", "dtype", "address", "max_abs", "max_rel", "tolerance",
-                                       "passed"]
+    assert list(frame.columns) == ["scenario", "pair", "dtype", "address", "max_abs", "max_rel", "tolerance",
+                                   "passed", "note", "status"]
+    assert set(frame["status"]) <= {"pass", "floor", "not_judged", "fail"}
+    assert (frame["passed"] == (frame["status"] != "fail")).all()
     assert set(frame["pair"]) == {"manual-torch", "manual-fd", "torch-fd"}
     assert frame["scenario"].nunique() == 6
     keys = list(zip(frame["scenario"], frame["pair"], frame["address"]))
@@ -65,12 +67,13 @@ def test_report_files_and_columns(baseline):
 def test_floor_passes_do_not_set_the_worst(baseline):
     """The saturated BCE scenario passes some addresses only on the absolute floor, with a huge max_rel."""
     frame = read_csv_text((baseline / "discrepancies.csv").read_text())
-    floor = frame["passed"] & frame["note"].str.startswith("within absolute floor")
+    floor = frame["status"] == "floor"
     assert floor.any(), "the chosen scenarios no longer exercise the absolute floor"
-    from reports.table import component_summary
+    assert frame.loc[floor, "note"].str.startswith("within absolute floor").all()  # the note explains it
+    from reports.rendering.table import component_summary
 
     summary = component_summary(frame, {name: ["c"] for name in frame["scenario"]})
-    relative = frame[frame["passed"] & ~floor]
+    relative = frame[frame["status"] == "pass"]
     for (dtype, pair), group in relative.groupby(["dtype", "pair"]):
         row = summary[(summary["dtype"] == dtype) & (summary["pair"] == pair)].iloc[0]
         assert row["worst_max_rel"] == group["max_rel"].max()
@@ -97,12 +100,12 @@ def test_workers_2_gives_identical_files(tmp_path):
 
 def test_html_embeds_the_plots_failures_first(baseline):
     """report.html from the baseline's data with one injected failure: failures come first, plots inline."""
-    from reports.html import render_html
-    from reports.plots import PLOTS, vanishing_gradient
-    from reports.report_cmd import build_report
+    from reports.rendering.html import render_html
+    from reports.rendering.plots import PLOTS, vanishing_gradient
+    from reports.commands.report import build_report
 
     _, data = build_report(_args(baseline), timestamp="then", with_plots=False)
-    data.frame.loc[0, ["passed", "max_rel"]] = [False, 0.5]
+    data.frame.loc[0, ["passed", "max_rel", "status"]] = [False, 0.5, "fail"]
     png = vanishing_gradient(data.vanishing)
     assert png.startswith(b"\x89PNG")
     html = render_html(data, {name: png for name in PLOTS})
@@ -120,8 +123,7 @@ def test_compare_to_flags_an_injected_regression(baseline, tmp_path, capsys):
     old = tmp_path / "old"
     shutil.copytree(baseline, old)
     frame = read_csv_text((old / "discrepancies.csv").read_text())
-    grown = frame.index[(frame["dtype"] == "float64") & (frame["max_rel"] > 1e-13) & frame["passed"]
-                        & (frame["note"] == "")][0]
+    grown = frame.index[(frame["dtype"] == "float64") & (frame["max_rel"] > 1e-13) & (frame["status"] == "pass")][0]
     frame.loc[grown, "max_rel"] = frame.loc[grown, "max_rel"] / 1000.0
     (old / "discrepancies.csv").write_text(frame.to_csv(index=False, float_format="%.6e"))
 
@@ -135,8 +137,8 @@ def test_compare_to_flags_an_injected_regression(baseline, tmp_path, capsys):
 
 def test_diff_classifies_changes():
     def frame(rows):
-        return pd.DataFrame(rows, columns=["scenario", "pair", "dtype", "address", "max_rel", "passed"]).assign(
-            tolerance=1e-10)
+        table = pd.DataFrame(rows, columns=["scenario", "pair", "dtype", "address", "max_rel", "passed"])
+        return table.assign(tolerance=1e-10, status=table["passed"].map({True: "pass", False: "fail"}))
 
     old = frame([("s", "manual-torch", "float64", "a", 1e-15, True),
                  ("s", "manual-torch", "float64", "b", 0.0, True),
@@ -151,6 +153,29 @@ def test_diff_classifies_changes():
         "new": "new failure", "a": "grown >10x", "c": "fixed", "(1 addresses)": "removed"}
     assert diff.regressed(table)
     assert not diff.regressed(diff.changes(old, old))
+
+
+def test_compare_to_reads_a_table_without_status(baseline, tmp_path):
+    """A discrepancies.csv written before the status column existed is still a baseline."""
+    old = tmp_path / "old"
+    old.mkdir()
+    frame = read_csv_text((baseline / "discrepancies.csv").read_text())
+    failed_before = frame.index[frame["status"] == "pass"][0]
+    frame.loc[failed_before, "passed"] = False
+    frame.drop(columns="status").to_csv(old / "discrepancies.csv", index=False, float_format="%.6e")
+    new = tmp_path / "new"
+    assert main(_args(new, "--no-plots", "--compare-to", str(old))) == 0
+    changes = (new / "changes.md").read_text()
+    assert "1 fixed" in changes and frame.loc[failed_before, "address"] in changes
+
+
+def test_status_outside_the_four_is_refused(baseline, tmp_path):
+    old = tmp_path / "old"
+    old.mkdir()
+    text = (baseline / "discrepancies.csv").read_text()
+    (old / "discrepancies.csv").write_text(text.replace(",pass\n", ",passed\n", 1))
+    assert main(_args(tmp_path / "new", "--no-plots", "--compare-to", str(old))) == 2
+    assert not (tmp_path / "new").exists()
 
 
 def test_interrupted_write_leaves_previous_files_intact(tmp_path, monkeypatch):

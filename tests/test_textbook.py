@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import manual
-from reports.textbook import (ERRATUM, MATCH, NAMED_CHECKS, ROUNDING, check_scenario, verdict)
+from reports.textbook.errata import (ERRATUM, MATCH, NAMED_CHECKS, ROUNDING, check_scenario, verdict)
 from scenarios import ScenarioError, load_scenario
 from scenarios.builtin import worked_examples
 from scenarios.loader import printed_number
@@ -86,7 +86,7 @@ EXPECTED = {
     ("seed003-minibatch_1000_by_10", "updates_per_epoch"): ("100", M),
     # document 002: 784·16 + 16 + 16·16 + 16 + 16·10 + 10 = 13,002 parameters
     ("seed002-digit_network_784_16_16_10", "parameter_count"): ("13,001", E),
-    # outside the seeds: the hand-computed 2-2-2 sigmoid MSE example (the README's "How to add your own worked example")
+    # outside the seeds: the hand-computed 2-2-2 sigmoid MSE example (docs/textbook.md, "How to add your own worked example")
     ("example-two_layer_sigmoid_mse", "layers.0.output[0,0]"): ("0.25", M),
     ("example-two_layer_sigmoid_mse", "layers.0.output[0,1]"): ("0.35", M),
     ("example-two_layer_sigmoid_mse", "layers.1.output[0,0]"): ("0.5622", M),

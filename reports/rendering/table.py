@@ -6,12 +6,9 @@ import math
 
 import pandas as pd
 
-# The columns of discrepancies.csv. Defined here (no torch import) so that the
-# pytest-xdist controller can merge rows without loading the engines.
-COLUMNS = ("scenario", "pair", "dtype", "address", "max_abs", "max_rel", "tolerance", "passed", "note")
+from reports.verification.compare import COLUMNS, FAIL, FLOOR, NOT_JUDGED, PASS, STATUSES
 
 FLOAT_FORMAT = "%.6e"
-FLOOR_NOTE = "within absolute floor"
 
 
 def rows_frame(rows: list[dict]) -> pd.DataFrame:
@@ -27,33 +24,44 @@ def csv_text(frame: pd.DataFrame) -> str:
 
 
 def read_csv_text(text: str) -> pd.DataFrame:
-    """Parse ``discrepancies.csv`` back (``nan``/``inf`` as floats, empty notes as "")."""
+    """Parse ``discrepancies.csv`` back (``nan``/``inf`` as floats, empty notes as "").
+
+    A table written before the ``status`` column existed reads without one
+    (``--compare-to`` needs only ``passed``); a ``status`` outside
+    ``STATUSES`` is an error.
+    """
     missing = ["nan", "NaN", ""]
     frame = pd.read_csv(io.StringIO(text), keep_default_na=False,
                         na_values={"max_abs": missing, "max_rel": missing, "tolerance": missing},
                         dtype={"note": str, "scenario": str, "pair": str, "dtype": str, "address": str,
-                               "max_abs": float, "max_rel": float, "tolerance": float})
+                               "max_abs": float, "max_rel": float, "tolerance": float, "status": str})
     frame["passed"] = frame["passed"].astype(str).eq("True")
+    if "status" in frame.columns:
+        unknown = sorted(set(frame["status"]) - set(STATUSES))
+        if unknown:
+            raise ValueError(f"column status: {unknown[:3]}; expected one of {', '.join(STATUSES)}")
     return frame
 
 
 def floor_pass(frame: pd.DataFrame) -> pd.Series:
-    """Rows that passed only thanks to the absolute floor (``reports.compare``)."""
-    return frame["passed"] & frame["note"].astype(str).str.startswith(FLOOR_NOTE)
-
-
-UNJUDGED_NOTES = ("beyond float32 horizon", "beyond float64 horizon", "no torch reference")
+    """Rows that passed only thanks to the absolute floor (status ``floor``)."""
+    return frame["status"].eq(FLOOR)
 
 
 def unjudged(frame: pd.DataFrame) -> pd.Series:
-    """Rows reported but not judged: trajectory steps after the precision horizon,
-    optimizers without a torch.optim counterpart (``reports.trajectories``)."""
-    return frame["passed"] & frame["note"].astype(str).str.startswith(UNJUDGED_NOTES)
+    """Rows reported but not judged (status ``not_judged``): trajectory steps
+    after the precision horizon, optimizers without a torch.optim counterpart."""
+    return frame["status"].eq(NOT_JUDGED)
 
 
 def relative_pass(frame: pd.DataFrame) -> pd.Series:
-    """Rows that passed on the relative criterion max|a−b| ≤ rtol·max|b|."""
-    return frame["passed"] & ~floor_pass(frame) & ~unjudged(frame)
+    """Rows that passed on the relative criterion max|a−b| ≤ rtol·max|b| (status ``pass``)."""
+    return frame["status"].eq(PASS)
+
+
+def failed(frame: pd.DataFrame) -> pd.Series:
+    """Rows that failed (status ``fail``)."""
+    return frame["status"].eq(FAIL)
 
 
 SUMMARY_COLUMNS = ["component", "dtype", "pair", "scenarios", "addresses", "worst_max_rel", "worst_of_tolerance",
@@ -69,13 +77,14 @@ def component_summary(frame: pd.DataFrame, components: dict[str, list[str]]) -> 
 
     ``components`` maps scenario name -> the components it exercises.
     """
-    work = frame.assign(relative=relative_pass(frame), floor=floor_pass(frame), unjudged=unjudged(frame))
+    work = frame.assign(relative=relative_pass(frame), floor=floor_pass(frame), unjudged=unjudged(frame),
+                        failed=failed(frame))
     work = work.assign(rel_value=work["max_rel"].where(work["relative"]),
                        ratio=(work["max_rel"] / work["tolerance"]).where(work["relative"]))
     per_scenario = work.groupby(["scenario", "dtype", "pair"], sort=True).agg(
         addresses=("address", "size"), worst=("rel_value", "max"), ratio=("ratio", "max"),
         floor_passes=("floor", "sum"), not_judged=("unjudged", "sum"),
-        failures=("passed", lambda s: int((~s).sum()))).reset_index()
+        failures=("failed", "sum")).reset_index()
     exploded = per_scenario.assign(component=per_scenario["scenario"].map(
         lambda name: components.get(name, ["(unknown)"]))).explode("component")
     summary = exploded.groupby(["component", "dtype", "pair"], sort=True).agg(
@@ -90,15 +99,14 @@ def component_summary(frame: pd.DataFrame, components: dict[str, list[str]]) -> 
 
 def failures(frame: pd.DataFrame) -> pd.DataFrame:
     """The failing rows, worst relative discrepancy first."""
-    failed = frame[~frame["passed"]]
-    return failed.sort_values(["max_rel", "scenario", "pair", "address"], ascending=[False, True, True, True],
+    return frame[failed(frame)].sort_values(["max_rel", "scenario", "pair", "address"], ascending=[False, True, True, True],
                               kind="mergesort").reset_index(drop=True)
 
 
 def markdown(frame: pd.DataFrame, floatfmt: str = ".2e") -> str:
     """A GitHub-flavoured Markdown table (no extra dependency)."""
     headers = [str(c) for c in frame.columns]
-    cells = [[_cell(v, floatfmt) for v in row] for row in frame.itertuples(index=False)]
+    cells = [[cell(v, floatfmt) for v in row] for row in frame.itertuples(index=False)]
     widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
     line = lambda vals: "| " + " | ".join(v.ljust(w) for v, w in zip(vals, widths)) + " |"  # noqa: E731
     out = [line(headers), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
@@ -108,10 +116,6 @@ def markdown(frame: pd.DataFrame, floatfmt: str = ".2e") -> str:
 
 def cell(value, floatfmt: str = ".2e") -> str:
     """One table cell as text: floats in ``floatfmt``, NaN as an em dash."""
-    return _cell(value, floatfmt)
-
-
-def _cell(value, floatfmt: str) -> str:
     if isinstance(value, bool):
         return str(value)
     if isinstance(value, float):

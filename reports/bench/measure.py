@@ -24,7 +24,7 @@ manual engine is told ``input_grad=False``), so both engines compute the same
 products. The manual side uses only the engine's public building blocks
 (``manual.engine.build_network`` / ``forward`` / ``backward`` and the loss
 classes); the torch side is plain autograd with ``torch.nn.functional``, the
-reference's activation and loss functions, and ``grad = None`` between steps.
+reference's network builder, and ``grad = None`` between steps.
 
 Threads: both engines run with the same number of BLAS / intra-op threads
 (``threads``): NumPy's BLAS through threadpoolctl, torch through
@@ -34,13 +34,24 @@ only one that gives repeatable numbers on a shared machine.
 from __future__ import annotations
 
 import contextlib
+import os
 import statistics
+import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
+import torch
+from threadpoolctl import threadpool_info, threadpool_limits  # installed with scikit-learn
 
+import manual
+import reference
+from manual.engine import backward, build_loss, build_network, forward
+from reference.network import build_network as build_torch_network
+from reports.verification.compare import compare
+from scenarios.generator import random_scenario
 from scenarios.model import Layer, Loss, Scenario
 
 
@@ -114,8 +125,6 @@ def matmul_flops(widths: tuple[int, ...], batch: int) -> int:
 
 def manual_step(scenario: Scenario) -> Callable[[], None]:
     """One forward + loss + backward of the manual engine, as a closure over its network."""
-    from manual.engine import backward, build_loss, build_network, forward
-
     network = build_network(scenario)
     loss = build_loss(scenario)
     x = np.asarray(scenario.x, dtype=scenario.np_dtype)
@@ -130,35 +139,14 @@ def manual_step(scenario: Scenario) -> Callable[[], None]:
 
 
 def torch_step(scenario: Scenario) -> Callable[[], None]:
-    """One forward + loss + backward by torch autograd on the same weights."""
-    import torch
-    import torch.nn.functional as F
-
-    from reference.torch_engine import loss_function, make_activation
-
-    def tensor(array, requires_grad=False):
-        return torch.from_numpy(np.array(array, dtype=scenario.np_dtype, copy=True)).requires_grad_(requires_grad)
-
-    parameters: list = []
-    operations: list[Callable] = []
-    for layer in scenario.layers:
-        if layer.is_linear:
-            weight = tensor(layer.weight, True)
-            bias = None if layer.bias is None else tensor(layer.bias, True)
-            parameters += [weight] if bias is None else [weight, bias]
-            operations.append(lambda signal, w=weight, b=bias: F.linear(signal, w, b))
-        else:
-            operations.append(make_activation(layer))
-    loss_of = loss_function(scenario.loss)
-    x, target = tensor(scenario.x), tensor(scenario.y)
+    """One forward + loss + backward by torch autograd on the same weights
+    (``reference.network``, the builder the reference run uses)."""
+    network = build_torch_network(scenario)
+    x, target = network.tensor(scenario.x), network.tensor(scenario.y)
 
     def step() -> None:
-        for parameter in parameters:
-            parameter.grad = None
-        signal = x
-        for operation in operations:
-            signal = operation(signal)
-        loss_of(signal, target).backward()
+        network.zero_grad()
+        network.loss(x, target).backward()
 
     return step
 
@@ -245,18 +233,10 @@ def matmul_step(dtype: str, size: int = 4096) -> tuple[Callable[[], None], int]:
 @contextlib.contextmanager
 def thread_limit(threads: int):
     """Run NumPy's BLAS and torch with ``threads`` threads each; restore both afterwards."""
-    import torch
-
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        try:
-            from threadpoolctl import threadpool_limits
-        except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
-            limiter = contextlib.nullcontext()
-        else:
-            limiter = threadpool_limits(limits=threads, user_api="blas")
-        with limiter:
+        with threadpool_limits(limits=threads, user_api="blas"):
             yield
     finally:
         torch.set_num_threads(previous)
@@ -264,10 +244,6 @@ def thread_limit(threads: int):
 
 def blas_description() -> str:
     """NumPy's BLAS and its thread count, e.g. 'openblas 0.3.31 (Haswell), 1 thread'."""
-    try:
-        from threadpoolctl import threadpool_info
-    except ImportError:  # pragma: no cover
-        return "unknown BLAS"
     for pool in threadpool_info():
         if pool.get("user_api") == "blas" and "numpy" in pool.get("filepath", ""):
             arch = pool.get("architecture")
@@ -317,11 +293,6 @@ def verification_throughput(count: int, seed: int = 0, repeats: int = 3, warmup:
     backward; built beforehand, untimed) of each architecture once. ``warmup``
     verifications run first, untimed (lazy imports, first calls).
     """
-    import manual
-    import reference
-    from reports.compare import compare
-    from scenarios.generator import random_scenario
-
     seeds = range(seed, seed + count)
     failures = []
 
@@ -355,10 +326,6 @@ def verification_throughput(count: int, seed: int = 0, repeats: int = 3, warmup:
 
 def suite_wall_time(workers: int | None, cwd: str) -> tuple[float, int]:
     """(seconds, exit code) of ``python -m pytest -q`` (``-n workers`` when given) in a subprocess."""
-    import os
-    import subprocess
-    import sys
-
     command = [sys.executable, "-m", "pytest", "-q"]
     if workers is not None:
         command += ["-n", str(workers)]

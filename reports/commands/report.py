@@ -1,9 +1,9 @@
 """``backprop-verify report``: every built-in scenario, every engine pair, one report.
 
 Writes into ``--out`` (default ``reports/out``), all files replaced together
-(``reports.io.atomic_write_many``) only once everything is computed:
+(``reports.rendering.io.atomic_write_many``) only once everything is computed:
 ``discrepancies.csv``, ``summary.md``, ``report.html``, the PNG plots of
-``reports.plots.PLOTS`` and, with ``--compare-to``, ``changes.md``.
+``reports.rendering.plots.PLOTS`` and, with ``--compare-to``, ``changes.md``.
 
 Exit codes: 0 every address passed (and nothing regressed); 1 a failure, or a
 regression against ``--compare-to``; 2 bad options or a broken run; 130 Ctrl-C
@@ -22,17 +22,32 @@ import tempfile
 import time
 from pathlib import Path
 
-from scenarios.generator import DEFAULT_SEED
+import torch
+from threadpoolctl import threadpool_limits  # installed with scikit-learn
+from tqdm import tqdm
 
-DEFAULT_RANDOM = 300
+import reports
+from reports.rendering import diff
+from reports.rendering.html import render_html
+from reports.rendering.io import atomic_write_many
+from reports.rendering.plots import all_plots
+from reports.rendering.summary import ReportData, environment, render_changes_markdown, render_markdown
+from reports.rendering.table import csv_text, markdown, read_csv_text, rows_frame
+from reports.textbook.derivations import derivation_verdicts
+from reports.textbook.errata import errata_table
+from reports.verification.digits import digits_table
+from reports.verification.runner import report_rows
+from reports.verification.vanishing import vanishing_gradient
+from scenarios.builtin import report_scenarios
+from scenarios.generator import DEFAULT_RANDOM_COUNT, DEFAULT_SEED
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="reports/out", metavar="DIR", help="output folder (default: reports/out)")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED,
                         help=f"seed of the random architectures (default: {DEFAULT_SEED})")
-    parser.add_argument("--random", type=int, default=DEFAULT_RANDOM, metavar="N",
-                        help=f"number of seeded random architectures (default: {DEFAULT_RANDOM})")
+    parser.add_argument("--random", type=int, default=DEFAULT_RANDOM_COUNT, metavar="N",
+                        help=f"number of seeded random architectures (default: {DEFAULT_RANDOM_COUNT})")
     parser.add_argument("--workers", type=int, default=1, metavar="N",
                         help="verify scenarios in N processes with pytest-xdist (pytest -n N); default 1: in this process")
     parser.add_argument("--compare-to", default=None, metavar="OLD_DIR",
@@ -47,23 +62,6 @@ class UsageError(ValueError):
     pass
 
 
-def select_scenarios(random_count: int, seed: int, only: str | None = None) -> list:
-    """The report's scenario set: built-in scenarios plus the optimizer trajectories, filtered by ``only``."""
-    from reports import adapters
-    from scenarios.builtin import builtin_scenarios
-
-    scenarios = list(builtin_scenarios(random_count, seed))
-    names = {s.name for s in scenarios}
-    for scenario in adapters.trajectory_scenarios() or []:
-        if scenario.name not in names:
-            scenarios.append(scenario)
-            names.add(scenario.name)
-    if only:
-        pattern = re.compile(only)
-        scenarios = [s for s in scenarios if pattern.search(s.name)]
-    return scenarios
-
-
 def reproduce_command(args: argparse.Namespace) -> str:
     """The command that reproduces the report's content (not where it is written, nor how fast)."""
     words = ["backprop-verify", "report", "--seed", str(args.seed), "--random", str(args.random)]
@@ -73,30 +71,18 @@ def reproduce_command(args: argparse.Namespace) -> str:
 
 
 def _progress(total: int, description: str):
-    from tqdm import tqdm
-
     return tqdm(total=total, desc=description, unit="scenario", file=sys.stderr,
                 disable=not sys.stderr.isatty(), dynamic_ncols=True, leave=False)
 
 
 def _one_thread() -> None:
     """One BLAS/torch thread, as in the pytest workers: the same arithmetic either way."""
-    import torch
-
     torch.set_num_threads(1)
-    try:
-        from threadpoolctl import threadpool_limits
-
-        threadpool_limits(1)
-    except ImportError:  # pragma: no cover - scikit-learn brings threadpoolctl
-        pass
+    threadpool_limits(1)
 
 
 def rows_in_process(scenarios: list) -> str:
     """discrepancies.csv text, every scenario verified in this process."""
-    from reports.runner import report_rows
-    from reports.table import csv_text, rows_frame
-
     rows = []
     with _progress(len(scenarios), "verifying") as bar:
         for scenario in scenarios:
@@ -107,8 +93,6 @@ def rows_in_process(scenarios: list) -> str:
 
 def rows_with_xdist(args: argparse.Namespace, total: int) -> str:
     """discrepancies.csv text from ``pytest -n WORKERS reports/report_suite.py --report-dir TMP``."""
-    import reports
-
     package = Path(reports.__file__).resolve().parent
     root = package.parent
     with tempfile.TemporaryDirectory(prefix="backprop-verify-") as scratch:
@@ -151,14 +135,9 @@ def rows_with_xdist(args: argparse.Namespace, total: int) -> str:
 
 def build_report(args: argparse.Namespace, timestamp: str | None = None, with_plots: bool = True):
     """(files to write: name -> bytes or text, ReportData). Writes nothing."""
-    from reports import adapters, diff
-    from reports.runner import vanishing_gradient
-    from reports.summary import ReportData, environment, render_changes_markdown, render_markdown
-    from reports.table import read_csv_text
-
     old = diff.read_old(args.compare_to) if args.compare_to else None
     _one_thread()  # every number in the report (rows, vanishing gradient, digits) from one thread
-    scenarios = select_scenarios(args.random, args.seed, args.only)
+    scenarios = report_scenarios(args.random, args.seed, args.only)
     if not scenarios:
         raise UsageError(f"--only {args.only!r}: no scenario matches")
     if args.workers > 1:
@@ -170,25 +149,19 @@ def build_report(args: argparse.Namespace, timestamp: str | None = None, with_pl
     if missing:
         raise RuntimeError(f"{len(missing)} scenarios produced no rows, e.g. {missing[:5]}")
 
-    errata, derivations = adapters.errata_table(), adapters.derivation_verdicts()
-    digits = adapters.digits_curves()
     data = ReportData(
         seed=args.seed, random_count=args.random, only=args.only, frame=frame,
         components={s.name: s.component_names() for s in scenarios},
         command=reproduce_command(args),
         timestamp=timestamp or datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
-        environment=environment(), vanishing=vanishing_gradient(), digits=digits,
-        errata=errata, derivations=derivations)
+        environment=environment(), vanishing=vanishing_gradient(), digits=digits_table(),
+        errata=errata_table(), derivations=derivation_verdicts())
     files: dict[str, bytes | str] = {"discrepancies.csv": csv, "summary.md": render_markdown(data)}
     if old is not None:
         data.changes = diff.changes(old, frame)
         data.compared_to = str(args.compare_to)
         files["changes.md"] = render_changes_markdown(data.changes, data.compared_to)
-    plots = {}
     if with_plots:
-        from reports.html import render_html
-        from reports.plots import all_plots
-
         plots = all_plots(data)
         files.update(plots)
         files["report.html"] = render_html(data, plots)
@@ -196,10 +169,6 @@ def build_report(args: argparse.Namespace, timestamp: str | None = None, with_pl
 
 
 def main(args: argparse.Namespace) -> int:
-    from reports import diff
-    from reports.io import atomic_write_many
-    from reports.table import markdown
-
     problems = []
     if args.random < 0:
         problems.append("--random: expected a count >= 0")
@@ -220,10 +189,7 @@ def main(args: argparse.Namespace) -> int:
         return 2
     try:
         files, data = build_report(args, with_plots=getattr(args, "plots", True))
-    except (UsageError, diff.CompareError) as err:
-        print(f"backprop-verify report: {err}", file=sys.stderr)
-        return 2
-    except RuntimeError as err:
+    except (UsageError, diff.CompareError, RuntimeError) as err:
         print(f"backprop-verify report: {err}", file=sys.stderr)
         return 2
     out = Path(args.out)

@@ -1,4 +1,16 @@
-"""Address-by-address comparison of two Traces."""
+"""Address-by-address comparison of two Traces, each row with an explicit status.
+
+Status (``Row.status``), the one thing code reads to decide anything:
+
+``pass``        max|a − b| ≤ rtol·max|b| (the relative criterion)
+``floor``       passed only within the absolute floor above it (``tolerance``)
+``not_judged``  reported, not judged: trajectory steps after the precision
+                horizon (``horizon``), optimizers with no torch reference
+``fail``        anything else: beyond the tolerance, missing, of another shape,
+                non-finite where the reference is not
+
+``passed`` is ``status != "fail"``. The note only explains a row to a reader.
+"""
 from __future__ import annotations
 
 import itertools
@@ -8,10 +20,18 @@ from typing import NamedTuple
 
 import numpy as np
 
-from reports.tolerance import absolute_floor, parameter_floor, tolerance
+from reports.verification.tolerance import absolute_floor, parameter_floor, tolerance
 from scenarios.trace import Trace
 
 _STEP = re.compile(r"^step([0-9]+)\.")
+
+
+PASS, FLOOR, NOT_JUDGED, FAIL = "pass", "floor", "not_judged", "fail"
+STATUSES = (PASS, FLOOR, NOT_JUDGED, FAIL)
+
+# The columns of discrepancies.csv, in order: a Row with the scenario, the
+# engine pair and the dtype in front; ``passed`` is ``status != "fail"``.
+COLUMNS = ("scenario", "pair", "dtype", "address", "max_abs", "max_rel", "tolerance", "passed", "note", "status")
 
 
 class Row(NamedTuple):
@@ -21,8 +41,12 @@ class Row(NamedTuple):
     max_abs: float
     max_rel: float
     tolerance: float
-    passed: bool
+    status: str
     note: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return self.status != FAIL
 
 
 def step_of(address: str) -> int:
@@ -54,12 +78,12 @@ def compare(a: Trace, b: Trace, dtype: str = "float64", pair: str | None = None,
         known = maxima.get(address)  # None: missing, mismatched, empty or non-finite
         if known is None and (address not in a or address not in b):
             missing = a.engine if address not in a else b.engine
-            rows.append(Row(address, math.nan, math.nan, tol, False, f"missing in {missing}"))
+            rows.append(Row(address, math.nan, math.nan, tol, FAIL, f"missing in {missing}"))
             continue
         if step and not address.endswith((".grad", ".loss")):
             initial = address.partition(".")[2]
             if initial in b:
-                # A parameter after t updates, against its own initial size (reports.tolerance).
+                # A parameter after t updates, against its own initial size (``tolerance.parameter_floor``).
                 atol = parameter_floor(dtype, pair, step) * _max_abs(b[initial])
                 rows.append(_compare_arrays(address, a[address], b[address], tol, atol))
                 continue
@@ -105,7 +129,7 @@ def _finite_maxima(a: Trace, b: Trace, addresses: list[str]) -> dict[str, tuple[
 
 
 def family_scales(trace: Trace, known: dict[str, tuple[float, float]] | None = None) -> tuple[float, float]:
-    """(max|∂L/∂ last layer output|, max|any layer output|) — see reports.tolerance.
+    """(max|∂L/∂ last layer output|, max|any layer output|) — see ``reports.verification.tolerance``.
 
     ``known`` may hold ``_finite_maxima``'s (max|a − b|, max|trace[address]|)
     for addresses whose values are all finite.
@@ -142,9 +166,9 @@ def _max_abs(value: np.ndarray) -> float:
 
 def _compare_arrays(address: str, x: np.ndarray, y: np.ndarray, tol: float, atol: float = 0.0) -> Row:
     if x.shape != y.shape:
-        return Row(address, math.nan, math.nan, tol, False, f"shape {x.shape} vs {y.shape}")
+        return Row(address, math.nan, math.nan, tol, FAIL, f"shape {x.shape} vs {y.shape}")
     if x.size == 0:
-        return Row(address, 0.0, 0.0, tol, True)
+        return Row(address, 0.0, 0.0, tol, PASS)
     # Two reductions on the usual path: NaN and ±inf propagate through max, so
     # max|y| is finite exactly when every y is, and then max|x − y| is finite
     # exactly when every x is (or when a difference overflowed — checked).
@@ -154,7 +178,7 @@ def _compare_arrays(address: str, x: np.ndarray, y: np.ndarray, tol: float, atol
         if math.isfinite(max_abs) or np.isfinite(x).all():
             return _judge(address, max_abs, scale, tol, atol)
     same = bool(np.array_equal(x.astype(np.float64, copy=False), y.astype(np.float64, copy=False), equal_nan=True))
-    return Row(address, 0.0 if same else math.inf, 0.0 if same else math.inf, tol, same,
+    return Row(address, 0.0 if same else math.inf, 0.0 if same else math.inf, tol, PASS if same else FAIL,
                "non-finite values" + (" (identical)" if same else ""))
 
 
@@ -165,7 +189,7 @@ def _judge(address: str, max_abs: float, scale: float, tol: float, atol: float) 
     else:
         max_rel = max_abs / scale
     if max_abs <= tol * scale:
-        return Row(address, max_abs, max_rel, tol, True)
-    within_floor = max_abs <= tol * scale + atol
-    return Row(address, max_abs, max_rel, tol, within_floor,
-               f"within absolute floor {atol:.1e}" if within_floor else "")
+        return Row(address, max_abs, max_rel, tol, PASS)
+    if max_abs <= tol * scale + atol:
+        return Row(address, max_abs, max_rel, tol, FLOOR, f"within absolute floor {atol:.1e}")
+    return Row(address, max_abs, max_rel, tol, FAIL)

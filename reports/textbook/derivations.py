@@ -6,7 +6,7 @@ gradient autograd computes for the same network, over seeded random inputs
 (``DRAWS`` per setting, ``default_rng([DERIVATION_SEED, k, s])``) and a few
 settings (which activation, which targets, how many samples) chosen to cover
 what the document's statement claims to cover. Agreement is the float64
-manual-torch tolerance of ``reports.tolerance``, normwise over the gradient:
+manual-torch tolerance of ``reports.verification.tolerance``, normwise over the gradient:
 max|formula − autograd| ≤ (rtol + floor) · max|autograd|.
 
 Verdicts:
@@ -23,6 +23,7 @@ which must itself agree with autograd in every setting (else: inconsistent).
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -30,7 +31,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from reports.tolerance import absolute_floor, tolerance
+from reports.verification.tolerance import absolute_floor, tolerance
 
 DERIVATION_SEED = 0
 DRAWS = 12
@@ -544,6 +545,17 @@ def frame_of(results: list[DerivationResult]) -> pd.DataFrame:
           "corrected": r.corrected, "holds_in": "; ".join(r.holds_in), "fails_in": "; ".join(r.fails_in),
           "worst_rel": max(r.worst.values()) if r.worst else 0.0} for r in results],
         columns=["id", "document", "statement", "verdict", "corrected", "holds_in", "fails_in", "worst_rel"])
+
+
+def derivation_verdicts() -> pd.DataFrame:
+    """``frame_of(evaluate_all())``: deterministic, so computed once per
+    process; each caller gets a copy."""
+    return _derivation_verdicts().copy()
+
+
+@functools.lru_cache(maxsize=1)
+def _derivation_verdicts() -> pd.DataFrame:
+    return frame_of(evaluate_all())
 
 
 def derivation_text(results: list[DerivationResult]) -> str:

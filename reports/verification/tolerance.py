@@ -20,19 +20,19 @@ suite's networks have fan-in ≤ 32, batch ≤ 16 and depth ≤ 6, so each layer
 adds ≲ 32·u, and a gradient passes through up to 12 layers (6 linear, 6
 activations) twice (forward and backward), each Jacobian amplifying existing
 error by its condition (≲ 10 for the initialisations used). That bound is
-~24 · 32 · 10 · u ≈ 8e3·u; measured worst cases sit far below it (see the
-README's measured numbers).
+~24 · 32 · 10 · u ≈ 8e3·u; the measured worst cases (docs/tolerance.md) sit
+far below it.
 
 * float64: rtol = 1e-10 ≈ 9e5·u — a 100× margin over the bound above, and
   still 9 orders of magnitude below the error of a wrong derivative (a
   missing factor, σ instead of σ(1-σ), gives relative differences ≥ 1e-2).
-* float32: rtol = 2e-4 ≈ 3.4e3·u — about half the bound above; measured
-  worst case on the 300-net suite is stated in the README.
+* float32: rtol = 2e-4 ≈ 3.4e3·u — about half the bound above.
 * finite differences (pair *-fd, always float64): central differences with
-  h ≈ 1e-6·max(1, |θ|) have truncation error O(h²·f''') ≈ 1e-12 and round-off
-  O(u·|f|/h) ≈ 1e-10 relative; rtol = 1e-6 leaves 4 orders of margin for
-  curvature (saturated activations, exp in softmax) and is still 4 orders
-  below a wrong derivative.
+  the step h = ∛ε·max(1, |θ|) ≈ 6.1e-6·max(1, |θ|) of ``reference.fd_oracle``
+  balance truncation (h²·|L‴|/6) against round-off (ε·|L|/h): each ≈ ε^(2/3)
+  ≈ 4e-11 relative when L and L‴ are of order one. rtol = 1e-6 leaves 4
+  orders of margin for curvature (saturated activations, exp in softmax) and
+  is still 4 orders below a wrong derivative.
 * absolute floor: an entry whose exact value cancels to (nearly) zero —
   1 − tanh²(z) at |z| = 19, σ(z)(1 − σ(z)) in saturation, Φ(z) = ½(1 + erf)
   far in the tail — is computed with an *absolute* error of a few u times
@@ -42,49 +42,33 @@ README's measured numbers).
   absolute error is bounded by ~u · max|∂L/∂output| · Π‖J‖; every layer
   output by ~u · (the largest output it was computed from). The floor is
   therefore FLOOR_ULPS · u · scale, with scale = max|∂L/∂(last output)| for
-  gradients and max|layer outputs| for outputs (`reports.compare`). 64 u is
-  1.4e-14 in float64: a wrong derivative (relative error ≥ 1e-2 of entries
-  that matter) is never hidden by it. For finite differences the error is
-  absolute by nature (u·|L|/h), so their floor is FD_RTOL · scale.
+  gradients and max|layer outputs| for outputs (``compare.family_scales``).
+  64 u is 1.4e-14 in float64: a wrong derivative (relative error ≥ 1e-2 of
+  entries that matter) is never hidden by it. For finite differences the
+  error is absolute by nature (u·|L|/h), so their floor is FD_RTOL · scale.
+  A row that passes only thanks to the floor has the status ``floor``.
 * trajectories: after t optimizer updates the rounding differences of each
   update are carried forward through an update map whose Lipschitz constant is
   ≈ 1 for the small learning rates used, so the bound grows linearly:
   rtol · (1 + t) — 1.0e-8 (float64) and 2.0e-2 (float32) at t = 100.
-  Measured (`python -m reports.trajectories`, 36 optimizer × option variants
-  with a torch.optim counterpart, 100 updates each on seeded random networks
-  of depth ≤ 3): the worst normwise relative discrepancy at t = 100 in
-  float64 is ≤ 8.3e-14 for 35 of them (the linear law holds with 5 orders of
-  margin) and 1.0e-11 for centered RMSprop with momentum and weight decay; in
-  float32 ≤ 1e-4 for the 34 without a horizon (200× margin).
-  Two refinements, both measured, both exercised by
-  `scenarios.trajectories.dead_unit_scenario` (NAdam with L2 decay on a
+  ``python -m reports.verification.horizon`` prints every built-in
+  trajectory's worst discrepancy against it (docs/optimizers.md).
+  Two refinements, both exercised by
+  ``scenarios.trajectories.dead_unit_scenario`` (NAdam with L2 decay on a
   depth-4 ReLU network whose last hidden units die):
-  - parameter floor (`parameter_floor`): a parameter after t updates is also
-    allowed an absolute error of rtol · (1 + t) · max|θ₀|, its initial size.
-    The rounding a parameter accumulates is proportional to the sizes it had
-    along the way, not to its current one: the dead units' biases decay to
-    |b| ~ 1e-11, and two correct engines then differ by 7e-11 — 2.1e-8 of
-    the current |b|, 2e-10 of the initial one.
-  - float32 horizon (`reports.trajectories.float32_horizon`): where the
-    training map amplifies rounding (the dead unit's only gradient is λθ and
-    NAdam moves it by ≈ ηλθ/ε, a gain ≫ 1), float32 cannot determine the
-    trajectory, and torch in float32 drifts from torch in float64 as far as
-    from the manual engine (a relative difference of 1.5 by t = 100). Steps
-    after the last update at which torch-float32 still agrees with
-    torch-float64 within half the float32 tolerance are reported, not judged.
-    Horizons measured: 62 (dead units), 31 (centered RMSprop with momentum
-    and decay), 61 (Adam, β₂ = 0.9, one-sample batches); every other
-    variant: none.
-  - float64 horizon (`reports.trajectories.float64_horizon`): the same
-    amplification, slower, over more updates. Float64 has no wider dtype to
-    compare with, so the reference is torch started from every initial
-    parameter moved by one ulp: steps after the last update at which it
-    still agrees with torch within half the float64 tolerance are reported,
-    not judged. No 100-update run needs it (the dead-unit run's is 99, and
-    it passes every step without it); centered RMSprop with momentum and
-    decay run for 200 updates does: its horizon is 122, and after it torch
-    started one ulp away differs from torch 3× more than the manual engine
-    does.
+  - parameter floor (``parameter_floor``): a parameter after t updates is
+    also allowed an absolute error of rtol · (1 + t) · max|θ₀|, its initial
+    size. The rounding a parameter accumulates is proportional to the sizes
+    it had along the way, not to its current one: a dead unit's bias decays
+    towards 0 under weight decay, its accumulated rounding does not.
+  - precision horizon (``horizon.float32_horizon`` / ``float64_horizon``):
+    where the training map amplifies rounding (the dead unit's only gradient
+    is λθ and NAdam moves it by ≈ ηλθ/ε, a gain ≫ 1), the dtype cannot
+    determine the trajectory, and the reference drifts from itself computed
+    in a wider dtype (float32) or started one ulp away (float64) as far as
+    from the manual engine. Steps after the last update at which that
+    perturbed reference still agrees with the reference within half the
+    tolerance are reported with the status ``not_judged``.
 """
 from __future__ import annotations
 

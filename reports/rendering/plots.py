@@ -11,21 +11,16 @@ from __future__ import annotations
 
 import io
 
-import matplotlib
+import matplotlib.ticker
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-
-import matplotlib.ticker  # noqa: E402
-
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-from reports.compare import step_of  # noqa: E402
-from reports.summary import DIGITS_SOURCE  # noqa: E402
-from reports.table import relative_pass  # noqa: E402
-from reports.tolerance import tolerance  # noqa: E402
+from reports.rendering.summary import DIGITS_SOURCE
+from reports.rendering.table import relative_pass
+from reports.verification.compare import step_of
+from reports.verification.tolerance import tolerance
 
 DTYPE_COLORS = {"float64": "#1f77b4", "float32": "#d62728"}
 ACTIVATION_COLORS = {"sigmoid": "#1f77b4", "relu": "#ff7f0e"}
@@ -206,7 +201,7 @@ def digits_loss(digits: pd.DataFrame) -> bytes:
 
 
 def all_plots(data) -> dict[str, bytes]:
-    """file name -> PNG bytes for a ``reports.summary.ReportData``."""
+    """file name -> PNG bytes for a ``reports.rendering.summary.ReportData``."""
     return {
         "discrepancy_distribution.png": discrepancy_distribution(data.frame),
         "optimizer_steps.png": optimizer_steps(data.frame, data.components),

@@ -1,7 +1,6 @@
-"""``backprop-verify bench``: the manual engine against torch autograd, on this machine, now.
+"""The ``bench`` run: what to measure (``Plan``), the rows of ``bench.csv``, the printed table.
 
-Writes ``bench.csv`` (atomically) into ``--out`` and prints it as a table. One
-row per measurement; ``section`` says which kind:
+One row per measurement; ``section`` says which kind:
 
 * ``fwd_bwd`` — forward + loss + backward of one network in one dtype: median
   seconds per step of each engine with the interquartile range, their ratio,
@@ -22,19 +21,20 @@ absolute times across runs.
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import os
 import platform
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+import torch
 
-from reports import bench
-from reports.io import atomic_write_text
+import reports
+from reports.bench import measure as bench
+from reports.rendering.table import markdown
 
 THROUGHPUT_LABELS = {
     "random_verify": "random-architecture verification",
@@ -70,34 +70,6 @@ class Plan:
 
 
 LARGE_FLOPS = 1e9
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", default="reports/out", help="output folder (default: reports/out)")
-    parser.add_argument("--quick", action="store_true",
-                        help="small networks, few repetitions, no test-suite timing (a few seconds)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="BLAS / torch intra-op threads for both engines (default: 1)")
-
-
-def main(args: argparse.Namespace) -> int:
-    if args.threads < 1:
-        print("backprop-verify bench: --threads: expected a count >= 1", file=sys.stderr)
-        return 2
-    plan = Plan(args.quick)
-    out = Path(args.out)
-    started = time.perf_counter()
-    with bench.thread_limit(args.threads):
-        header = machine_header(args.threads, plan)
-        for line in header:
-            print("# " + line)
-        rows = measure(plan, args.threads)
-    text = to_csv(rows, header)
-    atomic_write_text(out / "bench.csv", text)
-    print()
-    print(summary_table(rows))
-    print(f"\n{len(rows)} rows in {out / 'bench.csv'} ({time.perf_counter() - started:.1f} s)")
-    return 0
 
 
 # --------------------------------------------------------------------------- measuring
@@ -145,7 +117,7 @@ def measure(plan: Plan, threads: int) -> list[dict]:
                          wall_s=timing.median * plan.verifications,
                          note=f"{plan.verifications} architectures, median of {len(timing.samples)}; {what}"))
     if plan.suite:
-        root = str(Path(__file__).resolve().parent.parent)
+        root = str(Path(reports.__file__).resolve().parent.parent)  # the checkout holding tests/
         for workers, label in ((None, "pytest -q"), (2, "pytest -q -n 2")):
             seconds, code = bench.suite_wall_time(workers, root)
             rows.append(_row(section="suite", case=f"suite-n{workers or 1}", dtype="mixed", threads=threads,
@@ -195,8 +167,6 @@ def _row(**values) -> dict:
 
 def machine_header(threads: int, plan: Plan) -> list[str]:
     """What was measured where: printed first, and kept in the CSV as ``machine`` rows."""
-    import torch
-
     return [
         f"backprop-verify bench ({'quick' if plan.quick else 'full'}), {time.strftime('%Y-%m-%d %H:%M:%S %Z')}",
         f"{platform.machine()}, {os.cpu_count() or 1} CPUs; Python {platform.python_version()}",
@@ -234,9 +204,6 @@ def _seconds(value: float) -> str:
 
 def summary_table(rows: list[dict]) -> str:
     """A Markdown table of the fwd_bwd rows, then one line per other measurement."""
-    from reports.table import markdown
-    import pandas as pd
-
     fwd = [r for r in rows if r["section"] == "fwd_bwd"]
     frame = pd.DataFrame({
         "case": [r["case"] for r in fwd],
@@ -263,4 +230,4 @@ def summary_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["COLUMNS", "add_arguments", "main", "measure", "to_csv"]
+__all__ = ["COLUMNS", "Plan", "machine_header", "measure", "summary_table", "to_csv"]

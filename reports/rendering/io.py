@@ -5,7 +5,9 @@ A crash or Ctrl-C while writing leaves the previous file intact.
 from __future__ import annotations
 
 import os
+import signal
 import tempfile
+import threading
 from pathlib import Path
 
 
@@ -45,9 +47,6 @@ class _DeferredSignals:
     SIGNALS = ("SIGINT", "SIGTERM")
 
     def __enter__(self):
-        import signal
-        import threading
-
         self.received: list[int] = []
         self.previous = {}
         if threading.current_thread() is not threading.main_thread():
@@ -59,8 +58,6 @@ class _DeferredSignals:
         return self
 
     def __exit__(self, *exc):
-        import signal
-
         for number, handler in self.previous.items():
             signal.signal(number, handler)
         for number in self.received:

@@ -3,7 +3,7 @@
 Every file is validated first; if any is invalid, the error (file, field,
 problem) is printed and nothing is run or written (exit 2). Then each file runs
 through the NumPy engine and PyTorch autograd in float64, every ``[[expect]]``
-and every named check of the example gets a verdict (``reports.textbook``), a
+and every named check of the example gets a verdict (``reports.textbook.errata``), a
 table (address, printed, computed, verdict) is printed per example, and
 ``textbook.csv`` (columns ``example,at,printed,decimals,manual,reference,verdict``)
 is written atomically into ``--out``.
@@ -14,7 +14,7 @@ engine, reported loudly and never averaged; finite differences, where they
 apply, say which side they take); 2 an invalid file.
 
 ``--derivations`` also runs the registry of the documents' gradient formulas
-(``reports.derivations``) against autograd, prints their verdicts and writes
+(``reports.textbook.derivations``) against autograd, prints their verdicts and writes
 ``derivations.csv``; their verdicts describe the documents and do not change
 the exit code (except an internal inconsistency, exit 1).
 """
@@ -27,8 +27,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from reports.io import atomic_write_text
-from reports.textbook import COLUMNS, DISAGREE, ERRATUM, PASSING, ROUNDING, check_scenario
+from reports.rendering.io import atomic_write_text
+from reports.textbook.derivations import derivation_text, evaluate_all, frame_of
+from reports.textbook.errata import COLUMNS, DISAGREE, ERRATUM, MATCH, PASSING, ROUNDING, check_scenario
 from scenarios.loader import ScenarioError, load_scenario
 
 
@@ -92,10 +93,10 @@ def main(args: argparse.Namespace) -> int:
     status = 0
     if scenarios:
         atomic_write_text(out / "textbook.csv", csv_text(rows))
-        counts = {v: sum(1 for r in rows if r["verdict"] == v) for v in ("match", ROUNDING, ERRATUM, DISAGREE)}
+        counts = {v: sum(1 for r in rows if r["verdict"] == v) for v in (MATCH, ROUNDING, ERRATUM, DISAGREE)}
         print(f"{len(rows)} printed number{'s' * (len(rows) != 1)} in {len(scenarios)} file{'s' * (len(scenarios) != 1)}: " + ", ".join(f"{n} {v}" for v, n in counts.items())
               + f"; rows in {out / 'textbook.csv'}")
-        findings = [r for r in rows if r["verdict"] not in ("match",)]
+        findings = [r for r in rows if r["verdict"] != MATCH]
         if findings:
             print("\nNot a match:")
             for r in findings:
@@ -110,8 +111,6 @@ def main(args: argparse.Namespace) -> int:
             status = 1
 
     if args.derivations:
-        from reports.derivations import derivation_text, evaluate_all, frame_of
-
         results = evaluate_all()
         atomic_write_text(out / "derivations.csv", frame_of(results).to_csv(index=False, float_format="%.3e", lineterminator="\n"))
         print("\nDerivations (each formula against torch autograd over seeded random inputs):")

@@ -12,7 +12,7 @@ question is what the mathematics gives, not what float32 gives).
 Verdicts
 --------
 The two engines must first agree under the one tolerance policy
-(``reports.tolerance``, pair manual-torch, normwise over the address). If they
+(``reports.verification.tolerance``, pair manual-torch, normwise over the address). If they
 do not, the verdict is ``disagree``: no printed number is judged against a
 value the engines do not agree on, and nothing is averaged. Otherwise, with v
 the reference value and p the printed number with d decimals:
@@ -51,6 +51,7 @@ example is checked.
 """
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import dataclass
@@ -58,9 +59,15 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Callable
 
 import numpy as np
+import pandas as pd
+import torch
 
-from reports.compare import compare
-from reports.tolerance import tolerance
+import manual
+import reference
+from reference.fd_oracle import fd_applicable, fd_oracle
+from reports.verification.compare import compare
+from reports.verification.tolerance import tolerance
+from scenarios.builtin import worked_examples
 from scenarios.loader import printed_number
 from scenarios.model import Expectation, Scenario
 from scenarios.trace import Trace, parse_element
@@ -137,8 +144,6 @@ def _sigmoid_derivative_max_numpy(trace: Trace, scenario: Scenario) -> float:
 
 
 def _sigmoid_derivative_max_torch(trace: Trace, scenario: Scenario) -> float:
-    import torch
-
     z = torch.linspace(-10.0, 10.0, 20001, dtype=torch.float64, requires_grad=True)
     torch.sigmoid(z).sum().backward()  # each z_i only affects σ(z_i): the grad is σ'(z_i)
     return float(z.grad.max())
@@ -150,8 +155,6 @@ def _quadratic_minimiser_numpy(trace: Trace, scenario: Scenario) -> float:
 
 
 def _quadratic_minimiser_torch(trace: Trace, scenario: Scenario) -> float:
-    import torch
-
     w = torch.tensor(-6.0, dtype=torch.float64, requires_grad=True)
     optimizer = torch.optim.SGD([w], lr=0.1)
     for _ in range(200):  # contraction 0.8 per step: 5·0.8²⁰⁰ ≈ 2e-19, far below one ulp of 1
@@ -299,9 +302,6 @@ def check_row(check: NamedCheck, scenario: Scenario, manual_trace: Trace, refere
 
 def check_scenario(scenario: Scenario) -> list[dict]:
     """One row per expectation of ``scenario`` and per named check of its example, in file order."""
-    import manual
-    import reference
-
     if scenario.dtype != "float64":
         scenario = scenario.astype("float64")
     manual_trace = manual.run(scenario)
@@ -314,9 +314,6 @@ def check_scenario(scenario: Scenario) -> list[dict]:
 
 def _referee(scenario: Scenario, rows: list[dict], manual_trace: Trace, reference_trace: Trace) -> None:
     """Where the engines disagree, say which side finite differences take (in the row's note)."""
-    from reference.fd_oracle import fd_oracle
-    from reports.runner import fd_applicable
-
     disputed = [r for r in rows if r["verdict"] == DISAGREE and not r["at"].startswith("check.")]
     if not disputed or not fd_applicable(scenario):
         return
@@ -331,3 +328,15 @@ def _referee(scenario: Scenario, rows: list[dict], manual_trace: Trace, referenc
         verdict_of_fd = f"finite differences side with {' and '.join(sides)}" if sides else \
             "finite differences agree with neither engine"
         row["note"] = f"{row['note']} [{verdict_of_fd}]" if row["note"] else f"[{verdict_of_fd}]"
+
+
+def errata_table() -> pd.DataFrame:
+    """Every printed number of the built-in worked examples with its verdict.
+    Deterministic, so computed once per process; each caller gets a copy."""
+    return _errata_table().copy()
+
+
+@functools.lru_cache(maxsize=1)
+def _errata_table() -> pd.DataFrame:
+    rows = [row for scenario in worked_examples() for row in check_scenario(scenario)]
+    return pd.DataFrame(rows, columns=list(COLUMNS))

@@ -21,8 +21,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from reports.table import read_csv_text
-from reports.tolerance import UNIT_ROUNDOFF
+from reports.rendering.table import read_csv_text
+from reports.verification.compare import FAIL
+from reports.verification.tolerance import UNIT_ROUNDOFF
 
 GROWTH = 10.0
 KEY = ["scenario", "pair", "address"]
@@ -54,10 +55,12 @@ def changes(old: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
     """One row per changed (scenario, pair, address), regressions first."""
     merged = new.merge(old[KEY + ["max_rel", "passed", "dtype"]], on=KEY, how="outer", suffixes=("", "_old"),
                        indicator=True)
+    # The new side is judged by its status; the old by ``passed`` (a table
+    # written before the status column existed has no status).
     merged["dtype"] = merged["dtype"].fillna(merged["dtype_old"])
     is_new = merged["_merge"] != "right_only"
     was_there = merged["_merge"] != "left_only"
-    passed = merged["passed"].astype("boolean").fillna(False).astype(bool)
+    passed = merged["status"].notna() & merged["status"].ne(FAIL)
     passed_old = merged["passed_old"].astype("boolean").fillna(False).astype(bool)
     roundoff = merged["dtype"].map(UNIT_ROUNDOFF).fillna(UNIT_ROUNDOFF["float64"]).astype(float)
     baseline = np.maximum(merged["max_rel_old"].astype(float).fillna(0.0), roundoff)

@@ -2,15 +2,15 @@
 
 ``compare_trajectory(scenario)``  rows of the manual-torch comparison of every
                                   ``step{t}`` address, with the horizon
-                                  applied (below); Ftrl gets one row "no torch reference".
+                                  applied (below); an optimizer torch.optim lacks
+                                  (Ftrl) gets one ``not_judged`` row.
 ``horizon(scenario)``             the last update the scenario's precision determines
                                   (below): ``float32_horizon`` / ``float64_horizon``.
 ``step_summary(rows, step)``      the worst normwise relative discrepancy at one update.
-``digits_curves(optimizer)``      the digits run through both engines: per-update
-                                  losses, final test accuracies, wall times.
-``python -m reports.trajectories`` prints every table below (the numbers in the docs).
+``python -m reports.verification.horizon`` prints the worst discrepancy and the
+horizon of every built-in trajectory (the numbers in docs/optimizers.md).
 
-The horizon. The tolerance of ``reports.tolerance`` grows linearly with the
+The horizon. The tolerance of ``reports.verification.tolerance`` grows linearly with the
 number of updates: it assumes the training map does not amplify rounding
 differences. Some trajectories do (a dead ReLU unit whose only gradient is L2
 weight decay under NAdam is updated by ≈ ηλθ/ε, a map with gain ≫ 1; centered
@@ -29,27 +29,34 @@ the reference alone, never from the engine under test:
 
 Half, so that by the triangle inequality two engines each that close agree
 within the full tolerance. When a trajectory has failing steps, steps after
-its horizon are reported with the note "beyond float32 horizon (step H)" /
-"beyond float64 horizon (step H)" and not judged; a wrong update rule shows
+its horizon get the status ``not_judged`` and the note "beyond float32
+horizon (step H)" / "beyond float64 horizon (step H)"; a wrong update rule shows
 at its first steps, long before any horizon. The horizon of every built-in
 trajectory is printed by this module (see the docs for which have one).
 """
 from __future__ import annotations
 
 import dataclasses
-import time
 
 import numpy as np
+import torch
 
 import manual
 import reference
 from reference.torch_engine import has_torch_reference
-from reports.compare import Row, compare, step_of
-from reports.tolerance import tolerance
+from reports.verification.compare import FLOOR, NOT_JUDGED, Row, compare, step_of
+from reports.verification.tolerance import tolerance
 from scenarios.model import Scenario
 from scenarios.trace import Trace
+from scenarios.trajectories import TRAJECTORY_STEPS, dead_unit_scenario, trajectory_scenarios
 
 NO_TORCH_REFERENCE = "no torch reference"
+
+
+def no_torch_reference_row(optimizer_type: str) -> Row:
+    """The one row of an optimizer torch.optim lacks: its steps are not judged."""
+    nan = float("nan")
+    return Row("step*", nan, nan, nan, NOT_JUDGED, f"{NO_TORCH_REFERENCE} ({optimizer_type})")
 
 
 def horizon(scenario: Scenario, torch_trace=None) -> int:
@@ -91,30 +98,25 @@ def _last_step_within_half_tolerance(scenario: Scenario, run: Trace, reference_r
         return steps
     for row in compare(run, reference_run, scenario.dtype, "manual-torch"):
         t = step_of(row.address)
-        if t and row.max_rel > 0.5 * tolerance(scenario.dtype, "manual-torch", t) and not _within_floor(row):
+        if t and row.max_rel > 0.5 * tolerance(scenario.dtype, "manual-torch", t) and row.status != FLOOR:
             steps = min(steps, t - 1)
     return steps
 
 
-def _within_floor(row: Row) -> bool:
-    return row.passed and row.note.startswith("within absolute floor")
-
-
 def compare_trajectory(scenario: Scenario, manual_trace=None, torch_trace=None) -> tuple[list[Row], int]:
-    """(rows for every step{t} address, horizon). Failures after the horizon are noted, not failed."""
+    """(rows for every step{t} address, horizon). Failures after the horizon are ``not_judged``."""
     spec = scenario.optimizer
     if spec is None:
         raise ValueError(f"scenario {scenario.name!r} has no optimizer: no trajectory to compare")
     if not has_torch_reference(spec.type):
-        return [Row("step*", float("nan"), float("nan"), float("nan"), True,
-                    f"{NO_TORCH_REFERENCE} ({spec.type}); checked against its own update rule")], 0
+        return [no_torch_reference_row(spec.type)], 0
     manual_trace = manual_trace if manual_trace is not None else manual.run(scenario)
     torch_trace = torch_trace if torch_trace is not None else reference.run(scenario)
     addresses = [a for a in torch_trace if step_of(a)]
     rows = compare(manual_trace, torch_trace, scenario.dtype, "manual-torch", addresses)
     if any(not r.passed for r in rows):
         last = horizon(scenario, torch_trace)
-        rows = [r._replace(passed=True, note=f"beyond {scenario.dtype} horizon (step {last})")
+        rows = [r._replace(status=NOT_JUDGED, note=f"beyond {scenario.dtype} horizon (step {last})")
                 if not r.passed and step_of(r.address) > last else r for r in rows]
         return rows, last
     return rows, spec.steps
@@ -126,42 +128,8 @@ def step_summary(rows: list[Row], step: int) -> float:
     return max(values) if values else float("nan")
 
 
-def digits_curves(optimizer: str = "adam", epochs: int = 10, batch_size: int = 64, dtype: str = "float64") -> dict:
-    """Train the digits network with both engines and return both loss curves and accuracies."""
-    from scenarios.digits import accuracy, digits_data, digits_scenario
-
-    scenario = digits_scenario(optimizer, epochs=epochs, batch_size=batch_size, dtype=dtype)
-    _, _, x_test, labels_test = digits_data(scenario.seed)
-    start = time.perf_counter()
-    manual_trace = manual.run(scenario)
-    manual_seconds = time.perf_counter() - start
-    start = time.perf_counter()
-    torch_trace = reference.run(scenario)
-    torch_seconds = time.perf_counter() - start
-    rows, last = compare_trajectory(scenario, manual_trace, torch_trace)
-    steps = scenario.optimizer.steps
-
-    def final(trace):
-        return [(trace[f"step{steps}.layers.{i}.weight"], trace[f"step{steps}.layers.{i}.bias"]) for i in (0, 2)]
-
-    losses = {name: np.array([float(trace[f"step{t}.loss"]) for t in range(1, steps + 1)])
-              for name, trace in (("manual", manual_trace), ("torch", torch_trace))}
-    return {
-        "scenario": scenario.name, "steps": steps, "updates_per_epoch": scenario.updates_per_epoch,
-        "manual_loss": losses["manual"], "torch_loss": losses["torch"],
-        "manual_accuracy": accuracy(final(manual_trace), x_test, labels_test),
-        "torch_accuracy": accuracy(final(torch_trace), x_test, labels_test),
-        "manual_seconds": manual_seconds, "torch_seconds": torch_seconds,
-        "worst_rel": max(r.max_rel for r in rows), "failures": sum(not r.passed for r in rows), "horizon": last,
-    }
-
-
 def main() -> int:  # pragma: no cover - prints the measured tables
-    import torch
-
-    from scenarios.trajectories import TRAJECTORY_STEPS, dead_unit_scenario, trajectory_scenarios
-
-    torch.set_num_threads(1)
+    torch.set_num_threads(1)  # the report's and the tests' setting
     failures = 0
     for dtype in ("float64", "float32"):
         print(f"\n{dtype}: worst normwise relative discrepancy at step {TRAJECTORY_STEPS}, manual vs torch.optim")
@@ -175,22 +143,6 @@ def main() -> int:  # pragma: no cover - prints the measured tables
             shown = NO_TORCH_REFERENCE if not has_torch_reference(scenario.optimizer.type) else f"{worst:.2e}"
             print(f"| {scenario.name} | {shown} | {tolerance(dtype, 'manual-torch', TRAJECTORY_STEPS):.1e} "
                   f"| {last} | {failed} |")
-    from sklearn.datasets import load_digits
-
-    from scenarios.digits import bundled_digits
-
-    pixels, labels = bundled_digits()
-    reference_set = load_digits()
-    same = np.array_equal(pixels, reference_set.data) and np.array_equal(labels, reference_set.target)
-    print(f"\ndigits (64-32-10); data identical to sklearn.datasets.load_digits(): {same}")
-    failures += 0 if same else 1
-    for optimizer in ("sgd_momentum", "adam"):
-        run = digits_curves(optimizer)
-        failures += run["failures"]
-        print(f"{run['scenario']}: {run['steps']} updates, final loss manual {run['manual_loss'][-1]:.6f} "
-              f"torch {run['torch_loss'][-1]:.6f}, test accuracy manual {run['manual_accuracy']:.4f} "
-              f"torch {run['torch_accuracy']:.4f}, worst rel {run['worst_rel']:.2e}, "
-              f"time manual {run['manual_seconds']:.2f} s torch {run['torch_seconds']:.2f} s")
     return 1 if failures else 0
 
 

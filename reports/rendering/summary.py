@@ -9,10 +9,11 @@ import platform
 import re
 from dataclasses import dataclass, field
 
+import numpy
 import pandas as pd
 
-from reports import adapters
-from reports.table import component_summary, failures, floor_pass, markdown, relative_pass, unjudged
+from reports.rendering.diff import counts
+from reports.rendering.table import component_summary, failed, failures, floor_pass, markdown, relative_pass, unjudged
 
 TIMESTAMP_PREFIX = "Generated: "
 
@@ -27,11 +28,11 @@ class ReportData:
     command: str
     timestamp: str
     environment: dict[str, str] = field(default_factory=dict)
-    vanishing: pd.DataFrame | None = None    # reports.runner.vanishing_gradient()
-    digits: pd.DataFrame | None = None       # reports.adapters.digits_curves()
-    errata: pd.DataFrame | None = None       # reports.adapters.errata_table()
-    derivations: pd.DataFrame | None = None  # reports.adapters.derivation_verdicts()
-    changes: pd.DataFrame | None = None      # reports.diff.changes(), with --compare-to
+    vanishing: pd.DataFrame | None = None    # reports.verification.vanishing.vanishing_gradient()
+    digits: pd.DataFrame | None = None       # reports.verification.digits.digits_table()
+    errata: pd.DataFrame | None = None       # reports.textbook.errata.errata_table()
+    derivations: pd.DataFrame | None = None  # reports.textbook.derivations.derivation_verdicts()
+    changes: pd.DataFrame | None = None      # reports.rendering.diff.changes(), with --compare-to
     compared_to: str | None = None
 
     @property
@@ -50,48 +51,25 @@ class ReportData:
             "relative_passes": int(relative_pass(frame).sum()),
             "floor_passes": int(floor_pass(frame).sum()),
             "not_judged": int(unjudged(frame).sum()),
-            "failures": int((~frame["passed"]).sum()),
+            "failures": int(failed(frame).sum()),
             "fd_scenarios": int(frame.loc[frame["pair"].str.endswith("-fd"), "scenario"].nunique()),
         }
 
 
 def environment() -> dict[str, str]:
     """Versions of Python, NumPy, PyTorch and the BLAS libraries in use."""
-    import numpy
-    import torch
+    import torch  # heavy: asked for only by the report command, which has loaded it already
 
-    env = {
+    blas = numpy.show_config(mode="dicts").get("Build Dependencies", {}).get("blas", {})
+    torch_blas = re.search(r"BLAS_INFO=([^,\s]+)", torch.__config__.show())
+    return {
         "Python": platform.python_version(),
         "NumPy": numpy.__version__,
         "PyTorch": torch.__version__,
-        "NumPy BLAS": _numpy_blas(),
-        "PyTorch BLAS": _torch_blas(),
+        "NumPy BLAS": f"{blas.get('name', 'unknown')} {blas.get('version', '')}".strip(),
+        "PyTorch BLAS": torch_blas.group(1) if torch_blas else "unknown",
         "Machine": f"{platform.system()} {platform.machine()}",
     }
-    return env
-
-
-def _numpy_blas() -> str:
-    """NumPy's BLAS as built (static: the same in every process of a run)."""
-    try:
-        import numpy
-
-        blas = numpy.show_config(mode="dicts")["Build Dependencies"]["blas"]
-        text = f"{blas.get('name', '?')} {blas.get('version', '')}".strip()
-        return text
-    except Exception:  # noqa: BLE001 - optional detail
-        return "unknown"
-
-
-def _torch_blas() -> str:
-    try:
-        import torch
-
-        text = torch.__config__.show()
-        match = re.search(r"BLAS_INFO=([^,\s]+)", text)
-        return match.group(1) if match else "unknown"
-    except Exception:  # noqa: BLE001
-        return "unknown"
 
 
 # ---------------------------------------------------------------------------
@@ -123,9 +101,9 @@ def render_markdown(data: ReportData) -> str:
               "`worst_max_rel`: the largest normwise relative discrepancy max|a−b|/max|b| among addresses that "
               "passed on the relative criterion; `worst_of_tolerance`: the largest max_rel/tolerance among them "
               "(1 = at the limit). `floor_passes`: addresses that passed only thanks to the absolute floor "
-              "(`reports/tolerance.py`) — their max_rel can be large (up to inf) because the reference values "
+              "(`reports/verification/tolerance.py`) — their max_rel can be large (up to inf) because the reference values "
               "cancel to ~0, so they are counted here, not in the worst. `not_judged`: trajectory steps after the "
-              "precision horizon and optimizers without a torch.optim counterpart (`reports.trajectories`), counted, "
+              "precision horizon and optimizers without a torch.optim counterpart (`reports.verification.horizon`), counted, "
               "not in the worst. `—`: no such address.", "",
               markdown(data.by_component), ""]
 
@@ -200,7 +178,7 @@ def digits_table(digits: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(records)
 
 
-DIGITS_SOURCE = "reports.trajectories.digits_curves (mini-batches of 64, 10 epochs)"
+DIGITS_SOURCE = "reports.verification.digits.digits_curves (mini-batches of 64, 10 epochs)"
 
 
 def _digits_markdown(digits: pd.DataFrame) -> list[str]:
@@ -209,8 +187,6 @@ def _digits_markdown(digits: pd.DataFrame) -> list[str]:
 
 
 def render_changes_markdown(changes: pd.DataFrame, compared_to: str) -> str:
-    from reports.diff import counts
-
     c = counts(changes)
     lines = [f"# Changes since {compared_to}", "",
              f"{c['new failure']} new failures, {c['grown >10x']} discrepancies grown more than 10×, "
@@ -219,7 +195,3 @@ def render_changes_markdown(changes: pd.DataFrame, compared_to: str) -> str:
         lines += [markdown(changes), ""]
     return "\n".join(lines)
 
-
-def optional_sections() -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
-    """(errata, derivations) from the adapters."""
-    return adapters.errata_table(), adapters.derivation_verdicts()

@@ -1,0 +1,244 @@
+"""The scenario's network in PyTorch: activations, losses and the one network builder.
+
+``build_network(scenario)`` turns a Scenario into plain torch tensors and
+functions — linear layers as PyTorch writes them, z = x Wᵀ + b with W of shape
+(out, in), activations and losses from ``torch.nn.functional`` — built from the
+Scenario alone, never from ``manual/``'s objects. Autograd
+(``reference.torch_engine.run``), the finite-difference oracle
+(``reference.fd_oracle``) and the benchmark's torch step all run this one
+network.
+
+Two registries, keyed by the catalogue's names (``scenarios.catalog``):
+
+``ACTIVATIONS[name](params) -> callable(z) -> a`` (``params`` complete: the
+catalogue fills in the defaults, ``make_activation``)
+``LOSSES[name](a, t, reduction) -> scalar tensor``
+
+Adding a component means adding one entry to the matching registry.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from scenarios.catalog import activation_params
+from scenarios.model import Layer, Loss, Scenario
+
+__all__ = [
+    "ACTIVATIONS",
+    "LOSSES",
+    "TORCH_DTYPES",
+    "Network",
+    "build_network",
+    "loss_function",
+    "make_activation",
+    "to_tensor",
+]
+
+TORCH_DTYPES: dict[str, torch.dtype] = {"float64": torch.float64, "float32": torch.float32}
+
+
+def to_tensor(array: np.ndarray, np_dtype: np.dtype) -> torch.Tensor:
+    """A torch tensor holding a private copy of ``array`` (the scenario is never shared)."""
+    return torch.from_numpy(np.array(array, dtype=np_dtype, order="C", copy=True))
+
+
+# --------------------------------------------------------------------------- activations
+
+
+def _identity(pre_activation: torch.Tensor) -> torch.Tensor:
+    return pre_activation
+
+
+def _softmax(pre_activation: torch.Tensor) -> torch.Tensor:
+    return F.softmax(pre_activation, dim=-1)
+
+
+def _leaky_relu(params: dict[str, Any]) -> Callable[[torch.Tensor], torch.Tensor]:
+    slope = float(params["slope"])
+    return lambda pre_activation: F.leaky_relu(pre_activation, negative_slope=slope)
+
+
+def _elu(params: dict[str, Any]) -> Callable[[torch.Tensor], torch.Tensor]:
+    alpha = float(params["alpha"])
+    return lambda pre_activation: F.elu(pre_activation, alpha=alpha)
+
+
+def _softplus(params: dict[str, Any]) -> Callable[[torch.Tensor], torch.Tensor]:
+    beta = float(params["beta"])
+    threshold = float(params["threshold"])
+    return lambda pre_activation: F.softplus(pre_activation, beta=beta, threshold=threshold)
+
+
+def _gelu(params: dict[str, Any]) -> Callable[[torch.Tensor], torch.Tensor]:
+    approximate = str(params["approximate"])
+    return lambda pre_activation: F.gelu(pre_activation, approximate=approximate)
+
+
+ACTIVATIONS: dict[str, Callable[[dict[str, Any]], Callable[[torch.Tensor], torch.Tensor]]] = {
+    "identity": lambda params: _identity,
+    "sigmoid": lambda params: torch.sigmoid,
+    "tanh": lambda params: torch.tanh,
+    "relu": lambda params: F.relu,
+    "leaky_relu": _leaky_relu,
+    "elu": _elu,
+    "softplus": _softplus,
+    "silu": lambda params: F.silu,
+    "swish": lambda params: F.silu,
+    "mish": lambda params: F.mish,
+    "gelu": _gelu,
+    "softmax": lambda params: _softmax,
+}
+
+
+def make_activation(layer: Layer) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The torch function for an activation layer of the scenario, its parameters
+    completed from the catalogue (``scenarios.catalog.activation_params``)."""
+    try:
+        make = ACTIVATIONS[layer.type]
+    except KeyError:
+        raise ValueError(
+            f"reference: unknown layer type {layer.type!r}; expected 'linear' or one of {sorted(ACTIVATIONS)}"
+        ) from None
+    return make(activation_params(layer.type, layer.params))
+
+
+# --------------------------------------------------------------------------- losses
+#
+# ``a`` is the network's output (probabilities for cross_entropy / bce, logits for
+# the fused losses), ``t`` the targets, rows are samples. ``n_samples`` is a.shape[0].
+
+
+def _unknown_reduction(loss: str, reduction: str, allowed: tuple[str, ...]) -> ValueError:
+    return ValueError(f"reference: loss {loss!r} has no reduction {reduction!r}; expected one of {list(allowed)}")
+
+
+_MSE_REDUCTIONS = ("sum", "half_sum", "mean", "half_mean", "batch_mean", "half_batch_mean")
+
+
+def _mse(a: torch.Tensor, t: torch.Tensor, reduction: str) -> torch.Tensor:
+    if reduction == "sum":
+        return F.mse_loss(a, t, reduction="sum")
+    if reduction == "mean":
+        return F.mse_loss(a, t, reduction="mean")
+    if reduction == "half_sum":
+        return 0.5 * F.mse_loss(a, t, reduction="sum")
+    if reduction == "half_mean":
+        return 0.5 * F.mse_loss(a, t, reduction="mean")
+    if reduction == "batch_mean":
+        return F.mse_loss(a, t, reduction="sum") / a.shape[0]
+    if reduction == "half_batch_mean":
+        return F.mse_loss(a, t, reduction="sum") / (2 * a.shape[0])
+    raise _unknown_reduction("mse", reduction, _MSE_REDUCTIONS)
+
+
+def _cross_entropy(a: torch.Tensor, t: torch.Tensor, reduction: str) -> torch.Tensor:
+    """-sum t ln a on probabilities (torch has no such loss on probabilities)."""
+    total = -(t * torch.log(a)).sum()
+    if reduction == "sum":
+        return total
+    if reduction == "mean":
+        return total / a.shape[0]
+    raise _unknown_reduction("cross_entropy", reduction, ("sum", "mean"))
+
+
+def _torch_sum_or_mean(name: str, function: Callable[..., torch.Tensor]):
+    """A torch loss whose own 'sum' / 'mean' reductions are the catalogue's."""
+
+    def loss(a: torch.Tensor, t: torch.Tensor, reduction: str) -> torch.Tensor:
+        if reduction not in ("sum", "mean"):
+            raise _unknown_reduction(name, reduction, ("sum", "mean"))
+        return function(a, t, reduction=reduction)
+
+    loss.__name__ = name
+    return loss
+
+
+LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor, str], torch.Tensor]] = {
+    "mse": _mse,
+    "cross_entropy": _cross_entropy,
+    # probability targets; torch's 'mean' is over samples, as the catalogue says
+    "softmax_cross_entropy": _torch_sum_or_mean("softmax_cross_entropy", F.cross_entropy),
+    # 'mean' over every element
+    "bce": _torch_sum_or_mean("bce", F.binary_cross_entropy),
+    "bce_with_logits": _torch_sum_or_mean("bce_with_logits", F.binary_cross_entropy_with_logits),
+}
+
+
+def loss_function(loss: Loss) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """``(a, t) -> scalar`` for the scenario's loss and reduction."""
+    try:
+        function = LOSSES[loss.type]
+    except KeyError:
+        raise ValueError(f"reference: unknown loss {loss.type!r}; expected one of {sorted(LOSSES)}") from None
+    reduction = loss.reduction
+    return lambda a, t: function(a, t, reduction)
+
+
+# --------------------------------------------------------------------------- the network
+
+
+class Network:
+    """A scenario's layers and loss as torch tensors and functions, in the scenario's dtype.
+
+    ``weights[i]`` and ``biases[i]`` hold linear layer i's parameters (a private
+    copy; ``biases[i]`` is None for a layer without bias), ``parameters`` every
+    weight and bias in layer order, weight before bias — the order torch.optim
+    is given them — and ``operations[i]`` the function layer i applies.
+    With ``requires_grad`` the parameters require gradients.
+    """
+
+    def __init__(self, scenario: Scenario, requires_grad: bool = True):
+        if scenario.dtype not in TORCH_DTYPES:
+            raise ValueError(f"reference: dtype {scenario.dtype!r}; expected one of {list(TORCH_DTYPES)}")
+        self.np_dtype = np.dtype(scenario.dtype)
+        self.torch_dtype = TORCH_DTYPES[scenario.dtype]
+        self.weights: dict[int, torch.Tensor] = {}
+        self.biases: dict[int, torch.Tensor | None] = {}
+        self.parameters: list[torch.Tensor] = []
+        self.operations: list[Callable[[torch.Tensor], torch.Tensor]] = []
+        for i, layer in enumerate(scenario.layers):
+            if not layer.is_linear:
+                self.operations.append(make_activation(layer))
+                continue
+            weight = self.tensor(layer.weight).requires_grad_(requires_grad)
+            bias = None if layer.bias is None else self.tensor(layer.bias).requires_grad_(requires_grad)
+            self.weights[i], self.biases[i] = weight, bias
+            self.parameters += [weight] if bias is None else [weight, bias]
+            self.operations.append(lambda signal, weight=weight, bias=bias: F.linear(signal, weight, bias))
+        self.loss_of = loss_function(scenario.loss)
+
+    def tensor(self, array: np.ndarray) -> torch.Tensor:
+        """A private copy of ``array`` in the network's dtype (inputs, targets)."""
+        return to_tensor(array, self.np_dtype)
+
+    def forward(self, signal: torch.Tensor, start: int = 0) -> list[torch.Tensor]:
+        """The outputs of layers ``start``, ``start + 1``, … when ``signal`` is fed to layer ``start``."""
+        outputs = []
+        for operation in self.operations[start:]:
+            signal = operation(signal)
+            outputs.append(signal)
+        return outputs
+
+    def output(self, signal: torch.Tensor, start: int = 0) -> torch.Tensor:
+        """The network's output when ``signal`` is fed to layer ``start`` (``signal`` itself past the last layer)."""
+        for operation in self.operations[start:]:
+            signal = operation(signal)
+        return signal
+
+    def loss(self, signal: torch.Tensor, targets: torch.Tensor, start: int = 0) -> torch.Tensor:
+        """The scenario's loss of ``output(signal, start)`` against ``targets``."""
+        return self.loss_of(self.output(signal, start), targets)
+
+    def zero_grad(self) -> None:
+        """Forget every parameter's gradient (``grad = None``), before a new backward pass."""
+        for parameter in self.parameters:
+            parameter.grad = None
+
+
+def build_network(scenario: Scenario, requires_grad: bool = True) -> Network:
+    """The scenario's network in torch, in ``scenario.dtype`` (``Network``)."""
+    return Network(scenario, requires_grad)

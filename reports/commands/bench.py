@@ -1,0 +1,43 @@
+"""``backprop-verify bench``: the manual engine against torch autograd, on this machine, now.
+
+Writes ``bench.csv`` (atomically) into ``--out`` and prints it as a table;
+what each row measures is described in ``reports.bench.run`` and docs/bench.md.
+Exit codes: 0 measured; 2 a bad option.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from reports.bench.measure import thread_limit
+from reports.bench.run import Plan, machine_header, measure, summary_table, to_csv
+from reports.rendering.io import atomic_write_text
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", default="reports/out", help="output folder (default: reports/out)")
+    parser.add_argument("--quick", action="store_true",
+                        help="small networks, few repetitions, no test-suite timing (a few seconds)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="BLAS / torch intra-op threads for both engines (default: 1)")
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.threads < 1:
+        print("backprop-verify bench: --threads: expected a count >= 1", file=sys.stderr)
+        return 2
+    plan = Plan(args.quick)
+    out = Path(args.out)
+    started = time.perf_counter()
+    with thread_limit(args.threads):
+        header = machine_header(args.threads, plan)
+        for line in header:
+            print("# " + line)
+        rows = measure(plan, args.threads)
+    atomic_write_text(out / "bench.csv", to_csv(rows, header))
+    print()
+    print(summary_table(rows))
+    print(f"\n{len(rows)} rows in {out / 'bench.csv'} ({time.perf_counter() - started:.1f} s)")
+    return 0

@@ -1,0 +1,10 @@
+"""Textbook checks: the numbers a document printed and the formulas it states.
+
+``errata``       every ``[[expect]]`` of a worked example and every named check,
+                 judged match / rounding / erratum / disagree
+``derivations``  the documents' gradient formulas against autograd
+                 (``python -m reports.textbook.derivations`` prints them)
+
+The ``check`` command that runs them on users' files is
+``reports.commands.check``.
+"""

@@ -1,0 +1,96 @@
+"""A real-data trajectory: the digits network trained by both engines.
+
+``digits_curves(optimizer)`` trains ``scenarios.digits.digits_scenario`` with
+the manual engine and with torch.optim and returns both loss curves, the test
+accuracies, the wall times and the worst step discrepancy;
+``digits_table()`` gathers every ``OPTIMIZER_SETTINGS`` run into the frame the
+report plots. ``python -m reports.verification.digits`` prints both runs and
+checks that the bundled data equal ``sklearn.datasets.load_digits()``.
+"""
+from __future__ import annotations
+
+import functools
+import time
+
+import numpy as np
+import pandas as pd
+import torch
+
+import manual
+import reference
+from reports.verification.horizon import compare_trajectory
+from scenarios.digits import OPTIMIZER_SETTINGS, accuracy, bundled_digits, digits_data, digits_scenario
+
+DIGITS_COLUMNS = ["optimizer", "engine", "step", "loss", "accuracy"]
+
+
+def digits_curves(optimizer: str = "adam", epochs: int = 10, batch_size: int = 64, dtype: str = "float64") -> dict:
+    """Train the digits network with both engines and return both loss curves and accuracies."""
+    scenario = digits_scenario(optimizer, epochs=epochs, batch_size=batch_size, dtype=dtype)
+    _, _, x_test, labels_test = digits_data(scenario.seed)
+    start = time.perf_counter()
+    manual_trace = manual.run(scenario)
+    manual_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    torch_trace = reference.run(scenario)
+    torch_seconds = time.perf_counter() - start
+    rows, last = compare_trajectory(scenario, manual_trace, torch_trace)
+    steps = scenario.optimizer.steps
+
+    def final(trace):
+        return [(trace[f"step{steps}.layers.{i}.weight"], trace[f"step{steps}.layers.{i}.bias"]) for i in (0, 2)]
+
+    losses = {name: np.array([float(trace[f"step{t}.loss"]) for t in range(1, steps + 1)])
+              for name, trace in (("manual", manual_trace), ("torch", torch_trace))}
+    return {
+        "scenario": scenario.name, "steps": steps, "updates_per_epoch": scenario.updates_per_epoch,
+        "manual_loss": losses["manual"], "torch_loss": losses["torch"],
+        "manual_accuracy": accuracy(final(manual_trace), x_test, labels_test),
+        "torch_accuracy": accuracy(final(torch_trace), x_test, labels_test),
+        "manual_seconds": manual_seconds, "torch_seconds": torch_seconds,
+        "worst_rel": max(r.max_rel for r in rows), "failures": sum(not r.passed for r in rows), "horizon": last,
+    }
+
+
+def digits_table() -> pd.DataFrame:
+    """Columns optimizer, engine, step, loss, accuracy: the digits run of every
+    optimizer setting, by both engines (mini-batches of 64, 10 epochs).
+    Deterministic, so computed once per process; each caller gets a copy."""
+    return _digits_table().copy()
+
+
+@functools.lru_cache(maxsize=1)
+def _digits_table() -> pd.DataFrame:
+    records = []
+    for optimizer in sorted(OPTIMIZER_SETTINGS):
+        result = digits_curves(optimizer)
+        for engine in ("manual", "torch"):
+            test_accuracy = float(result[f"{engine}_accuracy"])
+            for step, loss in enumerate(result[f"{engine}_loss"], start=1):
+                records.append({"optimizer": optimizer, "engine": engine, "step": step, "loss": float(loss),
+                                "accuracy": test_accuracy})
+    return pd.DataFrame(records, columns=DIGITS_COLUMNS)
+
+
+def main() -> int:  # pragma: no cover - prints the measured numbers
+    # scikit-learn takes seconds to import; only this check needs it.
+    from sklearn.datasets import load_digits
+
+    torch.set_num_threads(1)  # the report's and the tests' setting
+    pixels, labels = bundled_digits()
+    reference_set = load_digits()
+    same = np.array_equal(pixels, reference_set.data) and np.array_equal(labels, reference_set.target)
+    print(f"digits (64-32-10); data identical to sklearn.datasets.load_digits(): {same}")
+    failures = 0 if same else 1
+    for optimizer in sorted(OPTIMIZER_SETTINGS):
+        run = digits_curves(optimizer)
+        failures += run["failures"]
+        print(f"{run['scenario']}: {run['steps']} updates, final loss manual {run['manual_loss'][-1]:.6f} "
+              f"torch {run['torch_loss'][-1]:.6f}, test accuracy manual {run['manual_accuracy']:.4f} "
+              f"torch {run['torch_accuracy']:.4f}, worst rel {run['worst_rel']:.2e}, "
+              f"time manual {run['manual_seconds']:.2f} s torch {run['torch_seconds']:.2f} s")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,52 @@
+"""Run a scenario through every engine and compare: the rows of a report.
+
+``verify(scenario)`` gives the manual-torch rows (dicts with ``compare.COLUMNS``) and, where the finite-difference
+oracle applies (``reference.fd_oracle.fd_applicable``), the manual-fd and
+torch-fd rows. ``report_rows(scenario)`` adds the trajectory judgement
+(``horizon``); every report row — in one process, in pytest-xdist workers and
+under ``pytest --report-dir`` — comes from it.
+"""
+from __future__ import annotations
+
+import manual
+import reference
+from reference.fd_oracle import fd_applicable, fd_oracle
+from reference.torch_engine import has_torch_reference
+from reports.verification.compare import Row, compare, step_of
+from reports.verification.horizon import compare_trajectory, no_torch_reference_row
+from scenarios.model import Scenario
+
+def verify(scenario: Scenario, with_fd: bool = True) -> list[dict]:
+    """Rows for manual-torch and, where applicable, the fd pairs."""
+    manual_trace = manual.run(scenario)
+    torch_trace = reference.run(scenario)
+    rows = _rows(scenario, "manual-torch", compare(manual_trace, torch_trace, scenario.dtype, "manual-torch"))
+    if scenario.optimizer is not None and not has_torch_reference(scenario.optimizer.type):
+        rows += _rows(scenario, "manual-torch", [no_torch_reference_row(scenario.optimizer.type)])
+    if with_fd and fd_applicable(scenario):
+        fd_trace = fd_oracle(scenario)
+        rows += _rows(scenario, "manual-fd", compare(manual_trace, fd_trace, scenario.dtype, "manual-fd"))
+        rows += _rows(scenario, "torch-fd", compare(torch_trace, fd_trace, scenario.dtype, "torch-fd"))
+    return rows
+
+
+def _rows(scenario: Scenario, pair: str, compared: list[Row]) -> list[dict]:
+    return [{"scenario": scenario.name, "pair": pair, "dtype": scenario.dtype, "address": row.address,
+             "max_abs": row.max_abs, "max_rel": row.max_rel, "tolerance": row.tolerance, "passed": row.passed,
+             "note": row.note, "status": row.status} for row in compared]
+
+
+def report_rows(scenario: Scenario) -> list[dict]:
+    """``verify(scenario)``, with the trajectory judgement of ``step{t}`` addresses.
+
+    When a manual-torch ``step{t}`` row fails, those rows are replaced by
+    ``horizon.compare_trajectory(scenario)``'s: steps after the precision
+    horizon are ``not_judged``, with a note.
+    """
+    rows = verify(scenario)
+    stepped = [r for r in rows if r["pair"] == "manual-torch" and step_of(r["address"])]
+    if scenario.optimizer is None or all(r["passed"] for r in stepped):
+        return rows
+    judged, _horizon = compare_trajectory(scenario)
+    kept = [r for r in rows if not (r["pair"] == "manual-torch" and step_of(r["address"]))]
+    return kept + _rows(scenario, "manual-torch", [row for row in judged if step_of(row.address)])
