@@ -16,6 +16,8 @@ momentum 0.9 (torch's form) and Adam.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
+from pathlib import Path
 
 import numpy as np
 
@@ -38,9 +40,6 @@ def bundled_digits() -> tuple[np.ndarray, np.ndarray]:
     It is read directly, without importing scikit-learn (whose import alone
     takes ~1.8 s); ``python -m reports.verification.digits`` checks it is identical to ``load_digits()``.
     """
-    import importlib.util
-    from pathlib import Path
-
     spec = importlib.util.find_spec("sklearn")
     if spec is None or spec.origin is None:
         raise ModuleNotFoundError("the digits scenario needs scikit-learn installed (it ships the data file)")

@@ -6,10 +6,13 @@ behaviour: ``manual.run`` and ``reference.run`` each interpret it.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from scenarios.catalog import OPTIMIZERS
 
 
 @dataclass(frozen=True)
@@ -80,8 +83,6 @@ class Optimizer:
 
     def label(self) -> str:
         """A short id: the type and every option or setting that differs from its default."""
-        from scenarios.catalog import OPTIMIZERS
-
         parts = [self.type]
         for key, spec in OPTIMIZERS.get(self.type, {}).items():
             value = self.options.get(key, spec.default)
@@ -154,8 +155,6 @@ class Scenario:
 
     def astype(self, dtype: str) -> "Scenario":
         """The same scenario with every array cast to ``dtype``."""
-        import dataclasses
-
         cast = lambda a: None if a is None else np.asarray(a, dtype=dtype)  # noqa: E731
         layers = tuple(
             dataclasses.replace(l, weight=cast(l.weight), bias=cast(l.bias)) for l in self.layers
