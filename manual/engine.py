@@ -1,18 +1,23 @@
 """Run a Scenario through the hand-written engine and record its Trace.
 
-The network is the scenario's layers in order — ``Linear`` for z = Wx + b, an
-activation for a = σ(z) — followed by the loss L(a, t). Backpropagation walks
-the layers in reverse, each layer turning ∂L/∂(its output) into ∂L/∂(its input)
-by its own hand-written ``backward``; for a linear layer the incoming gradient
-is δ = ∂L/∂z and the layer stores ∂L/∂W = δᵀx and ∂L/∂b = Σ_rows δ.
+The network is the scenario's layers in order — ``Linear`` for z = Wx + b,
+``Conv2d``, pooling, normalisation, dropout, an activation for a = σ(z) —
+followed by the loss L(a, t). Backpropagation walks the layers in reverse,
+each layer turning ∂L/∂(its output) into ∂L/∂(its input) by its own
+hand-written ``backward``; for a linear layer the incoming gradient is
+δ = ∂L/∂z and the layer stores ∂L/∂W = δᵀx and ∂L/∂b = Σ_rows δ.
 
 Addresses recorded (see ``scenarios.trace``): ``loss``, ``layers.{i}.output``,
 ``layers.{i}.output.grad``, ``layers.{i}.weight`` / ``.bias`` and their
-``.grad``, ``input.grad`` — all at the initial parameters on the full batch —
-and, with an optimizer, ``step{t}.loss`` (computed in update t on its
+``.grad``, batch_norm's ``running_mean`` / ``running_var`` after the pass,
+dropout's ``mask``, ``input.grad`` — all at the initial parameters on the full
+batch — and, with an optimizer, ``step{t}.loss`` (computed in update t on its
 mini-batch, before it is applied), ``step{t}.layers.{i}.weight.grad`` /
-``.bias.grad`` (the gradient update t used, after clipping) and
-``step{t}.layers.{i}.weight`` / ``.bias`` (after update t and weight clipping).
+``.bias.grad`` (the gradient update t used, after clipping), the running
+statistics after update t's forward pass, and ``step{t}.layers.{i}.weight`` /
+``.bias`` (after update t and weight clipping). The first pass is update 1's
+when update 1 takes the whole batch in order. Dropout masks come from
+``scenarios.masks`` (update t's pass uses mask t).
 Mini-batches come from ``scenarios.schedule.batch_schedule``, shared with the
 torch mirror.
 
@@ -25,33 +30,63 @@ import numpy as np
 
 from manual.activations import ACTIVATIONS
 from manual.clipping import clip_grad_norm, clip_grad_value, clip_weights
-from manual.layers import Linear
+from manual.conv import Conv2d
+from manual.dropout import Dropout
+from manual.layers import Flatten, Linear
 from manual.losses import LOSSES
+from manual.normalization import BatchNorm, LayerNorm
 from manual.optimizers import OPTIMIZERS
-from scenarios.model import Scenario
+from manual.pooling import AvgPool2d, MaxPool2d
+from scenarios.masks import dropout_mask
+from scenarios.model import Layer, Scenario
 from scenarios.schedule import batch_schedule, is_full_batch_in_order
 from scenarios.trace import Trace
 
 ENGINE_NAME = "manual"
 
 
+def _copy(array, dtype):
+    return None if array is None else np.array(array, dtype=dtype, copy=True)
+
+
+# Layer type -> the hand-written layer built from the scenario's spec, parameters
+# and buffers copied into the scenario's dtype (keyed by ``scenarios.catalog.LAYERS``).
+LAYERS = {
+    "linear": lambda spec, dtype: Linear(_copy(spec.weight, dtype), _copy(spec.bias, dtype)),
+    "conv2d": lambda spec, dtype: Conv2d(_copy(spec.weight, dtype), _copy(spec.bias, dtype),
+                                         stride=spec.params["stride"], padding=spec.params["padding"],
+                                         dilation=spec.params["dilation"], groups=spec.params["groups"]),
+    "max_pool2d": lambda spec, dtype: MaxPool2d(spec.params["kernel_size"], spec.params["stride"],
+                                                padding=spec.params["padding"], dilation=spec.params["dilation"],
+                                                ceil_mode=spec.params["ceil_mode"]),
+    "avg_pool2d": lambda spec, dtype: AvgPool2d(spec.params["kernel_size"], spec.params["stride"],
+                                                padding=spec.params["padding"], ceil_mode=spec.params["ceil_mode"],
+                                                count_include_pad=spec.params["count_include_pad"]),
+    "flatten": lambda spec, dtype: Flatten(),
+    "batch_norm": lambda spec, dtype: BatchNorm(_copy(spec.weight, dtype), _copy(spec.bias, dtype),
+                                                eps=spec.params["eps"], momentum=spec.params["momentum"],
+                                                training=spec.params["training"],
+                                                running_mean=_copy(spec.buffers["running_mean"], dtype),
+                                                running_var=_copy(spec.buffers["running_var"], dtype)),
+    "layer_norm": lambda spec, dtype: LayerNorm(spec.params["dims"], _copy(spec.weight, dtype),
+                                                _copy(spec.bias, dtype), eps=spec.params["eps"]),
+    "dropout": lambda spec, dtype: Dropout(spec.params["p"]),
+}
+
+
+def build_layer(spec: Layer, dtype: np.dtype, where: str = ""):
+    """The hand-written layer (or activation) for one ``scenario.layers`` entry."""
+    if spec.type in LAYERS:
+        return LAYERS[spec.type](spec, dtype)
+    if spec.type in ACTIVATIONS:
+        return ACTIVATIONS[spec.type](**spec.params)
+    raise ValueError(f"{where}unknown type {spec.type!r}; expected one of {sorted(LAYERS) + sorted(ACTIVATIONS)}")
+
+
 def build_network(scenario: Scenario) -> list:
     """One layer object per ``scenario.layers`` entry, parameters copied into ``scenario.np_dtype``."""
-    dtype = scenario.np_dtype
-    network = []
-    for index, spec in enumerate(scenario.layers):
-        if spec.is_linear:
-            weight = np.array(spec.weight, dtype=dtype, copy=True)
-            bias = None if spec.bias is None else np.array(spec.bias, dtype=dtype, copy=True)
-            network.append(Linear(weight, bias))
-        elif spec.type in ACTIVATIONS:
-            network.append(ACTIVATIONS[spec.type](**spec.params))
-        else:
-            raise ValueError(
-                f"scenario {scenario.name!r}, layer {index}: unknown type {spec.type!r}; "
-                f"expected 'linear' or one of {sorted(ACTIVATIONS)}"
-            )
-    return network
+    return [build_layer(spec, scenario.np_dtype, f"scenario {scenario.name!r}, layer {index}: ")
+            for index, spec in enumerate(scenario.layers)]
 
 
 def build_loss(scenario: Scenario):
@@ -62,10 +97,16 @@ def build_loss(scenario: Scenario):
     return LOSSES[scenario.loss.type](scenario.loss.reduction)
 
 
-def forward(network: list, x: np.ndarray) -> list[np.ndarray]:
-    """The output of every layer: z for a linear layer, a for an activation."""
+def forward(network: list, x: np.ndarray, seed: int = 0, update: int = 1) -> list[np.ndarray]:
+    """The output of every layer: z for a linear layer, a for an activation.
+
+    A dropout layer first receives its mask for this pass (``scenarios.masks``:
+    the scenario's ``seed``, the layer, the ``update``, the input's shape).
+    """
     outputs = []
-    for layer in network:
+    for index, layer in enumerate(network):
+        if isinstance(layer, Dropout):
+            layer.mask = dropout_mask(seed, index, update, x.shape, layer.p).astype(x.dtype)
         x = layer.forward(x)
         outputs.append(x)
     return outputs
@@ -83,7 +124,7 @@ def backward(network: list, grad_output: np.ndarray, input_grad: bool = True):
     for index in range(len(network) - 1, -1, -1):
         grads[index] = grad
         layer = network[index]
-        if index == 0 and isinstance(layer, Linear):
+        if index == 0 and hasattr(layer, "parameters"):
             grad = layer.backward(grad, input_grad=input_grad)
         else:
             grad = layer.backward(grad)
@@ -91,17 +132,26 @@ def backward(network: list, grad_output: np.ndarray, input_grad: bool = True):
 
 
 def parameters(network: list) -> list[np.ndarray]:
-    return [p for layer in network if isinstance(layer, Linear) for p in layer.parameters]
+    """Every learned array, in layer order, weight before bias (the optimizer's order)."""
+    return [p for layer in network for p in getattr(layer, "parameters", ())]
 
 
 def gradients(network: list) -> list[np.ndarray]:
-    return [g for layer in network if isinstance(layer, Linear) for g in layer.gradients]
+    return [g for layer in network for g in getattr(layer, "gradients", ())]
 
 
 def _parameter_addresses(network: list) -> list[str]:
     """``layers.{i}.weight`` / ``.bias`` in the order of ``parameters(network)``."""
-    return [f"layers.{index}.{name}" for index, layer in enumerate(network) if isinstance(layer, Linear)
-            for name in (("weight",) if layer.bias is None else ("weight", "bias"))]
+    return [f"layers.{index}.{name}" for index, layer in enumerate(network)
+            for name in getattr(layer, "parameter_names", ())]
+
+
+def _put_state(trace: Trace, network: list, prefix: str) -> None:
+    """batch_norm's running statistics as they are now."""
+    for index, layer in enumerate(network):
+        if isinstance(layer, BatchNorm):
+            trace.put(f"{prefix}layers.{index}.running_mean", layer.running_mean)
+            trace.put(f"{prefix}layers.{index}.running_var", layer.running_var)
 
 
 def clip_gradients(grads: list[np.ndarray], spec) -> list[np.ndarray]:
@@ -134,7 +184,7 @@ def run(scenario: Scenario) -> Trace:
     # Initial parameters, full batch: everything.
     for address, param in zip(addresses, params):
         trace.put(address, param)
-    outputs = forward(network, x)
+    outputs = forward(network, x, scenario.seed)
     loss = loss_fn.forward(outputs[-1], target)
     grads, input_gradient = backward(network, loss_fn.backward())
     trace.put("loss", loss)
@@ -143,6 +193,10 @@ def run(scenario: Scenario) -> Trace:
         trace.put(f"layers.{index}.output.grad", grads[index])
     for address, grad in zip(addresses, gradients(network)):
         trace.put(f"{address}.grad", grad)
+    _put_state(trace, network, "")
+    for index, layer in enumerate(network):
+        if isinstance(layer, Dropout):
+            trace.put(f"layers.{index}.mask", layer.mask)
     trace.put("input.grad", input_gradient)
     del outputs, grads
 
@@ -159,12 +213,13 @@ def run(scenario: Scenario) -> Trace:
             # The initial full-batch pass already computed update 1's loss and gradient.
             if step > 1 or not full:
                 batch_x, batch_target = (x, target) if full else (x[indices], target[indices])
-                loss = loss_fn.forward(forward(network, batch_x)[-1], batch_target)
+                loss = loss_fn.forward(forward(network, batch_x, scenario.seed, step)[-1], batch_target)
                 backward(network, loss_fn.backward(), input_grad=False)
             grads = clip_gradients(gradients(network), spec)
             trace.put(f"step{step}.loss", loss)
             for address, grad in zip(addresses, grads):
                 trace.put(f"step{step}.{address}.grad", grad)
+            _put_state(trace, network, f"step{step}.")
             optimizer.step(grads)
             if spec.clip_weights is not None:
                 clip_weights(params, *spec.clip_weights)
@@ -173,4 +228,4 @@ def run(scenario: Scenario) -> Trace:
     return trace
 
 
-__all__ = ["run", "build_network", "build_loss", "forward", "backward", "parameters", "gradients", "clip_gradients"]
+__all__ = ["LAYERS", "run", "build_layer", "build_network", "build_loss", "forward", "backward", "parameters", "gradients", "clip_gradients"]

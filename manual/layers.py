@@ -40,6 +40,11 @@ class Linear:
         return [self.weight] if self.bias is None else [self.weight, self.bias]
 
     @property
+    def parameter_names(self) -> tuple[str, ...]:
+        """The Trace names of ``parameters``: ("weight",) or ("weight", "bias")."""
+        return ("weight",) if self.bias is None else ("weight", "bias")
+
+    @property
     def gradients(self) -> list[np.ndarray]:
         """[∂L/∂W] or [∂L/∂W, ∂L/∂b], in the order of ``parameters``."""
         return [self.weight_grad] if self.bias is None else [self.weight_grad, self.bias_grad]
@@ -68,3 +73,37 @@ class Linear:
 
 
 __all__ = ["Linear"]
+
+
+class Flatten:
+    """a = x reshaped (N, d₁, …, d_k) → (N, d₁·…·d_k), row-major as torch.flatten(x, 1).  No parameters.
+
+    Backward: the reshape moves numbers without changing them, so ∂L/∂x is
+    δ = ∂L/∂a reshaped back to x's shape.
+    """
+
+    name = "flatten"
+    parameter_names: tuple[str, ...] = ()
+
+    @property
+    def parameters(self) -> list[np.ndarray]:
+        return []
+
+    @property
+    def gradients(self) -> list[np.ndarray]:
+        return []
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """x (N, …) → (N, features); caches x's shape."""
+        self.input_shape = x.shape
+        return x.reshape(x.shape[0], -1)
+
+    def backward(self, delta: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
+        """δ (N, features) → δ reshaped to x's shape."""
+        return delta.reshape(self.input_shape) if input_grad else None
+
+    def __repr__(self) -> str:
+        return "Flatten()"
+
+
+__all__.append("Flatten")

@@ -37,15 +37,16 @@ from the layer the tensor feeds (layers before it are not recomputed).
 """
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.func import vmap
 
 from scenarios.catalog import LOSSES as LOSS_CATALOG
 from scenarios.model import Scenario
+from scenarios.shapes import output_shape
 from scenarios.trace import Trace
 from reference.network import build_network
 
@@ -65,11 +66,18 @@ FD_MAX_ENTRIES = 2000
 def fd_applicable(scenario: Scenario) -> bool:
     """Whether finite differences settle disputes on ``scenario``: float64, smooth
     (no "kink" or "no-fd" tag) and of modest size (at most ``FD_MAX_ENTRIES``
-    perturbed entries: parameters, inputs and the outputs of linear layers)."""
+    perturbed entries: parameters, inputs and the outputs of layers with
+    parameters)."""
     if scenario.dtype != "float64" or "kink" in scenario.tags or "no-fd" in scenario.tags:
         return False
-    entries = scenario.parameter_count + scenario.x.size + sum(
-        scenario.x.shape[0] * (l.weight.shape[0] if l.is_linear else 0) for l in scenario.layers)
+    entries = scenario.parameter_count + scenario.x.size
+    if entries > FD_MAX_ENTRIES:
+        return False
+    shape = scenario.x.shape
+    for layer in scenario.layers:
+        shape = output_shape(layer, shape)
+        if layer.has_parameters:
+            entries += math.prod(shape)
     return entries <= FD_MAX_ENTRIES
 
 
@@ -169,12 +177,15 @@ def fd_oracle(scenario: Scenario, step: float | None = None) -> Trace:
     cast = scenario.astype("float64")
     trace = Trace("fd")
     n_layers = len(cast.layers)
-    network = build_network(cast, requires_grad=False)
-    weights, biases = network.weights, network.biases
+    # Running statistics are not updated by the perturbed passes (a training-mode
+    # batch_norm normalises with the statistics of each pass's own batch).
+    network = build_network(cast, requires_grad=False, track_running_stats=False)
     x = network.tensor(cast.x)
     targets = network.tensor(cast.y)
-    widest = max([x.shape[-1], targets.shape[-1]] + [w.shape[0] for w in weights.values()])
-    work_per_copy = x.shape[0] * widest * max(1, n_layers)
+    with torch.no_grad():
+        outputs = network.forward(x)
+    per_sample = [math.prod(tensor.shape[1:]) for tensor in [x, *outputs]]
+    work_per_copy = x.shape[0] * max(per_sample) * max(1, n_layers)
 
     def loss_from(start: int, signal: torch.Tensor) -> torch.Tensor:
         """The loss when ``signal`` is fed to layer ``start`` (start = n_layers: it is the output)."""
@@ -191,7 +202,6 @@ def fd_oracle(scenario: Scenario, step: float | None = None) -> Trace:
         probability_scale = _PROBABILITY_SCALES.get(cast.loss.type, _PROBABILITY_SCALES["bce"])
 
     with torch.no_grad():
-        outputs = network.forward(x)
         trace.put("loss", network.loss_of(outputs[-1], targets).numpy())
         for i, output in enumerate(outputs):
             trace.put(f"layers.{i}.output", output.numpy())
@@ -211,27 +221,12 @@ def fd_oracle(scenario: Scenario, step: float | None = None) -> Trace:
                 f"layers.{i}.output.grad",
                 central(output, lambda perturbed, i=i: loss_from(i + 1, perturbed), scale),
             )
-            if i in weights:
-                layer_input = x if i == 0 else outputs[i - 1]
-                weight, bias = weights[i], biases[i]
+            layer_input = x if i == 0 else outputs[i - 1]
+            for name, value in network.parameters_of[i].items():
                 trace.put(
-                    f"layers.{i}.weight.grad",
-                    central(
-                        weight,
-                        lambda w, i=i, layer_input=layer_input, bias=bias: loss_from(
-                            i + 1, F.linear(layer_input, w, bias)
-                        ),
-                    ),
+                    f"layers.{i}.{name}.grad",
+                    central(value, lambda theta, i=i, name=name, layer_input=layer_input: loss_from(
+                        i + 1, network.apply(i, layer_input, **{name: theta}))),
                 )
-                if bias is not None:
-                    trace.put(
-                        f"layers.{i}.bias.grad",
-                        central(
-                            bias,
-                            lambda b, i=i, layer_input=layer_input, weight=weight: loss_from(
-                                i + 1, F.linear(layer_input, weight, b)
-                            ),
-                        ),
-                    )
         trace.put("input.grad", central(x, lambda perturbed: loss_from(0, perturbed), step_scale(0, x)))
     return trace

@@ -1,15 +1,18 @@
 """The scenario's network in PyTorch: activations, losses and the one network builder.
 
 ``build_network(scenario)`` turns a Scenario into plain torch tensors and
-functions — linear layers as PyTorch writes them, z = x Wᵀ + b with W of shape
-(out, in), activations and losses from ``torch.nn.functional`` — built from the
+functions — every layer, activation and loss from ``torch.nn.functional``
+(linear layers as PyTorch writes them, z = x Wᵀ + b with W of shape (out, in);
+conv2d, pooling, batch_norm, layer_norm; dropout as a multiplication by the
+scenario's mask) — built from the
 Scenario alone, never from ``manual/``'s objects. Autograd
 (``reference.torch_engine.run``), the finite-difference oracle
 (``reference.fd_oracle``) and the benchmark's torch step all run this one
 network.
 
-Two registries, keyed by the catalogue's names (``scenarios.catalog``):
+Three registries, keyed by the catalogue's names (``scenarios.catalog``):
 
+``LAYERS[type](layer, network, index) -> function(signal, parameters) -> output``
 ``ACTIVATIONS[name](params) -> callable(z) -> a`` (``params`` complete: the
 catalogue fills in the defaults, ``make_activation``)
 ``LOSSES[name](a, t, reduction) -> scalar tensor``
@@ -25,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from scenarios.catalog import activation_params
+from scenarios.masks import dropout_mask
 from scenarios.model import Layer, Loss, Scenario
 
 __all__ = [
@@ -178,55 +182,165 @@ def loss_function(loss: Loss) -> Callable[[torch.Tensor, torch.Tensor], torch.Te
     return lambda a, t: function(a, t, reduction)
 
 
+# --------------------------------------------------------------------------- layers
+#
+# ``LAYERS[type](layer, network, index) -> function(signal, parameters) -> output``:
+# the torch function layer ``index`` applies, with its learned tensors passed
+# in (``parameters["weight"]``, ``["bias"]``) so that the finite-difference
+# oracle can substitute perturbed copies. Every function is
+# ``torch.nn.functional``'s own.
+
+
+def _linear(layer: Layer, network: "Network", index: int):
+    return lambda signal, parameters: F.linear(signal, parameters["weight"], parameters.get("bias"))
+
+
+def _conv2d(layer: Layer, network: "Network", index: int):
+    options = layer.params
+    return lambda signal, parameters: F.conv2d(signal, parameters["weight"], parameters.get("bias"),
+                                               stride=options["stride"], padding=options["padding"],
+                                               dilation=options["dilation"], groups=options["groups"])
+
+
+def _max_pool2d(layer: Layer, network: "Network", index: int):
+    options = layer.params
+    return lambda signal, parameters: F.max_pool2d(signal, options["kernel_size"], options["stride"],
+                                                   options["padding"], options["dilation"],
+                                                   ceil_mode=options["ceil_mode"])
+
+
+def _avg_pool2d(layer: Layer, network: "Network", index: int):
+    options = layer.params
+    return lambda signal, parameters: F.avg_pool2d(signal, options["kernel_size"], options["stride"],
+                                                   options["padding"], ceil_mode=options["ceil_mode"],
+                                                   count_include_pad=options["count_include_pad"])
+
+
+def _flatten(layer: Layer, network: "Network", index: int):
+    return lambda signal, parameters: torch.flatten(signal, 1)
+
+
+def _batch_norm(layer: Layer, network: "Network", index: int):
+    """Batch statistics in training mode — the running statistics updated in
+    place unless the network does not track them (finite differences) — or
+    the running statistics in evaluation mode."""
+    options = layer.params
+    buffers = network.buffers_of[index]
+
+    def apply(signal, parameters):
+        training = options["training"]
+        track = network.track_running_stats or not training
+        return F.batch_norm(signal, buffers["running_mean"] if track else None,
+                            buffers["running_var"] if track else None, parameters.get("weight"),
+                            parameters.get("bias"), training=training, momentum=options["momentum"],
+                            eps=options["eps"])
+
+    return apply
+
+
+def _layer_norm(layer: Layer, network: "Network", index: int):
+    options = layer.params
+    return lambda signal, parameters: F.layer_norm(signal, tuple(signal.shape[-options["dims"]:]),
+                                                   parameters.get("weight"), parameters.get("bias"),
+                                                   eps=options["eps"])
+
+
+def _dropout(layer: Layer, network: "Network", index: int):
+    """x · m / (1 − p) with the scenario's mask m (``scenarios.masks``) for the network's current update."""
+    p = layer.params["p"]
+    scale = 0.0 if p == 1.0 else 1.0 / (1.0 - p)
+
+    def apply(signal, parameters):
+        mask = network.mask(index, tuple(signal.shape), p)
+        return signal * (mask * scale)
+
+    return apply
+
+
+LAYERS: dict[str, Callable[[Layer, "Network", int], Callable]] = {
+    "linear": _linear,
+    "conv2d": _conv2d,
+    "max_pool2d": _max_pool2d,
+    "avg_pool2d": _avg_pool2d,
+    "flatten": _flatten,
+    "batch_norm": _batch_norm,
+    "layer_norm": _layer_norm,
+    "dropout": _dropout,
+}
+
+
 # --------------------------------------------------------------------------- the network
 
 
 class Network:
     """A scenario's layers and loss as torch tensors and functions, in the scenario's dtype.
 
-    ``weights[i]`` and ``biases[i]`` hold linear layer i's parameters (a private
-    copy; ``biases[i]`` is None for a layer without bias), ``parameters`` every
-    weight and bias in layer order, weight before bias — the order torch.optim
-    is given them — and ``operations[i]`` the function layer i applies.
-    With ``requires_grad`` the parameters require gradients.
+    ``parameters_of[i]`` holds layer i's learned tensors by name (``weight``,
+    ``bias``: a private copy), ``parameters`` all of them in layer order,
+    weight before bias — the order torch.optim is given them —
+    ``buffers_of[i]`` batch_norm's running statistics (updated in place by
+    training-mode passes when ``track_running_stats``), and ``functions[i]``
+    the function layer i applies. ``update`` selects the dropout masks of the
+    next forward pass (``scenarios.masks``). With ``requires_grad`` the
+    parameters require gradients.
     """
 
-    def __init__(self, scenario: Scenario, requires_grad: bool = True):
+    def __init__(self, scenario: Scenario, requires_grad: bool = True, track_running_stats: bool = True):
         if scenario.dtype not in TORCH_DTYPES:
             raise ValueError(f"reference: dtype {scenario.dtype!r}; expected one of {list(TORCH_DTYPES)}")
         self.np_dtype = np.dtype(scenario.dtype)
         self.torch_dtype = TORCH_DTYPES[scenario.dtype]
-        self.weights: dict[int, torch.Tensor] = {}
-        self.biases: dict[int, torch.Tensor | None] = {}
+        self.seed = scenario.seed
+        self.track_running_stats = track_running_stats
+        self.update = 1
+        self._masks: dict[tuple, torch.Tensor] = {}
+        self.parameters_of: dict[int, dict[str, torch.Tensor]] = {}
+        self.buffers_of: dict[int, dict[str, torch.Tensor]] = {}
         self.parameters: list[torch.Tensor] = []
-        self.operations: list[Callable[[torch.Tensor], torch.Tensor]] = []
+        self.functions: list[Callable] = []
         for i, layer in enumerate(scenario.layers):
-            if not layer.is_linear:
-                self.operations.append(make_activation(layer))
-                continue
-            weight = self.tensor(layer.weight).requires_grad_(requires_grad)
-            bias = None if layer.bias is None else self.tensor(layer.bias).requires_grad_(requires_grad)
-            self.weights[i], self.biases[i] = weight, bias
-            self.parameters += [weight] if bias is None else [weight, bias]
-            self.operations.append(lambda signal, weight=weight, bias=bias: F.linear(signal, weight, bias))
+            self.parameters_of[i] = {name: self.tensor(value).requires_grad_(requires_grad)
+                                     for name, value in layer.parameters.items()}
+            self.parameters += self.parameters_of[i].values()
+            self.buffers_of[i] = {name: self.tensor(value) for name, value in layer.buffers.items()}
+            if layer.type in LAYERS:
+                self.functions.append(LAYERS[layer.type](layer, self, i))
+            else:
+                activation = make_activation(layer)
+                self.functions.append(lambda signal, parameters, activation=activation: activation(signal))
         self.loss_of = loss_function(scenario.loss)
 
     def tensor(self, array: np.ndarray) -> torch.Tensor:
         """A private copy of ``array`` in the network's dtype (inputs, targets)."""
         return to_tensor(array, self.np_dtype)
 
+    def mask(self, index: int, shape: tuple[int, ...], p: float) -> torch.Tensor:
+        """Dropout layer ``index``'s mask for the current update and this input shape."""
+        key = (index, self.update, shape)
+        if key not in self._masks:
+            self._masks[key] = self.tensor(dropout_mask(self.seed, index, self.update, shape, p))
+        return self._masks[key]
+
+    def masks_used(self) -> list[tuple[tuple, torch.Tensor]]:
+        """((layer, update, shape), mask) of every dropout mask drawn so far, in order."""
+        return list(self._masks.items())
+
+    def apply(self, index: int, signal: torch.Tensor, **replaced: torch.Tensor) -> torch.Tensor:
+        """Layer ``index`` on ``signal``, with any of its parameters replaced (finite differences)."""
+        return self.functions[index](signal, {**self.parameters_of[index], **replaced})
+
     def forward(self, signal: torch.Tensor, start: int = 0) -> list[torch.Tensor]:
         """The outputs of layers ``start``, ``start + 1``, … when ``signal`` is fed to layer ``start``."""
         outputs = []
-        for operation in self.operations[start:]:
-            signal = operation(signal)
+        for index in range(start, len(self.functions)):
+            signal = self.functions[index](signal, self.parameters_of[index])
             outputs.append(signal)
         return outputs
 
     def output(self, signal: torch.Tensor, start: int = 0) -> torch.Tensor:
         """The network's output when ``signal`` is fed to layer ``start`` (``signal`` itself past the last layer)."""
-        for operation in self.operations[start:]:
-            signal = operation(signal)
+        for index in range(start, len(self.functions)):
+            signal = self.functions[index](signal, self.parameters_of[index])
         return signal
 
     def loss(self, signal: torch.Tensor, targets: torch.Tensor, start: int = 0) -> torch.Tensor:
@@ -239,6 +353,6 @@ class Network:
             parameter.grad = None
 
 
-def build_network(scenario: Scenario, requires_grad: bool = True) -> Network:
+def build_network(scenario: Scenario, requires_grad: bool = True, track_running_stats: bool = True) -> Network:
     """The scenario's network in torch, in ``scenario.dtype`` (``Network``)."""
-    return Network(scenario, requires_grad)
+    return Network(scenario, requires_grad, track_running_stats)

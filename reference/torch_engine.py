@@ -135,17 +135,23 @@ def _numpy(tensor: torch.Tensor) -> np.ndarray:
 def run(scenario: Scenario) -> Trace:
     """Forward and backward by autograd, then the optimizer's updates by torch.optim.
 
-    Records ``loss``, ``layers.{i}.output`` / ``.output.grad``, the initial
-    ``layers.{i}.weight`` / ``.bias`` and their ``.grad``, ``input.grad``; and,
-    when the scenario has an optimizer, for t = 1..steps on the mini-batches of
-    ``scenarios.schedule.batch_schedule``: ``step{t}.loss``, the gradient the
-    update used (after ``clip_grad_norm_`` / ``clip_grad_value_``) and
-    ``step{t}.layers.{i}.weight`` / ``.bias`` after ``optimizer.step()`` and the
-    weight clamp. An optimizer without a torch counterpart (``OPTIMIZERS[name]
-    is None``) gets no ``step{t}`` addresses.
+    Records ``loss``, ``layers.{i}.output`` / ``.output.grad``, every layer's
+    initial ``weight`` / ``bias`` and their ``.grad``, batch_norm's
+    ``running_mean`` / ``running_var`` after the pass, dropout's ``mask``, and
+    ``input.grad``; and, when the scenario has an optimizer, for t = 1..steps
+    on the mini-batches of ``scenarios.schedule.batch_schedule``:
+    ``step{t}.loss``, the gradient the update used (after ``clip_grad_norm_`` /
+    ``clip_grad_value_``), the running statistics after update t's forward
+    pass, and ``step{t}.layers.{i}.weight`` / ``.bias`` after
+    ``optimizer.step()`` and the weight clamp. When update 1 takes the whole
+    batch in order, the first pass is its pass (as in the manual engine): the
+    running statistics move once. An optimizer without a torch counterpart
+    (``OPTIMIZERS[name] is None``) gets no ``step{t}`` addresses.
     """
     network = build_network(scenario, requires_grad=True)
-    weights, biases, parameters = network.weights, network.biases, network.parameters
+    parameters = network.parameters
+    named = [(f"layers.{i}.{name}", tensor) for i, tensors in network.parameters_of.items()
+             for name, tensor in tensors.items()]
     trace = Trace("torch")
     x = network.tensor(scenario.x).requires_grad_()
     targets = network.tensor(scenario.y)
@@ -158,18 +164,18 @@ def run(scenario: Scenario) -> Trace:
     recorded: dict[str, torch.Tensor] = {}
     for i, output in enumerate(outputs):
         recorded[f"layers.{i}.output"] = output
-        if i in weights:
-            recorded[f"layers.{i}.weight"] = weights[i]
-            if biases[i] is not None:
-                recorded[f"layers.{i}.bias"] = biases[i]
+        for name, tensor in network.parameters_of[i].items():
+            recorded[f"layers.{i}.{name}"] = tensor
     recorded["input"] = x
     grads = torch.autograd.grad(loss, list(recorded.values()), materialize_grads=True)
+    first_grads = dict(zip(recorded, grads))
 
     trace.put("loss", _numpy(loss))
     for (address, value), grad in zip(recorded.items(), grads):
         if address != "input":
             trace.put(address, _numpy(value))
         trace.put(f"{address}.grad", _numpy(grad))
+    _put_state(trace, network, "")
 
     optimizer_spec = scenario.optimizer
     if optimizer_spec is None:
@@ -188,23 +194,28 @@ def run(scenario: Scenario) -> Trace:
     inputs = x.detach()  # later updates need no dL/dx
     samples = inputs.shape[0]
     for t, indices in enumerate(batch_schedule(scenario), start=1):
+        network.update = t
         if optimizer is not None:
             optimizer.zero_grad(set_to_none=True)
-        if is_full_batch_in_order(indices, samples):
-            batch_inputs, batch_targets = inputs, targets
+        full = is_full_batch_in_order(indices, samples)
+        if t == 1 and full:
+            # The first pass was update 1's: its loss and gradients, not a second pass.
+            for address, tensor in named:
+                tensor.grad = first_grads[address].clone()
         else:
-            rows = torch.from_numpy(np.asarray(indices, dtype=np.int64))
-            batch_inputs, batch_targets = inputs[rows], targets[rows]
-        loss = network.loss(batch_inputs, batch_targets)
-        if loss.requires_grad:
-            loss.backward()
+            batch_inputs, batch_targets = inputs, targets
+            if not full:
+                rows = torch.from_numpy(np.asarray(indices, dtype=np.int64))
+                batch_inputs, batch_targets = inputs[rows], targets[rows]
+            loss = network.loss(batch_inputs, batch_targets)
+            if loss.requires_grad:
+                loss.backward()
         if parameters:
             _clip_gradients(parameters, optimizer_spec)
         trace.put(f"step{t}.loss", _numpy(loss))
-        for i, weight in weights.items():
-            trace.put(f"step{t}.layers.{i}.weight.grad", _numpy(weight.grad))
-            if biases[i] is not None:
-                trace.put(f"step{t}.layers.{i}.bias.grad", _numpy(biases[i].grad))
+        for address, tensor in named:
+            trace.put(f"step{t}.{address}.grad", _numpy(tensor.grad))
+        _put_state(trace, network, f"step{t}.", masks=False)
         if optimizer is not None:
             with _ScalarDtype(torch_dtype):
                 optimizer.step()
@@ -213,8 +224,17 @@ def run(scenario: Scenario) -> Trace:
             with torch.no_grad():
                 for parameter in parameters:
                     parameter.clamp_(low, high)
-        for i, weight in weights.items():
-            trace.put(f"step{t}.layers.{i}.weight", _numpy(weight))
-            if biases[i] is not None:
-                trace.put(f"step{t}.layers.{i}.bias", _numpy(biases[i]))
+        for address, tensor in named:
+            trace.put(f"step{t}.{address}", _numpy(tensor))
     return trace
+
+
+def _put_state(trace: Trace, network, prefix: str, masks: bool = True) -> None:
+    """batch_norm's running statistics (and, for the first pass, dropout's masks) as they are now."""
+    for i, buffers in network.buffers_of.items():
+        for name, tensor in buffers.items():
+            trace.put(f"{prefix}layers.{i}.{name}", _numpy(tensor))
+    if masks:
+        for (index, update, _shape), mask in network.masks_used():
+            if update == 1:
+                trace.put(f"layers.{index}.mask", _numpy(mask))

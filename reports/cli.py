@@ -4,11 +4,21 @@ Each subcommand is a module of ``reports.commands`` with
 ``add_arguments(parser)`` and ``main(args) -> int`` (the exit code); this file
 only dispatches. Only the module of the command being run is imported: each
 loads the engines (torch) it needs, and the others need not be paid for.
+
+Errors in the command line are one line, ``backprop-verify COMMAND: OPTION:
+PROBLEM; expected WHAT``, exit 2 (no usage text, no traceback).
+
+SIGINT and SIGTERM are handled alike (``reports.rendering.io``: recorded, then
+raised at the next checkpoint): the command stops, removes what it had
+started (temporary files and folders, pytest-xdist workers), leaves the
+previous files as they were, prints one line and exits 130 (SIGINT) or 143
+(SIGTERM).
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 
 SUBCOMMANDS = {
@@ -19,13 +29,33 @@ SUBCOMMANDS = {
 }
 
 
+class UsageError(Exception):
+    """A bad command line: ``str(err)`` is the one line to print."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but an error is one line naming the option, and raises ``UsageError``."""
+
+    def error(self, message: str):
+        # argparse writes "argument --seed: …"; the line names the option alone.
+        if message.startswith("argument "):
+            option, _, problem = message[len("argument "):].partition(": ")
+            option = option.split("/")[-1] if option.startswith("-") else option
+            if problem.startswith("expected"):  # "expected one argument": the value is missing
+                problem = f"no value; {problem}"
+            message = f"{option}: {problem}"
+        if "expected" not in message:
+            message += f"; expected the arguments `{self.prog} --help` lists"
+        raise UsageError(f"{self.prog}: {message}")
+
+
 def build_parser(commands=tuple(SUBCOMMANDS)) -> argparse.ArgumentParser:
     """The parser; the arguments of ``commands`` only (the others are listed, with no arguments)."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="backprop-verify",
         description="Verify backpropagation: a hand-written NumPy engine against PyTorch autograd and finite differences.",
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     for name, (module_name, help_text) in SUBCOMMANDS.items():
         command_parser = sub.add_parser(name, help=help_text, description=help_text)
@@ -37,14 +67,36 @@ def build_parser(commands=tuple(SUBCOMMANDS)) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    from reports.rendering.io import interrupt_handlers
+
+    with interrupt_handlers():  # first: a SIGTERM during the imports below takes the same path
+        return _main(sys.argv[1:] if argv is None else argv)
+
+
+def _main(argv: list[str]) -> int:
+    from reports.rendering.io import Interrupted, checkpoint, pending_interrupt
+
     chosen = [word for word in argv if word in SUBCOMMANDS][:1]
+    command = f"backprop-verify {chosen[0]}" if chosen else "backprop-verify"
     try:
-        args = build_parser(chosen).parse_args(argv)  # imports the command: seconds, for torch
-        return int(args.handler(args) or 0)
-    except KeyboardInterrupt:
-        print("interrupted; previous report files are unchanged", file=sys.stderr)
-        return 130
+        try:
+            args = build_parser(chosen).parse_args(argv)  # imports the command: seconds, for torch
+        except UsageError as err:
+            print(err, file=sys.stderr)
+            return 2
+        checkpoint()
+        status = int(args.handler(args) or 0)
+    except KeyboardInterrupt as err:
+        signum = err.signum if isinstance(err, Interrupted) else int(signal.SIGINT)
+        print(f"{command}: interrupted by {signal.Signals(signum).name}; nothing was written, "
+              "the previous files are unchanged", file=sys.stderr)
+        return 128 + signum
+    late = pending_interrupt()
+    if late is not None:
+        # The signal came while the files were being renamed into place: they are complete.
+        print(f"{command}: {signal.Signals(late).name} arrived after the files were written; they are complete",
+              file=sys.stderr)
+    return status
 
 
 if __name__ == "__main__":

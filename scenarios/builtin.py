@@ -7,7 +7,9 @@ from pathlib import Path
 
 from scenarios.catalog import DTYPES
 from scenarios.components import component_scenarios
-from scenarios.generator import DEFAULT_RANDOM_COUNT, DEFAULT_SEED, random_scenarios
+from scenarios.generator import (DEFAULT_RANDOM_CONV_COUNT, DEFAULT_RANDOM_COUNT, DEFAULT_SEED,
+                                 random_conv_scenarios, random_scenarios)
+from scenarios.layer_grids import all_layer_scenarios
 from scenarios.loader import load_scenario
 from scenarios.model import Scenario
 from scenarios.trajectories import dead_unit_scenario, trajectory_scenarios
@@ -22,18 +24,22 @@ def worked_examples() -> list[Scenario]:
     return [load_scenario(p) for p in worked_example_paths()]
 
 
-def builtin_scenarios(random_count: int = DEFAULT_RANDOM_COUNT, seed: int = DEFAULT_SEED) -> list[Scenario]:
-    """Component scenarios, then the worked examples, then ``random_count`` random nets from ``seed``."""
-    return component_scenarios() + worked_examples() + random_scenarios(random_count, seed)
+def builtin_scenarios(random_count: int = DEFAULT_RANDOM_COUNT, seed: int = DEFAULT_SEED,
+                      conv_count: int = DEFAULT_RANDOM_CONV_COUNT) -> list[Scenario]:
+    """Component scenarios (activations, losses, then the layers), the worked
+    examples, ``random_count`` random dense nets and ``conv_count`` random
+    convolutional nets from ``seed``."""
+    return (component_scenarios() + all_layer_scenarios() + worked_examples() + random_scenarios(random_count, seed)
+            + random_conv_scenarios(conv_count, seed))
 
 
 def report_scenarios(random_count: int = DEFAULT_RANDOM_COUNT, seed: int = DEFAULT_SEED,
-                     only: str | None = None) -> list[Scenario]:
-    """The report's scenario set, in order: ``builtin_scenarios(random_count, seed)``,
+                     only: str | None = None, conv_count: int = DEFAULT_RANDOM_CONV_COUNT) -> list[Scenario]:
+    """The report's scenario set, in order: ``builtin_scenarios(random_count, seed, conv_count)``,
     then the optimizer trajectories (every variant in float64, then in float32,
     then the dead-unit case in each dtype) whose names are not taken yet; with
     ``only``, just the scenarios whose name matches it (``re.search``)."""
-    scenarios = list(builtin_scenarios(random_count, seed))
+    scenarios = list(builtin_scenarios(random_count, seed, conv_count))
     trajectories = [s for dtype in DTYPES for s in trajectory_scenarios(dtype)]
     trajectories += [dead_unit_scenario(dtype) for dtype in DTYPES]
     names = {s.name for s in scenarios}

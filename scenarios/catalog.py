@@ -68,6 +68,9 @@ class ActivationInfo:
     random_variants: tuple[dict[str, Any], ...] = ({},)
     random_excluded: str = ""
     initializer: str = "xavier_normal"
+    # "probability": every output lies in (0, 1), so a loss on probabilities
+    # (``LossInfo.input_domain``) may follow it; "any" otherwise.
+    output_range: str = "any"
 
 
 @dataclass(frozen=True)
@@ -103,7 +106,7 @@ ACTIVATIONS: dict[str, ActivationInfo] = {
     a.name: a
     for a in [
         ActivationInfo("identity", "a = z"),
-        ActivationInfo("sigmoid", "a = 1 / (1 + e^-z)"),
+        ActivationInfo("sigmoid", "a = 1 / (1 + e^-z)", output_range="probability"),
         ActivationInfo("tanh", "a = tanh(z)"),
         ActivationInfo("relu", "a = max(z, 0); a'(0) = 0 as in PyTorch", kinked=True, initializer=_HE),
         ActivationInfo(
@@ -145,7 +148,8 @@ ACTIVATIONS: dict[str, ActivationInfo] = {
             grid_variants=({"approximate": "none"}, {"approximate": "tanh"}),
             random_variants=({"approximate": "none"}, {"approximate": "tanh"}),
         ),
-        ActivationInfo("softmax", "a_j = e^{z_j} / sum_k e^{z_k}, over each row", random_variants=(),
+        ActivationInfo("softmax", "a_j = e^{z_j} / sum_k e^{z_k}, over each row", output_range="probability",
+                       random_variants=(),
                        random_excluded="an output layer over a row, chosen by the loss (cross_entropy), "
                                        "not an elementwise hidden activation"),
     ]
@@ -298,6 +302,7 @@ OPTIMIZERS: dict[str, dict[str, ParamSpec]] = {
 }
 
 INITIALIZERS = (
+    "pytorch_default",
     "xavier_uniform",
     "xavier_normal",
     "he_uniform",
@@ -335,3 +340,112 @@ def optimizer_options(name: str, given: dict[str, Any]) -> dict[str, Any]:
     value outside its choices a ValueError. Both engines build their optimizers
     from this, so a default is written only here."""
     return _complete("optimizer", name, OPTIMIZERS[name], given)
+
+
+# --------------------------------------------------------------------------- layers
+#
+# Every layer type a scenario may name besides the activations. Options carry
+# PyTorch's names and semantics; ``kind=tuple`` marks an option PyTorch takes
+# as an int or a pair ``[h, w]`` (stored as a pair). ``parameters`` names the
+# arrays the layer learns (``layers.{i}.weight`` / ``.bias``), ``buffers`` the
+# arrays it keeps between passes (``layers.{i}.running_mean``), ``data`` the
+# arrays the scenario supplies on every pass (``layers.{i}.mask``).
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """One layer type. ``kinked``: its output is only piecewise differentiable
+    (max pooling: a tie between window elements), so scenarios that sit on a
+    switch are tagged "kink". ``random``: random convolutional networks draw it."""
+
+    name: str
+    formula: str
+    params: dict[str, ParamSpec] = field(default_factory=dict)
+    parameters: tuple[str, ...] = ()
+    buffers: tuple[str, ...] = ()
+    data: tuple[str, ...] = ()
+    kinked: bool = False
+    random: bool = True
+
+
+def _pair(default, minimum: int, doc: str) -> ParamSpec:
+    return ParamSpec(default, tuple, minimum=minimum, doc=doc + " (an int, or a pair [h, w])")
+
+
+LAYERS: dict[str, LayerInfo] = {
+    layer.name: layer
+    for layer in [
+        LayerInfo("linear", "z = x Wᵀ + b; W (out, in)", parameters=("weight", "bias")),
+        LayerInfo(
+            "conv2d",
+            "z[n, o] = b[o] + Σ_c Σ_(p,q) W[o, c, p, q] · x[n, c, s·i + d·p − pad, s·j + d·q − pad] (cross-correlation)",
+            {
+                "out_channels": ParamSpec(None, int, minimum=1, doc="output channels"),
+                "kernel_size": _pair(None, 1, "kernel height and width"),
+                "stride": _pair((1, 1), 1, "step between windows"),
+                "padding": _pair((0, 0), 0, "zeros added on each side"),
+                "dilation": _pair((1, 1), 1, "spacing between kernel elements"),
+                "groups": ParamSpec(1, int, minimum=1, doc="channel groups; in and out channels divisible by it"),
+            },
+            parameters=("weight", "bias"),
+        ),
+        LayerInfo(
+            "max_pool2d",
+            "a = max over each window; padding counts as −∞",
+            {
+                "kernel_size": _pair(None, 1, "window height and width"),
+                "stride": _pair(None, 1, "step between windows (default: kernel_size)"),
+                "padding": _pair((0, 0), 0, "−∞ added on each side, at most half the kernel"),
+                "dilation": _pair((1, 1), 1, "spacing between window elements"),
+                "ceil_mode": ParamSpec(False, bool, doc="round the output size up (a last, partial window)"),
+            },
+            kinked=True,
+        ),
+        LayerInfo(
+            "avg_pool2d",
+            "a = mean over each window",
+            {
+                "kernel_size": _pair(None, 1, "window height and width"),
+                "stride": _pair(None, 1, "step between windows (default: kernel_size)"),
+                "padding": _pair((0, 0), 0, "zeros added on each side, at most half the kernel"),
+                "ceil_mode": ParamSpec(False, bool, doc="round the output size up (a last, partial window)"),
+                "count_include_pad": ParamSpec(True, bool, doc="the padding counts in the divisor"),
+            },
+        ),
+        LayerInfo("flatten", "(N, …) → (N, features)", random=True),
+        LayerInfo(
+            "batch_norm",
+            "x̂ = (x − μ_B) / √(σ²_B + ε); y = γ x̂ + β, per feature (N, F) or channel (N, C, H, W)",
+            {
+                "eps": ParamSpec(1e-5, float, minimum=0.0, doc="ε added to the variance"),
+                "momentum": ParamSpec(0.1, float, minimum=0.0, maximum=1.0,
+                                      doc="running ← (1 − momentum)·running + momentum·batch statistic"),
+                "affine": ParamSpec(True, bool, doc="learn γ (weight) and β (bias)"),
+                "training": ParamSpec(True, bool, doc="batch statistics (true) or the running ones (false)"),
+            },
+            parameters=("weight", "bias"),
+            buffers=("running_mean", "running_var"),
+        ),
+        LayerInfo(
+            "layer_norm",
+            "x̂ = (x − μ) / √(σ² + ε) over the trailing dims dimensions of each sample; y = γ x̂ + β",
+            {
+                "dims": ParamSpec(1, int, minimum=1, doc="how many trailing dimensions are normalised"),
+                "eps": ParamSpec(1e-5, float, minimum=0.0, doc="ε added to the variance"),
+                "elementwise_affine": ParamSpec(True, bool, doc="learn γ (weight) and β (bias)"),
+            },
+            parameters=("weight", "bias"),
+        ),
+        LayerInfo(
+            "dropout",
+            "a = x · m / (1 − p), m ∈ {0, 1} the scenario's mask (inverted dropout)",
+            {"p": ParamSpec(0.5, float, minimum=0.0, maximum=1.0, doc="probability of dropping a unit")},
+            data=("mask",),
+        ),
+    ]
+}
+
+
+def layer_options(name: str, given: dict[str, Any]) -> dict[str, Any]:
+    """Every option of layer ``name``: ``given``'s values, the catalogue's defaults for the rest."""
+    return _complete("layer", name, LAYERS[name].params, given)

@@ -17,13 +17,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from scenarios.catalog import ACTIVATIONS, LOSSES
-from scenarios.init import initialise, layer_rng
+import math
+
+from scenarios.catalog import ACTIVATIONS, LAYERS, LOSSES, layer_options
+from scenarios.init import initialise, initialise_shape, layer_rng
 from scenarios.model import Layer, Loss, Scenario
+from scenarios.shapes import ShapeError, output_shape
 
 DEFAULT_SEED = 0
 # How many seeded random architectures the report and the default test run check.
 DEFAULT_RANDOM_COUNT = 300
+# How many seeded random convolutional architectures, beside the dense ones.
+DEFAULT_RANDOM_CONV_COUNT = 100
 
 
 def hidden_activations() -> tuple[tuple[str, dict], ...]:
@@ -107,3 +112,107 @@ def _slug(activation: str, params: dict) -> str:
 def random_scenarios(count: int, seed: int = DEFAULT_SEED) -> list[Scenario]:
     """``count`` scenarios with seeds seed, seed+1, …"""
     return [random_scenario(seed + k) for k in range(count)]
+
+
+# --------------------------------------------------------------------------- convolutional networks
+
+# The layers a convolutional block may add after its activation (besides the
+# skeleton conv2d → activation …, flatten, linear): every catalogue layer
+# marked ``random`` that is not part of the skeleton.
+_SKELETON = ("linear", "conv2d", "flatten")
+CONV_EXTRAS = tuple(name for name, info in LAYERS.items() if info.random and name not in _SKELETON)
+_CONV_STREAM = 0xC0
+
+
+def random_conv_scenario(seed: int, *, max_blocks: int = 2, dtype: str | None = None) -> Scenario:
+    """A random convolutional network, valid by construction: 1..max_blocks of
+    conv2d → activation → (one of ``CONV_EXTRAS`` or nothing), then flatten →
+    linear → the loss's output layer. Everything — shapes, options, weights,
+    data — from ``default_rng([seed, 0xC0])``; a drawn option that would not
+    fit the input (``scenarios.shapes``) is redrawn smaller."""
+    rng = np.random.default_rng([seed, _CONV_STREAM])
+    batch = int(rng.integers(1, 5))
+    shape: tuple[int, ...] = (batch, int(rng.integers(1, 4)), int(rng.integers(5, 11)), int(rng.integers(5, 11)))
+    input_shape = shape
+    activation, params = _pick(rng, HIDDEN_ACTIVATIONS)
+    loss_type = _pick(rng, RANDOM_LOSSES)
+    reduction = _pick(rng, LOSSES[loss_type].reductions)
+    if dtype is None:
+        dtype = "float64" if rng.random() < 0.5 else "float32"
+    init = ACTIVATIONS[activation].initializer
+    layers: list[Layer] = []
+    extras: list[str] = []
+    for _block in range(int(rng.integers(1, max_blocks + 1))):
+        conv = _random_conv(rng, shape, init)
+        layers += [conv, Layer(activation, params=dict(params))]
+        shape = output_shape(conv, shape)
+        extra = _random_extra(rng, shape)
+        if extra is not None:
+            layers.append(extra)
+            extras.append(extra.type)
+            shape = output_shape(extra, shape)
+    layers.append(Layer("flatten"))
+    features = math.prod(shape[1:])
+    width = int(rng.integers(2 if loss_type in ("cross_entropy", "softmax_cross_entropy") else 1, 6))
+    layers.append(Layer("linear", weight=initialise(init, width, features, rng),
+                        bias=rng.normal(0.0, 0.1, width) if rng.random() < 0.8 else None))
+    layers.append(_output_layer(loss_type, activation, params))
+    x = rng.normal(0.0, 1.0, input_shape)
+    y = _targets(rng, loss_type, batch, width)
+    blocks = sum(layer.type == "conv2d" for layer in layers)
+    # relu's exact zeros tie inside max-pool windows: PyTorch's pick is the reference there.
+    tags = ("kink",) if "max_pool2d" in extras and ACTIVATIONS[activation].kinked else ()
+    name = (f"random-conv-s{seed}-blocks{blocks}-{_slug(activation, params)}-{'-'.join(extras) or 'plain'}"
+            f"-{loss_type}-{reduction}-{'f64' if dtype == 'float64' else 'f32'}")
+    return Scenario(name=name, layers=tuple(layers), loss=Loss(loss_type, reduction), x=x, y=y, dtype="float64",
+                    seed=seed, source={"title": "seeded random convolutional architecture"}, tags=tags).astype(dtype)
+
+
+def _random_conv(rng: np.random.Generator, shape: tuple[int, ...], init: str) -> Layer:
+    channels = shape[1]
+    out_channels = int(rng.integers(1, 5))
+    groups = channels if channels > 1 and out_channels % channels == 0 and rng.random() < 0.3 else 1
+    kernel = int(rng.integers(1, 4))
+    options = {"out_channels": out_channels, "kernel_size": (kernel, kernel),
+               "stride": (int(rng.integers(1, 3)),) * 2, "padding": (int(rng.integers(0, kernel)),) * 2,
+               "dilation": (2, 2) if rng.random() < 0.2 else (1, 1), "groups": groups}
+    weight = initialise_shape(init, (out_channels, channels // groups, kernel, kernel), rng)
+    bias = rng.normal(0.0, 0.1, out_channels) if rng.random() < 0.8 else None
+    for fallback in ({}, {"dilation": (1, 1)}, {"dilation": (1, 1), "stride": (1, 1)},
+                     {"dilation": (1, 1), "stride": (1, 1), "padding": (kernel - 1, kernel - 1)}):
+        layer = Layer("conv2d", weight=weight, bias=bias, params=layer_options("conv2d", {**options, **fallback}))
+        try:
+            output_shape(layer, shape)
+            return layer
+        except ShapeError:
+            continue
+    raise AssertionError(f"no conv2d fits {shape}")  # unreachable: padding k − 1 always fits
+
+
+def _random_extra(rng: np.random.Generator, shape: tuple[int, ...]) -> Layer | None:
+    """One of ``CONV_EXTRAS`` suited to ``shape``, or None."""
+    kind = _pick(rng, (None,) + CONV_EXTRAS)
+    batch, channels, height, width = shape
+    if kind in ("max_pool2d", "avg_pool2d"):
+        if min(height, width) < 2:
+            return None
+        return Layer(kind, params=layer_options(kind, {"kernel_size": (2, 2), "stride": (2, 2)}))
+    if kind == "batch_norm":
+        training = bool(rng.random() < 0.8) and batch * height * width > 1
+        return Layer(kind, weight=rng.uniform(0.5, 1.5, channels), bias=rng.normal(0.0, 0.1, channels),
+                     params=layer_options(kind, {"training": training}),
+                     buffers={"running_mean": rng.normal(0.0, 0.1, channels),
+                              "running_var": rng.uniform(0.5, 1.5, channels)})
+    if kind == "layer_norm":
+        dims = int(rng.integers(1, 4))
+        normalized = shape[-dims:]
+        return Layer(kind, weight=rng.uniform(0.5, 1.5, normalized), bias=rng.normal(0.0, 0.1, normalized),
+                     params=layer_options(kind, {"dims": dims}))
+    if kind == "dropout":
+        return Layer(kind, params=layer_options(kind, {"p": float(_pick(rng, (0.2, 0.5)))}))
+    return None
+
+
+def random_conv_scenarios(count: int, seed: int = DEFAULT_SEED) -> list[Scenario]:
+    """``count`` convolutional scenarios with seeds seed, seed+1, …"""
+    return [random_conv_scenario(seed + k) for k in range(count)]

@@ -5,7 +5,12 @@ from its own generator ``layer_rng(seed, layer_index)`` = ``default_rng([seed,
 layer_index])``, so a layer's weights do not change when another layer is added
 or resized; ``scenarios.generator.random_scenario`` draws a whole random
 architecture from one generator instead.
-Formulas follow ``torch.nn.init`` (gain 1): fan_in = in, fan_out = out.
+Formulas follow ``torch.nn.init`` (gain 1): for a weight of shape (out, in, …)
+fan_in = in · (kernel size) and fan_out = out · (kernel size), the kernel size
+being the product of the trailing dimensions (1 for a linear layer).
+``pytorch_default`` is what ``torch.nn.Linear`` and ``torch.nn.Conv2d`` draw
+when built: U(−1/√fan_in, 1/√fan_in) (kaiming_uniform with a = √5), for the
+weight and, with ``default_bias``, for the bias.
 """
 from __future__ import annotations
 
@@ -17,8 +22,28 @@ import numpy as np
 def initialise(name: str, out_features: int, in_features: int, rng: np.random.Generator,
                scale: float | None = None) -> np.ndarray:
     """A (out, in) float64 weight drawn by initialiser ``name``."""
-    shape = (out_features, in_features)
-    fan_in, fan_out = in_features, out_features
+    return initialise_shape(name, (out_features, in_features), rng, scale)
+
+
+def fans(shape: tuple[int, ...]) -> tuple[int, int]:
+    """(fan_in, fan_out) of a weight of ``shape`` (out, in, …), as ``torch.nn.init`` counts them."""
+    receptive = math.prod(shape[2:])
+    return shape[1] * receptive, shape[0] * receptive
+
+
+def default_bias(shape: tuple[int, ...], fan_in: int, rng: np.random.Generator) -> np.ndarray:
+    """PyTorch's default bias of a linear or convolution layer: U(−1/√fan_in, 1/√fan_in)."""
+    bound = 1.0 / math.sqrt(fan_in)
+    return rng.uniform(-bound, bound, shape)
+
+
+def initialise_shape(name: str, shape: tuple[int, ...], rng: np.random.Generator,
+                     scale: float | None = None) -> np.ndarray:
+    """A float64 weight of ``shape`` (out, in, …) drawn by initialiser ``name``."""
+    fan_in, fan_out = fans(shape)
+    if name == "pytorch_default":
+        bound = 1.0 / math.sqrt(fan_in)
+        return rng.uniform(-bound, bound, shape)
     if name == "xavier_uniform":
         bound = math.sqrt(6.0 / (fan_in + fan_out))
         return rng.uniform(-bound, bound, shape)

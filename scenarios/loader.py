@@ -13,18 +13,49 @@ import dataclasses
 import math
 import os
 import re
+import stat
 import tomllib
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 import numpy as np
 
-from scenarios.catalog import ACTIVATIONS, DTYPES, INITIALIZERS, LOSSES, OPTIMIZERS, ParamSpec
-from scenarios.init import initialise, layer_rng
+from scenarios.catalog import ACTIVATIONS, DTYPES, INITIALIZERS, LAYERS, LOSSES, OPTIMIZERS, ParamSpec
+from scenarios.init import default_bias, fans, initialise_shape, layer_rng
 from scenarios.model import Expectation, Layer, Loss, Optimizer, Scenario
+from scenarios.shapes import ShapeError, output_shape
 from scenarios.trace import is_trace_address, parse_element
 
 TOP_LEVEL_KEYS = {"name", "dtype", "seed", "source", "layers", "loss", "data", "optimizer", "expect", "tags"}
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds checked while a file is read, before anything is allocated: a
+    file that asks for more is refused with the limit in the message (exit 2),
+    not run until memory or patience runs out. ``backprop-verify check
+    --limit NAME=N`` raises one.
+
+    ``file_bytes``      size of the scenario file
+    ``elements``        entries of one tensor: data, a weight, a layer's output
+    ``parameters``      entries of all weights and biases together
+    ``steps``           optimizer updates (``steps``, or ``epochs`` × updates per epoch)
+    ``trace_elements``  values a trajectory records: steps × (2 · parameters + running statistics)
+    ``rank``            dimensions of a tensor written as nested lists
+    ``printed_digits``  digits of a printed number
+    """
+
+    file_bytes: int = 16 * 2**20
+    elements: int = 2**24
+    parameters: int = 2**24
+    steps: int = 100_000
+    trace_elements: int = 2**26
+    rank: int = 6
+    printed_digits: int = 30
+
+
+DEFAULT_LIMITS = Limits()
 # Expectation targets that are not Trace addresses but properties of the scenario.
 SCENARIO_QUANTITIES = ("updates_per_epoch", "parameter_count")
 
@@ -38,10 +69,18 @@ class ScenarioError(ValueError):
 
 
 class _Reader:
-    """Validation helpers bound to one file name."""
+    """Validation helpers bound to one file name and its limits."""
 
-    def __init__(self, file: str):
+    def __init__(self, file: str, limits: Limits = DEFAULT_LIMITS):
         self.file = file
+        self.limits = limits
+
+    def within(self, field: str, what: str, count: int, limit_name: str) -> None:
+        """Refuse ``count`` of ``what`` above the limit ``limit_name``."""
+        limit = getattr(self.limits, limit_name)
+        if count > limit:
+            self.fail(field, f"{what} is {count:,}; expected at most {limit:,} (limit {limit_name}; "
+                             f"raise it with --limit {limit_name}=N)")
 
     def fail(self, field: str, problem: str):
         raise ScenarioError(self.file, field, problem)
@@ -94,30 +133,70 @@ class _Reader:
         """A rectangular 2-D list of finite numbers."""
         if not isinstance(value, list) or not value or not all(isinstance(r, list) for r in value):
             self.fail(field, f"expected a non-empty list of rows (a 2-D array), got {_kind(value)}")
-        width = len(value[0])
-        for r, row in enumerate(value):
-            if len(row) != width or width == 0:
-                self.fail(field, f"row {r} has {len(row)} entries, row 0 has {width}; expected a rectangular 2-D array")
-            for c, entry in enumerate(row):
-                self.number(entry, f"{field}[{r}][{c}]")
+        return self.tensor(value, field, rank=2)
+
+    def tensor(self, value: Any, field: str, rank: int | None = None) -> np.ndarray:
+        """A rectangular nested list of finite numbers (of ``rank`` dimensions when given).
+
+        The shape is read from the first entry at each depth and every entry
+        checked against it, iteratively (no recursion on the file's nesting),
+        and the element count against the limit before any array is built.
+        """
+        if not isinstance(value, list) or not value:
+            expected = "a non-empty list of numbers" if rank == 1 else "a non-empty (nested) list of numbers"
+            self.fail(field, f"expected {expected}, got {_kind(value)}")
+        shape, probe = [], value
+        while isinstance(probe, list):
+            if len(shape) >= self.limits.rank:
+                self.fail(field, f"nested deeper than {self.limits.rank} dimensions (limit rank; "
+                                 "raise it with --limit rank=N)")
+            if not probe:
+                self.fail(field, f"an empty list at depth {len(shape)}; expected numbers")
+            shape.append(len(probe))
+            probe = probe[0]
+        if rank is not None and len(shape) != rank:
+            self.fail(field, f"expected a {rank}-D array, got {len(shape)} dimensions")
+        self.within(field, "the number of entries", math.prod(shape), "elements")
+        level = [(value, "")]
+        for depth, size in enumerate(shape):
+            last = depth == len(shape) - 1
+            following = []
+            for entries, where in level:
+                if not isinstance(entries, list) or len(entries) != size:
+                    got = f"{len(entries)} entries" if isinstance(entries, list) else _kind(entries)
+                    if len(shape) == 2 and depth == 1:
+                        row = where.strip("[]")
+                        self.fail(field, f"row {row} has {got}, row 0 has {size}; expected a rectangular 2-D array")
+                    self.fail(f"{field}{where}", f"has {got}; expected {size} (a rectangular array of shape "
+                                                f"{tuple(shape)})")
+                if last:
+                    for k, entry in enumerate(entries):
+                        self.number(entry, f"{field}{where}[{k}]")
+                else:
+                    following += [(entry, f"{where}[{k}]") for k, entry in enumerate(entries)]
+            level = following
         return np.array(value, dtype=np.float64)
 
     def vector(self, value: Any, field: str) -> np.ndarray:
-        if not isinstance(value, list) or not value:
-            self.fail(field, f"expected a non-empty list of numbers, got {_kind(value)}")
-        for i, entry in enumerate(value):
-            self.number(entry, f"{field}[{i}]")
-        return np.array(value, dtype=np.float64)
+        return self.tensor(value, field, rank=1)
 
     def params(self, data: dict, specs: dict[str, ParamSpec], field: str) -> dict[str, Any]:
         out = {}
         for name, spec in specs.items():
             if name not in data:
+                if spec.default is None:
+                    self.fail(f"{field}.{name}", f"missing; expected {spec.doc or 'a value'}")
                 out[name] = spec.default
                 continue
             where = f"{field}.{name}"
             value = data[name]
-            if spec.kind is str:
+            if spec.kind is tuple:
+                out[name] = self.pair(value, where, int(spec.minimum or 0))
+            elif spec.maximum is not None:
+                out[name] = self.number(value, where, spec.minimum)
+                if out[name] > spec.maximum:
+                    self.fail(where, f"expected a number in [{spec.minimum:g}, {spec.maximum:g}], got {value}")
+            elif spec.kind is str:
                 out[name] = self.string(data, name, where, choices=spec.choices or None)
             elif spec.kind is bool:
                 if not isinstance(value, bool):
@@ -128,6 +207,17 @@ class _Reader:
             else:
                 out[name] = self.number(value, where, spec.minimum, exclusive=spec.minimum == 0.0)
         return out
+
+
+    def pair(self, value: Any, field: str, minimum: int) -> tuple[int, int]:
+        """An int, or a pair [h, w] of ints, each >= ``minimum``: returned as (h, w)."""
+        entries = value if isinstance(value, list) else [value]
+        if len(entries) not in (1, 2) or (isinstance(value, list) and len(entries) != 2):
+            self.fail(field, f"expected an integer or a pair [h, w], got {_kind(value)}"
+                      + (f" of {len(entries)} entries" if isinstance(value, list) else ""))
+        numbers = [self.integer(entry, field, minimum) for entry in entries]
+        self.within(field, "a size", max(numbers), "elements")
+        return (numbers[0], numbers[-1])
 
 
 def _kind(value: Any) -> str:
@@ -144,25 +234,64 @@ def _kind(value: Any) -> str:
     return type(value).__name__
 
 
-def load_scenario(path: str | os.PathLike) -> Scenario:
-    """Read and validate one scenario file."""
+def load_scenario(path: str | os.PathLike, limits: Limits = DEFAULT_LIMITS) -> Scenario:
+    """Read and validate one scenario file: a regular file of at most
+    ``limits.file_bytes`` bytes of UTF-8 TOML."""
     path = os.fspath(path)
-    file = os.path.basename(path)
+    file = os.path.basename(path) or path
+    text = _read_text(path, file, limits)
     try:
-        with open(path, "rb") as handle:
-            data = tomllib.load(handle)
-    except FileNotFoundError:
-        raise ScenarioError(file, "", f"no such file: {path}") from None
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise ScenarioError(file, "", f"not valid TOML: {err}") from None
+    except RecursionError:
+        raise ScenarioError(file, "", "arrays or tables nested too deeply to read; expected a scenario "
+                                      "(tensors of a few dimensions)") from None
     default_name = os.path.splitext(file)[0]
-    return scenario_from_dict(data, file=file, default_name=default_name, path=path)
+    try:
+        return scenario_from_dict(data, file=file, default_name=default_name, path=path, limits=limits)
+    except RecursionError:
+        raise ScenarioError(file, "", "nested too deeply; expected a scenario (tensors of a few dimensions)") from None
+
+
+def _read_text(path: str, file: str, limits: Limits) -> str:
+    """The file's text, refused unless it is a regular file of bounded size in UTF-8."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise ScenarioError(file, "", f"no such file: {path}") from None
+    except OSError as err:
+        raise ScenarioError(file, "", f"cannot be read ({err.strerror or err}); expected a scenario file") from None
+    if not stat.S_ISREG(info.st_mode):
+        kind = "a folder" if stat.S_ISDIR(info.st_mode) else "not a regular file"
+        raise ScenarioError(file, "", f"is {kind}; expected a scenario file (TOML)")
+    if info.st_size > limits.file_bytes:
+        raise ScenarioError(file, "", f"is {info.st_size:,} bytes; expected at most {limits.file_bytes:,} "
+                                      "(limit file_bytes; raise it with --limit file_bytes=N)")
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read(limits.file_bytes + 1)
+    except OSError as err:
+        raise ScenarioError(file, "", f"cannot be read ({err.strerror or err}); expected a scenario file") from None
+    if len(raw) > limits.file_bytes:
+        raise ScenarioError(file, "", f"is more than {limits.file_bytes:,} bytes (limit file_bytes)")
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raise ScenarioError(file, "", "starts with a byte-order mark (BOM); expected plain UTF-8 "
+                                      "(save the file as UTF-8 without BOM)")
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise ScenarioError(file, "", "is UTF-16 text; expected UTF-8 (TOML files are UTF-8)")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw[:err.start].count(b"\n") + 1
+        raise ScenarioError(file, "", f"is not UTF-8 text (byte 0x{raw[err.start]:02x} on line {line}); "
+                                      "expected a UTF-8 TOML file") from None
 
 
 def scenario_from_dict(data: dict, file: str = "<scenario>", default_name: str = "scenario",
-                       path: str | None = None) -> Scenario:
+                       path: str | None = None, limits: Limits = DEFAULT_LIMITS) -> Scenario:
     """Validate a parsed scenario (the TOML structure as a dict)."""
-    r = _Reader(file)
+    r = _Reader(file, limits)
     r.unknown_keys(data, TOP_LEVEL_KEYS, "")
     name = r.string(data, "name", "name", default=default_name)
     dtype = r.string(data, "dtype", "dtype", choices=DTYPES, default="float64")
@@ -182,19 +311,25 @@ def scenario_from_dict(data: dict, file: str = "<scenario>", default_name: str =
         r.fail("data.x", "missing; expected a list of input rows (batch-first)")
     if "y" not in data_table:
         r.fail("data.y", "missing; expected a list of target rows (batch-first)")
-    x = _data_matrix(r, data_table["x"], "data.x", seed, stream=0)
-    y = _data_matrix(r, data_table["y"], "data.y", seed, stream=1)
+    x = _data_tensor(r, data_table["x"], "data.x", seed, stream=0)
+    y = _data_tensor(r, data_table["y"], "data.y", seed, stream=1)
     if x.shape[0] != y.shape[0]:
         r.fail("data.y", f"has {y.shape[0]} rows but data.x has {x.shape[0]}; expected one target row per input row")
 
-    layers = _layers(r, data, width=x.shape[1], seed=seed)
-    out_width = _output_width(layers, x.shape[1])
-    if y.shape[1] != out_width:
-        r.fail("data.y", f"rows have {y.shape[1]} entries but the network outputs {out_width}; expected {out_width}")
+    layers, shapes = _layers(r, data, x.shape, seed)
+    out_shape = shapes[-1]
+    if len(out_shape) != 2:
+        r.fail("layers", f"the network's output has shape {out_shape}; losses take (N, features): end the network "
+                         "with a flatten (and linear) layer")
+    if y.ndim != 2 or y.shape[1] != out_shape[1]:
+        got = f"rows have {y.shape[1]} entries" if y.ndim == 2 else f"has shape {y.shape}"
+        r.fail("data.y", f"{got} but the network outputs {out_shape[1]}; expected {out_shape[1]}")
+    r.within("layers", "the number of parameters", sum(l.weight.size if l.weight is not None else 0 for l in layers)
+             + sum(l.bias.size if l.bias is not None else 0 for l in layers), "parameters")
 
-    loss = _loss(r, data, y)
-    optimizer = _optimizer(r, data, x.shape[0]) if "optimizer" in data else None
-    expects = _expects(r, data, layers, x, optimizer)
+    loss = _loss(r, data, y, layers)
+    optimizer = _optimizer(r, data, x.shape[0], layers) if "optimizer" in data else None
+    expects = _expects(r, data, layers, shapes, x, optimizer)
 
     return Scenario(
         name=name, layers=tuple(layers), loss=loss, x=x.astype(dtype), y=y.astype(dtype),
@@ -203,78 +338,212 @@ def scenario_from_dict(data: dict, file: str = "<scenario>", default_name: str =
     )
 
 
-def _layers(r: _Reader, data: dict, width: int, seed: int) -> list[Layer]:
+def _layers(r: _Reader, data: dict, input_shape: tuple[int, ...], seed: int) -> tuple[list[Layer], list[tuple]]:
+    """The layers, and the output shape of each (checked by ``scenarios.shapes``)."""
     raw = data.get("layers")
     if raw is None:
         r.fail("layers", "missing; expected at least one [[layers]] table")
     if not isinstance(raw, list) or not raw or not all(isinstance(l, dict) for l in raw):
         r.fail("layers", "expected a non-empty array of [[layers]] tables")
-    layer_types = ("linear",) + tuple(ACTIVATIONS)
-    layers = []
+    layer_types = tuple(LAYERS) + tuple(ACTIVATIONS)
+    layers, shapes, shape = [], [], tuple(input_shape)
     for i, spec in enumerate(raw):
         field = f"layers[{i}]"
         kind = r.string(spec, "type", f"{field}.type", choices=layer_types)
         if kind == "linear":
-            layer = _linear(r, spec, field, width, seed, i)
-            width = layer.weight.shape[0]
-        else:
+            if len(shape) != 2:
+                r.fail(f"{field}.type", f"linear takes (N, features), but its input has shape {shape}; add a "
+                                        "flatten layer before it")
+            layer = _linear(r, spec, field, shape[1], seed, i)
+        elif kind in ACTIVATIONS:
             info = ACTIVATIONS[kind]
             r.unknown_keys(spec, {"type", *info.params}, field)
             layer = Layer(type=kind, params=r.params(spec, info.params, field))
+        else:
+            layer = _LAYER_READERS[kind](r, spec, field, shape, seed, i)
+        try:
+            shape = output_shape(layer, shape)
+        except ShapeError as err:
+            r.fail(field, f"{err} (input of shape {shape})")
+        r.within(field, f"the output of shape {shape}: its number of entries", math.prod(shape), "elements")
         layers.append(layer)
-    return layers
+        shapes.append(shape)
+    return layers, shapes
+
+
+def _weight_and_bias(r: _Reader, spec: dict, field: str, shape: tuple[int, ...], seed: int, index: int,
+                     what: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """A linear or conv2d layer's weight (given, or drawn by ``init``; default
+    ``pytorch_default``) and bias (a list, ``true``: PyTorch's default draw,
+    ``false``: none, ``"zeros"``)."""
+    if "weight" in spec and "init" in spec:
+        r.fail(f"{field}.init", "give either weight or init, not both")
+    if "weight" in spec:
+        weight = r.tensor(spec["weight"], f"{field}.weight", rank=len(shape))
+        if weight.shape != shape:
+            r.fail(f"{field}.weight", f"expected shape {shape} {what}, got {weight.shape}")
+        for key in ("scale",):
+            if key in spec:
+                r.fail(f"{field}.{key}", "only allowed with init")
+    else:
+        init = r.string(spec, "init", f"{field}.init", choices=INITIALIZERS, default="pytorch_default")
+        scale = r.number(spec["scale"], f"{field}.scale", 0.0, exclusive=True) if "scale" in spec else None
+        r.within(f"{field}.weight", f"the number of entries of shape {shape}", math.prod(shape), "elements")
+        weight = initialise_shape(init, shape, layer_rng(seed, index), scale)
+    value = spec.get("bias", False)
+    if value is False:
+        return weight, None
+    if value is True:
+        return weight, default_bias((shape[0],), fans(shape)[0], layer_rng(seed, 1000 + index))
+    if value == "zeros":
+        return weight, np.zeros(shape[0])
+    bias = r.vector(value, f"{field}.bias")
+    if bias.shape[0] != shape[0]:
+        r.fail(f"{field}.bias", f"expected {shape[0]} entries (one per output unit), got {bias.shape[0]}")
+    return weight, bias
 
 
 def _linear(r: _Reader, spec: dict, field: str, width: int, seed: int, index: int) -> Layer:
     r.unknown_keys(spec, {"type", "weight", "bias", "init", "in", "out", "scale"}, field)
-    if "weight" in spec and "init" in spec:
-        r.fail(f"{field}.init", "give either weight or init, not both")
     if "weight" in spec:
+        for key in ("in", "out", "scale"):
+            if key in spec:
+                r.fail(f"{field}.{key}", "only allowed with init")
+        if "init" in spec:
+            r.fail(f"{field}.init", "give either weight or init, not both")
         weight = r.matrix(spec["weight"], f"{field}.weight")
         if weight.shape[1] != width:
             r.fail(f"{field}.weight", f"expected shape (out, {width}) (out, in): the layer's input has {width} "
                    f"features, got shape {weight.shape}")
-        for key in ("in", "out", "scale"):
-            if key in spec:
-                r.fail(f"{field}.{key}", "only allowed with init")
+        n_out = weight.shape[0]
     elif "init" in spec:
-        init = r.string(spec, "init", f"{field}.init", choices=INITIALIZERS)
+        r.string(spec, "init", f"{field}.init", choices=INITIALIZERS)
         n_in = r.integer(spec.get("in", width), f"{field}.in", minimum=1)
         if n_in != width:
             r.fail(f"{field}.in", f"expected {width} (the width of the previous layer), got {n_in}")
         if "out" not in spec:
             r.fail(f"{field}.out", "missing; expected the number of output units (an integer >= 1)")
         n_out = r.integer(spec["out"], f"{field}.out", minimum=1)
-        scale = r.number(spec["scale"], f"{field}.scale", 0.0, exclusive=True) if "scale" in spec else None
-        weight = initialise(init, n_out, n_in, layer_rng(seed, index), scale)
     else:
         r.fail(f"{field}.weight", "missing; expected weight = [[...], ...] of shape (out, in), or init = "
                f"one of: {', '.join(INITIALIZERS)}")
-    bias = None
-    if "bias" in spec:
-        value = spec["bias"]
-        if value == "zeros":
-            bias = np.zeros(weight.shape[0])
-        else:
-            bias = r.vector(value, f"{field}.bias")
-            if bias.shape[0] != weight.shape[0]:
-                r.fail(f"{field}.bias", f"expected {weight.shape[0]} entries (one per output unit), got {bias.shape[0]}")
+    weight, bias = _weight_and_bias(r, spec, field, (n_out, width), seed, index, "(out, in)")
     return Layer(type="linear", weight=weight, bias=bias)
 
 
-def _output_width(layers: list[Layer], width: int) -> int:
-    for layer in layers:
-        if layer.is_linear:
-            width = layer.weight.shape[0]
-    return width
+def _conv2d(r: _Reader, spec: dict, field: str, shape: tuple[int, ...], seed: int, index: int) -> Layer:
+    info = LAYERS["conv2d"]
+    r.unknown_keys(spec, {"type", "weight", "bias", "init", "scale", *info.params}, field)
+    params = r.params(spec, info.params, field)
+    if len(shape) != 4:
+        r.fail(f"{field}.type", f"conv2d takes (N, C, H, W), but its input has shape {shape}")
+    channels, groups = shape[1], params["groups"]
+    if channels % groups or params["out_channels"] % groups:
+        r.fail(f"{field}.groups", f"expected a divisor of the input channels ({channels}) and of out_channels "
+                                  f"({params['out_channels']}), got {groups}")
+    weight_shape = (params["out_channels"], channels // groups, *params["kernel_size"])
+    weight, bias = _weight_and_bias(r, {"bias": True, **spec}, field, weight_shape, seed, index,
+                                    "(out_channels, in_channels / groups, kh, kw)")
+    return Layer(type="conv2d", weight=weight, bias=bias, params=params)
 
 
-def _loss(r: _Reader, data: dict, y: np.ndarray) -> Loss:
+def _pool(kind: str):
+    def read(r: _Reader, spec: dict, field: str, shape: tuple[int, ...], seed: int, index: int) -> Layer:
+        info = LAYERS[kind]
+        r.unknown_keys(spec, {"type", *info.params}, field)
+        params = r.params({"stride": spec.get("kernel_size"), **spec}, info.params, field)
+        return Layer(type=kind, params=params)
+
+    return read
+
+
+def _plain(kind: str):
+    def read(r: _Reader, spec: dict, field: str, shape: tuple[int, ...], seed: int, index: int) -> Layer:
+        info = LAYERS[kind]
+        r.unknown_keys(spec, {"type", *info.params}, field)
+        return Layer(type=kind, params=r.params(spec, info.params, field))
+
+    return read
+
+
+def _affine(r: _Reader, spec: dict, field: str, shape: tuple[int, ...], enabled: bool, key: str) -> tuple:
+    """A norm layer's γ (``weight``, default ones) and β (``bias``, default zeros) of ``shape``, or None, None."""
+    if not enabled:
+        for name in ("weight", "bias"):
+            if name in spec:
+                r.fail(f"{field}.{name}", f"only allowed with {key} = true")
+        return None, None
+    arrays = []
+    for name, default in (("weight", np.ones), ("bias", np.zeros)):
+        if name not in spec:
+            arrays.append(default(shape))
+            continue
+        value = r.tensor(spec[name], f"{field}.{name}", rank=len(shape))
+        if value.shape != shape:
+            r.fail(f"{field}.{name}", f"expected shape {shape}, got {value.shape}")
+        arrays.append(value)
+    return tuple(arrays)
+
+
+def _batch_norm(r: _Reader, spec: dict, field: str, shape: tuple[int, ...], seed: int, index: int) -> Layer:
+    info = LAYERS["batch_norm"]
+    r.unknown_keys(spec, {"type", "weight", "bias", *info.buffers, *info.params}, field)
+    params = r.params(spec, info.params, field)
+    if len(shape) not in (2, 4):
+        r.fail(f"{field}.type", f"batch_norm takes (N, F) or (N, C, H, W), but its input has shape {shape}")
+    channels = (shape[1],)
+    per_channel = shape[0] * math.prod(shape[2:])
+    if params["training"] and per_channel < 2:
+        r.fail(f"{field}.training", f"batch statistics need more than one value per channel, got {per_channel} "
+                                    f"(input shape {shape}); expected training = false, or a larger batch")
+    weight, bias = _affine(r, spec, field, channels, params["affine"], "affine")
+    buffers = {}
+    for name, default, positive in (("running_mean", np.zeros, False), ("running_var", np.ones, True)):
+        value = default(channels) if name not in spec else r.vector(spec[name], f"{field}.{name}")
+        if value.shape != channels:
+            r.fail(f"{field}.{name}", f"expected {channels[0]} entries (one per channel), got {value.shape[0]}")
+        if positive and (value < 0).any():
+            r.fail(f"{field}.{name}", "expected variances >= 0")
+        buffers[name] = value
+    return Layer(type="batch_norm", weight=weight, bias=bias, params=params, buffers=buffers)
+
+
+def _layer_norm(r: _Reader, spec: dict, field: str, shape: tuple[int, ...], seed: int, index: int) -> Layer:
+    info = LAYERS["layer_norm"]
+    r.unknown_keys(spec, {"type", "weight", "bias", *info.params}, field)
+    params = r.params(spec, info.params, field)
+    if params["dims"] > len(shape) - 1:
+        r.fail(f"{field}.dims", f"expected at most {len(shape) - 1} (the dimensions after the batch of the input "
+                                f"{shape}), got {params['dims']}")
+    normalized = tuple(shape[-params["dims"]:])
+    weight, bias = _affine(r, spec, field, normalized, params["elementwise_affine"], "elementwise_affine")
+    return Layer(type="layer_norm", weight=weight, bias=bias, params=params)
+
+
+_LAYER_READERS = {
+    "conv2d": _conv2d,
+    "max_pool2d": _pool("max_pool2d"),
+    "avg_pool2d": _pool("avg_pool2d"),
+    "flatten": _plain("flatten"),
+    "dropout": _plain("dropout"),
+    "batch_norm": _batch_norm,
+    "layer_norm": _layer_norm,
+}
+
+
+def _loss(r: _Reader, data: dict, y: np.ndarray, layers: list[Layer]) -> Loss:
     table = r.table(data, "loss", "loss")
     r.unknown_keys(table, {"type", "reduction"}, "loss")
     kind = r.string(table, "type", "loss.type", choices=tuple(LOSSES))
     info = LOSSES[kind]
     reduction = r.string(table, "reduction", "loss.reduction", choices=info.reductions)
+    if info.input_domain == "probability":
+        last = next((l for l in reversed(layers) if l.type not in ("identity", "dropout")), layers[-1])
+        if ACTIVATIONS.get(last.type) is None or ACTIVATIONS[last.type].output_range != "probability":
+            outputs = [a.name for a in ACTIVATIONS.values() if a.output_range == "probability"]
+            r.fail("loss.type", f"{kind} takes probabilities in (0, 1), but the network ends with {last.type!r}; "
+                                f"expected a last layer {' or '.join(outputs)} (or the fused loss on logits: "
+                                f"{'softmax_cross_entropy' if kind == 'cross_entropy' else 'bce_with_logits'})")
     if info.target_domain in ("distribution", "unit") and (y.min() < 0 or (info.target_domain == "unit" and y.max() > 1)):
         expected = "non-negative class probabilities" if info.target_domain == "distribution" else "targets in [0, 1]"
         r.fail("data.y", f"loss {kind} expects {expected}; got values in [{y.min():g}, {y.max():g}]")
@@ -285,7 +554,7 @@ OPTIMIZER_COMMON = ("type", "learning_rate", "steps", "epochs", "batch_size", "d
                     "clip_grad_norm", "clip_grad_value", "clip_weights")
 
 
-def _optimizer(r: _Reader, data: dict, samples: int) -> Optimizer:
+def _optimizer(r: _Reader, data: dict, samples: int, layers: list[Layer]) -> Optimizer:
     """The ``[optimizer]`` table: common settings, the optimizer's own options
     (catalogue ParamSpecs with their bounds), clipping, and cross-field rules."""
     table = r.table(data, "optimizer", "optimizer")
@@ -316,54 +585,79 @@ def _optimizer(r: _Reader, data: dict, samples: int) -> Optimizer:
             r.fail("optimizer.epochs", "give either steps or epochs, not both")
         epochs = r.integer(table["epochs"], "optimizer.epochs", minimum=1)
         steps = epochs * optimizer.updates_per_epoch(samples)
+        _check_steps(r, "optimizer.epochs", steps, layers)
         return dataclasses.replace(optimizer, steps=steps, epochs=epochs)
     steps = r.integer(table.get("steps", 1), "optimizer.steps", minimum=1)
+    _check_steps(r, "optimizer.steps", steps, layers)
     return dataclasses.replace(optimizer, steps=steps)
+
+
+def _check_steps(r: _Reader, field: str, steps: int, layers: list[Layer]) -> None:
+    """The number of updates, and the values their trajectory records, within the limits."""
+    r.within(field, "the number of updates", steps, "steps")
+    recorded = sum(2 * value.size for layer in layers for value in layer.parameters.values())
+    recorded += sum(value.size for layer in layers for value in layer.buffers.values())
+    r.within(field, f"the number of values {steps:,} updates record", steps * max(1, recorded), "trace_elements")
 
 
 # --------------------------------------------------------------------------- generated data
 #
-# ``data.x`` / ``data.y`` may be a table instead of a list of rows, for examples
-# whose point is their size (a 784-pixel input, a 1,000-sample data set):
+# ``data.x`` / ``data.y`` are nested lists of any rank (rows (N, F), images
+# (N, C, H, W)), or a table for examples whose point is their size:
 #
 #     x = {generate = "uniform", rows = 1000, cols = 784}
+#     x = {generate = "normal", shape = [8, 3, 32, 32]}
 #
-# ``normal`` draws N(0, 1), ``uniform`` U[0, 1), ``one_hot`` a one-hot row of a
-# uniformly drawn class. The generator is ``default_rng([seed, 0xDA7A, k])``
-# with the scenario seed and k = 0 for x, 1 for y: the same file always gives
-# the same numbers, and a layer initialiser (``default_rng([seed, i])``) never
-# shares a stream with the data.
+# ``normal`` draws N(0, 1), ``uniform`` U[0, 1), ``one_hot`` a one-hot vector
+# along the last axis of a uniformly drawn class. The generator is
+# ``default_rng([seed, 0xDA7A, k])`` with the scenario seed and k = 0 for x,
+# 1 for y: the same file always gives the same numbers, and a layer
+# initialiser (``default_rng([seed, i])``) never shares a stream with the data.
 
 DATA_GENERATORS = ("normal", "uniform", "one_hot")
 _DATA_STREAM = 0xDA7A
 
 
-def _data_matrix(r: _Reader, value: Any, field: str, seed: int, stream: int) -> np.ndarray:
+def _data_tensor(r: _Reader, value: Any, field: str, seed: int, stream: int) -> np.ndarray:
     if not isinstance(value, dict):
-        return r.matrix(value, field)
-    r.unknown_keys(value, {"generate", "rows", "cols"}, field)
+        if not isinstance(value, list) or not value or not all(isinstance(row, list) for row in value):
+            r.fail(field, f"expected a non-empty list of rows (batch first: (N, F) or (N, C, H, W)), "
+                          f"got {_kind(value)}")
+        return r.tensor(value, field)
+    r.unknown_keys(value, {"generate", "rows", "cols", "shape"}, field)
     kind = r.string(value, "generate", f"{field}.generate", choices=DATA_GENERATORS)
-    for key in ("rows", "cols"):
-        if key not in value:
-            r.fail(f"{field}.{key}", "missing; expected an integer >= 1")
-    rows = r.integer(value["rows"], f"{field}.rows", minimum=1)
-    cols = r.integer(value["cols"], f"{field}.cols", minimum=1)
-    if kind == "one_hot" and cols < 2:
-        r.fail(f"{field}.cols", f"one_hot needs at least 2 classes, got {cols}")
+    if "shape" in value:
+        for key in ("rows", "cols"):
+            if key in value:
+                r.fail(f"{field}.{key}", "give either shape or rows and cols, not both")
+        dims = value["shape"]
+        if not isinstance(dims, list) or not 2 <= len(dims) <= r.limits.rank:
+            r.fail(f"{field}.shape", f"expected a list of 2 to {r.limits.rank} sizes, batch first "
+                                     f"(e.g. [8, 3, 32, 32]), got {_kind(dims)}")
+        shape = tuple(r.integer(size, f"{field}.shape[{k}]", minimum=1) for k, size in enumerate(dims))
+    else:
+        for key in ("rows", "cols"):
+            if key not in value:
+                r.fail(f"{field}.{key}", "missing; expected an integer >= 1 (or give shape = [N, ...])")
+        shape = (r.integer(value["rows"], f"{field}.rows", minimum=1),
+                 r.integer(value["cols"], f"{field}.cols", minimum=1))
+    r.within(field, f"the number of entries of shape {shape}", math.prod(shape), "elements")
+    if kind == "one_hot" and shape[-1] < 2:
+        where = f"{field}.cols" if "cols" in value else f"{field}.shape"
+        r.fail(where, f"one_hot needs at least 2 classes, got {shape[-1]}")
     rng = np.random.default_rng([seed, _DATA_STREAM, stream])
     if kind == "normal":
-        return rng.standard_normal((rows, cols))
+        return rng.standard_normal(shape)
     if kind == "uniform":
-        return rng.random((rows, cols))
-    out = np.zeros((rows, cols))
-    out[np.arange(rows), rng.integers(0, cols, size=rows)] = 1.0
-    return out
+        return rng.random(shape)
+    classes = rng.integers(0, shape[-1], size=shape[:-1])
+    return (np.arange(shape[-1]) == classes[..., None]).astype(np.float64)
 
 
 # --------------------------------------------------------------------------- printed numbers
 
 _PRINTED = re.compile(
-    r"^(?P<approx>[≈~]\s*)?(?P<sign>[+\-−])?(?P<int>\d{1,3}(?:,\d{3})+|\d*)(?:\.(?P<frac>\d+))?$"
+    r"^(?P<approx>[≈~]\s*)?(?P<sign>[+\-−])?(?P<int>[0-9]{1,3}(?:,[0-9]{3})+|[0-9]*)(?:\.(?P<frac>[0-9]+))?$"
 )
 
 
@@ -372,8 +666,8 @@ def printed_number(printed: str) -> tuple[Decimal, int, bool] | None:
 
     Accepted: an optional ``≈`` (or ``~``), a sign (``-``, ``+`` or the minus
     sign ``−``), digits with optional thousands separators (``13,001``) and an
-    optional decimal fraction. ``decimals`` is the number of digits after the
-    point (0 for ``25``); the value is exact (a Decimal).
+    optional decimal fraction, in ASCII digits. ``decimals`` is the number of
+    digits after the point (0 for ``25``); the value is exact (a Decimal).
     """
     m = _PRINTED.match(printed.strip())
     if not m or not (m.group("int") or m.group("frac")):
@@ -434,13 +728,12 @@ def _clip_range(r: _Reader, table: dict) -> tuple[float, float] | None:
     return (low, high)
 
 
-def _expects(r: _Reader, data: dict, layers: list[Layer], x: np.ndarray,
+def _expects(r: _Reader, data: dict, layers: list[Layer], shapes: list[tuple], x: np.ndarray,
              optimizer: Optimizer | None) -> tuple[Expectation, ...]:
     """The ``[[expect]]`` tables: each address must exist in this scenario's Trace."""
     raw = data.get("expect", [])
     if not isinstance(raw, list) or not all(isinstance(e, dict) for e in raw):
         r.fail("expect", "expected an array of [[expect]] tables")
-    shapes = _address_shapes(layers, x, optimizer)
     out = []
     for i, spec in enumerate(raw):
         field = f"expect[{i}]"
@@ -453,9 +746,9 @@ def _expects(r: _Reader, data: dict, layers: list[Layer], x: np.ndarray,
         if address is None or not (is_trace_address(address) or address in SCENARIO_QUANTITIES):
             r.fail(f"{field}.at", f"{at!r} is not a Trace address; expected e.g. loss, layers.1.output[0,0], "
                    f"step1.layers.0.weight[0,1], or one of: {', '.join(SCENARIO_QUANTITIES)}")
-        if address not in shapes:
+        shape = _address_shape(address, layers, shapes, x, optimizer)
+        if shape is None:
             r.fail(f"{field}.at", f"{address!r} does not exist in this scenario; {_why_missing(address, layers, optimizer)}")
-        shape = shapes[address]
         if index is None and math.prod(shape) != 1:
             r.fail(f"{field}.at", f"{address!r} has shape {shape}; expected an element index like {address}[0,0]")
         if index is not None and (len(index) != len(shape) or any(k >= n for k, n in zip(index, shape))):
@@ -468,36 +761,56 @@ def _expects(r: _Reader, data: dict, layers: list[Layer], x: np.ndarray,
             r.fail(f"{field}.printed", f"expected a string exactly as printed (e.g. \"0.567\"), got {_kind(printed)}")
         if printed_number(printed) is None:
             r.fail(f"{field}.printed", f"expected a decimal number as printed (e.g. \"0.567\", \"-10\", \"≈ 0.88\", "
-                   f"\"13,001\"), got {printed!r}")
+                   f"\"13,001\"), got {printed[:40]!r}")
+        digits = sum(character.isdigit() for character in printed)
+        if digits > r.limits.printed_digits:
+            r.fail(f"{field}.printed", f"has {digits} digits; expected at most {r.limits.printed_digits} (a float64 "
+                                       "carries 17 significant digits; limit printed_digits)")
         note = r.string(spec, "note", f"{field}.note", default="") if "note" in spec else ""
         out.append(Expectation(at=at, printed=printed, note=note))
     return tuple(out)
 
 
-def _address_shapes(layers: list[Layer], x: np.ndarray, optimizer: Optimizer | None) -> dict[str, tuple[int, ...]]:
-    """Every address this scenario's Trace holds, with its shape."""
-    batch, width = x.shape
-    shapes: dict[str, tuple[int, ...]] = {"loss": (), "input.grad": x.shape,
-                                          "updates_per_epoch": (), "parameter_count": ()}
-    params: dict[str, tuple[int, ...]] = {}
-    for i, layer in enumerate(layers):
-        if layer.is_linear:
-            width = layer.weight.shape[0]
-            params[f"layers.{i}.weight"] = layer.weight.shape
-            if layer.bias is not None:
-                params[f"layers.{i}.bias"] = layer.bias.shape
-        shapes[f"layers.{i}.output"] = shapes[f"layers.{i}.output.grad"] = (batch, width)
-    for name, shape in params.items():
-        shapes[name] = shapes[f"{name}.grad"] = shape
-    for t in range(1, (optimizer.steps if optimizer else 0) + 1):
-        shapes[f"step{t}.loss"] = ()
-        for name, shape in params.items():
-            shapes[f"step{t}.{name}"] = shapes[f"step{t}.{name}.grad"] = shape
-    return shapes
+_LAYER_ADDRESS = re.compile(r"^(?:step(?P<step>[0-9]+)\.)?(?:layers\.(?P<layer>[0-9]+)\.(?P<what>[a-z_.]+)|loss)$")
+
+
+def _address_shape(address: str, layers: list[Layer], shapes: list[tuple], x: np.ndarray,
+                   optimizer: Optimizer | None) -> tuple[int, ...] | None:
+    """The shape of ``address`` in this scenario's Trace, or None if the Trace does not record it.
+
+    Worked out from the address itself, so a scenario of many updates costs no
+    more to check than one of a single update.
+    """
+    if address in ("updates_per_epoch", "parameter_count"):
+        return ()
+    if address == "input.grad":
+        return x.shape
+    m = _LAYER_ADDRESS.match(address)
+    if m is None:
+        return None
+    step = m.group("step")
+    if step is not None and (optimizer is None or not 1 <= int(step) <= optimizer.steps):
+        return None
+    if m.group("layer") is None:
+        return ()  # loss, step{t}.loss
+    index, what = int(m.group("layer")), m.group("what")
+    if index >= len(layers):
+        return None
+    layer = layers[index]
+    if what in ("output", "output.grad"):
+        return None if step is not None else shapes[index]
+    name = what.removesuffix(".grad")
+    if name in layer.parameters:
+        return layer.parameters[name].shape
+    if name in layer.buffers and not what.endswith(".grad"):
+        return layer.buffers[name].shape
+    if what == "mask" and layer.type == "dropout" and step is None:
+        return shapes[index]
+    return None
 
 
 def _why_missing(address: str, layers: list[Layer], optimizer: Optimizer | None) -> str:
-    m = re.match(r"^(?:step(?P<step>[0-9]+)\.)?(?:layers\.(?P<layer>[0-9]+)\.(?P<what>[a-z.]+))?", address)
+    m = re.match(r"^(?:step(?P<step>[0-9]+)\.)?(?:layers\.(?P<layer>[0-9]+)\.(?P<what>[a-z_.]+))?", address)
     step, layer, what = m.group("step"), m.group("layer"), m.group("what")
     if step is not None:
         if optimizer is None:
@@ -509,7 +822,7 @@ def _why_missing(address: str, layers: list[Layer], optimizer: Optimizer | None)
         i = int(layer)
         if i >= len(layers):
             return f"expected a layer index from 0 to {len(layers) - 1}"
-        if what and what.startswith(("weight", "bias")) and not layers[i].is_linear:
+        if what and what.startswith(("weight", "bias")) and not layers[i].has_parameters:
             return f"layer {i} is {layers[i].type!r}, which has no parameters"
         if what and what.startswith("bias"):
             return f"layer {i} has no bias"

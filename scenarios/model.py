@@ -12,26 +12,40 @@ from typing import Any
 
 import numpy as np
 
-from scenarios.catalog import OPTIMIZERS
+from scenarios.catalog import LAYERS, OPTIMIZERS
 
 
 @dataclass(frozen=True)
 class Layer:
-    """One layer. ``type`` is ``"linear"`` or an activation name from the catalogue.
+    """One layer. ``type`` is a layer of the catalogue (``LAYERS``) or an activation.
 
-    For a linear layer ``weight`` has shape (out, in) — weight[j][k] connects
-    input k to unit j — and ``bias`` shape (out,) or None. For an activation,
-    ``params`` holds its parameters with defaults filled in.
+    ``weight`` and ``bias`` are the learned arrays, None where the layer has
+    none: for a linear layer (out, in) — weight[j][k] connects input k to unit
+    j — and (out,); for conv2d (out_channels, in_channels / groups, kh, kw) and
+    (out_channels,); for batch_norm γ and β (C,); for layer_norm γ and β of the
+    normalised shape. ``buffers`` holds batch_norm's running statistics as
+    they are before the first pass. ``params`` holds the options, defaults
+    filled in (pairs as tuples).
     """
 
     type: str
     weight: np.ndarray | None = None
     bias: np.ndarray | None = None
     params: dict[str, Any] = field(default_factory=dict)
+    buffers: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def is_linear(self) -> bool:
         return self.type == "linear"
+
+    @property
+    def has_parameters(self) -> bool:
+        return self.weight is not None or self.bias is not None
+
+    @property
+    def parameters(self) -> dict[str, np.ndarray]:
+        """The learned arrays by name (``weight`` before ``bias``), those the layer has."""
+        return {name: value for name, value in (("weight", self.weight), ("bias", self.bias)) if value is not None}
 
 
 @dataclass(frozen=True)
@@ -113,7 +127,7 @@ class Scenario:
     name: str
     layers: tuple[Layer, ...]
     loss: Loss
-    x: np.ndarray  # (batch, in), batch-first rows
+    x: np.ndarray  # (batch, …): rows (N, F) or images (N, C, H, W), batch first
     y: np.ndarray  # (batch, out)
     dtype: str = "float64"
     seed: int = 0
@@ -137,18 +151,12 @@ class Scenario:
 
     @property
     def parameter_count(self) -> int:
-        return sum(
-            layer.weight.size + (0 if layer.bias is None else layer.bias.size)
-            for layer in self.layers
-            if layer.is_linear
-        )
+        return sum(value.size for layer in self.layers for value in layer.parameters.values())
 
     def component_names(self) -> list[str]:
-        """Every activation, loss and optimizer this scenario exercises."""
-        names = [f"activation:{l.type}" for l in self.layers if not l.is_linear]
+        """Every layer, activation, loss and optimizer this scenario exercises."""
+        names = [f"layer:{l.type}" if l.type in LAYERS else f"activation:{l.type}" for l in self.layers]
         names.append(f"loss:{self.loss.type}")
-        if any(l.is_linear for l in self.layers):
-            names.append("layer:linear")
         if self.optimizer is not None:
             names.append(f"optimizer:{self.optimizer.type}")
         return sorted(set(names))
@@ -157,6 +165,8 @@ class Scenario:
         """The same scenario with every array cast to ``dtype``."""
         cast = lambda a: None if a is None else np.asarray(a, dtype=dtype)  # noqa: E731
         layers = tuple(
-            dataclasses.replace(l, weight=cast(l.weight), bias=cast(l.bias)) for l in self.layers
+            dataclasses.replace(l, weight=cast(l.weight), bias=cast(l.bias),
+                                buffers={name: cast(value) for name, value in l.buffers.items()})
+            for l in self.layers
         )
         return dataclasses.replace(self, layers=layers, x=cast(self.x), y=cast(self.y), dtype=dtype)

@@ -4,19 +4,27 @@ Addresses (the same on every side — manual, torch, finite differences):
 
 =============================  =================================================
 ``loss``                       the loss at the initial parameters
-``layers.{i}.output``          output of layer i (z for linear, a for activation)
+``layers.{i}.output``          output of layer i (z for linear, a for activation),
+                               in PyTorch's layout: (N, F) or (N, C, H, W)
 ``layers.{i}.output.grad``     dL/d(output of layer i)  (δ for a linear layer)
-``layers.{i}.weight``          initial weight of linear layer i, shape (out, in)
-``layers.{i}.bias``            initial bias of linear layer i
+``layers.{i}.weight``          initial weight of layer i: (out, in) for linear,
+                               (out_channels, in_channels / groups, kh, kw) for
+                               conv2d, γ for batch_norm and layer_norm
+``layers.{i}.bias``            initial bias of layer i (β for the norms)
 ``layers.{i}.weight.grad``     dL/dW at the initial parameters
 ``layers.{i}.bias.grad``       dL/db at the initial parameters
+``layers.{i}.running_mean``    batch_norm's running mean after the first forward
+                               pass (likewise ``.running_var``)
+``layers.{i}.mask``            dropout's 0/1 mask in the first forward pass
 ``input.grad``                 dL/dx
 ``step{t}.loss``               the loss computed in update t (before it is applied)
 ``step{t}.layers.{i}.weight``  the weight after t updates (likewise ``.bias``)
 ``step{t}.layers.{i}.weight.grad``  the gradient used by update t (likewise ``.bias.grad``)
+``step{t}.layers.{i}.running_mean``  after update t's forward pass (likewise ``.running_var``)
 =============================  =================================================
 
-An element is written ``address[r,c]`` (``layers.3.output[0,1]``); a scalar
+An element is written ``address[i,j,…]`` with one index per dimension
+(``layers.3.output[0,1]``, ``layers.0.weight.grad[3,0,1,1]``); a scalar
 address takes no index.
 """
 from __future__ import annotations
@@ -25,10 +33,14 @@ import re
 
 import numpy as np
 
-_ELEMENT = re.compile(r"^(?P<address>[A-Za-z0-9_.]+?)(?:\[(?P<index>[0-9, ]*)\])?$")
+_ELEMENT = re.compile(r"^(?P<address>[A-Za-z0-9_.]+?)(?:\[(?P<index>[^\]]*)\])?$", re.ASCII)
+_INDEX = re.compile(r"^ *[0-9]+ *$", re.ASCII)
 _ADDRESS = re.compile(
-    r"^(?:loss|input\.grad|layers\.(?P<layer>[0-9]+)\.(?:output|output\.grad|weight|bias|weight\.grad|bias\.grad))$"
-    r"|^step(?P<step>[0-9]+)\.(?:loss|layers\.[0-9]+\.(?:weight|bias|weight\.grad|bias\.grad))$"
+    r"^(?:loss|input\.grad|layers\.(?P<layer>[0-9]+)\.(?:output|output\.grad|weight|bias|weight\.grad|bias\.grad"
+    r"|running_mean|running_var|mask))$"
+    r"|^step(?P<step>[0-9]+)\.(?:loss|layers\.[0-9]+\.(?:weight|bias|weight\.grad|bias\.grad|running_mean"
+    r"|running_var))$",
+    re.ASCII,
 )
 
 
@@ -60,15 +72,21 @@ class Trace(dict):
 
 
 def parse_element(spec: str) -> tuple[str, tuple[int, ...] | None]:
-    """Split ``"layers.1.output[0,1]"`` into ``("layers.1.output", (0, 1))``."""
+    """Split ``"layers.1.output[0,1]"`` into ``("layers.1.output", (0, 1))``.
+
+    Every index is a non-negative decimal integer in ASCII digits; an empty
+    one (``[0,,1]``, ``[]``) is an error, not skipped.
+    """
     m = _ELEMENT.match(spec.strip())
     if not m:
         raise ValueError(f"not an address: {spec!r}")
     index = m.group("index")
     if index is None:
         return m.group("address"), None
-    parts = [p.strip() for p in index.split(",") if p.strip()]
-    return m.group("address"), tuple(int(p) for p in parts)
+    parts = index.split(",")
+    if not all(_INDEX.match(part) for part in parts):
+        raise ValueError(f"{spec!r}: expected one integer index per dimension, separated by commas")
+    return m.group("address"), tuple(int(part) for part in parts)
 
 
 def is_trace_address(address: str) -> bool:

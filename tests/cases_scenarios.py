@@ -3,7 +3,8 @@ from pytest_cases import parametrize
 
 from scenarios import component_scenarios, random_scenarios
 from scenarios.builtin import worked_examples
-from scenarios.generator import DEFAULT_RANDOM_COUNT, DEFAULT_SEED
+from scenarios.generator import DEFAULT_RANDOM_CONV_COUNT, DEFAULT_RANDOM_COUNT, DEFAULT_SEED, random_conv_scenarios
+from scenarios.layer_grids import all_layer_scenarios
 
 # The default run checks as many seeded random architectures as the report.
 RANDOM_COUNT = DEFAULT_RANDOM_COUNT
@@ -11,6 +12,8 @@ RANDOM_COUNT = DEFAULT_RANDOM_COUNT
 _COMPONENTS = component_scenarios()
 _WORKED = worked_examples()
 _RANDOM = random_scenarios(RANDOM_COUNT, DEFAULT_SEED)
+_LAYERS = all_layer_scenarios()
+_RANDOM_CONV = random_conv_scenarios(DEFAULT_RANDOM_CONV_COUNT, DEFAULT_SEED)
 
 
 def _ids(scenarios, prefix="random-"):
@@ -30,4 +33,14 @@ def case_worked_example(scenario):
 
 @parametrize("scenario", _RANDOM, ids=_ids(_RANDOM))
 def case_random(scenario):
+    return scenario
+
+
+@parametrize("scenario", _LAYERS, ids=_ids(_LAYERS, "layer-"))
+def case_layer(scenario):
+    return scenario
+
+
+@parametrize("scenario", _RANDOM_CONV, ids=_ids(_RANDOM_CONV, "random-conv-"))
+def case_random_conv(scenario):
     return scenario

@@ -11,12 +11,14 @@ import reference
 from scenarios import catalog, generator
 from scenarios.catalog import ActivationInfo, LossGridCase, LossInfo, ParamSpec
 from scenarios.components import activation_scenarios, loss_scenarios
+from scenarios.layer_grids import LAYER_GRIDS
 
 
 def catalogue_gaps() -> list[str]:
     """Every place a catalogue entry should reach and does not, one line each (empty: none)."""
     gaps = []
     registries = [
+        ("layer", catalog.LAYERS, manual.LAYERS, reference.LAYERS),
         ("activation", catalog.ACTIVATIONS, manual.ACTIVATIONS, reference.ACTIVATIONS),
         ("loss", catalog.LOSSES, manual.LOSSES, reference.LOSSES),
         ("optimizer", catalog.OPTIMIZERS, manual.OPTIMIZERS, reference.OPTIMIZERS),
@@ -51,6 +53,15 @@ def catalogue_gaps() -> list[str]:
                 gaps.append(f"activation {name}: grid variant {params} missing from the component grids")
         if info.kinked and not any("kink" in s.tags for s in mine):
             gaps.append(f"activation {name}: kinked, but no kink grid")
+    for name, info in catalog.LAYERS.items():
+        variants = LAYER_GRIDS.get(name, ())
+        if not variants:
+            gaps.append(f"layer {name}: missing from the component grids (scenarios.layer_grids)")
+        varied = {key for _label, _shape, options, _tags in variants for key in options}
+        gaps += [f"layer {name}: option {key} never set in the component grids" for key in info.params
+                 if key not in varied]
+        if info.random and name not in generator.CONV_EXTRAS + ("linear", "conv2d", "flatten"):
+            gaps.append(f"layer {name}: missing from the random convolutional networks")
     checked = {(s.loss.type, s.loss.reduction) for s in loss_scenarios("float64")}
     gaps += [f"loss {name} ({reduction}): missing from the component grids"
              for name, info in catalog.LOSSES.items() for reduction in info.reductions
@@ -75,6 +86,17 @@ def test_an_activation_left_out_of_random_networks_must_say_why(monkeypatch):
     info = catalog.ACTIVATIONS["mish"]
     monkeypatch.setitem(catalog.ACTIVATIONS, "mish", ActivationInfo(info.name, info.formula, random_variants=()))
     assert catalogue_gaps() == ["activation mish: not in the random pool, and the entry does not say why"]
+
+
+def test_a_layer_added_to_the_catalogue_alone_is_reported(monkeypatch):
+    monkeypatch.setitem(catalog.LAYERS, "max_pool1d", catalog.LayerInfo("max_pool1d", "a = max over a window",
+                                                                        {"kernel_size": ParamSpec(2, int)}))
+    gaps = catalogue_gaps()
+    assert "layer max_pool1d: missing from the manual registry" in gaps
+    assert "layer max_pool1d: missing from the reference registry" in gaps
+    assert "layer max_pool1d: missing from the component grids (scenarios.layer_grids)" in gaps
+    assert "layer max_pool1d: option kernel_size never set in the component grids" in gaps
+    assert "layer max_pool1d: missing from the random convolutional networks" in gaps
 
 
 def test_a_registry_missing_an_entry_is_reported(monkeypatch):

@@ -4,7 +4,7 @@ from pytest_cases import parametrize_with_cases
 import manual
 import reference
 from reference.fd_oracle import fd_oracle
-from tests.cases_fd import RANDOM_FD_COUNT, _FD_RANDOM
+from tests.cases_fd import RANDOM_CONV_FD_COUNT, RANDOM_FD_COUNT, _FD_RANDOM, _FD_RANDOM_CONV
 from tests.helpers import assert_traces_agree
 
 
@@ -22,3 +22,4 @@ def test_both_match_finite_differences(scenario):
 
 def test_enough_random_nets_get_finite_differences():
     assert len(_FD_RANDOM) == RANDOM_FD_COUNT
+    assert len(_FD_RANDOM_CONV) == RANDOM_CONV_FD_COUNT

@@ -2,7 +2,9 @@
 
 Writes ``bench.csv`` (atomically) into ``--out`` and prints it as a table;
 what each row measures is described in ``reports.bench.run`` and docs/bench.md.
-Exit codes: 0 measured; 2 a bad option.
+Exit codes: 0 measured; 2 a bad option (``--threads`` from 1 to 4 × the CPUs,
+``--out`` writable: checked before anything is measured); 130 Ctrl-C, 143
+SIGTERM (the measurements have no checkpoints: a signal stops them at once).
 """
 from __future__ import annotations
 
@@ -13,21 +15,30 @@ from pathlib import Path
 
 from reports.bench.measure import thread_limit
 from reports.bench.run import Plan, machine_header, measure, summary_table, to_csv
-from reports.rendering.io import atomic_write_text
+from reports.commands import options
+from reports.rendering.io import atomic_write_text, immediate_interrupts
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", default="reports/out", help="output folder (default: reports/out)")
+    parser.add_argument("--out", type=options.output_folder, default="reports/out",
+                        help="output folder (default: reports/out)")
     parser.add_argument("--quick", action="store_true",
                         help="small networks, few repetitions, no test-suite timing (a few seconds)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="BLAS / torch intra-op threads for both engines (default: 1)")
+    parser.add_argument("--threads", type=options.process_count, default=1,
+                        help="BLAS / torch intra-op threads for both engines, at most "
+                             f"{options.PROCESSES_PER_CPU} x the CPUs (default: 1)")
 
 
 def main(args: argparse.Namespace) -> int:
-    if args.threads < 1:
-        print("backprop-verify bench: --threads: expected a count >= 1", file=sys.stderr)
+    problem = options.writable_folder(args.out)
+    if problem:
+        print(f"backprop-verify bench: --out: {problem}", file=sys.stderr)
         return 2
+    with immediate_interrupts():
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     plan = Plan(args.quick)
     out = Path(args.out)
     started = time.perf_counter()

@@ -11,7 +11,10 @@ is written atomically into ``--out``.
 Exit codes: 0 every verdict is match or rounding; 1 any erratum, or any
 ``disagree`` (the two engines disagree beyond the tolerance policy: a bug in an
 engine, reported loudly and never averaged; finite differences, where they
-apply, say which side they take); 2 an invalid file.
+apply, say which side they take); 2 an invalid file or option (a FILE that
+is not a regular file — a folder, a FIFO, a device —, the same FILE twice, an
+``--out`` that cannot be written), checked before anything runs; 130 Ctrl-C,
+143 SIGTERM (nothing written).
 
 ``--derivations`` also runs the registry of the documents' gradient formulas
 (``reports.textbook.derivations``) against autograd, prints their verdicts and writes
@@ -27,7 +30,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from reports.rendering.io import atomic_write_text
+from reports.commands import options
+from reports.rendering.io import atomic_write_text, checkpoint
 from reports.textbook.derivations import derivation_text, evaluate_all, frame_of
 from reports.textbook.errata import COLUMNS, DISAGREE, ERRATUM, MATCH, PASSING, ROUNDING, check_scenario
 from scenarios.loader import ScenarioError, load_scenario
@@ -35,7 +39,8 @@ from scenarios.loader import ScenarioError, load_scenario
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("files", nargs="*", metavar="FILE", help="worked-example scenario files (TOML) with [[expect]] tables")
-    parser.add_argument("--out", default="reports/out", help="output folder for textbook.csv (default: reports/out)")
+    parser.add_argument("--out", type=options.output_folder, default="reports/out",
+                        help="output folder for textbook.csv (default: reports/out)")
     parser.add_argument("--derivations", action="store_true",
                         help="also check every document's gradient formulas against autograd (derivations.csv)")
 
@@ -68,12 +73,47 @@ def csv_text(rows: list[dict]) -> str:
     return frame.to_csv(index=False, float_format="%.15g", lineterminator="\n")
 
 
+def _file_problems(files: list[str]) -> list[str]:
+    """FILE arguments that are not regular files (a folder, a FIFO that would block, a device such as
+    /dev/zero that never ends) or that name a file already given: one problem line each."""
+    problems, seen = [], {}
+    for name in files:
+        path = Path(name)
+        try:
+            if not path.exists():
+                problems.append(f"{name}: no such file; expected a scenario file (TOML)")
+                continue
+            if not path.is_file():
+                kind = "a folder" if path.is_dir() else "not a regular file"
+                problems.append(f"{name}: {kind}; expected a scenario file (TOML)")
+                continue
+            identity = (path.stat().st_dev, path.stat().st_ino)
+        except OSError as err:
+            problems.append(f"{name}: cannot be read ({err.strerror}); expected a scenario file (TOML)")
+            continue
+        if identity in seen:
+            problems.append(f"{name}: the same file as {seen[identity]}, given twice; expected each FILE once")
+            continue
+        seen[identity] = name
+    return problems
+
+
 def main(args: argparse.Namespace) -> int:
     if not args.files and not args.derivations:
-        print("backprop-verify check: give at least one FILE (or --derivations)", file=sys.stderr)
+        print("backprop-verify check: FILE: none given; expected at least one scenario file (or --derivations)",
+              file=sys.stderr)
+        return 2
+    problems = _file_problems(args.files)
+    problem = options.writable_folder(args.out)
+    if problem:
+        problems.append(f"--out: {problem}")
+    if problems:
+        for problem in problems:
+            print(f"backprop-verify check: {problem}", file=sys.stderr)
         return 2
     scenarios = []
     for path in args.files:
+        checkpoint()
         try:
             scenarios.append(load_scenario(path))
         except ScenarioError as err:
@@ -84,6 +124,7 @@ def main(args: argparse.Namespace) -> int:
     out = Path(args.out)
     rows: list[dict] = []
     for scenario in scenarios:
+        checkpoint()
         scenario_rows = check_scenario(scenario)
         rows += scenario_rows
         print(f"{scenario.name} ({scenario.path})")
@@ -111,7 +152,9 @@ def main(args: argparse.Namespace) -> int:
             status = 1
 
     if args.derivations:
+        checkpoint()
         results = evaluate_all()
+        checkpoint()
         atomic_write_text(out / "derivations.csv", frame_of(results).to_csv(index=False, float_format="%.3e", lineterminator="\n"))
         print("\nDerivations (each formula against torch autograd over seeded random inputs):")
         print(derivation_text(results))

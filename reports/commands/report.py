@@ -6,16 +6,20 @@ Writes into ``--out`` (default ``reports/out``), all files replaced together
 ``reports.rendering.plots.PLOTS`` and, with ``--compare-to``, ``changes.md``.
 
 Exit codes: 0 every address passed (and nothing regressed); 1 a failure, or a
-regression against ``--compare-to``; 2 bad options or a broken run; 130 Ctrl-C
-(previous files untouched).
+regression against ``--compare-to``; 2 bad options or a broken run; 130 Ctrl-C,
+143 SIGTERM (previous files untouched, no temporary file, folder or worker left).
+
+Every option, the output folder's writability and the ``--compare-to`` table
+are checked before any work starts (``reports.commands.options``,
+``reports.rendering.diff.read_old``).
 """
 from __future__ import annotations
 
 import argparse
 import datetime
 import os
-import re
 import shlex
+import signal
 import subprocess
 import sys
 import tempfile
@@ -29,7 +33,8 @@ from tqdm import tqdm
 import reports
 from reports.rendering import diff
 from reports.rendering.html import render_html
-from reports.rendering.io import atomic_write_many
+from reports.commands import options
+from reports.rendering.io import atomic_write_many, checkpoint
 from reports.rendering.plots import all_plots
 from reports.rendering.summary import ReportData, environment, render_changes_markdown, render_markdown
 from reports.rendering.table import csv_text, markdown, read_csv_text, rows_frame
@@ -43,16 +48,19 @@ from scenarios.generator import DEFAULT_RANDOM_COUNT, DEFAULT_SEED
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", default="reports/out", metavar="DIR", help="output folder (default: reports/out)")
-    parser.add_argument("--seed", type=int, default=DEFAULT_SEED,
-                        help=f"seed of the random architectures (default: {DEFAULT_SEED})")
-    parser.add_argument("--random", type=int, default=DEFAULT_RANDOM_COUNT, metavar="N",
-                        help=f"number of seeded random architectures (default: {DEFAULT_RANDOM_COUNT})")
-    parser.add_argument("--workers", type=int, default=1, metavar="N",
-                        help="verify scenarios in N processes with pytest-xdist (pytest -n N); default 1: in this process")
+    parser.add_argument("--out", type=options.output_folder, default="reports/out", metavar="DIR",
+                        help="output folder (default: reports/out)")
+    parser.add_argument("--seed", type=options.seed, default=DEFAULT_SEED,
+                        help=f"seed of the random architectures, 0 to 2**63-1 (default: {DEFAULT_SEED})")
+    parser.add_argument("--random", type=options.random_count, default=DEFAULT_RANDOM_COUNT, metavar="N",
+                        help=f"number of seeded random architectures, 0 to {options.MAX_RANDOM} "
+                             f"(default: {DEFAULT_RANDOM_COUNT})")
+    parser.add_argument("--workers", type=options.process_count, default=1, metavar="N",
+                        help="verify scenarios in N processes with pytest-xdist (pytest -n N), at most "
+                             f"{options.PROCESSES_PER_CPU} x the CPUs; default 1: in this process")
     parser.add_argument("--compare-to", default=None, metavar="OLD_DIR",
                         help="compare with the report in OLD_DIR; exit 1 on new failures or discrepancies grown >10x")
-    parser.add_argument("--only", default=None, metavar="REGEX",
+    parser.add_argument("--only", type=options.only_pattern, default=None, metavar="REGEX",
                         help="only scenarios whose name matches REGEX (re.search)")
     parser.add_argument("--no-plots", dest="plots", action="store_false",
                         help="skip the PNG plots and report.html (discrepancies.csv and summary.md only)")
@@ -86,6 +94,7 @@ def rows_in_process(scenarios: list) -> str:
     rows = []
     with _progress(len(scenarios), "verifying") as bar:
         for scenario in scenarios:
+            checkpoint()
             rows += report_rows(scenario)
             bar.update(1)
     return csv_text(rows_frame(rows))
@@ -102,7 +111,9 @@ def rows_with_xdist(args: argparse.Namespace, total: int) -> str:
         command = [sys.executable, "-m", "pytest", str(package / "report_suite.py"), "-q", "-p", "no:cacheprovider",
                    "-p", "reports.pytest_plugin", "-n", str(args.workers), f"--rootdir={root}",
                    "--report-dir", scratch, "--report-seed", str(args.seed), "--report-random", str(args.random),
-                   "--report-progress", str(progress)]
+                   "--report-progress", str(progress),
+                   # pytest's own temporary folders inside the scratch folder, removed with it
+                   f"--basetemp={Path(scratch) / 'basetemp'}"]
         if args.only:
             command += ["--report-only", args.only]
         # A report started from inside a pytest-xdist worker must not look like one to its own pytest.
@@ -112,16 +123,17 @@ def rows_with_xdist(args: argparse.Namespace, total: int) -> str:
         for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
             env[variable] = "1"
         with open(log, "wb") as log_file, _progress(total, f"verifying ({args.workers} workers)") as bar:
+            # Its own session and process group: a Ctrl-C on the terminal reaches this process only, and
+            # stopping the run ends the whole group — the pytest controller and every xdist worker.
             process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                       cwd=root, env=env)
+                                       cwd=root, env=env, start_new_session=True)
             try:
                 while process.poll() is None:
+                    checkpoint()
                     time.sleep(0.2)
                     bar.update(progress.stat().st_size - bar.n)
             finally:
-                if process.poll() is None:
-                    process.terminate()
-                    process.wait()
+                stop_process_group(process)
         # pytest: 0 all passed, 1 some tests failed (failing rows are data); anything else broke.
         if process.returncode not in (0, 1):
             tail = log.read_text(errors="replace")[-3000:]
@@ -133,64 +145,122 @@ def rows_with_xdist(args: argparse.Namespace, total: int) -> str:
         return csv_path.read_text(encoding="utf-8")
 
 
-def build_report(args: argparse.Namespace, timestamp: str | None = None, with_plots: bool = True):
-    """(files to write: name -> bytes or text, ReportData). Writes nothing."""
-    old = diff.read_old(args.compare_to) if args.compare_to else None
+def stop_process_group(process: subprocess.Popen, grace: float = 5.0) -> None:
+    """End ``process`` (started with ``start_new_session=True``) and every process of its group:
+    SIGTERM, up to ``grace`` seconds for them to exit, then SIGKILL; waits for ``process``."""
+    group = process.pid  # a session leader's process group id is its pid
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, grace)):
+        try:
+            os.killpg(group, sig)
+        except ProcessLookupError:
+            break
+        except PermissionError:
+            pass
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            process.poll()  # reap the controller, so its group can empty
+            if not _group_alive(group):
+                break
+            time.sleep(0.02)
+        else:
+            continue
+        break
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def _group_alive(group: int) -> bool:
+    """Whether a process of ``group`` is still running (zombies, which an absent reaper may leave, do not count)."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        try:
+            os.killpg(group, 0)
+            return True
+        except ProcessLookupError:
+            return False
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == group and fields[0] != "Z":
+            return True
+    return False
+
+
+def build_report(args: argparse.Namespace, timestamp: str | None = None, with_plots: bool = True,
+                 old=None):
+    """(files to write: name -> bytes or text, ReportData). Writes nothing.
+
+    ``old``: the ``--compare-to`` table already read by ``diff.read_old`` (read here if not given).
+    """
+    if old is None and args.compare_to:
+        old = diff.read_old(args.compare_to)
     _one_thread()  # every number in the report (rows, vanishing gradient, digits) from one thread
     scenarios = report_scenarios(args.random, args.seed, args.only)
     if not scenarios:
-        raise UsageError(f"--only {args.only!r}: no scenario matches")
+        raise UsageError(f"--only: {args.only!r} matches no scenario; expected a pattern that matches at least one "
+                         "scenario name (re.search)")
     if args.workers > 1:
         csv = rows_with_xdist(args, len(scenarios))
     else:
         csv = rows_in_process(scenarios)
+    checkpoint()
     frame = read_csv_text(csv)  # the summary is computed from the file's own numbers
     missing = sorted({s.name for s in scenarios} - set(frame["scenario"]))
     if missing:
         raise RuntimeError(f"{len(missing)} scenarios produced no rows, e.g. {missing[:5]}")
 
+    sections = {}
+    for name, compute in (("vanishing", vanishing_gradient), ("digits", digits_table), ("errata", errata_table),
+                          ("derivations", derivation_verdicts)):
+        checkpoint()  # between sections: a Ctrl-C or SIGTERM stops here, never inside torch
+        sections[name] = compute()
+    checkpoint()
     data = ReportData(
         seed=args.seed, random_count=args.random, only=args.only, frame=frame,
         components={s.name: s.component_names() for s in scenarios},
         command=reproduce_command(args),
         timestamp=timestamp or datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
-        environment=environment(), vanishing=vanishing_gradient(), digits=digits_table(),
-        errata=errata_table(), derivations=derivation_verdicts())
+        environment=environment(), **sections)
     files: dict[str, bytes | str] = {"discrepancies.csv": csv, "summary.md": render_markdown(data)}
     if old is not None:
         data.changes = diff.changes(old, frame)
         data.compared_to = str(args.compare_to)
         files["changes.md"] = render_changes_markdown(data.changes, data.compared_to)
     if with_plots:
+        checkpoint()
         plots = all_plots(data)
+        checkpoint()
         files.update(plots)
         files["report.html"] = render_html(data, plots)
     return files, data
 
 
 def main(args: argparse.Namespace) -> int:
+    """Check everything that can be checked before the run; run; write; print."""
+    prefix = "backprop-verify report"
     problems = []
-    if args.random < 0:
-        problems.append("--random: expected a count >= 0")
-    if args.workers < 1:
-        problems.append("--workers: expected a count >= 1")
-    if args.only is not None:
-        try:
-            re.compile(args.only)
-        except re.error as err:
-            problems.append(f"--only: not a regular expression ({err})")
-    if Path(args.out).exists() and not Path(args.out).is_dir():
-        problems.append(f"--out: {args.out} exists and is not a folder")
     if args.compare_to is not None and not Path(args.compare_to).is_dir():
-        problems.append(f"--compare-to: {args.compare_to} is not a folder")
+        problems.append(f"--compare-to: {args.compare_to} is not a folder; expected a folder written by "
+                        "backprop-verify report")
+    problem = options.writable_folder(args.out)
+    if problem:
+        problems.append(f"--out: {problem}")
     if problems:
         for problem in problems:
-            print(f"backprop-verify report: {problem}", file=sys.stderr)
+            print(f"{prefix}: {problem}", file=sys.stderr)
         return 2
     try:
-        files, data = build_report(args, with_plots=getattr(args, "plots", True))
+        old = diff.read_old(args.compare_to) if args.compare_to else None
+        files, data = build_report(args, with_plots=getattr(args, "plots", True), old=old)
     except (UsageError, diff.CompareError, RuntimeError) as err:
-        print(f"backprop-verify report: {err}", file=sys.stderr)
+        print(f"{prefix}: {err}", file=sys.stderr)
         return 2
     out = Path(args.out)
     atomic_write_many({out / name: content for name, content in files.items()})

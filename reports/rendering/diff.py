@@ -16,12 +16,13 @@ with 1 when there is any.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from reports.rendering.table import read_csv_text
+from reports.rendering.table import read_csv_text, validate_csv_text
 from reports.verification.compare import FAIL
 from reports.verification.tolerance import UNIT_ROUNDOFF
 
@@ -37,18 +38,50 @@ class CompareError(ValueError):
 
 
 def read_old(folder: str | Path) -> pd.DataFrame:
+    """The ``discrepancies.csv`` of an earlier report, validated in full
+    (``table.validate_csv_text``) before anything runs: a damaged or cut-off
+    file is refused with its line number, never read as a smaller table. If
+    the folder's ``summary.md`` records how many addresses it compared, the
+    table must have that many rows."""
     path = Path(folder) / "discrepancies.csv"
     if not path.is_file():
-        raise CompareError(f"--compare-to {folder}: no discrepancies.csv there; expected a folder written by "
-                           "backprop-verify report")
+        problem = "not a regular file" if path.exists() else "no such file"
+        raise CompareError(f"--compare-to: {path}: {problem}; expected a folder written by backprop-verify report")
     try:
-        frame = read_csv_text(path.read_text(encoding="utf-8"))
-    except Exception as err:  # noqa: BLE001 - any parse problem is reported the same way
-        raise CompareError(f"--compare-to {path}: not a discrepancy table ({err})") from err
-    missing = sorted(set(KEY + ["max_rel", "passed", "dtype"]) - set(frame.columns))
-    if missing:
-        raise CompareError(f"--compare-to {path}: missing columns {missing}")
+        size = path.stat().st_size
+        if size > MAX_OLD_BYTES:
+            raise CompareError(f"--compare-to: {path}: {size} bytes; expected at most {MAX_OLD_BYTES} "
+                               "(a discrepancies.csv of the default run is ~13 MB)")
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise CompareError(f"--compare-to: {path}: byte {err.start} is not UTF-8; expected a CSV file written by "
+                           "backprop-verify report") from None
+    except OSError as err:
+        raise CompareError(f"--compare-to: {path}: cannot be read ({err.strerror}); expected a readable file") from None
+    try:
+        validate_csv_text(text)
+    except ValueError as err:
+        raise CompareError(f"--compare-to: {path}: {err}") from None
+    frame = read_csv_text(text)
+    recorded = _recorded_row_count(Path(folder) / "summary.md")
+    if recorded is not None and recorded != len(frame):
+        raise CompareError(f"--compare-to: {path}: {len(frame)} rows, but {Path(folder) / 'summary.md'} records "
+                           f"{recorded} addresses compared; expected the table the summary was written from")
     return frame
+
+
+MAX_OLD_BYTES = 1 << 30
+_RECORDED = re.compile(r"^[0-9]+ scenarios, ([0-9]+) addresses compared", re.MULTILINE)
+
+
+def _recorded_row_count(summary: Path) -> int | None:
+    """The number of addresses (rows) a report's summary.md says it compared, if it says so."""
+    try:
+        text = summary.read_text(encoding="utf-8", errors="replace") if summary.is_file() else ""
+    except OSError:
+        return None
+    found = _RECORDED.search(text)
+    return int(found.group(1)) if found else None
 
 
 def changes(old: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:

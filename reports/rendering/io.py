@@ -1,14 +1,99 @@
-"""Atomic file writes: a temporary file in the same folder, then a rename.
+"""Atomic file writes: a temporary file in the same folder, then a rename;
+and how the commands stop on Ctrl-C (SIGINT) or SIGTERM.
 
 A crash or Ctrl-C while writing leaves the previous file intact.
+
+Interrupts (``interrupt_handlers``, entered by ``reports.cli``): SIGINT
+and SIGTERM take one path. The first one is *recorded*, not raised where it
+lands — an exception thrown into the middle of a torch call can abort the
+process ("terminate called after throwing …") — and ``checkpoint()`` raises it
+as ``Interrupted`` at the next safe point (between scenarios, between the
+report's sections, every 0.2 s while pytest-xdist workers run, before the
+renames of ``atomic_write_many``). A second signal raises at once. Inside
+``immediate_interrupts()`` (``bench``, whose measurements have no
+checkpoints) every signal raises at once. ``reports.cli`` turns
+``Interrupted`` into exit 130 (SIGINT) or 143 (SIGTERM).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import tempfile
 import threading
 from pathlib import Path
+
+INTERRUPT_SIGNALS = ("SIGINT", "SIGTERM")
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM, raised at a checkpoint; ``signum`` says which."""
+
+    def __init__(self, signum: int = signal.SIGINT):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = int(signum)
+
+    @property
+    def exit_code(self) -> int:
+        """128 + the signal number: 130 for SIGINT, 143 for SIGTERM (the shell's convention)."""
+        return 128 + self.signum
+
+
+class _InterruptState:
+    deferring = True          # record the first signal, raise it at a checkpoint
+    pending: int | None = None
+
+
+def _on_signal(signum, frame):  # noqa: ARG001 - the signal module's signature
+    if _InterruptState.deferring and _InterruptState.pending is None:
+        _InterruptState.pending = signum
+        return
+    _InterruptState.pending = None
+    raise Interrupted(signum)
+
+
+@contextlib.contextmanager
+def interrupt_handlers():
+    """SIGINT and SIGTERM both go through ``_on_signal`` while the block runs
+    (main thread only); the previous handlers are restored afterwards."""
+    previous = {}
+    _InterruptState.pending = None
+    _InterruptState.deferring = True
+    if threading.current_thread() is threading.main_thread():
+        for name in INTERRUPT_SIGNALS:
+            number = getattr(signal, name, None)
+            if number is not None:
+                previous[number] = signal.signal(number, _on_signal)
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def checkpoint() -> None:
+    """Raise ``Interrupted`` if SIGINT or SIGTERM arrived since the last checkpoint."""
+    pending = _InterruptState.pending
+    if pending is not None:
+        _InterruptState.pending = None
+        raise Interrupted(pending)
+
+
+def pending_interrupt() -> int | None:
+    """The signal recorded and not yet raised (None if there is none)."""
+    return _InterruptState.pending
+
+
+@contextlib.contextmanager
+def immediate_interrupts():
+    """Signals raise where they land (for code without checkpoints)."""
+    previous = _InterruptState.deferring
+    _InterruptState.deferring = False
+    try:
+        checkpoint()
+        yield
+    finally:
+        _InterruptState.deferring = previous
 
 
 def _file_mode() -> int:
@@ -28,6 +113,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        checkpoint()
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -76,6 +162,7 @@ def atomic_write_many(files: dict[str | os.PathLike, bytes | str]) -> None:
     """
     staged: list[tuple[str, Path]] = []
     try:
+        checkpoint()
         for path, data in files.items():
             path = Path(path)
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -87,6 +174,7 @@ def atomic_write_many(files: dict[str | os.PathLike, bytes | str]) -> None:
                 handle.write(payload)
                 handle.flush()
                 os.fsync(handle.fileno())
+        checkpoint()  # a signal that arrived while the temporary files were written: stop before any rename
         with _DeferredSignals():
             for tmp, path in staged:
                 os.replace(tmp, path)

@@ -1,8 +1,10 @@
 """Rows -> pandas frames -> CSV text and plain-text / Markdown tables."""
 from __future__ import annotations
 
+import csv
 import io
 import math
+import re
 
 import pandas as pd
 
@@ -41,6 +43,76 @@ def read_csv_text(text: str) -> pd.DataFrame:
         if unknown:
             raise ValueError(f"column status: {unknown[:3]}; expected one of {', '.join(STATUSES)}")
     return frame
+
+
+PAIRS = ("manual-torch", "manual-fd", "torch-fd")
+DTYPES = ("float64", "float32")
+_FLOAT = re.compile(r"|[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|inf|nan|NaN)")
+
+
+def validate_csv_text(text: str) -> None:
+    """Raise ``ValueError("line N: PROBLEM; expected WHAT")`` unless ``text`` is a
+    complete ``discrepancies.csv``.
+
+    Complete means: the header is exactly ``COLUMNS`` (or ``COLUMNS`` without
+    the trailing ``status``, as written before that column existed); every row
+    has that many fields; ``max_abs``, ``max_rel`` and ``tolerance`` are
+    numbers (``nan``/``inf`` allowed), ``passed`` is ``True``/``False``,
+    ``pair``, ``dtype`` and ``status`` are known values, ``passed`` agrees with
+    ``status``, ``scenario`` and ``address`` are not empty; no (scenario, pair,
+    address) appears twice; and the text ends with a line end (a file cut off
+    mid-row is refused, not read as one row fewer).
+    """
+    if not text:
+        raise ValueError("line 1: the file is empty; expected the header " + ",".join(COLUMNS))
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    try:
+        header = next(reader)
+    except csv.Error as err:
+        raise ValueError(f"line 1: {err}; expected the header " + ",".join(COLUMNS)) from None
+    with_status, without = list(COLUMNS), [c for c in COLUMNS if c != "status"]
+    if header not in (with_status, without):
+        raise ValueError(f"line 1: header {','.join(header)[:200]!r}; expected {','.join(with_status)} "
+                         "(or the same without status)")
+    width = len(header)
+    keys: dict[tuple[str, str, str], int] = {}
+    line = 1
+    try:
+        for row in reader:
+            line = reader.line_num
+            if len(row) != width:
+                raise ValueError(f"line {line}: {len(row)} fields; expected {width} ({','.join(header)})")
+            record = dict(zip(header, row))
+            for column in ("scenario", "address"):
+                if not record[column]:
+                    raise ValueError(f"line {line}: {column} is empty; expected a {column} name")
+            if record["pair"] not in PAIRS:
+                raise ValueError(f"line {line}: pair {record['pair'][:40]!r}; expected one of {', '.join(PAIRS)}")
+            if record["dtype"] not in DTYPES:
+                raise ValueError(f"line {line}: dtype {record['dtype'][:40]!r}; expected one of {', '.join(DTYPES)}")
+            for column in ("max_abs", "max_rel", "tolerance"):
+                if not _FLOAT.fullmatch(record[column]):
+                    raise ValueError(f"line {line}: {column} {record[column][:40]!r}; expected a number "
+                                     "(nan, inf or empty allowed)")
+            if record["passed"] not in ("True", "False"):
+                raise ValueError(f"line {line}: passed {record['passed'][:40]!r}; expected True or False")
+            if "status" in record:
+                if record["status"] not in STATUSES:
+                    raise ValueError(f"line {line}: status {record['status'][:40]!r}; expected one of "
+                                     f"{', '.join(STATUSES)}")
+                if (record["passed"] == "True") != (record["status"] != FAIL):
+                    raise ValueError(f"line {line}: passed {record['passed']} with status {record['status']}; "
+                                     "expected passed to be True exactly when status is not fail")
+            key = (record["scenario"], record["pair"], record["address"])
+            if key in keys:
+                raise ValueError(f"line {line}: {', '.join(key)} appears again (first on line {keys[key]}); "
+                                 "expected each (scenario, pair, address) once")
+            keys[key] = line
+    except csv.Error as err:
+        raise ValueError(f"line {reader.line_num}: {err}; expected a CSV row of {width} fields") from None
+    if not text.endswith("\n"):
+        raise ValueError(f"line {max(line, reader.line_num)}: the file ends in the middle of a row (no line end); "
+                         "expected a complete file ending with a line end")
 
 
 def floor_pass(frame: pd.DataFrame) -> pd.Series:

@@ -55,7 +55,8 @@ import functools
 import math
 import re
 from dataclasses import dataclass
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import (MAX_EMAX, MIN_EMIN, ROUND_HALF_UP, Context, Decimal, DivisionByZero, InvalidOperation,
+                     Overflow, localcontext)
 from typing import Callable
 
 import numpy as np
@@ -81,7 +82,13 @@ COLUMNS = ("example", "at", "printed", "decimals", "manual", "reference", "verdi
 EXACT_QUANTITIES = ("parameter_count", "updates_per_epoch")
 
 def verdict(value: float, printed: str, exact: bool = False) -> str:
-    """``match``, ``rounding`` or ``erratum`` for ``value`` against the ``printed`` string."""
+    """``match``, ``rounding`` or ``erratum`` for ``value`` against the ``printed`` string.
+
+    The arithmetic is exact whatever the magnitudes and the number of printed
+    decimals (``_exact_context``): a float's binary value, the printed decimal
+    and their difference are compared digit for digit, never rounded to the
+    28 digits of Python's default decimal context.
+    """
     parsed = printed_number(printed)
     if parsed is None:
         raise ValueError(f"not a printed number: {printed!r}")
@@ -89,12 +96,26 @@ def verdict(value: float, printed: str, exact: bool = False) -> str:
     if not math.isfinite(value):
         return ERRATUM
     exact_value = Decimal(value)  # the float's exact binary value
-    unit = Decimal(1).scaleb(-decimals)
-    if exact_value.quantize(unit, rounding=ROUND_HALF_UP) == number:
-        return MATCH
-    if exact:
-        return ERRATUM
-    return ROUNDING if abs(exact_value - number) <= unit else ERRATUM
+    with localcontext(_exact_context(exact_value, number, decimals)):
+        unit = Decimal(1).scaleb(-decimals)
+        if exact_value.quantize(unit, rounding=ROUND_HALF_UP) == number:
+            return MATCH
+        if exact:
+            return ERRATUM
+        return ROUNDING if abs(exact_value - number) <= unit else ERRATUM
+
+
+def _exact_context(value: Decimal, number: Decimal, decimals: int) -> Context:
+    """A decimal context in which quantizing ``value`` to ``decimals`` places and
+    subtracting ``number`` from it are exact: enough digits for the highest
+    digit of either (plus carries) down to the lowest of either or of the unit
+    10⁻ᵈ, and exponents without practical bound. (A float has at most 1,074
+    decimals and 309 integer digits, so at most ~1,400 digits plus the printed
+    ones: microseconds.)"""
+    top = max(value.adjusted() if value else 0, number.adjusted() if number else 0, 0) + 2
+    bottom = min(value.as_tuple().exponent, number.as_tuple().exponent, -decimals, 0)
+    return Context(prec=top - bottom + 2, rounding=ROUND_HALF_UP, Emax=MAX_EMAX, Emin=MIN_EMIN,
+                   traps=[InvalidOperation, DivisionByZero, Overflow])
 
 
 def decimals_of(printed: str) -> int:

@@ -88,7 +88,7 @@ def _one_ulp_away(scenario: Scenario) -> Scenario:
         return None if value is None else np.nextafter(value, np.inf)
 
     layers = tuple(dataclasses.replace(layer, weight=nudge(layer.weight), bias=nudge(layer.bias))
-                   if layer.is_linear else layer for layer in scenario.layers)
+                   if layer.has_parameters else layer for layer in scenario.layers)
     return dataclasses.replace(scenario, layers=layers)
 
 

@@ -1,0 +1,221 @@
+"""Batch and layer normalisation, with their hand-derived backward beside their forward.
+
+Both normalise a group of m numbers x₁ … x_m to zero mean and unit variance
+and then scale and shift them:
+
+    μ = (1/m) Σ x_k,   σ² = (1/m) Σ (x_k − μ)²   (the biased variance),   σ = √(σ² + ε)
+    x̂_k = (x_k − μ) / σ,   y_k = γ x̂_k + β
+
+BatchNorm's group is one feature (channel) across the batch: m = N for
+(N, F) input, m = N·H·W for (N, C, H, W); γ and β have one entry per
+channel. LayerNorm's group is one sample's trailing ``dims`` dimensions;
+γ and β have the shape of those dimensions.
+
+Backward (Ioffe & Szegedy 2015, §3). With δ = ∂L/∂y and δx̂ = ∂L/∂x̂ = γ δ:
+
+    ∂L/∂γ = Σ δ · x̂,     ∂L/∂β = Σ δ          (summed over everything γ is shared by)
+
+x_k reaches the loss three ways — through x̂_k directly, through μ, and
+through σ² — and
+
+    ∂x̂_j/∂x_k = (1/σ) (1[j = k] − 1/m − x̂_j x̂_k / m)
+
+because ∂μ/∂x_k = 1/m and ∂σ/∂x_k = x̂_k / m. Summing δx̂_j times that over j:
+
+    ∂L/∂x_k = 1/(m σ) · ( m δx̂_k − Σ_j δx̂_j − x̂_k Σ_j δx̂_j x̂_j )
+
+— the three terms: the direct path, the mean's (every x moves μ equally)
+and the variance's (x_k moves σ in proportion to x̂_k). Both layers use this
+formula; for BatchNorm γ is constant over the group and factors out:
+γ/(m σ) · (m δ − Σ δ − x̂ Σ δ x̂).
+
+Evaluation-mode BatchNorm normalises with fixed running statistics instead,
+so μ and σ do not depend on x and only the direct term remains:
+∂L/∂x = γ δ / √(running_var + ε).
+
+dtype: every array keeps the input's dtype (constants are Python floats).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def _normalise(x: np.ndarray, axes: tuple[int, ...], eps: float):
+    """(x̂, 1/σ, μ, σ²_biased) over ``axes``, each statistic kept with size-1 axes for broadcasting."""
+    mean = x.mean(axis=axes, keepdims=True)
+    centred = x - mean
+    variance = (centred * centred).mean(axis=axes, keepdims=True)
+    inverse_std = 1.0 / np.sqrt(variance + eps)
+    return centred * inverse_std, inverse_std, mean, variance
+
+
+class BatchNorm:
+    """y = γ (x − μ)/√(σ² + ε) + β per channel over (N, F) or (N, C, H, W).
+
+    Parameters ``weight`` γ and ``bias`` β, shape (C,), or both None (not
+    affine). Buffers ``running_mean`` and ``running_var`` (C,), updated in
+    place by every training-mode forward (PyTorch's rule, momentum m):
+
+        running_mean ← (1 − m)·running_mean + m·μ
+        running_var  ← (1 − m)·running_var  + m·σ²·M/(M − 1)   (the unbiased variance, M values per channel)
+
+    while the biased σ² normalises. Given as None they start as 0 and 1
+    (PyTorch's defaults), created at the first forward with the input's dtype.
+    ``training=False`` normalises with the running statistics and leaves them alone.
+    """
+
+    name = "batch_norm"
+
+    def __init__(self, weight: np.ndarray | None = None, bias: np.ndarray | None = None, eps: float = 1e-5,
+                 momentum: float = 0.1, training: bool = True, running_mean: np.ndarray | None = None,
+                 running_var: np.ndarray | None = None):
+        if (weight is None) != (bias is None):
+            raise ValueError("batch_norm: give both weight (γ) and bias (β), or neither (affine = false)")
+        if weight is not None and (weight.ndim != 1 or bias.shape != weight.shape):
+            raise ValueError(f"batch_norm: weight and bias must both be (C,), got {weight.shape} and {bias.shape}")
+        self.weight, self.bias = weight, bias
+        self.eps, self.momentum, self.training = float(eps), float(momentum), bool(training)
+        self.running_mean, self.running_var = running_mean, running_var
+        self.weight_grad: np.ndarray | None = None
+        self.bias_grad: np.ndarray | None = None
+
+    @property
+    def parameter_names(self) -> tuple[str, ...]:
+        return () if self.weight is None else ("weight", "bias")
+
+    @property
+    def parameters(self) -> list[np.ndarray]:
+        """[γ, β] (the arrays themselves), or [] when not affine."""
+        return [] if self.weight is None else [self.weight, self.bias]
+
+    @property
+    def gradients(self) -> list[np.ndarray]:
+        """[∂L/∂γ, ∂L/∂β], in the order of ``parameters``."""
+        return [] if self.weight is None else [self.weight_grad, self.bias_grad]
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """x (N, C) or (N, C, H, W) → y, same shape; caches x̂ and 1/σ for backward."""
+        if x.ndim not in (2, 4):
+            raise ValueError(f"batch_norm expects (N, F) or (N, C, H, W) input, got shape {x.shape}")
+        channels = x.shape[1]
+        if self.weight is not None and self.weight.shape != (channels,):
+            raise ValueError(f"batch_norm: weight has shape {self.weight.shape}, the input has {channels} channels")
+        if self.running_mean is None:
+            self.running_mean = np.zeros(channels, dtype=x.dtype)
+        if self.running_var is None:
+            self.running_var = np.ones(channels, dtype=x.dtype)
+        axes = (0,) if x.ndim == 2 else (0, 2, 3)         # everything but the channel
+        per_channel = (1, channels) + (1,) * (x.ndim - 2)  # a (C,) vector broadcast against x
+        count = x.size // channels                         # M values per channel
+        if self.training:
+            if count == 1:
+                raise ValueError(f"batch_norm in training mode needs more than 1 value per channel (PyTorch raises "
+                                 f"too): input of shape {x.shape}")
+            self.normalised, self.inverse_std, mean, variance = _normalise(x, axes, self.eps)
+            momentum = self.momentum
+            self.running_mean[...] = momentum * mean.reshape(channels) + (1.0 - momentum) * self.running_mean
+            unbiased = variance.reshape(channels) * (count / (count - 1))
+            self.running_var[...] = momentum * unbiased + (1.0 - momentum) * self.running_var
+        else:
+            self.inverse_std = (1.0 / np.sqrt(self.running_var + self.eps)).reshape(per_channel)
+            self.normalised = (x - self.running_mean.reshape(per_channel)) * self.inverse_std
+        self.axes, self.per_channel, self.count = axes, per_channel, count
+        if self.weight is None:
+            return self.normalised
+        return self.normalised * self.weight.reshape(per_channel) + self.bias.reshape(per_channel)
+
+    def backward(self, delta: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
+        """δ = ∂L/∂y → ∂L/∂x; stores ∂L/∂γ = Σ δ·x̂ and ∂L/∂β = Σ δ (per channel).
+
+        Training: ∂L/∂x = γ/(M σ) · (M δ − Σ δ − x̂ Σ δ x̂), sums over the M values of
+        each channel (module docstring). Eval: ∂L/∂x = γ δ / √(running_var + ε).
+        """
+        axes, per_channel, count = self.axes, self.per_channel, self.count
+        delta_sum = delta.sum(axis=axes, keepdims=True)                         # Σ δ
+        delta_dot_normalised = (delta * self.normalised).sum(axis=axes, keepdims=True)  # Σ δ x̂
+        if self.weight is not None:
+            self.weight_grad = delta_dot_normalised.reshape(-1)
+            self.bias_grad = delta_sum.reshape(-1)
+        if not input_grad:
+            return None
+        scale = self.inverse_std if self.weight is None else self.weight.reshape(per_channel) * self.inverse_std
+        if not self.training:
+            return delta * scale
+        return (scale / count) * (count * delta - delta_sum - self.normalised * delta_dot_normalised)
+
+    def __repr__(self) -> str:
+        return (f"BatchNorm(eps={self.eps}, momentum={self.momentum}, training={self.training}, "
+                f"affine={self.weight is not None})")
+
+
+class LayerNorm:
+    """y = γ (x − μ)/√(σ² + ε) + β, statistics of each sample over its trailing ``dims`` dimensions.
+
+    Parameters ``weight`` γ and ``bias`` β of shape x.shape[-dims:], or both
+    None (elementwise_affine = false).
+    """
+
+    name = "layer_norm"
+
+    def __init__(self, dims: int = 1, weight: np.ndarray | None = None, bias: np.ndarray | None = None,
+                 eps: float = 1e-5):
+        if (weight is None) != (bias is None):
+            raise ValueError("layer_norm: give both weight (γ) and bias (β), or neither (elementwise_affine = false)")
+        if weight is not None and (weight.ndim != dims or bias.shape != weight.shape):
+            raise ValueError(f"layer_norm: weight and bias must both have the {dims} normalised dimensions, "
+                             f"got {weight.shape} and {bias.shape}")
+        if dims < 1:
+            raise ValueError(f"layer_norm: dims must be ≥ 1, got {dims}")
+        self.dims, self.weight, self.bias, self.eps = int(dims), weight, bias, float(eps)
+        self.weight_grad: np.ndarray | None = None
+        self.bias_grad: np.ndarray | None = None
+
+    @property
+    def parameter_names(self) -> tuple[str, ...]:
+        return () if self.weight is None else ("weight", "bias")
+
+    @property
+    def parameters(self) -> list[np.ndarray]:
+        """[γ, β] (the arrays themselves), or [] when not affine."""
+        return [] if self.weight is None else [self.weight, self.bias]
+
+    @property
+    def gradients(self) -> list[np.ndarray]:
+        """[∂L/∂γ, ∂L/∂β], in the order of ``parameters``."""
+        return [] if self.weight is None else [self.weight_grad, self.bias_grad]
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """x (…, *normalised shape) → y, same shape; caches x̂ and 1/σ for backward."""
+        if x.ndim <= self.dims:
+            raise ValueError(f"layer_norm over {self.dims} trailing dimensions needs a batch dimension in front, "
+                             f"got input of shape {x.shape}")
+        if self.weight is not None and self.weight.shape != x.shape[-self.dims:]:
+            raise ValueError(f"layer_norm: weight has shape {self.weight.shape}, the input's last {self.dims} "
+                             f"dimensions are {x.shape[-self.dims:]}")
+        self.axes = tuple(range(x.ndim - self.dims, x.ndim))
+        self.normalised, self.inverse_std, _, _ = _normalise(x, self.axes, self.eps)
+        if self.weight is None:
+            return self.normalised
+        return self.normalised * self.weight + self.bias
+
+    def backward(self, delta: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
+        """δ = ∂L/∂y → ∂L/∂x = 1/(m σ) · (m δx̂ − Σ δx̂ − x̂ Σ δx̂ x̂) with δx̂ = γ δ, sums over each
+        sample's m normalised values; stores ∂L/∂γ = Σ_batch δ·x̂ and ∂L/∂β = Σ_batch δ."""
+        batch_axes = tuple(range(delta.ndim - self.dims))
+        if self.weight is not None:
+            self.weight_grad = (delta * self.normalised).sum(axis=batch_axes)
+            self.bias_grad = delta.sum(axis=batch_axes)
+        if not input_grad:
+            return None
+        delta_normalised = delta if self.weight is None else delta * self.weight   # δx̂ = ∂L/∂x̂
+        count = self.normalised[(0,) * len(batch_axes)].size                       # m
+        delta_sum = delta_normalised.sum(axis=self.axes, keepdims=True)
+        delta_dot_normalised = (delta_normalised * self.normalised).sum(axis=self.axes, keepdims=True)
+        return (self.inverse_std / count) * (count * delta_normalised - delta_sum
+                                             - self.normalised * delta_dot_normalised)
+
+    def __repr__(self) -> str:
+        return f"LayerNorm(dims={self.dims}, eps={self.eps}, elementwise_affine={self.weight is not None})"
+
+
+__all__ = ["BatchNorm", "LayerNorm"]

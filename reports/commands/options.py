@@ -1,0 +1,156 @@
+"""Command-line values checked before any work starts: counts within documented
+limits, the output folder writable, ``--only`` a regular expression that runs
+in bounded time.
+
+Every check raises ``argparse.ArgumentTypeError`` (an argparse ``type=``
+function) or returns a problem string; ``reports.cli`` prints either as one
+line ``backprop-verify COMMAND: OPTION: PROBLEM; expected WHAT`` and exits 2.
+
+Limits (docs/report.md, "Limits of the options"):
+
+* ``--seed``: an integer from 0 to 2**63 − 1 (``MAX_SEED``);
+* ``--random``: 0 to 10,000 random architectures (``MAX_RANDOM``; each is
+  generated before the run starts, ~30× the default run's 300 takes minutes);
+* ``--workers`` and ``bench --threads``: 1 to 4 × the CPUs of this machine
+  (``max_processes()``; more only oversubscribes the cores — spread a larger
+  run over hosts with pytest's own ``--tx``, docs/report.md);
+* ``--only``: at most 1,000 characters, and no repeated group that itself
+  repeats or alternates (``(a+)+``, ``(a|ab)*``): such patterns backtrack
+  exponentially (a character class, ``[ab]+``, does the same job safely).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import tempfile
+from pathlib import Path
+
+MAX_SEED = 2**63 - 1
+MAX_RANDOM = 10_000
+MAX_ONLY_LENGTH = 1_000
+PROCESSES_PER_CPU = 4
+
+
+def max_processes() -> int:
+    """The bound on ``--workers`` and ``bench --threads``: 4 × the CPUs."""
+    return PROCESSES_PER_CPU * (os.cpu_count() or 1)
+
+
+def _integer(text: str, low: int, high: int, what: str, why: str = "") -> int:
+    expected = f"expected {what} from {low} to {high}{why}"
+    stripped = text.strip()
+    if not re.fullmatch(r"[+-]?[0-9]+", stripped) or not stripped.isascii():
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer; {expected}")
+    if len(stripped.lstrip("+-")) > 30:  # int() of a huge digit string is slow; nothing that long is in range
+        raise argparse.ArgumentTypeError(f"{stripped[:20]}… is out of range; {expected}")
+    value = int(stripped)
+    if not low <= value <= high:
+        raise argparse.ArgumentTypeError(f"{value} is out of range; {expected}")
+    return value
+
+
+def seed(text: str) -> int:
+    return _integer(text, 0, MAX_SEED, "an integer")
+
+
+def random_count(text: str) -> int:
+    return _integer(text, 0, MAX_RANDOM, "a count")
+
+
+def process_count(text: str) -> int:
+    limit = max_processes()
+    return _integer(text, 1, limit, "a count", f" ({PROCESSES_PER_CPU} × the {os.cpu_count() or 1} CPUs of this machine)")
+
+
+def _nested_repeat(items, inside_repeat: bool = False) -> bool:
+    """Whether a parsed pattern has a repeat (max > 1) whose body repeats or alternates."""
+    from re import _parser as parser  # noqa: PLC0415 - the stdlib's own parse tree (Python 3.11+)
+
+    for op, value in items:
+        if op in (parser.MAX_REPEAT, parser.MIN_REPEAT, getattr(parser, "POSSESSIVE_REPEAT", None)):
+            low, high, body = value
+            if inside_repeat:
+                return True
+            if _nested_repeat(body, inside_repeat=high > 1):
+                return True
+        elif op is parser.BRANCH:
+            if inside_repeat:
+                return True
+            if any(_nested_repeat(branch, inside_repeat) for branch in value[1]):
+                return True
+        elif op is parser.SUBPATTERN:
+            if _nested_repeat(value[-1], inside_repeat):
+                return True
+        elif op in (parser.ASSERT, parser.ASSERT_NOT):
+            if _nested_repeat(value[1], inside_repeat):
+                return True
+        elif op is parser.GROUPREF_EXISTS:
+            if any(branch is not None and _nested_repeat(branch, inside_repeat) for branch in value[1:]):
+                return True
+    return False
+
+
+def only_pattern(text: str) -> str:
+    """``--only``: a regular expression that cannot backtrack exponentially."""
+    if len(text) > MAX_ONLY_LENGTH:
+        raise argparse.ArgumentTypeError(f"{len(text)} characters; expected a regular expression of at most "
+                                         f"{MAX_ONLY_LENGTH} characters")
+    try:
+        re.compile(text)
+    except re.error as err:
+        raise argparse.ArgumentTypeError(f"not a regular expression ({err}); expected a Python regular "
+                                         "expression (re.search)") from None
+    from re import _parser as parser  # noqa: PLC0415
+
+    if _nested_repeat(parser.parse(text)):
+        raise argparse.ArgumentTypeError(f"{text!r} repeats a group that itself repeats or alternates (it can take "
+                                         "exponential time); expected a pattern without nested repetition, e.g. "
+                                         "[ab]+ instead of (a|b)+")
+    return text
+
+
+def output_folder(text: str) -> str:
+    """``--out``: not empty (checked for writability by ``writable_folder``)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("empty; expected a folder path (e.g. reports/out)")
+    if "\x00" in text:
+        raise argparse.ArgumentTypeError("contains a NUL character; expected a folder path")
+    return text
+
+
+def writable_folder(folder: str | os.PathLike) -> str | None:
+    """None if files can be created in ``folder``; otherwise the problem, as
+    ``PROBLEM; expected WHAT``. The folder (and missing parents) is created for
+    the test and everything created is removed again: nothing is left behind.
+    """
+    path = Path(folder)
+    created: list[Path] = []
+    try:
+        if path.exists() and not path.is_dir():
+            return f"{folder} exists and is not a folder; expected a folder (or a path that does not exist yet)"
+        missing = []
+        probe = path
+        while not probe.exists():
+            missing.append(probe)
+            if probe.parent == probe:
+                break
+            probe = probe.parent
+        if probe.exists() and not probe.is_dir():
+            return f"{probe} is not a folder; expected {folder} to be a folder that can be created"
+        for part in reversed(missing):
+            part.mkdir()
+            created.append(part)
+        fd, name = tempfile.mkstemp(prefix=".backprop-verify-probe.", dir=path)
+        os.close(fd)
+        os.unlink(name)
+        return None
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        return f"cannot write there ({reason}); expected a folder this user can create files in"
+    finally:
+        for part in reversed(created):
+            try:
+                part.rmdir()
+            except OSError:
+                pass

@@ -1,0 +1,151 @@
+"""Component scenarios for the layers beyond linear: every option at least once.
+
+Each scenario feeds a small seeded batch through the layer under test, then
+(where the layer's output is not already (N, F)) a flatten and a linear layer
+to a ``half_sum`` MSE, so ∂L/∂(layer output) is a dense, generic δ and every
+gradient of the layer is exercised: its input, its weight and bias, its
+running statistics. Float64 and float32; the float64 ones are small enough for
+the finite-difference oracle unless tagged "kink" (max pooling over windows
+with ties, where PyTorch's choice of the maximum is the reference and finite
+differences average the two sides).
+
+``LAYER_GRIDS[type]`` lists the variants of each layer type as
+(label, input shape, options, tags); ``tests/test_catalogue.py`` checks that
+every catalogue layer has one.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from scenarios.catalog import LAYERS, layer_options
+from scenarios.init import default_bias, fans, initialise_shape
+from scenarios.model import Layer, Loss, Scenario
+from scenarios.shapes import output_shape
+
+GRID_SEED = 13
+
+# (label, input shape, options, tags). Options name PyTorch's arguments; pairs as tuples.
+LAYER_GRIDS: dict[str, tuple[tuple[str, tuple[int, ...], dict, tuple[str, ...]], ...]] = {
+    "linear": (("plain", (3, 4), {"out": 3}, ()),),
+    "conv2d": (
+        ("k3", (2, 2, 6, 6), {"out_channels": 3, "kernel_size": (3, 3)}, ()),
+        ("stride2-pad1", (2, 2, 7, 7), {"out_channels": 2, "kernel_size": (3, 3), "stride": (2, 2),
+                                        "padding": (1, 1)}, ()),
+        ("stride3-k2", (1, 2, 8, 8), {"out_channels": 2, "kernel_size": (2, 2), "stride": (3, 3)}, ()),
+        ("pad-k-minus-1", (2, 1, 4, 4), {"out_channels": 2, "kernel_size": (3, 3), "padding": (2, 2)}, ()),
+        ("dilation2", (2, 2, 7, 7), {"out_channels": 2, "kernel_size": (3, 3), "dilation": (2, 2)}, ()),
+        ("depthwise", (2, 3, 5, 5), {"out_channels": 3, "kernel_size": (3, 3), "groups": 3}, ()),
+        ("groups2", (2, 4, 5, 5), {"out_channels": 2, "kernel_size": (2, 2), "groups": 2}, ()),
+        ("no-bias", (2, 2, 5, 5), {"out_channels": 2, "kernel_size": (3, 3), "bias": False}, ()),
+        ("rect", (2, 2, 5, 7), {"out_channels": 2, "kernel_size": (2, 3), "stride": (1, 2), "padding": (1, 0)}, ()),
+    ),
+    "max_pool2d": (
+        ("k2", (2, 2, 6, 6), {"kernel_size": (2, 2)}, ()),
+        ("k3-s2-pad1", (2, 2, 7, 7), {"kernel_size": (3, 3), "stride": (2, 2), "padding": (1, 1)}, ()),
+        ("ceil", (2, 1, 7, 7), {"kernel_size": (2, 2), "ceil_mode": True}, ()),
+        ("dilation2", (2, 1, 7, 7), {"kernel_size": (2, 2), "stride": (1, 1), "dilation": (2, 2)}, ()),
+        ("overlap", (1, 2, 6, 6), {"kernel_size": (3, 3), "stride": (1, 1)}, ()),
+        ("ties", (2, 2, 6, 6), {"kernel_size": (2, 2)}, ("kink",)),
+        ("ties-overlap", (1, 1, 5, 5), {"kernel_size": (3, 3), "stride": (1, 1), "padding": (1, 1)}, ("kink",)),
+    ),
+    "avg_pool2d": (
+        ("k2", (2, 2, 6, 6), {"kernel_size": (2, 2)}, ()),
+        ("k3-s2-pad1", (2, 1, 7, 7), {"kernel_size": (3, 3), "stride": (2, 2), "padding": (1, 1)}, ()),
+        ("k3-s2-pad1-exclude-pad", (2, 1, 7, 7), {"kernel_size": (3, 3), "stride": (2, 2), "padding": (1, 1),
+                                                  "count_include_pad": False}, ()),
+        ("ceil", (2, 1, 7, 7), {"kernel_size": (2, 2), "ceil_mode": True}, ()),
+        ("ceil-pad1", (1, 2, 6, 6), {"kernel_size": (3, 3), "stride": (2, 2), "padding": (1, 1),
+                                     "ceil_mode": True}, ()),
+    ),
+    "flatten": (("image", (2, 2, 3, 3), {}, ()),),
+    "batch_norm": (
+        ("features", (4, 3), {}, ()),
+        ("images", (3, 2, 3, 3), {}, ()),
+        ("batch2", (2, 3), {}, ()),
+        ("no-affine", (3, 2, 2, 2), {"affine": False}, ()),
+        ("momentum0.5-eps0.01", (4, 3), {"momentum": 0.5, "eps": 0.01}, ()),
+        ("eval-batch1", (1, 2, 3, 3), {"training": False}, ()),
+        ("eval-features", (3, 4), {"training": False}, ()),
+    ),
+    "layer_norm": (
+        ("features", (3, 4), {}, ()),
+        ("images-dims1", (2, 2, 3, 3), {"dims": 1}, ()),
+        ("images-dims2", (2, 2, 3, 3), {"dims": 2}, ()),
+        ("images-dims3", (2, 2, 3, 3), {"dims": 3}, ()),
+        ("no-affine", (3, 4), {"elementwise_affine": False}, ()),
+        ("eps0.1", (3, 4), {"eps": 0.1}, ()),
+    ),
+    "dropout": (
+        ("p0.5", (3, 4), {"p": 0.5}, ()),
+        ("p0", (3, 4), {"p": 0.0}, ()),
+        ("p1", (3, 4), {"p": 1.0}, ()),
+        ("images-p0.3", (2, 2, 3, 3), {"p": 0.3}, ()),
+    ),
+}
+
+
+def grid_layer(kind: str, options: dict, input_shape: tuple[int, ...], rng: np.random.Generator) -> Layer:
+    """The layer ``kind`` with ``options`` for an input of ``input_shape``: seeded
+    weights (PyTorch's default draw), non-trivial γ, β and running statistics."""
+    options = dict(options)
+    if kind == "linear":
+        shape = (options["out"], input_shape[1])
+        return Layer("linear", weight=initialise_shape("pytorch_default", shape, rng),
+                     bias=default_bias((shape[0],), shape[1], rng))
+    with_bias = options.pop("bias", True)
+    if kind in ("max_pool2d", "avg_pool2d"):
+        options.setdefault("stride", options["kernel_size"])
+    params = layer_options(kind, options)
+    channels = input_shape[1]
+    if kind == "conv2d":
+        shape = (params["out_channels"], channels // params["groups"], *params["kernel_size"])
+        weight = initialise_shape("pytorch_default", shape, rng)
+        bias = default_bias((shape[0],), fans(shape)[0], rng) if with_bias else None
+        return Layer(kind, weight=weight, bias=bias, params=params)
+    if kind == "batch_norm":
+        affine = params["affine"]
+        buffers = {"running_mean": rng.normal(0.0, 0.5, channels), "running_var": rng.uniform(0.5, 2.0, channels)}
+        return Layer(kind, weight=rng.uniform(0.5, 1.5, channels) if affine else None,
+                     bias=rng.normal(0.0, 0.3, channels) if affine else None, params=params, buffers=buffers)
+    if kind == "layer_norm":
+        normalized = tuple(input_shape[-params["dims"]:])
+        affine = params["elementwise_affine"]
+        return Layer(kind, weight=rng.uniform(0.5, 1.5, normalized) if affine else None,
+                     bias=rng.normal(0.0, 0.3, normalized) if affine else None, params=params)
+    return Layer(kind, params=params)
+
+
+def _inputs(shape: tuple[int, ...], tags: tuple[str, ...], rng: np.random.Generator) -> np.ndarray:
+    """Normal inputs; with ties (tag "kink"), small integers, so windows hold repeated maxima."""
+    if "kink" in tags:
+        return rng.integers(0, 3, shape).astype(np.float64)
+    return rng.normal(0.0, 1.0, shape)
+
+
+def layer_scenarios(dtype: str = "float64") -> list[Scenario]:
+    out = []
+    for kind in LAYERS:
+        for label, shape, options, tags in LAYER_GRIDS[kind]:
+            rng = np.random.default_rng([GRID_SEED, len(out)])
+            layer = grid_layer(kind, options, shape, rng)
+            layers = [layer]
+            out_shape = output_shape(layer, shape)
+            if len(out_shape) != 2:
+                layers.append(Layer("flatten"))
+                out_shape = (out_shape[0], math.prod(out_shape[1:]))
+            head = grid_layer("linear", {"out": 2}, out_shape, rng)
+            layers.append(head)
+            x = _inputs(shape, tags, rng)
+            y = rng.normal(0.0, 1.0, (shape[0], 2))
+            out.append(Scenario(
+                name=f"layer-{kind}-{label}-{'f64' if dtype == 'float64' else 'f32'}",
+                layers=tuple(layers), loss=Loss("mse", "half_sum"), x=x, y=y, dtype="float64", seed=GRID_SEED,
+                source={"title": f"{kind} ({label}) on a {'×'.join(map(str, shape))} input"}, tags=tags,
+            ).astype(dtype))
+    return out
+
+
+def all_layer_scenarios() -> list[Scenario]:
+    return [s for dtype in ("float64", "float32") for s in layer_scenarios(dtype)]

@@ -1,0 +1,240 @@
+"""Hostile input to the commands: every bad option, output folder or
+``--compare-to`` table is exit 2 with one line naming it and what was expected,
+no traceback, nothing written; SIGINT and SIGTERM leave nothing behind; the
+verdict arithmetic takes any printed number.
+
+The cases are in ``tests/cases_hostile_cli.py``; the refusals run in this
+process (each is refused before any work starts: milliseconds).
+"""
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from pytest_cases import parametrize_with_cases
+
+from reports.cli import main
+from reports.commands import options
+from reports.rendering.io import Interrupted, atomic_write_many, checkpoint, interrupt_handlers
+from reports.rendering.table import read_csv_text, validate_csv_text
+from reports.textbook.errata import ERRATUM, MATCH, ROUNDING, verdict
+
+import cases_hostile_cli
+
+ROOT = Path(__file__).resolve().parent.parent
+PREVIOUS = {"discrepancies.csv": b"old csv\n", "summary.md": b"old summary\n"}
+
+
+def snapshot(folder: Path) -> dict[str, object]:
+    """Every path under ``folder`` with its bytes (folders, FIFOs and links by kind, never opened)."""
+    found = {}
+    for path in sorted(folder.rglob("*")):
+        name = str(path.relative_to(folder))
+        if path.is_symlink():
+            found[name] = ("link", os.readlink(path))
+        elif path.is_dir():
+            found[name] = "folder"
+        elif path.is_file():
+            found[name] = path.read_bytes()
+        else:
+            found[name] = "special"
+    return found
+
+
+def assert_refused(argv: list[str], expected: tuple[str, ...], tmp_path: Path, capsys) -> str:
+    """``backprop-verify ARGV`` exits 2 with one line naming the option or file and what was
+    expected, no traceback, and leaves ``tmp_path`` (with a previous report in ``out``) as it was."""
+    out = tmp_path / "out"
+    out.mkdir(exist_ok=True)
+    for name, data in PREVIOUS.items():
+        (out / name).write_bytes(data)
+    argv = [word.replace("{out}", str(out)).replace("{tmp}", str(tmp_path)) for word in argv]
+    before = snapshot(tmp_path)
+    capsys.readouterr()
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.splitlines()
+    assert len(lines) == 1, captured.err
+    message = lines[0]
+    assert message.startswith(f"backprop-verify {argv[0]}: "), message
+    assert "; expected " in message, message
+    assert "Traceback" not in captured.err + captured.out
+    for word in expected:
+        assert word in message, (word, message)
+    assert snapshot(tmp_path) == before
+    return message
+
+
+@parametrize_with_cases("case", cases=cases_hostile_cli)
+def test_hostile_command_line_is_refused(case, tmp_path, capsys):
+    argv, expected = case
+    assert_refused(argv, expected, tmp_path, capsys)
+
+
+# ----------------------------------------------------------------------------- what is still accepted
+
+
+def test_the_good_table_of_the_cases_is_a_valid_table():
+    validate_csv_text(cases_hostile_cli.GOOD_TABLE)
+    without_status = "\n".join(line.rsplit(",", 1)[0] for line in cases_hostile_cli.GOOD_TABLE.splitlines()) + "\n"
+    validate_csv_text(without_status)  # an older report, written before the status column
+    assert len(read_csv_text(cases_hostile_cli.GOOD_TABLE)) == 3
+
+
+@pytest.mark.parametrize("pattern", [
+    r"activation-sigmoid-saturation-f64|activation-relu-kink-f32|seed004|random-s[12]-",
+    r"sigmoid", r"^loss-(bce|mse)-", r"f(32|64)$", r"random-s[0-9]+-depth[2-4]", r"(-f64)?$", r"a{2,5}b",
+])
+def test_ordinary_only_patterns_are_accepted(pattern):
+    assert options.only_pattern(pattern) == pattern
+
+
+def test_probing_the_output_folder_leaves_nothing_behind(tmp_path):
+    assert options.writable_folder(tmp_path / "new" / "deeper") is None
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "kept").mkdir()
+    assert options.writable_folder(tmp_path / "kept") is None
+    assert [p.name for p in tmp_path.iterdir()] == ["kept"] and not list((tmp_path / "kept").iterdir())
+
+
+@pytest.mark.parametrize("text, limit", [("0", 0), ("+7", 7), (" 12 ", 12), (str(2**63 - 1), 2**63 - 1)])
+def test_seed_accepts_integers_in_range(text, limit):
+    assert options.seed(text) == limit
+
+
+# ----------------------------------------------------------------------------- verdict arithmetic
+
+
+@pytest.mark.parametrize("value, printed, expected", [
+    (0.5, "0." + "5" + "0" * 28, MATCH),                   # 29 decimals: 0.5 is exact in binary
+    (0.1, "0.1" + "0" * 28, ERRATUM),                      # 0.1 is 0.1000000000000000055511…: off by 5.6e-18
+    (0.1, "0.1000000000000000055511151231257827", MATCH),  # its 34 first decimals
+    (0.1, "0.10000000000000000555111512312578270211815834045410156250" + "0" * 40, MATCH),  # every decimal, and more
+    (1e30, "1" + "0" * 30, ERRATUM),                       # the float is 1000000000000000019884624838656
+    (1e30, "1000000000000000019884624838656", MATCH),
+    (1e30, "1000000000000000019884624838657", ROUNDING),
+    (1e154, "1" + "0" * 154, ERRATUM),
+    (1.7976931348623157e308, str(int(1.7976931348623157e308)), MATCH),
+    (-1.7976931348623157e308, "−" + str(int(1.7976931348623157e308)) + "." + "0" * 60, MATCH),
+    (5e-324, "0." + "0" * 400, ERRATUM),                    # the smallest subnormal, printed as 0 with 400 decimals
+    (5e-324, "0." + "0" * 323, MATCH),
+    (1e-300, "0." + "0" * 299 + "1", MATCH),
+    (0.6434, "≈ 0.643", MATCH), (0.6436, "0.643", ROUNDING), (0.6446, "0.643", ERRATUM),
+])
+def test_verdict_is_exact_for_any_decimals_and_magnitude(value, printed, expected):
+    assert verdict(value, printed) == expected
+
+
+def test_verdict_of_an_exact_count_with_many_digits():
+    assert verdict(2.0**100, str(2**100), exact=True) == MATCH
+    assert verdict(2.0**100, str(2**100 + 1), exact=True) == ERRATUM
+
+
+# ----------------------------------------------------------------------------- interrupts
+
+
+@pytest.mark.skipif(threading.current_thread() is not threading.main_thread(), reason="signals need the main thread")
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_is_raised_at_the_next_checkpoint_and_a_second_at_once(signum):
+    with interrupt_handlers():
+        os.kill(os.getpid(), signum)
+        time.sleep(0.01)  # delivered: recorded, not raised
+        with pytest.raises(Interrupted) as info:
+            checkpoint()
+        assert info.value.signum == signum and info.value.exit_code == 128 + signum
+        with pytest.raises(Interrupted):
+            os.kill(os.getpid(), signum)
+            os.kill(os.getpid(), signum)
+            time.sleep(0.05)
+    checkpoint()  # nothing pending once the handlers are gone
+
+
+@pytest.mark.skipif(threading.current_thread() is not threading.main_thread(), reason="signals need the main thread")
+def test_sigterm_while_temporary_files_are_written_leaves_no_temporary_file(tmp_path, monkeypatch):
+    previous = {"discrepancies.csv": b"old csv\n", "summary.md": b"old summary\n"}
+    for name, data in previous.items():
+        (tmp_path / name).write_bytes(data)
+    honest_fsync = os.fsync
+
+    def fsync_then_sigterm(fd):
+        honest_fsync(fd)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.01)
+
+    monkeypatch.setattr(os, "fsync", fsync_then_sigterm)
+    with interrupt_handlers(), pytest.raises(Interrupted):
+        atomic_write_many({tmp_path / name: b"new" for name in previous})
+    assert snapshot(tmp_path) == previous
+
+
+def _processes() -> dict[int, tuple[int, str]]:
+    """pid -> (parent pid, state) of every process (from /proc)."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            found[int(entry.name)] = (int(fields[1]), fields[0])
+    return found
+
+
+def _descendants(pid: int) -> set[int]:
+    table = _processes()
+    found, frontier = set(), {pid}
+    while frontier:
+        children = {child for child, (parent, _) in table.items() if parent in frontier} - found
+        found |= children
+        frontier = children
+    return found
+
+
+def _running(pids: set[int]) -> set[int]:
+    table = _processes()
+    return {pid for pid in pids if pid in table and table[pid][1] != "Z"}
+
+
+@pytest.mark.subprocess
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc to find the worker processes")
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_signal_to_report_with_workers_leaves_nothing_behind(signum, tmp_path):
+    """SIGINT or SIGTERM to ``report --workers 2`` while its pytest-xdist workers run: exit 130 / 143,
+    one line, the pytest controller and both workers gone, no temporary folder, the previous report intact."""
+    out, scratch = tmp_path / "out", tmp_path / "tmp"
+    out.mkdir()
+    scratch.mkdir()
+    for name, data in PREVIOUS.items():
+        (out / name).write_bytes(data)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    env.update(PYTHONPATH=str(ROOT), TMPDIR=str(scratch))
+    # The whole default scenario set: it cannot finish in the few seconds before the signal.
+    process = subprocess.Popen([sys.executable, "-m", "reports.cli", "report", "--workers", "2", "--no-plots",
+                                "--out", str(out)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    seen: set[int] = set()
+    try:
+        deadline = time.monotonic() + 120
+        while process.poll() is None and time.monotonic() < deadline:
+            seen |= _descendants(process.pid)
+            if len(_running(seen)) >= 3:  # the pytest controller and its two workers
+                break
+            time.sleep(0.05)
+        assert len(seen) >= 3, f"the workers never started: {sorted(seen)}"
+        process.send_signal(signum)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    stderr = stderr.decode()
+    assert process.returncode == 128 + signum, stderr[-2000:]
+    assert stderr.splitlines() == [f"backprop-verify report: interrupted by {signal.Signals(signum).name}; "
+                                   "nothing was written, the previous files are unchanged"], stderr[-2000:]
+    assert not _running(seen), f"left running: {sorted(_running(seen))}"
+    assert list(scratch.iterdir()) == []
+    assert snapshot(out) == PREVIOUS
