@@ -16,8 +16,8 @@ convolutions), and
 
 Forward (im2col, as in cs231n and numpy-ml): every receptive field
 x̃[n, :, i·s + u·d, j·s + v·d] is laid out as one column of a matrix, so the
-whole layer is one matrix product per sample and group: W (out/groups,
-C/groups·kh·kw) times the columns (C/groups·kh·kw, Ho·Wo). The columns are
+whole layer is one matrix product per group: W (out/groups,
+C/groups·kh·kw) times the columns (C/groups·kh·kw, N·Ho·Wo). The columns are
 built by a strided view on the padded input (no copy) and one copy into
 contiguous memory; there is no Python loop over pixels, kernel offsets or
 groups. The batch is processed a few samples at a time (``batch_chunks``) so
@@ -59,10 +59,9 @@ def output_size(size: int, kernel: int, stride: int, padding: int, dilation: int
 
 COLUMN_BYTES = 2 ** 21
 """Size of the columns built at once (2 MiB, an L2-sized block). Measured on the
-bench's 64×32×32×32 ⊛ 32×32×3×3 layer, one thread: the forward took 17 ms in
-float32 (30 ms in float64) in chunks of 1–4 samples, 29 ms (46 ms) with the
-columns of the whole batch at once; LeNet's layers, whose columns fit the cache
-anyway, are unaffected."""
+bench's 64×32×32×32 ⊛ 32×32×3×3 layer, one thread (median of 6, interleaved):
+the forward took 17.6 ms in float32 (37.9 ms in float64) in 2 MiB chunks,
+24.0 ms (55.4 ms) with the columns of the whole batch at once."""
 
 
 def batch_chunks(n: int, bytes_per_sample: int):
@@ -75,16 +74,16 @@ def im2col(x_padded: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int
            dilation: tuple[int, int], out_size: tuple[int, int]) -> np.ndarray:
     """The receptive fields of every output pixel, as columns.
 
-    x̃ (N, C, H̃, W̃) → columns (N, C, kh, kw, Ho, Wo), contiguous, with
-    columns[n, c, u, v, i, j] = x̃[n, c, i·s + u·d, j·s + v·d]:
-    reshaped to (N, groups, C/groups·kh·kw, Ho·Wo), each sample's and group's
-    columns are one matrix.
+    x̃ (N, C, H̃, W̃) → columns (C, kh, kw, N, Ho, Wo), contiguous, with
+    columns[c, u, v, n, i, j] = x̃[n, c, i·s + u·d, j·s + v·d]:
+    reshaped to (groups, C/groups·kh·kw, N·Ho·Wo), each group's columns are
+    one matrix, and the layer one matrix product per group for all N samples.
     """
     n, c, _, _ = x_padded.shape
     (kh, kw), (sh, sw), (dh, dw), (ho, wo) = kernel, stride, dilation, out_size
     sn, sc, sy, sx = x_padded.strides
-    windows = as_strided(x_padded, shape=(n, c, kh, kw, ho, wo),
-                         strides=(sn, sc, dh * sy, dw * sx, sh * sy, sw * sx), writeable=False)
+    windows = as_strided(x_padded, shape=(c, kh, kw, n, ho, wo),
+                         strides=(sc, dh * sy, dw * sx, sn, sh * sy, sw * sx), writeable=False)
     return np.ascontiguousarray(windows)
 
 
@@ -120,7 +119,7 @@ def full_convolution(delta: np.ndarray, weight: np.ndarray, input_shape: tuple[i
     How (as fast as the forward). The sum is evaluated term by term in the
     order that never multiplies the inserted zeros: first the channel sum
     Σ_o W[o, c, u, v] · δ[n, o, i, j] for every kernel offset, one matrix
-    product per sample and group on the compact δ; then, for each of the
+    product per group on the compact δ; then, for each of the
     kh·kw kernel offsets (u, v), those terms are added at h = i·s + u·d,
     w = j·s + v·d — the shifted, stride-spread copy of δ that the convolution
     sums. (Written literally, as an im2col correlation of the spread and
@@ -135,15 +134,15 @@ def full_convolution(delta: np.ndarray, weight: np.ndarray, input_shape: tuple[i
     kernel_columns = weight.reshape(groups, out_channels // groups, in_per_group * kh * kw).transpose(0, 2, 1)
     input_gradient_padded = np.zeros((n, channels, height + 2 * ph, width + 2 * pw), dtype=delta.dtype)
     for batch in batch_chunks(n, delta.itemsize * channels * kh * kw * out_h * out_w):
-        samples = delta[batch].reshape(-1, groups, out_channels // groups, out_h * out_w)
-        # Σ_o W[o, c, u, v] · δ[n, o, i, j], per sample and group: (G, C/G·kh·kw, out/G) @ (G, out/G, Ho·Wo)
-        weighted = np.matmul(kernel_columns, samples).reshape(-1, channels, kh, kw, out_h, out_w)
+        delta_rows = delta[batch].transpose(1, 0, 2, 3).reshape(groups, out_channels // groups, -1)
+        # Σ_o W[o, c, u, v] · δ[n, o, i, j], per group: (G, C/G·kh·kw, out/G) @ (G, out/G, n·Ho·Wo)
+        weighted = np.matmul(kernel_columns, delta_rows).reshape(channels, kh, kw, -1, out_h, out_w)
         # Σ_{u,v}: term (u, v) lands at x̃[i·s + u·d, j·s + v·d] — δ spread by the stride, shifted by the offset.
-        gradient = input_gradient_padded[batch]
+        gradient = input_gradient_padded[batch].transpose(1, 0, 2, 3)  # (C, n, H̃, W̃), a view
         for u in range(kh):
             for v in range(kw):
                 gradient[:, :, u * dh:u * dh + sh * (out_h - 1) + 1:sh,
-                         v * dw:v * dw + sw * (out_w - 1) + 1:sw] += weighted[:, :, u, v]
+                         v * dw:v * dw + sw * (out_w - 1) + 1:sw] += weighted[:, u, v]
     # Crop the padding.
     return input_gradient_padded[:, :, ph:ph + height, pw:pw + width].copy()
 
@@ -201,10 +200,10 @@ class Conv2d:
                              f"{self.x_padded.shape[2:]}")
         groups = self.groups
         kernel_rows = self.weight.reshape(groups, out_channels // groups, -1)  # (G, out/G, C/G·kh·kw)
-        z = np.empty((n, groups, out_channels // groups, self.out_size[0] * self.out_size[1]), dtype=x.dtype)
+        z = np.empty((n, out_channels, *self.out_size), dtype=x.dtype)
         for batch in self.batches():
-            np.matmul(kernel_rows, self.columns(batch), out=z[batch])          # (G, out/G, Ho·Wo) per sample
-        z = z.reshape(n, out_channels, *self.out_size)
+            z_batch = np.matmul(kernel_rows, self.columns(batch))             # (G, out/G, n·Ho·Wo)
+            z[batch] = z_batch.reshape(out_channels, -1, *self.out_size).transpose(1, 0, 2, 3)
         if self.bias is not None:
             z += self.bias[:, None, None]
         return z
@@ -216,16 +215,16 @@ class Conv2d:
                             self.x_padded.itemsize * channels * kh * kw * self.out_size[0] * self.out_size[1])
 
     def columns(self, batch: slice) -> np.ndarray:
-        """The im2col columns of samples ``batch``: (n, G, C/G·kh·kw, Ho·Wo)."""
+        """The im2col columns of samples ``batch``: (G, C/G·kh·kw, n·Ho·Wo)."""
         _, _, kh, kw = self.weight.shape
         columns = im2col(self.x_padded[batch], (kh, kw), self.stride, self.dilation, self.out_size)
-        return columns.reshape(columns.shape[0], self.groups, -1, self.out_size[0] * self.out_size[1])
+        return columns.reshape(self.groups, -1, columns.shape[3] * self.out_size[0] * self.out_size[1])
 
     def backward(self, delta: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
         """δ = ∂L/∂z (N, out, Ho, Wo) → ∂L/∂x (N, C, H, W); stores weight_grad and bias_grad.
 
         Parameters (module docstring): ∂L/∂b = Σ_{n,i,j} δ, and ∂L/∂W = Σ_n δ_n · columns_nᵀ,
-        one matrix product per sample and group.
+        one matrix product per group.
 
         The input (``input_grad=False`` skips it and returns None): the
         textbook rule δˡ = conv(δˡ⁺¹ spread by the stride, rot180(W), 'full'),
@@ -237,8 +236,8 @@ class Conv2d:
         # chunk by chunk (cheaper than keeping kh·kw copies of the input between forward and backward).
         weight_grad = np.zeros((self.groups, out_channels // self.groups, self.weight[0].size), dtype=delta.dtype)
         for batch in self.batches():
-            samples = delta[batch].reshape(-1, self.groups, out_channels // self.groups, self.out_size[0] * self.out_size[1])
-            weight_grad += np.matmul(samples, self.columns(batch).transpose(0, 1, 3, 2)).sum(axis=0)
+            delta_rows = delta[batch].transpose(1, 0, 2, 3).reshape(self.groups, out_channels // self.groups, -1)
+            weight_grad += np.matmul(delta_rows, self.columns(batch).transpose(0, 2, 1))   # (G, out/G, C/G·kh·kw)
         self.weight_grad = weight_grad.reshape(self.weight.shape)
         if not input_grad:
             return None

@@ -72,7 +72,7 @@ class Linear:
         return f"Linear(in={in_features}, out={out_features}, bias={self.bias is not None})"
 
 
-__all__ = ["Linear"]
+__all__ = ["Flatten", "Linear"]
 
 
 class Flatten:
@@ -105,5 +105,3 @@ class Flatten:
     def __repr__(self) -> str:
         return "Flatten()"
 
-
-__all__.append("Flatten")

@@ -80,7 +80,10 @@ def _main(argv: list[str]) -> int:
     command = f"backprop-verify {chosen[0]}" if chosen else "backprop-verify"
     try:
         try:
-            args = build_parser(chosen).parse_args(argv)  # imports the command: seconds, for torch
+            args, extra = build_parser(chosen).parse_known_args(argv)  # imports the command: seconds, for torch
+            if extra:
+                raise UsageError(f"{command}: {' '.join(extra)}: unrecognized arguments; expected the arguments "
+                                 f"`{command} --help` lists")
         except UsageError as err:
             print(err, file=sys.stderr)
             return 2
