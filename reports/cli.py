@@ -69,7 +69,9 @@ def build_parser(commands=tuple(SUBCOMMANDS)) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from reports.rendering.io import interrupt_handlers
 
-    with interrupt_handlers():  # first: a SIGTERM during the imports below takes the same path
+    # First: a SIGTERM during the imports below takes the same path. As the program (argv None), the
+    # handlers stay until the process exits; called with argv (tests, other programs), they are restored.
+    with interrupt_handlers(restore=argv is not None):
         return _main(sys.argv[1:] if argv is None else argv)
 
 

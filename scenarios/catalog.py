@@ -134,7 +134,9 @@ ACTIVATIONS: dict[str, ActivationInfo] = {
                 "beta": ParamSpec(1.0, float, minimum=0.0, doc="sharpness (> 0)"),
                 "threshold": ParamSpec(20.0, float, doc="linear above beta*z > threshold"),
             },
-            grid_variants=({"beta": 1.0, "threshold": 20.0}, {"beta": 2.0, "threshold": 10.0}),
+            # threshold 2 and 1: the switch to a' = 1 is visible in float32 (σ(2) = 0.88), not only float64
+            grid_variants=({"beta": 1.0, "threshold": 20.0}, {"beta": 2.0, "threshold": 10.0},
+                           {"beta": 1.0, "threshold": 2.0}, {"beta": 0.5, "threshold": 1.0}),
             random_variants=({"beta": 1.0, "threshold": 20.0},),
         ),
         ActivationInfo("silu", "a = z * sigmoid(z)  (also called swish)"),
@@ -187,7 +189,9 @@ LOSSES: dict[str, LossInfo] = {
             input_domain="probability",
             target_domain="unit",
             grid=(LossGridCase("normal", "sigmoid_probabilities", "unit"),
-                  LossGridCase("saturated", "saturated_probabilities", "unit", ("no-fd",))),
+                  LossGridCase("saturated", "saturated_probabilities", "unit", ("no-fd",)),
+                  # a(1 − a) on both sides of the clamp of its derivative's denominator at 1e-12
+                  LossGridCase("clamp", "clamp_probabilities", "unit", ("no-fd",))),
         ),
         LossInfo(
             "bce_with_logits",

@@ -12,6 +12,9 @@ from reports.textbook.derivations import DERIVATIONS, HOLDS, WRONG, Derivation, 
 # needs σ'(z²₁); its 3-layer chain follows one path through a²₁ of the two, and
 # its 3-layer sum has no factor for a sigmoid output unit.
 # 004's a − t needs Σt = 1.
+# The CNN chapter's rules are the stride-1, unpadded case (a stride spreads δ out,
+# padding is cropped); the BatchNorm three-term rule needs the batch statistics
+# (in evaluation mode they are constants), and without its variance term it is wrong.
 EXPECTED = {
     "000-output-layer": "holds when the output activation is the identity (f' ≡ 1; ReLU only if every z > 0)",
     "000-hidden-layer": "holds when the hidden activation f⁽ˡ⁾ is the identity",
@@ -31,6 +34,10 @@ EXPECTED = {
     "004-softmax-cross-entropy": "holds when each sample's targets sum to 1 (one-hot labels, as in the example, or any distribution)",
     "004-output-weights": HOLDS,
     "004-hidden-weights": HOLDS,
+    "cnn-input-gradient": "holds when stride 1 and no padding",
+    "cnn-kernel-gradient": "holds when stride 1 and no padding",
+    "batchnorm-backward": "holds when the layer normalises with the batch's statistics (training mode)",
+    "batchnorm-backward-without-variance-term": WRONG,
 }
 
 
@@ -52,7 +59,7 @@ def test_results_are_consistent_and_corrections_hold(results):
 
 
 def test_every_document_is_covered():
-    assert {d.document for d in DERIVATIONS} == {"000", "001", "002", "003", "004"}
+    assert {d.document for d in DERIVATIONS} == {"000", "001", "002", "003", "004", "textbook"}
 
 
 def _sigmoid_rule(formula):

@@ -53,9 +53,12 @@ def _on_signal(signum, frame):  # noqa: ARG001 - the signal module's signature
 
 
 @contextlib.contextmanager
-def interrupt_handlers():
+def interrupt_handlers(restore: bool = True):
     """SIGINT and SIGTERM both go through ``_on_signal`` while the block runs
-    (main thread only); the previous handlers are restored afterwards."""
+    (main thread only); the previous handlers are restored afterwards if
+    ``restore`` (a command run as the program keeps them until the process
+    exits: a signal during interpreter shutdown is then recorded and ignored,
+    not a death by signal after the files were complete)."""
     previous = {}
     _InterruptState.pending = None
     _InterruptState.deferring = True
@@ -67,8 +70,9 @@ def interrupt_handlers():
     try:
         yield
     finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
+        if restore:
+            for number, handler in previous.items():
+                signal.signal(number, handler)
 
 
 def checkpoint() -> None:

@@ -23,7 +23,7 @@ from reports.verification.compare import step_of
 from reports.verification.tolerance import tolerance
 
 DTYPE_COLORS = {"float64": "#1f77b4", "float32": "#d62728"}
-ACTIVATION_COLORS = {"sigmoid": "#1f77b4", "relu": "#ff7f0e"}
+ACTIVATION_COLORS = {"sigmoid": "#1f77b4", "relu": "#ff7f0e", "sigmoid+batch_norm": "#2ca02c"}
 REL_LABEL = "max|a−b| / max|b| per address (normwise, dimensionless)"
 
 PLOTS = {
@@ -160,7 +160,8 @@ def vanishing_gradient(vanishing: pd.DataFrame) -> bytes:
     axis.set_xticks(range(1, depth + 1))
     axis.set_xlabel(f"linear layer l (1 = next to the input, {depth} = output)")
     axis.set_ylabel("‖∂L/∂W⁽ˡ⁾‖_F  (Frobenius norm, log scale)")
-    axis.set_title(f"Vanishing gradient (document 003): same weights, {depth} layers, sigmoid vs ReLU")
+    axis.set_title(f"Vanishing gradient (document 003): same weights, {depth} layers, sigmoid, ReLU, "
+                   "sigmoid with BatchNorm")
     axis.grid(True, which="major", alpha=0.3)
     axis.legend(fontsize=9, loc="lower right")
     return _png(figure)

@@ -149,12 +149,17 @@ def _vanishing_markdown(vanishing: pd.DataFrame) -> list[str]:
     table = vanishing_table(vanishing)
     depth = int(table["layer"].max())
     lines = [f"‖∂L/∂W⁽ˡ⁾‖_F per linear layer l (1 = next to the input) of a {depth}-layer network, "
-             "the same weights and data with sigmoid and with ReLU, computed by both engines. "
-             "σ'(z) ≤ 0.25, so each sigmoid layer multiplies the backward signal by at most 0.25·‖W‖.", ""]
-    if {"sigmoid manual", "relu manual"} <= set(table.columns):
-        first, last = table.iloc[0], table.iloc[-1]
-        lines += [f"Sigmoid: layer 1 gets {first['sigmoid manual'] / last['sigmoid manual']:.2e} × the gradient "
-                  f"norm of layer {depth}; ReLU: {first['relu manual'] / last['relu manual']:.2e} ×.", ""]
+             "the same weights and data with sigmoid, with ReLU and with sigmoid after a BatchNorm behind every "
+             "linear layer, computed by both engines. σ'(z) ≤ 0.25, so each sigmoid layer multiplies the backward "
+             "signal by at most 0.25·‖W‖.", ""]
+    ratios = {name: table.iloc[0][f"{name} manual"] / table.iloc[-1][f"{name} manual"]
+              for name in ("sigmoid", "relu", "sigmoid+batch_norm") if f"{name} manual" in table.columns}
+    if ratios:
+        lines += ["Layer 1's gradient norm relative to layer " + f"{depth}'s: "
+                  + "; ".join(f"{name} {ratio:.2e}" for name, ratio in ratios.items()) + "."]
+        if {"sigmoid", "sigmoid+batch_norm"} <= set(ratios):
+            lines += [f"BatchNorm multiplies that ratio by {ratios['sigmoid+batch_norm'] / ratios['sigmoid']:.3g}."]
+        lines += [""]
     lines += [markdown(table, floatfmt=".3e"), ""]
     return lines
 

@@ -30,6 +30,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 import torch
+from scipy.signal import correlate2d
 
 from reports.verification.tolerance import absolute_floor, tolerance
 
@@ -398,6 +399,110 @@ def _d004_hidden_weights(setting: dict, rng: np.random.Generator):
 
 _N = ({"label": "n = 1", "n": 1}, {"label": "n = 5", "n": 5})
 
+# --------------------------------------------------------------------------- textbook: convolution and BatchNorm
+#
+# Rules a CNN chapter states for one convolution layer z = conv(x, K) + b
+# (cross-correlation, as PyTorch computes it): the input gradient is a "full"
+# convolution of δ = ∂L/∂z with the kernel turned by 180°, and the kernel
+# gradient a "valid" convolution of the input with δ. Written here with
+# scipy.signal.correlate2d, channel by channel, against autograd through
+# torch.nn.functional.conv2d; the settings vary stride and padding.
+
+
+def _conv_setting(rng: np.random.Generator, setting: dict):
+    stride, padding = setting["stride"], setting["padding"]
+    x = rng.normal(size=(1, 2, 7, 7))
+    kernel = rng.normal(size=(3, 2, 3, 3))
+    xt, kt = _t(x, True), _t(kernel, True)
+    z = torch.nn.functional.conv2d(xt, kt, stride=stride, padding=padding)
+    delta = rng.normal(size=tuple(z.shape))
+    (z * _t(delta)).sum().backward()
+    return x, kernel, delta[0], _np(xt.grad)[0], _np(kt.grad)
+
+
+def _dilate(delta: np.ndarray, stride: int) -> np.ndarray:
+    """δ with stride − 1 zeros between its entries (the outputs a stride skipped)."""
+    if stride == 1:
+        return delta
+    out = np.zeros((delta.shape[0], (delta.shape[1] - 1) * stride + 1, (delta.shape[2] - 1) * stride + 1))
+    out[:, ::stride, ::stride] = delta
+    return out
+
+
+def _conv_input_rule(setting: dict, rng: np.random.Generator):
+    """δˡ⁻¹ = conv(δˡ, rot180(K), 'full'), summed over the output channels."""
+    x, kernel, delta, truth, _ = _conv_setting(rng, setting)
+    stride, padding = setting["stride"], setting["padding"]
+    size = x.shape[2]
+
+    def full(spread):
+        return np.stack([sum(correlate2d(spread[o], np.rot90(kernel[o, c], 2), mode="full")
+                             for o in range(kernel.shape[0])) for c in range(kernel.shape[1])])
+
+    formula = full(delta)
+    corrected = full(_dilate(delta, stride))  # the gradient with respect to the padded input
+    padded = np.zeros((kernel.shape[1], size + 2 * padding, size + 2 * padding))
+    padded[:, :corrected.shape[1], :corrected.shape[2]] = corrected  # rows the last window never reached: 0
+    corrected = padded[:, padding:padding + size, padding:padding + size]
+    return formula, truth, corrected
+
+
+def _conv_kernel_rule(setting: dict, rng: np.random.Generator):
+    """∂L/∂K = conv(x, δ, 'valid'): each output channel's δ slid over each input channel."""
+    x, kernel, delta, _, truth = _conv_setting(rng, setting)
+    stride, padding = setting["stride"], setting["padding"]
+    k = kernel.shape[-1]
+    formula = np.stack([np.stack([correlate2d(x[0, c], delta[o], mode="valid") for c in range(x.shape[1])])
+                        for o in range(delta.shape[0])])
+    padded = np.pad(x[0], ((0, 0), (padding, padding), (padding, padding)))
+    spread = _dilate(delta, stride)
+    corrected = np.stack([np.stack([correlate2d(padded[c], spread[o], mode="valid")[:k, :k]
+                                    for c in range(x.shape[1])]) for o in range(delta.shape[0])])
+    return formula, truth, corrected
+
+
+_CONV_SETTINGS = tuple({"label": f"stride {s}, padding {p}", "stride": s, "padding": p} for s in (1, 2) for p in (0, 1))
+
+
+def _batch_norm_rule(setting: dict, rng: np.random.Generator, variance_term: bool = True):
+    """∂L/∂x = γ/(mσ) · (m δ − Σδ − x̂ Σ(δ x̂)) over the m values of each channel."""
+    shape = setting["shape"]
+    x = rng.normal(1.0, 2.0, shape)
+    channels = shape[1]
+    gamma, beta = rng.uniform(0.5, 1.5, channels), rng.normal(size=channels)
+    running_mean, running_var = rng.normal(size=channels), rng.uniform(0.5, 2.0, channels)
+    xt = _t(x, True)
+    y = torch.nn.functional.batch_norm(xt, _t(running_mean), _t(running_var), _t(gamma), _t(beta),
+                                       training=setting["training"], eps=1e-5)
+    delta = rng.normal(size=shape)
+    (y * _t(delta)).sum().backward()
+    axes = (0,) + tuple(range(2, len(shape)))
+    view = (1, channels) + (1,) * (len(shape) - 2)
+    m = x.size // channels
+    mean, variance = x.mean(axis=axes, keepdims=True), x.var(axis=axes, keepdims=True)
+    sigma = np.sqrt(variance + 1e-5)
+    x_hat = (x - mean) / sigma
+    g = gamma.reshape(view)
+    sum_delta = delta.sum(axis=axes, keepdims=True)
+    sum_delta_x_hat = (delta * x_hat).sum(axis=axes, keepdims=True)
+    if variance_term:
+        formula = g / (m * sigma) * (m * delta - sum_delta - x_hat * sum_delta_x_hat)
+    else:
+        formula = g / sigma * (delta - sum_delta / m)
+    if setting["training"]:
+        corrected = g / (m * sigma) * (m * delta - sum_delta - x_hat * sum_delta_x_hat)
+    else:
+        corrected = g * delta / np.sqrt(running_var.reshape(view) + 1e-5)
+    return formula, _np(xt.grad), corrected
+
+
+_BATCH_NORM_SETTINGS = (
+    {"label": "training, (N, F) = (6, 3)", "shape": (6, 3), "training": True},
+    {"label": "training, (N, C, H, W) = (2, 2, 3, 3)", "shape": (2, 2, 3, 3), "training": True},
+    {"label": "evaluation, (N, F) = (4, 3)", "shape": (4, 3), "training": False},
+)
+
+
 DERIVATIONS: tuple[Derivation, ...] = (
     Derivation(
         "000-output-layer", "000",
@@ -531,6 +636,41 @@ DERIVATIONS: tuple[Derivation, ...] = (
         "∂L/∂a²_k = Σ_j (a³_j − t_j) w²_jk;  ∂L/∂w¹_kl = ∂L/∂a²_k · a²_k(1 − a²_k) · x_l",
         "x (3) → sigmoid (4) → softmax (3), biases, one-hot t",
         ({"label": "one-hot t"},), _d004_hidden_weights,
+    ),
+    Derivation(
+        "cnn-input-gradient", "textbook",
+        "δˡ⁻¹ = conv(δˡ, rot180(K), 'full')  (per channel pair, summed over the output channels)",
+        "x (1, 2, 7, 7) → conv2d with 3 kernels of 3×3, L = Σ z·δ; stride and padding varied",
+        _CONV_SETTINGS, _conv_input_rule,
+        condition=("stride 1 and no padding", lambda s: s["stride"] == 1 and s["padding"] == 0),
+        corrected="spread δ by the stride (s − 1 zeros between entries), take conv(·, rot180(K), 'full'), pad "
+                  "with zeros to the padded input's size (rows the last window never reached), then crop the "
+                  "padding p from every side",
+    ),
+    Derivation(
+        "cnn-kernel-gradient", "textbook",
+        "∂L/∂K = conv(x, δ, 'valid')  (per channel pair)",
+        "x (1, 2, 7, 7) → conv2d with 3 kernels of 3×3, L = Σ z·δ; stride and padding varied",
+        _CONV_SETTINGS, _conv_kernel_rule,
+        condition=("stride 1 and no padding", lambda s: s["stride"] == 1 and s["padding"] == 0),
+        corrected="conv(x padded by p, δ spread by the stride, 'valid'), keeping the first kh × kw entries",
+    ),
+    Derivation(
+        "batchnorm-backward", "textbook",
+        "∂L/∂x = γ/(mσ) · (m δ − Σδ − x̂ Σ(δ x̂)),  σ = √(σ²_B + ε), over the m values of each channel "
+        "(Ioffe & Szegedy, 2015)",
+        "batch_norm with γ, β, ε = 1e-5; the batch's shape and the mode varied",
+        _BATCH_NORM_SETTINGS, _batch_norm_rule,
+        condition=("the layer normalises with the batch's statistics (training mode)", lambda s: s["training"]),
+        corrected="in evaluation mode the statistics are constants: ∂L/∂x = γ δ / √(running_var + ε)",
+    ),
+    Derivation(
+        "batchnorm-backward-without-variance-term", "textbook",
+        "∂L/∂x = γ/σ · (δ − mean(δ))  (the mean's path only, as if σ_B did not depend on x)",
+        "batch_norm with γ, β, ε = 1e-5; the batch's shape and the mode varied",
+        _BATCH_NORM_SETTINGS, lambda setting, rng: _batch_norm_rule(setting, rng, variance_term=False),
+        corrected="add the variance's path: γ/(mσ) · (m δ − Σδ − x̂ Σ(δ x̂)) in training mode; "
+                  "γ δ / √(running_var + ε) in evaluation mode",
     ),
 )
 
