@@ -33,7 +33,7 @@ def test_bench_quick_writes_a_well_formed_csv(tmp_path, capsys):
         rows = list(reader)
 
     fwd_bwd = [r for r in rows if r["section"] == "fwd_bwd"]
-    expected = {(f"{c.name}-{c.label}", dtype, str(c.batch)) for c in bench.QUICK_CASES for dtype in bench.DTYPES}
+    expected = {(c.case_id, dtype, str(c.batch)) for c in bench.QUICK_CASES for dtype in bench.DTYPES}
     assert {(r["case"], r["dtype"], r["batch"]) for r in fwd_bwd} == expected
     assert len(fwd_bwd) == len(expected)
     for row in fwd_bwd:

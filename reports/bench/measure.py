@@ -34,6 +34,7 @@ only one that gives repeatable numbers on a shared machine.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import statistics
 import subprocess
@@ -52,7 +53,10 @@ from manual.engine import backward, build_loss, build_network, forward
 from reference.network import build_network as build_torch_network
 from reports.verification.compare import compare
 from scenarios.generator import random_scenario
+from scenarios.catalog import layer_options
+from scenarios.init import initialise_shape
 from scenarios.model import Layer, Loss, Scenario
+from scenarios.shapes import output_shape
 
 
 # --------------------------------------------------------------------------- the networks
@@ -74,6 +78,111 @@ class BenchCase:
     def label(self) -> str:
         return "-".join(str(w) for w in self.widths)
 
+    @property
+    def case_id(self) -> str:
+        return f"{self.name}-{self.label}"
+
+    @property
+    def description(self) -> str:
+        return f"{self.hidden} hidden, {self.output} output, {self.loss[0]} ({self.loss[1]})"
+
+    def scenario(self, dtype: str) -> Scenario:
+        return case_scenario(self, dtype)
+
+    def flops(self) -> int:
+        return matmul_flops(self.widths, self.batch)
+
+
+@dataclass(frozen=True)
+class ConvBenchCase:
+    """A convolutional network to time: ``blocks`` of (out_channels, kernel, padding,
+    batch_norm, pool) on an (C, H, W) input, then linear layers of ``widths`` to the classes."""
+
+    name: str
+    image: tuple[int, int, int]
+    batch: int
+    blocks: tuple[tuple[int, int, int, bool, int], ...]
+    widths: tuple[int, ...]
+    seed: int = 0
+
+    @property
+    def case_id(self) -> str:
+        return self.name
+
+    @property
+    def label(self) -> str:
+        return "x".join(str(size) for size in self.image)
+
+    @property
+    def description(self) -> str:
+        return (f"{self.label} images; " + ", ".join(
+            f"conv {o}@{k}×{k}" + (f" pad {p}" if p else "") + (" → BatchNorm" if bn else "") + " → ReLU"
+            + (f" → max pool {pool}" if pool else "") for o, k, p, bn, pool in self.blocks)
+            + " → " + " → ".join(str(w) for w in self.widths) + "; softmax_cross_entropy (mean)")
+
+    def scenario(self, dtype: str) -> Scenario:
+        rng = np.random.default_rng(self.seed)
+        shape: tuple[int, ...] = (self.batch, *self.image)
+        layers: list[Layer] = []
+        for out_channels, kernel, padding, batch_norm, pool in self.blocks:
+            weight = initialise_shape("he_normal", (out_channels, shape[1], kernel, kernel), rng)
+            layers.append(Layer("conv2d", weight=weight, bias=rng.normal(0.0, 0.1, out_channels),
+                                params=layer_options("conv2d", {"out_channels": out_channels,
+                                                                "kernel_size": (kernel, kernel),
+                                                                "padding": (padding, padding)})))
+            if batch_norm:
+                layers.append(Layer("batch_norm", weight=np.ones(out_channels), bias=np.zeros(out_channels),
+                                    params=layer_options("batch_norm", {}),
+                                    buffers={"running_mean": np.zeros(out_channels),
+                                             "running_var": np.ones(out_channels)}))
+            layers.append(Layer("relu"))
+            if pool:
+                layers.append(Layer("max_pool2d", params=layer_options("max_pool2d", {
+                    "kernel_size": (pool, pool), "stride": (pool, pool)})))
+            shape = _shape_after(layers, (self.batch, *self.image))
+        layers.append(Layer("flatten"))
+        features = math.prod(shape[1:])
+        for index, (n_in, n_out) in enumerate(zip((features,) + self.widths[:-1], self.widths)):
+            layers.append(Layer("linear", weight=initialise_shape("he_normal", (n_out, n_in), rng),
+                                bias=rng.normal(0.0, 0.1, n_out)))
+            layers.append(Layer("relu" if index < len(self.widths) - 1 else "identity"))
+        x = rng.normal(0.0, 1.0, (self.batch, *self.image))
+        y = np.eye(self.widths[-1])[rng.integers(0, self.widths[-1], size=self.batch)]
+        return Scenario(name=f"bench-{self.name}-b{self.batch}", layers=tuple(layers),
+                        loss=Loss("softmax_cross_entropy", "mean"), x=x, y=y, seed=self.seed).astype(dtype)
+
+    def flops(self) -> int:
+        return training_flops(self.scenario("float64"))
+
+
+def _shape_after(layers: list[Layer], shape: tuple[int, ...]) -> tuple[int, ...]:
+    for layer in layers:
+        shape = output_shape(layer, shape)
+    return shape
+
+
+def training_flops(scenario: Scenario) -> int:
+    """Matmul-equivalent FLOPs of one training step (forward + backward without ∂L/∂x) of any network.
+
+    A linear layer in → out: 2·N·in·out per product; a convolution: 2·N·Hₒ·Wₒ·O·(C/g)·kh·kw
+    per product (each output value is a dot product over a window). Forward, the weight
+    gradient and — on every layer but the first with parameters — the input gradient:
+    three products, as ``matmul_flops`` counts them for dense networks.
+    """
+    flops, shape, first = 0, scenario.x.shape, True
+    for layer in scenario.layers:
+        out = output_shape(layer, shape)
+        per_product = 0
+        if layer.type == "linear":
+            per_product = 2 * shape[0] * layer.weight.shape[0] * layer.weight.shape[1]
+        elif layer.type == "conv2d":
+            per_product = 2 * math.prod(out) * math.prod(layer.weight.shape[1:])
+        if per_product:
+            flops += (2 if first else 3) * per_product
+            first = False
+        shape = out
+    return flops
+
 
 CASES: tuple[BenchCase, ...] = (
     # the worked example of the textbooks: 2-2-2 sigmoid network, ½Σ squared error
@@ -83,6 +192,13 @@ CASES: tuple[BenchCase, ...] = (
     BenchCase("medium", (784, 256, 256, 10), 256, "relu", "identity", ("softmax_cross_entropy", "mean")),
     BenchCase("large", (2048, 2048, 2048, 10), 512, "relu", "identity", ("softmax_cross_entropy", "mean")),
 )
+CONV_CASES: tuple[ConvBenchCase, ...] = (
+    # LeNet: conv 6@5×5 → ReLU → max pool 2 → conv 16@5×5 → ReLU → max pool 2 → 120 → 84 → 10
+    ConvBenchCase("cnn-lenet", (1, 28, 28), 64, ((6, 5, 0, False, 2), (16, 5, 0, False, 2)), (120, 84, 10)),
+    # two conv 32@3×3 (padding 1) with BatchNorm and ReLU, max pool 2, → 10
+    ConvBenchCase("cnn-bn-32", (3, 32, 32), 64, ((32, 3, 1, True, 0), (32, 3, 1, True, 2)), (10,)),
+)
+CASES = CASES + CONV_CASES
 QUICK_CASES: tuple[BenchCase, ...] = CASES[:3]
 DTYPES = ("float64", "float32")
 

@@ -125,11 +125,11 @@ def measure(plan: Plan, threads: int) -> list[dict]:
     return rows
 
 
-def time_case(case: bench.BenchCase, dtype: str, plan: Plan) -> dict[str, bench.Timing]:
+def time_case(case: bench.BenchCase | bench.ConvBenchCase, dtype: str, plan: Plan) -> dict[str, bench.Timing]:
     """Interleaved timings of the manual and torch steps (and, for a large case, the matmul peak)."""
-    scenario = bench.case_scenario(case, dtype)
+    scenario = case.scenario(dtype)
     steps = {"manual": bench.manual_step(scenario), "torch": bench.torch_step(scenario)}
-    if bench.matmul_flops(case.widths, case.batch) < LARGE_FLOPS:
+    if case.flops() < LARGE_FLOPS:
         return bench.time_interleaved(steps, plan.repeats, plan.min_sample_s, warmup=3)
     for step in steps.values():  # warm up the networks only: the matmul needs none
         step()
@@ -138,13 +138,13 @@ def time_case(case: bench.BenchCase, dtype: str, plan: Plan) -> dict[str, bench.
     return bench.time_interleaved(steps, plan.large_repeats, 0.0, warmup=0)
 
 
-def fwd_bwd_row(case: bench.BenchCase, dtype: str, timings: dict[str, bench.Timing],
+def fwd_bwd_row(case: bench.BenchCase | bench.ConvBenchCase, dtype: str, timings: dict[str, bench.Timing],
                 peak: tuple[float, float], threads: int) -> dict:
     """One ``fwd_bwd`` row; ``peak`` is (median, best) GFLOP/s of the matmul in this dtype."""
     manual, torch = timings["manual"], timings["torch"]
-    flops = bench.matmul_flops(case.widths, case.batch)
+    flops = case.flops()
     gflops = {name: (flops / t.median / 1e9, flops / min(t.samples) / 1e9) for name, t in timings.items()}
-    return _row(section="fwd_bwd", case=f"{case.name}-{case.label}", dtype=dtype, batch=case.batch,
+    return _row(section="fwd_bwd", case=case.case_id, dtype=dtype, batch=case.batch,
                 threads=threads, repeats=len(manual.samples),
                 manual_s=manual.median, manual_iqr_s=manual.iqr, manual_min_s=min(manual.samples),
                 torch_s=torch.median, torch_iqr_s=torch.iqr, torch_min_s=min(torch.samples),
@@ -154,8 +154,7 @@ def fwd_bwd_row(case: bench.BenchCase, dtype: str, timings: dict[str, bench.Timi
                 torch_pct_of_peak=100.0 * gflops["torch"][0] / peak[0],
                 best_pct_of_peak=100.0 * gflops["manual"][1] / peak[1],
                 torch_best_pct_of_peak=100.0 * gflops["torch"][1] / peak[1],
-                note=f"{case.hidden} hidden, {case.output} output, {case.loss[0]} ({case.loss[1]}); "
-                     f"{flops / 1e6:.3g} MFLOP per step")
+                note=f"{case.description}; {flops / 1e6:.3g} MFLOP per step")
 
 
 def _row(**values) -> dict:
@@ -190,7 +189,7 @@ def to_csv(rows: list[dict], header: list[str]) -> str:
 
 def _progress(case: bench.BenchCase, dtype: str, timings: dict[str, bench.Timing]) -> str:
     manual, torch = timings["manual"].median, timings["torch"].median
-    return (f"  {case.name + '-' + case.label:<26} {dtype:<8} manual {_seconds(manual)}  "
+    return (f"  {case.case_id:<26} {dtype:<8} manual {_seconds(manual)}  "
             f"torch {_seconds(torch)}  ratio {manual / torch:.2f}")
 
 
