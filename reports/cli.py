@@ -72,7 +72,13 @@ def main(argv: list[str] | None = None) -> int:
     # First: a SIGTERM during the imports below takes the same path. As the program (argv None), the
     # handlers stay until the process exits; called with argv (tests, other programs), they are restored.
     with interrupt_handlers(restore=argv is not None):
-        return _main(sys.argv[1:] if argv is None else argv)
+        status = _main(sys.argv[1:] if argv is None else argv)
+    if argv is None and hasattr(signal, "pthread_sigmask"):
+        # The work is done (or was stopped): the exit status stands. Python's finalisation resets the
+        # handlers to the defaults, so a signal during it would turn status into a death by signal after
+        # complete files were written; blocked, it is discarded when the process exits.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    return status
 
 
 def _main(argv: list[str]) -> int:

@@ -13,13 +13,17 @@ def assert_traces_agree(a, b, dtype, pair, addresses=None):
 
 
 def assert_file_rejected(folder, text, field, expected, name="my_example.toml"):
-    """Loading ``text`` as ``folder/name`` fails with "name: field: …expected…"."""
+    """Loading ``text`` (str, or bytes written as they are) as ``folder/name``
+    fails with "name: field: …expected…"."""
     import pytest
 
     from scenarios import ScenarioError, load_scenario
 
     path = folder / name
-    path.write_text(text)
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text, encoding="utf-8")
     with pytest.raises(ScenarioError) as info:
         load_scenario(path)
     message = str(info.value)

@@ -262,7 +262,7 @@ def test_ctrl_c_midway_leaves_previous_report_intact(baseline, tmp_path):
         assert "Traceback" not in stderr, stderr[-2000:]
         assert after == before
     else:  # the run had finished (or was renaming its files) when the signal came: the new report, complete
-        assert process.returncode in (0, 1, -signal.SIGINT), stderr[-2000:]
+        assert process.returncode in (0, 1), stderr[-2000:]
         validate_csv_text(after["discrepancies.csv"].decode())
         assert after["discrepancies.csv"] != before["discrepancies.csv"]  # the default run, not the baseline's 6
         assert after["summary.md"].decode().count("Generated: ") == 1

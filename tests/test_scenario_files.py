@@ -1,8 +1,13 @@
 """Scenario files: the good one loads; every broken one names file and field."""
+import os
+from pathlib import Path
+
 import numpy as np
+import pytest
 from pytest_cases import parametrize_with_cases
 
-from scenarios import load_scenario
+from scenarios import ScenarioError, load_scenario
+from scenarios.loader import Limits
 from tests.cases_bad_files import GOOD
 from tests.helpers import assert_file_rejected
 
@@ -19,6 +24,54 @@ def test_good_file_loads(tmp_path):
 @parametrize_with_cases("text,field,expected", cases="tests.cases_bad_files")
 def test_bad_file_is_rejected_with_file_and_field(tmp_path, text, field, expected):
     assert_file_rejected(tmp_path, text, field, expected)
+
+
+@parametrize_with_cases("content,field,expected", cases="tests.cases_hostile_files")
+def test_hostile_file_is_refused_with_file_and_field(tmp_path, content, field, expected):
+    assert_file_rejected(tmp_path, content, field, expected)
+
+
+@pytest.mark.parametrize("kind", ["folder", "symlink_loop", "fifo", "device"])
+def test_file_that_is_not_a_regular_file_is_refused(tmp_path, kind):
+    """A folder, a symlink loop, a FIFO (reading would block) or /dev/zero (reading never ends)."""
+    path = tmp_path / "scenario.toml"
+    if kind == "folder":
+        path.mkdir()
+    elif kind == "symlink_loop":
+        path.symlink_to(tmp_path / "scenario.toml")
+    elif kind == "fifo":
+        os.mkfifo(path)
+    else:
+        path = Path("/dev/zero")
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(path)
+    assert str(info.value).startswith(f"{path.name}: ") and "expected a scenario file" in str(info.value)
+
+
+def test_file_larger_than_the_limit_is_refused_unread(tmp_path):
+    path = tmp_path / "big.toml"
+    path.write_text(GOOD + "# " + "x" * 4096 + "\n")
+    with pytest.raises(ScenarioError, match="limit file_bytes"):
+        load_scenario(path, Limits(file_bytes=1024))
+    assert load_scenario(path).name == "big"
+
+
+def test_a_raised_limit_admits_what_the_default_refuses(tmp_path):
+    text = GOOD.replace("steps = 1", "steps = 200000")
+    assert_file_rejected(tmp_path, text, "optimizer.steps", "--limit steps=N")
+    path = tmp_path / "my_example.toml"
+    assert load_scenario(path, Limits(steps=200000, trace_elements=2**30)).optimizer.steps == 200000
+
+
+def test_images_and_any_rank_addresses_load(tmp_path):
+    from tests.cases_hostile_files import CONV
+
+    path = tmp_path / "conv.toml"
+    path.write_text(CONV + '\n[[expect]]\nat = "layers.0.weight.grad[1,0,1,1]"\nprinted = "0.1"\n')
+    scenario = load_scenario(path)
+    assert scenario.x.shape == (2, 1, 4, 4) and scenario.layers[0].weight.shape == (2, 1, 2, 2)
+    assert scenario.layers[0].params["stride"] == (1, 1) and scenario.layers[0].bias.shape == (2,)
+    assert scenario.layers[2].weight.shape == (1, 18)
 
 
 def test_init_is_seeded_and_reproducible(tmp_path):
