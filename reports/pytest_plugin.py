@@ -12,7 +12,7 @@ Options (group "backprop-verify"):
     report`` writes for it. Rows travel with the test reports, so they reach
     the controlling process under pytest-xdist, on this host (``-n N``) or on
     others (``--tx ssh=...``); the controller merges, de-duplicates and sorts.
-``--report-seed N``, ``--report-random N``, ``--report-only REGEX``
+``--report-seed N``, ``--report-random N``, ``--report-random-conv N``, ``--report-only REGEX``
     The scenario set that ``reports/report_suite.py`` parametrizes over
     (default: seed 0, 300 random nets, every scenario).
 ``--report-progress FILE``
@@ -27,11 +27,12 @@ from pathlib import Path
 
 import pytest
 
+from reports.commands import options
 from reports.rendering.io import atomic_write_text
 from reports.rendering.table import csv_text, rows_frame
 from reports.verification.compare import COLUMNS
 from scenarios.builtin import report_scenarios
-from scenarios.generator import DEFAULT_RANDOM_COUNT, DEFAULT_SEED
+from scenarios.generator import DEFAULT_RANDOM_CONV_COUNT, DEFAULT_RANDOM_COUNT, DEFAULT_SEED
 from scenarios.model import Scenario
 
 ROWS_PROPERTY = "backprop_verify_rows"
@@ -41,11 +42,14 @@ def pytest_addoption(parser):
     group = parser.getgroup("backprop-verify", "backprop-verify discrepancy report")
     group.addoption("--report-dir", default=None, metavar="DIR",
                     help="write DIR/discrepancies.csv with the rows of every scenario this run verified")
-    group.addoption("--report-seed", type=int, default=DEFAULT_SEED, metavar="N",
+    group.addoption("--report-seed", type=options.seed, default=DEFAULT_SEED, metavar="N",
                     help=f"seed of the random architectures in reports/report_suite.py (default {DEFAULT_SEED})")
-    group.addoption("--report-random", type=int, default=DEFAULT_RANDOM_COUNT, metavar="N",
+    group.addoption("--report-random-conv", type=options.random_count, default=DEFAULT_RANDOM_CONV_COUNT, metavar="N",
+                    help="number of random convolutional architectures in reports/report_suite.py "
+                         f"(default {DEFAULT_RANDOM_CONV_COUNT})")
+    group.addoption("--report-random", type=options.random_count, default=DEFAULT_RANDOM_COUNT, metavar="N",
                     help=f"number of random architectures in reports/report_suite.py (default {DEFAULT_RANDOM_COUNT})")
-    group.addoption("--report-only", default=None, metavar="REGEX",
+    group.addoption("--report-only", type=options.only_pattern, default=None, metavar="REGEX",
                     help="reports/report_suite.py: only scenarios whose name matches REGEX")
     group.addoption("--report-progress", default=None, metavar="FILE",
                     help="append one byte to FILE per finished test")
@@ -55,7 +59,8 @@ def pytest_generate_tests(metafunc):
     if "report_scenario" in metafunc.fixturenames:
         config = metafunc.config
         scenarios = report_scenarios(config.getoption("report_random"), config.getoption("report_seed"),
-                                     config.getoption("report_only"))
+                                     only=config.getoption("report_only"),
+                                     conv_count=config.getoption("report_random_conv"))
         metafunc.parametrize("report_scenario", scenarios, ids=[s.name for s in scenarios])
 
 

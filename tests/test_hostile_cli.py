@@ -199,12 +199,65 @@ def _running(pids: set[int]) -> set[int]:
     return {pid for pid in pids if pid in table and table[pid][1] != "Z"}
 
 
+def _no_temporary_files(scratch: Path) -> list[str]:
+    # torch's own compile cache (torch._dynamo creates tempfile.gettempdir()/torchinductor_<user> when
+    # imported, and keeps it across runs by design) is not a temporary file of the command.
+    return [p.name for p in scratch.iterdir() if not p.name.startswith("torchinductor_")]
+
+
 @pytest.mark.subprocess
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc to find the worker processes")
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.skipif(threading.current_thread() is not threading.main_thread(), reason="signals need the main thread")
+def test_sigint_while_xdist_workers_run_ends_them_and_removes_the_scratch_folder(tmp_path, monkeypatch):
+    """In this process (no second torch import): SIGINT while ``rows_with_xdist``'s pytest controller and
+    its two workers run. The checkpoint of its poll loop raises, the process group is ended and waited
+    for, the scratch folder (with pytest's --basetemp) is gone."""
+    import argparse
+    import tempfile
+
+    from reports.commands.report import rows_with_xdist
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setenv("TMPDIR", str(scratch))
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    seen: set[int] = set()
+    inside = threading.Event()
+
+    def interrupt_once_the_workers_run():
+        deadline = time.monotonic() + 120
+        while inside.is_set() and time.monotonic() < deadline:
+            seen.update(_descendants(os.getpid()))
+            if len(_running(seen)) >= 3:  # the pytest controller and its two workers
+                os.kill(os.getpid(), signal.SIGINT)
+                return
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=interrupt_once_the_workers_run, daemon=True)
+    # The whole default scenario set: it cannot finish before the signal.
+    args = argparse.Namespace(workers=2, seed=0, random=300, random_conv=100, only=None)
+    with interrupt_handlers(), pytest.raises(Interrupted) as info:
+        inside.set()
+        watcher.start()
+        try:
+            rows_with_xdist(args, 1)
+        finally:
+            inside.clear()
+    watcher.join()
+    assert info.value.signum == signal.SIGINT
+    assert len(seen) >= 3, f"the workers never started: {sorted(seen)}"
+    assert not _running(seen), f"left running: {sorted(_running(seen))}"
+    assert _no_temporary_files(scratch) == []
+
+
+@pytest.mark.subprocess
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc to find the worker processes")
+@pytest.mark.parametrize("signum", [signal.SIGTERM], ids=["SIGTERM"])
 def test_signal_to_report_with_workers_leaves_nothing_behind(signum, tmp_path):
-    """SIGINT or SIGTERM to ``report --workers 2`` while its pytest-xdist workers run: exit 130 / 143,
-    one line, the pytest controller and both workers gone, no temporary folder, the previous report intact."""
+    """SIGTERM (as a CI runner sends it) to ``report --workers 2`` while its pytest-xdist workers run:
+    exit 143, one line, the pytest controller and both workers gone, no temporary folder, the previous
+    report intact. (SIGINT takes the same path: the test above, in this process, and
+    ``test_report.py::test_ctrl_c_midway_leaves_previous_report_intact``.)"""
     out, scratch = tmp_path / "out", tmp_path / "tmp"
     out.mkdir()
     scratch.mkdir()
@@ -236,7 +289,5 @@ def test_signal_to_report_with_workers_leaves_nothing_behind(signum, tmp_path):
     assert stderr.splitlines() == [f"backprop-verify report: interrupted by {signal.Signals(signum).name}; "
                                    "nothing was written, the previous files are unchanged"], stderr[-2000:]
     assert not _running(seen), f"left running: {sorted(_running(seen))}"
-    # torch's own compile cache (torch._dynamo creates tempfile.gettempdir()/torchinductor_<user> when
-    # imported, and keeps it across runs by design) is not a temporary file of the command.
-    assert [p.name for p in scratch.iterdir() if not p.name.startswith("torchinductor_")] == []
+    assert _no_temporary_files(scratch) == []
     assert snapshot(out) == PREVIOUS

@@ -84,3 +84,20 @@ def test_init_is_seeded_and_reproducible(tmp_path):
     assert not np.array_equal(first.layers[0].weight, load_scenario(path).layers[0].weight)
     bound = np.sqrt(6.0 / 4)
     assert np.all(np.abs(first.layers[0].weight) <= bound)
+
+
+def test_check_limit_option_raises_a_limit(tmp_path, capsys):
+    """`check --limit steps=N` admits a file the default limit refuses; an unknown NAME is exit 2."""
+    from reports.cli import main
+
+    path = tmp_path / "long.toml"
+    path.write_text(GOOD.replace("steps = 1", "steps = 150000"))
+    out = tmp_path / "out"
+    assert main(["check", str(path), "--out", str(out)]) == 2
+    assert "limit steps" in capsys.readouterr().err and not out.exists()
+    assert main(["check", str(path), "--out", str(out), "--limit", "sizes=5"]) == 2
+    assert "expected NAME=N with NAME one of" in capsys.readouterr().err
+    path.write_text(GOOD.replace("steps = 1", "steps = 3"))
+    assert main(["check", str(path), "--out", str(out), "--limit", "steps=2"]) == 2
+    assert "expected at most 2" in capsys.readouterr().err
+    assert main(["check", str(path), "--out", str(out), "--limit", "steps=3"]) == 0

@@ -24,6 +24,7 @@ the exit code (except an internal inconsistency, exit 1).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import sys
 from pathlib import Path
@@ -34,13 +35,16 @@ from reports.commands import options
 from reports.rendering.io import atomic_write_text, checkpoint
 from reports.textbook.derivations import derivation_text, evaluate_all, frame_of
 from reports.textbook.errata import COLUMNS, DISAGREE, ERRATUM, MATCH, PASSING, ROUNDING, check_scenario
-from scenarios.loader import ScenarioError, load_scenario
+from scenarios.loader import DEFAULT_LIMITS, ScenarioError, load_scenario
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("files", nargs="*", metavar="FILE", help="worked-example scenario files (TOML) with [[expect]] tables")
     parser.add_argument("--out", type=options.output_folder, default="reports/out",
                         help="output folder for textbook.csv (default: reports/out)")
+    parser.add_argument("--limit", type=options.limit, action="append", default=[], metavar="NAME=N",
+                        help="raise one of the loader's limits for this run (" + ", ".join(options.LIMIT_NAMES)
+                             + "; docs/scenario-format.md#limits)")
     parser.add_argument("--derivations", action="store_true",
                         help="also check every document's gradient formulas against autograd (derivations.csv)")
 
@@ -111,11 +115,12 @@ def main(args: argparse.Namespace) -> int:
         for problem in problems:
             print(f"backprop-verify check: {problem}", file=sys.stderr)
         return 2
+    limits = dataclasses.replace(DEFAULT_LIMITS, **dict(args.limit))
     scenarios = []
     for path in args.files:
         checkpoint()
         try:
-            scenarios.append(load_scenario(path))
+            scenarios.append(load_scenario(path, limits))
         except ScenarioError as err:
             print(f"backprop-verify check: {err}", file=sys.stderr)
             print("nothing was run or written", file=sys.stderr)

@@ -21,10 +21,14 @@ Limits (docs/report.md, "Limits of the options"):
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import re
 import tempfile
 from pathlib import Path
+from re import _parser as parser  # the stdlib's own parse tree of a pattern (Python 3.11+)
+
+from scenarios.loader import DEFAULT_LIMITS
 
 MAX_SEED = 2**63 - 1
 MAX_RANDOM = 10_000
@@ -58,6 +62,17 @@ def random_count(text: str) -> int:
     return _integer(text, 0, MAX_RANDOM, "a count")
 
 
+LIMIT_NAMES = tuple(field.name for field in dataclasses.fields(DEFAULT_LIMITS))
+
+
+def limit(text: str) -> tuple[str, int]:
+    """``check --limit NAME=N``: one of ``scenarios.loader.Limits`` raised (or lowered) for this run."""
+    name, equals, value = text.partition("=")
+    if not equals or name.strip() not in LIMIT_NAMES:
+        raise argparse.ArgumentTypeError(f"{text!r}; expected NAME=N with NAME one of {', '.join(LIMIT_NAMES)}")
+    return name.strip(), _integer(value, 1, 2**62, f"{name.strip()} = an integer")
+
+
 def process_count(text: str) -> int:
     limit = max_processes()
     return _integer(text, 1, limit, "a count", f" ({PROCESSES_PER_CPU} × the {os.cpu_count() or 1} CPUs of this machine)")
@@ -65,8 +80,6 @@ def process_count(text: str) -> int:
 
 def _nested_repeat(items, inside_repeat: bool = False) -> bool:
     """Whether a parsed pattern has a repeat (max > 1) whose body repeats or alternates."""
-    from re import _parser as parser  # noqa: PLC0415 - the stdlib's own parse tree (Python 3.11+)
-
     for op, value in items:
         if op in (parser.MAX_REPEAT, parser.MIN_REPEAT, getattr(parser, "POSSESSIVE_REPEAT", None)):
             low, high, body = value
@@ -101,8 +114,6 @@ def only_pattern(text: str) -> str:
     except re.error as err:
         raise argparse.ArgumentTypeError(f"not a regular expression ({err}); expected a Python regular "
                                          "expression (re.search)") from None
-    from re import _parser as parser  # noqa: PLC0415
-
     if _nested_repeat(parser.parse(text)):
         raise argparse.ArgumentTypeError(f"{text!r} repeats a group that itself repeats or alternates (it can take "
                                          "exponential time); expected a pattern without nested repetition, e.g. "

@@ -44,7 +44,7 @@ from reports.verification.digits import digits_table
 from reports.verification.runner import report_rows
 from reports.verification.vanishing import vanishing_gradient
 from scenarios.builtin import report_scenarios
-from scenarios.generator import DEFAULT_RANDOM_COUNT, DEFAULT_SEED
+from scenarios.generator import DEFAULT_RANDOM_CONV_COUNT, DEFAULT_RANDOM_COUNT, DEFAULT_SEED
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -55,6 +55,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--random", type=options.random_count, default=DEFAULT_RANDOM_COUNT, metavar="N",
                         help=f"number of seeded random architectures, 0 to {options.MAX_RANDOM} "
                              f"(default: {DEFAULT_RANDOM_COUNT})")
+    parser.add_argument("--random-conv", dest="random_conv", type=options.random_count,
+                        default=DEFAULT_RANDOM_CONV_COUNT, metavar="N",
+                        help=f"number of seeded random convolutional architectures (default: {DEFAULT_RANDOM_CONV_COUNT})")
     parser.add_argument("--workers", type=options.process_count, default=1, metavar="N",
                         help="verify scenarios in N processes with pytest-xdist (pytest -n N), at most "
                              f"{options.PROCESSES_PER_CPU} x the CPUs; default 1: in this process")
@@ -72,7 +75,8 @@ class UsageError(ValueError):
 
 def reproduce_command(args: argparse.Namespace) -> str:
     """The command that reproduces the report's content (not where it is written, nor how fast)."""
-    words = ["backprop-verify", "report", "--seed", str(args.seed), "--random", str(args.random)]
+    words = ["backprop-verify", "report", "--seed", str(args.seed), "--random", str(args.random),
+             "--random-conv", str(args.random_conv)]
     if args.only:
         words += ["--only", args.only]
     return " ".join(shlex.quote(w) for w in words)
@@ -111,6 +115,7 @@ def rows_with_xdist(args: argparse.Namespace, total: int) -> str:
         command = [sys.executable, "-m", "pytest", str(package / "report_suite.py"), "-q", "-p", "no:cacheprovider",
                    "-p", "reports.pytest_plugin", "-n", str(args.workers), f"--rootdir={root}",
                    "--report-dir", scratch, "--report-seed", str(args.seed), "--report-random", str(args.random),
+                   "--report-random-conv", str(args.random_conv),
                    "--report-progress", str(progress),
                    # pytest's own temporary folders inside the scratch folder, removed with it
                    f"--basetemp={Path(scratch) / 'basetemp'}"]
@@ -202,7 +207,7 @@ def build_report(args: argparse.Namespace, timestamp: str | None = None, with_pl
     if old is None and args.compare_to:
         old = diff.read_old(args.compare_to)
     _one_thread()  # every number in the report (rows, vanishing gradient, digits) from one thread
-    scenarios = report_scenarios(args.random, args.seed, args.only)
+    scenarios = report_scenarios(args.random, args.seed, args.only, args.random_conv)
     if not scenarios:
         raise UsageError(f"--only: {args.only!r} matches no scenario; expected a pattern that matches at least one "
                          "scenario name (re.search)")
