@@ -228,7 +228,7 @@ def build_report(args: argparse.Namespace, timestamp: str | None = None, with_pl
         sections[name] = compute()
     checkpoint()
     data = ReportData(
-        seed=args.seed, random_count=args.random, only=args.only, frame=frame,
+        seed=args.seed, random_count=args.random, random_conv_count=args.random_conv, only=args.only, frame=frame,
         components={s.name: s.component_names() for s in scenarios},
         command=reproduce_command(args),
         timestamp=timestamp or datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),

@@ -22,6 +22,7 @@ TIMESTAMP_PREFIX = "Generated: "
 class ReportData:
     seed: int
     random_count: int
+    random_conv_count: int
     only: str | None
     frame: pd.DataFrame                      # the rows, as read back from discrepancies.csv
     components: dict[str, list[str]]         # scenario -> components it exercises
@@ -79,7 +80,8 @@ def environment() -> dict[str, str]:
 def render_markdown(data: ReportData) -> str:
     totals = data.totals()
     lines = ["# backprop-verify discrepancy report", "", f"{TIMESTAMP_PREFIX}{data.timestamp}"]
-    lines += ["", f"- Reproduce: `{data.command}`", f"- Seed: {data.seed}; random architectures: {data.random_count}"
+    lines += ["", f"- Reproduce: `{data.command}`", f"- Seed: {data.seed}; random architectures: {data.random_count} dense, "
+              f"{data.random_conv_count} convolutional"
               + (f"; scenarios matching `{data.only}`" if data.only else "")]
     lines += [f"- {name}: {value}" for name, value in data.environment.items()]
     lines += ["", "## Result", "",
