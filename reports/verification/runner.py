@@ -1,6 +1,7 @@
 """Run a scenario through every engine and compare: the rows of a report.
 
-``verify(scenario)`` gives the manual-torch rows (dicts with ``compare.COLUMNS``) and, where the finite-difference
+``verify(scenario)`` gives the manual-torch rows (dicts with ``compare.COLUMNS``;
+failing rows re-judged by the conditioning floor, ``conditioning``) and, where the finite-difference
 oracle applies (``reference.fd_oracle.fd_applicable``), the manual-fd and
 torch-fd rows. ``report_rows(scenario)`` adds the trajectory judgement
 (``horizon``); every report row — in one process, in pytest-xdist workers and
@@ -12,6 +13,7 @@ import manual
 import reference
 from reference.fd_oracle import fd_applicable, fd_oracle
 from reference.torch_engine import has_torch_reference
+from reports.verification import conditioning
 from reports.verification.compare import Row, compare, step_of
 from reports.verification.horizon import compare_trajectory, no_torch_reference_row
 from scenarios.model import Scenario
@@ -20,7 +22,8 @@ def verify(scenario: Scenario, with_fd: bool = True) -> list[dict]:
     """Rows for manual-torch and, where applicable, the fd pairs."""
     manual_trace = manual.run(scenario)
     torch_trace = reference.run(scenario)
-    rows = _rows(scenario, "manual-torch", compare(manual_trace, torch_trace, scenario.dtype, "manual-torch"))
+    compared = compare(manual_trace, torch_trace, scenario.dtype, "manual-torch")
+    rows = _rows(scenario, "manual-torch", conditioning.rejudge(scenario, compared, torch_trace))
     if scenario.optimizer is not None and not has_torch_reference(scenario.optimizer.type):
         rows += _rows(scenario, "manual-torch", [no_torch_reference_row(scenario.optimizer.type)])
     if with_fd and fd_applicable(scenario):

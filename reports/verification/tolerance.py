@@ -47,6 +47,13 @@ far below it.
   entries that matter) is never hidden by it. For finite differences the
   error is absolute by nature (u·|L|/h), so their floor is FD_RTOL · scale.
   A row that passes only thanks to the floor has the status ``floor``.
+* conditioning floor (``conditioning``): the bound above assumes Jacobians of
+  modest norm; a normalisation layer over values of small variance multiplies
+  by γ/√(σ² + ε), up to γ/√ε, and the sums behind it cancel. Where a
+  manual-torch row fails, torch is run again where only rounding differs (in
+  float64 on the float32 numbers; or, in float64, with inputs and parameters
+  one ulp away) and the row passes as ``floor`` within 2·max|torch − torch'|,
+  what rounding alone moves the address by — judged from the reference only.
 * trajectories: after t optimizer updates the rounding differences of each
   update are carried forward through an update map whose Lipschitz constant is
   ≈ 1 for the small learning rates used, so the bound grows linearly:
