@@ -12,7 +12,7 @@ from scenarios.generator import (DEFAULT_RANDOM_CONV_COUNT, DEFAULT_RANDOM_COUNT
 from scenarios.layer_grids import all_layer_scenarios
 from scenarios.loader import load_scenario
 from scenarios.model import Scenario
-from scenarios.trajectories import dead_unit_scenario, trajectory_scenarios
+from scenarios.trajectories import dead_unit_scenario, layer_trajectory_scenarios, trajectory_scenarios
 
 
 def worked_example_paths() -> list[Path]:
@@ -37,11 +37,13 @@ def report_scenarios(random_count: int = DEFAULT_RANDOM_COUNT, seed: int = DEFAU
                      only: str | None = None, conv_count: int = DEFAULT_RANDOM_CONV_COUNT) -> list[Scenario]:
     """The report's scenario set, in order: ``builtin_scenarios(random_count, seed, conv_count)``,
     then the optimizer trajectories (every variant in float64, then in float32,
-    then the dead-unit case in each dtype) whose names are not taken yet; with
+    then the dead-unit case in each dtype, then the trajectories through
+    convolution and normalisation layers) whose names are not taken yet; with
     ``only``, just the scenarios whose name matches it (``re.search``)."""
     scenarios = list(builtin_scenarios(random_count, seed, conv_count))
     trajectories = [s for dtype in DTYPES for s in trajectory_scenarios(dtype)]
     trajectories += [dead_unit_scenario(dtype) for dtype in DTYPES]
+    trajectories += [s for dtype in DTYPES for s in layer_trajectory_scenarios(dtype)]
     names = {s.name for s in scenarios}
     for scenario in trajectories:
         if scenario.name not in names:

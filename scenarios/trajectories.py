@@ -21,7 +21,7 @@ import dataclasses
 import numpy as np
 
 from scenarios.catalog import OPTIMIZERS, optimizer_options
-from scenarios.generator import random_scenario
+from scenarios.generator import random_conv_scenario, random_scenario
 from scenarios.init import initialise, layer_rng
 from scenarios.model import Layer, Loss, Optimizer, Scenario
 
@@ -149,6 +149,33 @@ def dead_unit_scenario(dtype: str = "float64", steps: int = TRAJECTORY_STEPS) ->
     return dataclasses.replace(net, optimizer=optimizer,
                                name=f"dead_unit-{optimizer.label()}-{net.name.removeprefix('random-')}",
                                source={"title": "NAdam with L2 decay on dead ReLU units: rounding is amplified"})
+
+
+# Trajectories through the layers beyond linear: γ, β and kernels are updated by
+# the same optimizers, clipped by the same rules, and BatchNorm's running
+# statistics are compared after every update's forward pass.
+LAYER_TRAJECTORIES: tuple[tuple[int, str, float, dict, dict], ...] = (
+    # (random_conv_scenario seed, optimizer, learning rate, options, settings)
+    (33, "sgd", 0.02, {"momentum": 0.9}, {}),                                   # BatchNorm (training)
+    (22, "adam", 0.01, {"weight_decay": 0.01}, {"batch_size": 2, "shuffle": True, "clip_grad_norm": 1.0}),
+    (12, "sgd", 0.02, {"momentum": 0.9, "nesterov": True}, {"clip_grad_value": 0.5}),  # LayerNorm, pooling
+    (10, "rmsprop", 0.005, {}, {"batch_size": 2, "clip_weights": (-2.0, 2.0)}),  # dropout, new masks per update
+)
+
+
+def layer_trajectory_scenarios(dtype: str = "float64", steps: int = 30) -> list[Scenario]:
+    """Random convolutional networks (``scenarios.generator.random_conv_scenario``,
+    with BatchNorm, LayerNorm, pooling or dropout) trained for ``steps`` updates."""
+    scenarios = []
+    for seed, kind, learning_rate, options, settings in LAYER_TRAJECTORIES:
+        net = random_conv_scenario(seed, dtype=dtype)
+        if settings.get("batch_size", 0) > net.x.shape[0]:
+            settings = {**settings, "batch_size": net.x.shape[0]}
+        optimizer = make_optimizer(kind, learning_rate, options, settings, steps)
+        scenarios.append(dataclasses.replace(
+            net, optimizer=optimizer, name=f"trajectory-{optimizer.label()}-{net.name.removeprefix('random-')}",
+            source={"title": f"{steps} updates of {optimizer.label()} on a seeded random convolutional network"}))
+    return scenarios
 
 
 def document001_scenario(samples: int = 320, epochs: int = 10, seed: int = 1, dtype: str = "float64",

@@ -11,12 +11,13 @@ from manual.clipping import clip_grad_norm, clip_grad_value
 from manual.optimizers import OPTIMIZERS as MANUAL_OPTIMIZERS
 from reference.fd_oracle import fd_gradient
 from reports.verification.compare import step_of
-from reports.verification.runner import verify
+from reports.verification.runner import report_rows, verify
 from reports.verification.tolerance import tolerance
 from reports.verification.horizon import NO_TORCH_REFERENCE, compare_trajectory, float64_horizon
 from scenarios import OPTIMIZERS, load_scenario, scenario_from_dict
 from scenarios.schedule import batch_schedule
 from scenarios.trajectories import (TRAJECTORY_STEPS, VARIANTS, dead_unit_scenario, document001_scenario,
+                                   layer_trajectory_scenarios,
                                    make_optimizer, trajectory_scenarios, variant_tags)
 from tests.cases_trajectories import DEFAULT_RUN, TRAJECTORY_CASES
 from tests.helpers import assert_file_rejected, assert_traces_agree
@@ -64,6 +65,20 @@ def test_a_chaotic_float64_trajectory_is_judged_up_to_its_horizon():
     assert all(r.note == f"beyond float64 horizon (step {horizon})" for r in excused)
     assert all(r.passed for r in rows) and all(step_of(r.address) > horizon for r in excused)
     assert max(r.max_rel / r.tolerance for r in excused) > 1  # these would fail without the horizon
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_trajectories_through_conv_and_normalisation_layers_match_torch_optim(dtype):
+    """γ, β and kernels updated by torch.optim's rules, BatchNorm's running statistics after every update."""
+    for scenario in layer_trajectory_scenarios(dtype):
+        rows = report_rows(scenario)
+        failed = [r for r in rows if r["status"] == "fail"]
+        assert not failed, (scenario.name, [(r["address"], r["max_rel"]) for r in failed[:5]])
+        assert max(step_of(r["address"]) for r in rows) == scenario.optimizer.steps
+    names = [layer.type for s in layer_trajectory_scenarios(dtype) for layer in s.layers]
+    assert {"conv2d", "batch_norm", "layer_norm", "dropout"} <= set(names)
+    running = [a for a in reference.run(layer_trajectory_scenarios(dtype)[0]) if "running_" in a and step_of(a)]
+    assert running
 
 
 def test_every_optimizer_and_option_is_exercised():
