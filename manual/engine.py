@@ -32,11 +32,13 @@ from manual.activations import ACTIVATIONS
 from manual.clipping import clip_grad_norm, clip_grad_value, clip_weights
 from manual.conv import Conv2d
 from manual.dropout import Dropout
+from manual.embedding import Embedding
 from manual.layers import Flatten, Linear
 from manual.losses import LOSSES
 from manual.normalization import BatchNorm, LayerNorm
 from manual.optimizers import OPTIMIZERS
 from manual.pooling import AvgPool2d, MaxPool2d
+from manual.recurrent import GRU, LSTM, RNN, LastStep
 from scenarios.masks import dropout_mask
 from scenarios.model import Layer, Scenario
 from scenarios.schedule import batch_schedule, is_full_batch_in_order
@@ -71,7 +73,23 @@ LAYERS = {
     "layer_norm": lambda spec, dtype: LayerNorm(spec.params["dims"], _copy(spec.weight, dtype),
                                                 _copy(spec.bias, dtype), eps=spec.params["eps"]),
     "dropout": lambda spec, dtype: Dropout(spec.params["p"]),
+    "rnn": lambda spec, dtype: _recurrent(RNN, spec, dtype, nonlinearity=spec.params["nonlinearity"]),
+    "lstm": lambda spec, dtype: _recurrent(LSTM, spec, dtype),
+    "gru": lambda spec, dtype: _recurrent(GRU, spec, dtype),
+    "last_step": lambda spec, dtype: LastStep(),
+    "embedding": lambda spec, dtype: Embedding(_copy(spec.weight, dtype)),
 }
+RECURRENT = (RNN, LSTM, GRU)
+
+
+def _recurrent(cell, spec: Layer, dtype, **options):
+    """A recurrent layer with its parameters copied; its given initial states (h0, c0),
+    also copied, ride along as ``initial_states`` for ``forward``."""
+    tensors = {name: _copy(value, dtype) for name, value in spec.tensors.items()}
+    layer = cell(tensors["weight_ih"], tensors["weight_hh"], tensors.get("bias_ih"), tensors.get("bias_hh"),
+                 bptt_chunk=spec.params["bptt_chunk"], **options)
+    layer.initial_states = {name: _copy(value, dtype) for name, value in spec.states.items()}
+    return layer
 
 
 def build_layer(spec: Layer, dtype: np.dtype, where: str = ""):
@@ -107,9 +125,19 @@ def forward(network: list, x: np.ndarray, seed: int = 0, update: int = 1) -> lis
     for index, layer in enumerate(network):
         if isinstance(layer, Dropout):
             layer.mask = dropout_mask(seed, index, update, x.shape, layer.p).astype(x.dtype)
-        x = layer.forward(x)
+        x = layer.forward(x, **layer.initial_states) if isinstance(layer, RECURRENT) else layer.forward(x)
         outputs.append(x)
     return outputs
+
+
+def network_input(network: list, x: np.ndarray) -> np.ndarray:
+    """The network's input: token ids (int64) in front of an embedding, else ``x`` itself."""
+    return x.astype(np.int64) if network and isinstance(network[0], Embedding) else x
+
+
+def loss_input(output: np.ndarray) -> np.ndarray:
+    """A loss on sequences (N, T, C) treats every leading axis as samples: (N·T, C)."""
+    return output if output.ndim == 2 else output.reshape(-1, output.shape[-1])
 
 
 def backward(network: list, grad_output: np.ndarray, input_grad: bool = True):
@@ -184,9 +212,10 @@ def run(scenario: Scenario) -> Trace:
     # Initial parameters, full batch: everything.
     for address, param in zip(addresses, params):
         trace.put(address, param)
+    x = network_input(network, x)
     outputs = forward(network, x, scenario.seed)
-    loss = loss_fn.forward(outputs[-1], target)
-    grads, input_gradient = backward(network, loss_fn.backward())
+    loss = loss_fn.forward(loss_input(outputs[-1]), loss_input(target))
+    grads, input_gradient = backward(network, loss_fn.backward().reshape(outputs[-1].shape))
     trace.put("loss", loss)
     for index, layer in enumerate(network):
         trace.put(f"layers.{index}.output", outputs[index])
@@ -197,7 +226,14 @@ def run(scenario: Scenario) -> Trace:
     for index, layer in enumerate(network):
         if isinstance(layer, Dropout):
             trace.put(f"layers.{index}.mask", layer.mask)
-    trace.put("input.grad", input_gradient)
+        if isinstance(layer, LSTM):
+            trace.put(f"layers.{index}.cell", layer.cells)
+            trace.put(f"layers.{index}.cell.grad", layer.cells_grad)
+        if isinstance(layer, RECURRENT):
+            for name in layer.initial_states:
+                trace.put(f"layers.{index}.{name}.grad", getattr(layer, f"{name}_grad"))
+    if input_gradient is not None:
+        trace.put("input.grad", input_gradient)
     del outputs, grads
 
     spec = scenario.optimizer
@@ -213,8 +249,9 @@ def run(scenario: Scenario) -> Trace:
             # The initial full-batch pass already computed update 1's loss and gradient.
             if step > 1 or not full:
                 batch_x, batch_target = (x, target) if full else (x[indices], target[indices])
-                loss = loss_fn.forward(forward(network, batch_x, scenario.seed, step)[-1], batch_target)
-                backward(network, loss_fn.backward(), input_grad=False)
+                output = forward(network, batch_x, scenario.seed, step)[-1]
+                loss = loss_fn.forward(loss_input(output), loss_input(batch_target))
+                backward(network, loss_fn.backward().reshape(output.shape), input_grad=False)
             grads = clip_gradients(gradients(network), spec)
             trace.put(f"step{step}.loss", loss)
             for address, grad in zip(addresses, grads):

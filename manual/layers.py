@@ -60,11 +60,16 @@ class Linear:
     def backward(self, delta: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
         """δ = ∂L/∂z (n, out) → ∂L/∂x = δ W (n, in); stores weight_grad = δᵀ x, bias_grad = Σ_rows δ.
 
+        A sequence (N, T, in) is N·T rows: the layer applies to every time step
+        with the same W, so the sums run over samples and steps alike.
         ``input_grad=False`` skips ∂L/∂x (the first layer during training) and returns None.
         """
-        self.weight_grad = delta.T @ self.input
+        rows, inputs = delta, self.input
+        if delta.ndim > 2:
+            rows, inputs = delta.reshape(-1, delta.shape[-1]), inputs.reshape(-1, inputs.shape[-1])
+        self.weight_grad = rows.T @ inputs
         if self.bias is not None:
-            self.bias_grad = delta.sum(axis=0)
+            self.bias_grad = rows.sum(axis=0)
         return delta @ self.weight if input_grad else None
 
     def __repr__(self) -> str:

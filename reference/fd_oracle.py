@@ -65,11 +65,14 @@ FD_MAX_ENTRIES = 2000
 
 def fd_applicable(scenario: Scenario) -> bool:
     """Whether finite differences settle disputes on ``scenario``: float64, smooth
-    (no "kink" or "no-fd" tag) and of modest size (at most ``FD_MAX_ENTRIES``
+    (no "kink" or "no-fd" tag), without truncated backpropagation through time,
+    and of modest size (at most ``FD_MAX_ENTRIES``
     perturbed entries: parameters, inputs and the outputs of layers with
     parameters)."""
     if scenario.dtype != "float64" or "kink" in scenario.tags or "no-fd" in scenario.tags:
         return False
+    if any(layer.params.get("bptt_chunk") for layer in scenario.layers):
+        return False  # truncated BPTT computes a truncated gradient on purpose, not the loss's gradient
     entries = scenario.parameter_count + scenario.x.size
     if entries > FD_MAX_ENTRIES:
         return False
@@ -180,7 +183,7 @@ def fd_oracle(scenario: Scenario, step: float | None = None) -> Trace:
     # Running statistics are not updated by the perturbed passes (a training-mode
     # batch_norm normalises with the statistics of each pass's own batch).
     network = build_network(cast, requires_grad=False, track_running_stats=False)
-    x = network.tensor(cast.x)
+    x = network.inputs(cast.x)
     targets = network.tensor(cast.y)
     with torch.no_grad():
         outputs = network.forward(x)
@@ -195,7 +198,16 @@ def fd_oracle(scenario: Scenario, step: float | None = None) -> Trace:
         theta: torch.Tensor, one_copy: Callable[[torch.Tensor], torch.Tensor], scale: torch.Tensor | None = None
     ) -> np.ndarray:
         steps = factor * (_scale(theta) if scale is None else scale)
-        return _batched_central_difference(vmap(one_copy), theta, steps, work_per_copy).numpy()
+        return _batched_central_difference(batched(one_copy), theta, steps, work_per_copy).numpy()
+
+    # torch has no batching rule for the recurrent cells (aten::lstm_cell, rnn_tanh):
+    # their scenarios evaluate the perturbed copies one after another.
+    recurrent = any(layer.type in ("rnn", "lstm", "gru") for layer in cast.layers)
+
+    def batched(one_copy: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
+        if recurrent:
+            return lambda copies: torch.stack([one_copy(copy) for copy in copies])
+        return vmap(one_copy)
 
     probability_scale = None
     if LOSS_CATALOG[cast.loss.type].input_domain == "probability":
@@ -222,11 +234,12 @@ def fd_oracle(scenario: Scenario, step: float | None = None) -> Trace:
                 central(output, lambda perturbed, i=i: loss_from(i + 1, perturbed), scale),
             )
             layer_input = x if i == 0 else outputs[i - 1]
-            for name, value in network.parameters_of[i].items():
+            for name, value in {**network.parameters_of[i], **network.states_of[i]}.items():
                 trace.put(
                     f"layers.{i}.{name}.grad",
                     central(value, lambda theta, i=i, name=name, layer_input=layer_input: loss_from(
                         i + 1, network.apply(i, layer_input, **{name: theta}))),
                 )
-        trace.put("input.grad", central(x, lambda perturbed: loss_from(0, perturbed), step_scale(0, x)))
+        if not network.token_ids:  # token ids have no gradient
+            trace.put("input.grad", central(x, lambda perturbed: loss_from(0, perturbed), step_scale(0, x)))
     return trace

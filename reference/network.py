@@ -257,7 +257,73 @@ def _dropout(layer: Layer, network: "Network", index: int):
     return apply
 
 
+def _recurrent(kind: str):
+    """rnn / gru: ``torch.nn.RNN`` / ``torch.nn.GRU`` (batch_first) with the scenario's
+    tensors put in (``torch.func.functional_call``); lstm: ``torch.nn.LSTMCell``
+    step by step, so that every cell state c_t is a tensor of the graph (the
+    Trace records c_t and ∂L/∂c_t; ``torch.nn.LSTM`` keeps only the last).
+    Truncated backpropagation through time (``bptt_chunk`` = k > 0): the state
+    passed from one chunk of k steps to the next is ``detach()``-ed."""
+
+    def build(layer: Layer, network: "Network", index: int):
+        options = layer.params
+        hidden, chunk = options["hidden_size"], options["bptt_chunk"]
+        features = layer.tensors["weight_ih"].shape[1]
+        if kind == "lstm":
+            module = torch.nn.LSTMCell(features, hidden, bias=options["bias"], dtype=network.torch_dtype)
+        else:
+            make = torch.nn.RNN if kind == "rnn" else torch.nn.GRU
+            extra = {"nonlinearity": options["nonlinearity"]} if kind == "rnn" else {}
+            module = make(features, hidden, bias=options["bias"], batch_first=True, dtype=network.torch_dtype, **extra)
+        suffix = "" if kind == "lstm" else "_l0"
+
+        def apply(signal, tensors):
+            weights = {name + suffix: tensors[name] for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+                       if name in tensors}
+            batch, steps = signal.shape[0], signal.shape[1]
+            zeros = signal.new_zeros(batch, hidden)
+            hidden_state = tensors.get("h0", zeros)
+            cell_state = tensors.get("c0", zeros)
+            width = chunk or steps
+            outputs, cells = [], []
+            for start in range(0, steps, width):
+                if start:
+                    hidden_state = hidden_state.detach()
+                    cell_state = cell_state.detach()
+                if kind == "lstm":
+                    for t in range(start, min(start + width, steps)):
+                        hidden_state, cell_state = torch.func.functional_call(
+                            module, weights, (signal[:, t], (hidden_state, cell_state)))
+                        outputs.append(hidden_state)
+                        cells.append(cell_state)
+                else:
+                    part, last = torch.func.functional_call(
+                        module, weights, (signal[:, start:start + width], hidden_state.unsqueeze(0)))
+                    outputs += list(part.unbind(1))
+                    hidden_state = last[0]
+            if kind == "lstm":
+                network.cells[index] = cells
+            return torch.stack(outputs, dim=1)
+
+        return apply
+
+    return build
+
+
+def _last_step(layer: Layer, network: "Network", index: int):
+    return lambda signal, tensors: signal[:, -1]
+
+
+def _embedding(layer: Layer, network: "Network", index: int):
+    return lambda signal, tensors: F.embedding(signal, tensors["weight"])
+
+
 LAYERS: dict[str, Callable[[Layer, "Network", int], Callable]] = {
+    "rnn": _recurrent("rnn"),
+    "lstm": _recurrent("lstm"),
+    "gru": _recurrent("gru"),
+    "last_step": _last_step,
+    "embedding": _embedding,
     "linear": _linear,
     "conv2d": _conv2d,
     "max_pool2d": _max_pool2d,
@@ -296,6 +362,9 @@ class Network:
         self._masks: dict[tuple, torch.Tensor] = {}
         self.parameters_of: dict[int, dict[str, torch.Tensor]] = {}
         self.buffers_of: dict[int, dict[str, torch.Tensor]] = {}
+        self.states_of: dict[int, dict[str, torch.Tensor]] = {}
+        self.cells: dict[int, list[torch.Tensor]] = {}
+        self.token_ids = bool(scenario.layers) and scenario.layers[0].type == "embedding"
         self.parameters: list[torch.Tensor] = []
         self.functions: list[Callable] = []
         for i, layer in enumerate(scenario.layers):
@@ -303,16 +372,27 @@ class Network:
                                      for name, value in layer.parameters.items()}
             self.parameters += self.parameters_of[i].values()
             self.buffers_of[i] = {name: self.tensor(value) for name, value in layer.buffers.items()}
+            self.states_of[i] = {name: self.tensor(value).requires_grad_(requires_grad)
+                                 for name, value in layer.states.items()}
             if layer.type in LAYERS:
                 self.functions.append(LAYERS[layer.type](layer, self, i))
             else:
                 activation = make_activation(layer)
                 self.functions.append(lambda signal, parameters, activation=activation: activation(signal))
-        self.loss_of = loss_function(scenario.loss)
+        loss_of = loss_function(scenario.loss)
+        # A loss on sequences (N, T, C) treats every leading axis as samples.
+        self.loss_of = lambda output, targets: loss_of(output.reshape(-1, output.shape[-1]),
+                                                       targets.reshape(-1, targets.shape[-1]))
 
     def tensor(self, array: np.ndarray) -> torch.Tensor:
         """A private copy of ``array`` in the network's dtype (inputs, targets)."""
         return to_tensor(array, self.np_dtype)
+
+    def inputs(self, array: np.ndarray) -> torch.Tensor:
+        """The network's input: token ids (int64) in front of an embedding, else ``tensor(array)``."""
+        if self.token_ids:
+            return torch.from_numpy(np.asarray(array).astype(np.int64))
+        return self.tensor(array)
 
     def mask(self, index: int, shape: tuple[int, ...], p: float) -> torch.Tensor:
         """Dropout layer ``index``'s mask for the current update and this input shape."""
@@ -326,21 +406,25 @@ class Network:
         return list(self._masks.items())
 
     def apply(self, index: int, signal: torch.Tensor, **replaced: torch.Tensor) -> torch.Tensor:
-        """Layer ``index`` on ``signal``, with any of its parameters replaced (finite differences)."""
-        return self.functions[index](signal, {**self.parameters_of[index], **replaced})
+        """Layer ``index`` on ``signal``, with any of its parameters or states replaced (finite differences)."""
+        return self.functions[index](signal, {**self._tensors(index), **replaced})
+
+    def _tensors(self, index: int) -> dict[str, torch.Tensor]:
+        return {**self.parameters_of[index], **self.states_of[index]} if self.states_of[index] \
+            else self.parameters_of[index]
 
     def forward(self, signal: torch.Tensor, start: int = 0) -> list[torch.Tensor]:
         """The outputs of layers ``start``, ``start + 1``, … when ``signal`` is fed to layer ``start``."""
         outputs = []
         for index in range(start, len(self.functions)):
-            signal = self.functions[index](signal, self.parameters_of[index])
+            signal = self.functions[index](signal, self._tensors(index))
             outputs.append(signal)
         return outputs
 
     def output(self, signal: torch.Tensor, start: int = 0) -> torch.Tensor:
         """The network's output when ``signal`` is fed to layer ``start`` (``signal`` itself past the last layer)."""
         for index in range(start, len(self.functions)):
-            signal = self.functions[index](signal, self.parameters_of[index])
+            signal = self.functions[index](signal, self._tensors(index))
         return signal
 
     def loss(self, signal: torch.Tensor, targets: torch.Tensor, start: int = 0) -> torch.Tensor:

@@ -153,28 +153,43 @@ def run(scenario: Scenario) -> Trace:
     named = [(f"layers.{i}.{name}", tensor) for i, tensors in network.parameters_of.items()
              for name, tensor in tensors.items()]
     trace = Trace("torch")
-    x = network.tensor(scenario.x).requires_grad_()
+    x = network.inputs(scenario.x)
+    if not network.token_ids:
+        x.requires_grad_()
     targets = network.tensor(scenario.y)
 
     outputs = network.forward(x)
     loss = network.loss_of(outputs[-1], targets)
     # Every tensor whose gradient is recorded, by address, in the trace's order.
     # One reverse pass (autograd.grad) gives all of them. An identity first
-    # layer returns x itself, whose gradient is then dL/dx.
+    # layer returns x itself, whose gradient is then dL/dx. An LSTM's cell
+    # states are T tensors each, stacked into (N, T, H) afterwards.
     recorded: dict[str, torch.Tensor] = {}
+    cells: dict[str, list[torch.Tensor]] = {}
     for i, output in enumerate(outputs):
         recorded[f"layers.{i}.output"] = output
         for name, tensor in network.parameters_of[i].items():
             recorded[f"layers.{i}.{name}"] = tensor
-    recorded["input"] = x
-    grads = torch.autograd.grad(loss, list(recorded.values()), materialize_grads=True)
+        if i in network.cells:
+            cells[f"layers.{i}.cell"] = network.cells[i]
+    for i, states in network.states_of.items():
+        for name, tensor in states.items():
+            recorded[f"layers.{i}.{name}"] = tensor
+    if not network.token_ids:
+        recorded["input"] = x
+    wanted = list(recorded.values()) + [c for steps in cells.values() for c in steps]
+    grads = torch.autograd.grad(loss, wanted, materialize_grads=True)
     first_grads = dict(zip(recorded, grads))
 
     trace.put("loss", _numpy(loss))
     for (address, value), grad in zip(recorded.items(), grads):
-        if address != "input":
+        if address != "input" and not address.endswith((".h0", ".c0")):
             trace.put(address, _numpy(value))
         trace.put(f"{address}.grad", _numpy(grad))
+    cell_grads = iter(grads[len(recorded):])
+    for address, steps in cells.items():
+        trace.put(address, _numpy(torch.stack(steps, dim=1)))
+        trace.put(f"{address}.grad", _numpy(torch.stack([next(cell_grads) for _ in steps], dim=1)))
     _put_state(trace, network, "")
 
     optimizer_spec = scenario.optimizer

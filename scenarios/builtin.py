@@ -7,8 +7,8 @@ from pathlib import Path
 
 from scenarios.catalog import DTYPES
 from scenarios.components import component_scenarios
-from scenarios.generator import (DEFAULT_RANDOM_CONV_COUNT, DEFAULT_RANDOM_COUNT, DEFAULT_SEED,
-                                 random_conv_scenarios, random_scenarios)
+from scenarios.generator import (DEFAULT_RANDOM_CONV_COUNT, DEFAULT_RANDOM_COUNT, DEFAULT_RANDOM_RECURRENT_COUNT,
+                                 DEFAULT_SEED, random_conv_scenarios, random_recurrent_scenarios, random_scenarios)
 from scenarios.layer_grids import all_layer_scenarios
 from scenarios.loader import load_scenario
 from scenarios.model import Scenario
@@ -25,22 +25,24 @@ def worked_examples() -> list[Scenario]:
 
 
 def builtin_scenarios(random_count: int = DEFAULT_RANDOM_COUNT, seed: int = DEFAULT_SEED,
-                      conv_count: int = DEFAULT_RANDOM_CONV_COUNT) -> list[Scenario]:
+                      conv_count: int = DEFAULT_RANDOM_CONV_COUNT,
+                      recurrent_count: int = DEFAULT_RANDOM_RECURRENT_COUNT) -> list[Scenario]:
     """Component scenarios (activations, losses, then the layers), the worked
-    examples, ``random_count`` random dense nets and ``conv_count`` random
-    convolutional nets from ``seed``."""
+    examples, ``random_count`` random dense nets, ``conv_count`` random
+    convolutional and ``recurrent_count`` random recurrent nets from ``seed``."""
     return (component_scenarios() + all_layer_scenarios() + worked_examples() + random_scenarios(random_count, seed)
-            + random_conv_scenarios(conv_count, seed))
+            + random_conv_scenarios(conv_count, seed) + random_recurrent_scenarios(recurrent_count, seed))
 
 
 def report_scenarios(random_count: int = DEFAULT_RANDOM_COUNT, seed: int = DEFAULT_SEED,
-                     only: str | None = None, conv_count: int = DEFAULT_RANDOM_CONV_COUNT) -> list[Scenario]:
-    """The report's scenario set, in order: ``builtin_scenarios(random_count, seed, conv_count)``,
+                     only: str | None = None, conv_count: int = DEFAULT_RANDOM_CONV_COUNT,
+                     recurrent_count: int = DEFAULT_RANDOM_RECURRENT_COUNT) -> list[Scenario]:
+    """The report's scenario set, in order: ``builtin_scenarios(random_count, seed, conv_count, recurrent_count)``,
     then the optimizer trajectories (every variant in float64, then in float32,
     then the dead-unit case in each dtype, then the trajectories through
     convolution and normalisation layers) whose names are not taken yet; with
     ``only``, just the scenarios whose name matches it (``re.search``)."""
-    scenarios = list(builtin_scenarios(random_count, seed, conv_count))
+    scenarios = list(builtin_scenarios(random_count, seed, conv_count, recurrent_count))
     trajectories = [s for dtype in DTYPES for s in trajectory_scenarios(dtype)]
     trajectories += [dead_unit_scenario(dtype) for dtype in DTYPES]
     trajectories += [s for dtype in DTYPES for s in layer_trajectory_scenarios(dtype)]

@@ -360,7 +360,9 @@ def optimizer_options(name: str, given: dict[str, Any]) -> dict[str, Any]:
 class LayerInfo:
     """One layer type. ``kinked``: its output is only piecewise differentiable
     (max pooling: a tie between window elements), so scenarios that sit on a
-    switch are tagged "kink". ``random``: random convolutional networks draw it."""
+    switch are tagged "kink". ``random``: the random networks that draw it —
+    "conv" (``scenarios.generator.random_conv_scenario``), "recurrent"
+    (``random_recurrent_scenario``)."""
 
     name: str
     formula: str
@@ -369,7 +371,7 @@ class LayerInfo:
     buffers: tuple[str, ...] = ()
     data: tuple[str, ...] = ()
     kinked: bool = False
-    random: bool = True
+    random: str = "conv"
 
 
 def _pair(default, minimum: int, doc: str) -> ParamSpec:
@@ -416,7 +418,7 @@ LAYERS: dict[str, LayerInfo] = {
                 "count_include_pad": ParamSpec(True, bool, doc="the padding counts in the divisor"),
             },
         ),
-        LayerInfo("flatten", "(N, …) → (N, features)", random=True),
+        LayerInfo("flatten", "(N, …) → (N, features)"),
         LayerInfo(
             "batch_norm",
             "x̂ = (x − μ_B) / √(σ²_B + ε); y = γ x̂ + β, per feature (N, F) or channel (N, C, H, W)",
@@ -439,6 +441,60 @@ LAYERS: dict[str, LayerInfo] = {
                 "elementwise_affine": ParamSpec(True, bool, doc="learn γ (weight) and β (bias)"),
             },
             parameters=("weight", "bias"),
+        ),
+        LayerInfo(
+            "rnn",
+            "h_t = f(x_t W_ihᵀ + b_ih + h_(t−1) W_hhᵀ + b_hh), f = tanh or relu; output every h_t (N, T, H)",
+            {
+                "hidden_size": ParamSpec(None, int, minimum=1, doc="H, the hidden state's size"),
+                "nonlinearity": ParamSpec("tanh", str, choices=("tanh", "relu"), doc="f"),
+                "bias": ParamSpec(True, bool, doc="b_ih and b_hh"),
+                "bptt_chunk": ParamSpec(0, int, minimum=0,
+                                        doc="0: full backpropagation through time; k: the state cut from the "
+                                            "gradient every k steps (detach)"),
+            },
+            parameters=("weight_ih", "weight_hh", "bias_ih", "bias_hh"),
+            data=("h0",),
+            random="recurrent",
+        ),
+        LayerInfo(
+            "lstm",
+            "gates (i, f, g, o); c_t = f ⊙ c_(t−1) + i ⊙ g; h_t = o ⊙ tanh(c_t); output every h_t (N, T, H)",
+            {
+                "hidden_size": ParamSpec(None, int, minimum=1, doc="H, the hidden state's size"),
+                "bias": ParamSpec(True, bool, doc="b_ih and b_hh"),
+                "bptt_chunk": ParamSpec(0, int, minimum=0,
+                                        doc="0: full backpropagation through time; k: the state cut from the "
+                                            "gradient every k steps (detach)"),
+            },
+            parameters=("weight_ih", "weight_hh", "bias_ih", "bias_hh"),
+            data=("h0", "c0"),
+            random="recurrent",
+        ),
+        LayerInfo(
+            "gru",
+            "gates (r, z, n); n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn)); h_t = (1 − z) ⊙ n + z ⊙ h_(t−1)",
+            {
+                "hidden_size": ParamSpec(None, int, minimum=1, doc="H, the hidden state's size"),
+                "bias": ParamSpec(True, bool, doc="b_ih and b_hh"),
+                "bptt_chunk": ParamSpec(0, int, minimum=0,
+                                        doc="0: full backpropagation through time; k: the state cut from the "
+                                            "gradient every k steps (detach)"),
+            },
+            parameters=("weight_ih", "weight_hh", "bias_ih", "bias_hh"),
+            data=("h0",),
+            random="recurrent",
+        ),
+        LayerInfo("last_step", "(N, T, H) → (N, H): the last time step", random="recurrent"),
+        LayerInfo(
+            "embedding",
+            "a[n, t] = W[ids[n, t]]: integer token ids (N, T) → (N, T, embedding_dim)",
+            {
+                "num_embeddings": ParamSpec(None, int, minimum=1, doc="the number of token ids"),
+                "embedding_dim": ParamSpec(None, int, minimum=1, doc="the size of each embedding"),
+            },
+            parameters=("weight",),
+            random="recurrent",
         ),
         LayerInfo(
             "dropout",

@@ -29,6 +29,8 @@ DEFAULT_SEED = 0
 DEFAULT_RANDOM_COUNT = 300
 # How many seeded random convolutional architectures, beside the dense ones.
 DEFAULT_RANDOM_CONV_COUNT = 100
+# How many seeded random recurrent architectures.
+DEFAULT_RANDOM_RECURRENT_COUNT = 60
 
 
 def hidden_activations() -> tuple[tuple[str, dict], ...]:
@@ -120,7 +122,7 @@ def random_scenarios(count: int, seed: int = DEFAULT_SEED) -> list[Scenario]:
 # skeleton conv2d → activation …, flatten, linear): every catalogue layer
 # marked ``random`` that is not part of the skeleton.
 _SKELETON = ("linear", "conv2d", "flatten")
-CONV_EXTRAS = tuple(name for name, info in LAYERS.items() if info.random and name not in _SKELETON)
+CONV_EXTRAS = tuple(name for name, info in LAYERS.items() if info.random == "conv" and name not in _SKELETON)
 _CONV_STREAM = 0xC0
 
 
@@ -216,3 +218,71 @@ def _random_extra(rng: np.random.Generator, shape: tuple[int, ...]) -> Layer | N
 def random_conv_scenarios(count: int, seed: int = DEFAULT_SEED) -> list[Scenario]:
     """``count`` convolutional scenarios with seeds seed, seed+1, …"""
     return [random_conv_scenario(seed + k) for k in range(count)]
+
+
+
+# --------------------------------------------------------------------------- recurrent networks
+
+RECURRENT_CELLS = tuple(name for name in ("rnn", "lstm", "gru") if LAYERS[name].random == "recurrent")
+_RECURRENT_STREAM = 0x5E0
+
+
+def random_recurrent_scenario(seed: int, *, dtype: str | None = None) -> Scenario:
+    """A random recurrent network: optional embedding of token ids → 1–2 recurrent
+    layers (rnn tanh/relu, lstm, gru; full or truncated backpropagation through
+    time) → optional last_step → linear → the loss's output layer; without
+    last_step the loss is taken over every time step (N, T, C). Everything from
+    ``default_rng([seed, 0x5E0])``."""
+    rng = np.random.default_rng([seed, _RECURRENT_STREAM])
+    batch, steps = int(rng.integers(1, 4)), int(rng.integers(1, 9))
+    loss_type = _pick(rng, RANDOM_LOSSES)
+    reduction = _pick(rng, LOSSES[loss_type].reductions)
+    if dtype is None:
+        dtype = "float64" if rng.random() < 0.5 else "float32"
+    layers: list[Layer] = []
+    if rng.random() < 0.3:
+        vocabulary, features = int(rng.integers(2, 7)), int(rng.integers(1, 5))
+        layers.append(Layer("embedding", weight=rng.normal(0.0, 1.0, (vocabulary, features)),
+                            params=layer_options("embedding", {"num_embeddings": vocabulary,
+                                                               "embedding_dim": features})))
+        x = rng.integers(0, vocabulary, (batch, steps)).astype(np.float64)
+    else:
+        features = int(rng.integers(1, 5))
+        x = rng.normal(0.0, 1.0, (batch, steps, features))
+    cells = []
+    for _depth in range(int(rng.integers(1, 3))):
+        kind = _pick(rng, RECURRENT_CELLS)
+        hidden = int(rng.integers(1, 6))
+        options = {"hidden_size": hidden, "bias": bool(rng.random() < 0.8),
+                   "bptt_chunk": int(_pick(rng, (0, 0, 1, 3)))}
+        if kind == "rnn":
+            options["nonlinearity"] = _pick(rng, ("tanh", "tanh", "relu"))
+        gates = {"rnn": 1, "lstm": 4, "gru": 3}[kind]
+        bound = 1.0 / math.sqrt(hidden)
+        shapes = {"weight_ih": (gates * hidden, features), "weight_hh": (gates * hidden, hidden)}
+        if options["bias"]:
+            shapes.update(bias_ih=(gates * hidden,), bias_hh=(gates * hidden,))
+        layers.append(Layer(kind, params=layer_options(kind, options),
+                            tensors={name: rng.uniform(-bound, bound, shape) for name, shape in shapes.items()}))
+        cells.append(kind + (f"-chunk{options['bptt_chunk']}" if options["bptt_chunk"] else ""))
+        features = hidden
+    last = bool(rng.random() < 0.5)
+    if last:
+        layers.append(Layer("last_step"))
+    width = int(rng.integers(2 if loss_type in ("cross_entropy", "softmax_cross_entropy") else 1, 5))
+    layers.append(Layer("linear", weight=initialise("xavier_normal", width, features, rng),
+                        bias=rng.normal(0.0, 0.1, width)))
+    layers.append(_output_layer(loss_type, "tanh", {}))
+    rows = batch if last else batch * steps
+    y = _targets(rng, loss_type, rows, width)
+    if not last:
+        y = y.reshape(batch, steps, width)
+    name = (f"random-recurrent-s{seed}-{'embedding-' if layers[0].type == 'embedding' else ''}{'-'.join(cells)}"
+            f"{'-last_step' if last else ''}-{loss_type}-{reduction}-{'f64' if dtype == 'float64' else 'f32'}")
+    return Scenario(name=name, layers=tuple(layers), loss=Loss(loss_type, reduction), x=x, y=y, dtype="float64",
+                    seed=seed, source={"title": "seeded random recurrent architecture"}).astype(dtype)
+
+
+def random_recurrent_scenarios(count: int, seed: int = DEFAULT_SEED) -> list[Scenario]:
+    """``count`` recurrent scenarios with seeds seed, seed+1, …"""
+    return [random_recurrent_scenario(seed + k) for k in range(count)]

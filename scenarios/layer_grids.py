@@ -77,6 +77,33 @@ LAYER_GRIDS: dict[str, tuple[tuple[str, tuple[int, ...], dict, tuple[str, ...]],
         ("no-affine", (3, 4), {"elementwise_affine": False}, ()),
         ("eps0.1", (3, 4), {"eps": 0.1}, ()),
     ),
+    "rnn": (
+        ("tanh-t12", (2, 12, 3), {"hidden_size": 4}, ()),
+        ("relu-t12", (2, 12, 3), {"hidden_size": 4, "nonlinearity": "relu"}, ()),
+        ("t1", (3, 1, 3), {"hidden_size": 4}, ()),
+        ("no-bias-h0", (2, 5, 3), {"hidden_size": 3, "bias": False, "h0": True}, ()),
+        ("chunk1", (2, 6, 3), {"hidden_size": 3, "bptt_chunk": 1}, ()),
+        ("chunk4-of-10-h0", (2, 10, 2), {"hidden_size": 3, "bptt_chunk": 4, "h0": True}, ()),
+        ("sequence-loss", (2, 5, 3), {"hidden_size": 3, "sequence_loss": True}, ()),
+    ),
+    "lstm": (
+        ("t12", (2, 12, 3), {"hidden_size": 4}, ()),
+        ("t1", (3, 1, 3), {"hidden_size": 3}, ()),
+        ("no-bias-h0-c0", (2, 5, 3), {"hidden_size": 3, "bias": False, "h0": True, "c0": True}, ()),
+        ("chunk3-of-8", (2, 8, 2), {"hidden_size": 3, "bptt_chunk": 3}, ()),
+        ("chunk1-h0-c0", (2, 4, 2), {"hidden_size": 2, "bptt_chunk": 1, "h0": True, "c0": True}, ()),
+    ),
+    "gru": (
+        ("t12", (2, 12, 3), {"hidden_size": 4}, ()),
+        ("t1", (3, 1, 3), {"hidden_size": 3}, ()),
+        ("no-bias-h0", (2, 5, 3), {"hidden_size": 3, "bias": False, "h0": True}, ()),
+        ("chunk2-of-7", (2, 7, 2), {"hidden_size": 3, "bptt_chunk": 2}, ()),
+    ),
+    "last_step": (("sequence", (3, 4, 2), {}, ()),),
+    "embedding": (
+        ("repeated-ids", (3, 5), {"num_embeddings": 4, "embedding_dim": 3}, ()),
+        ("one-id", (2, 3), {"num_embeddings": 1, "embedding_dim": 2}, ()),
+    ),
     "dropout": (
         ("p0.5", (3, 4), {"p": 0.5}, ()),
         ("p0", (3, 4), {"p": 0.0}, ()),
@@ -94,6 +121,22 @@ def grid_layer(kind: str, options: dict, input_shape: tuple[int, ...], rng: np.r
         shape = (options["out"], input_shape[1])
         return Layer("linear", weight=initialise_shape("pytorch_default", shape, rng),
                      bias=default_bias((shape[0],), shape[1], rng))
+    if kind in ("rnn", "lstm", "gru"):
+        gates = {"rnn": 1, "lstm": 4, "gru": 3}[kind]
+        given = {name: options.pop(name, False) for name in ("h0", "c0")}
+        options.pop("sequence_loss", None)
+        params = layer_options(kind, options)
+        hidden, bound = params["hidden_size"], 1.0 / math.sqrt(params["hidden_size"])
+        shapes = {"weight_ih": (gates * hidden, input_shape[2]), "weight_hh": (gates * hidden, hidden)}
+        if params["bias"]:
+            shapes.update(bias_ih=(gates * hidden,), bias_hh=(gates * hidden,))
+        tensors = {name: rng.uniform(-bound, bound, shape) for name, shape in shapes.items()}
+        states = {name: rng.normal(0.0, 0.5, (input_shape[0], hidden)) for name, wanted in given.items() if wanted}
+        return Layer(kind, params=params, tensors=tensors, states=states)
+    if kind == "embedding":
+        params = layer_options(kind, options)
+        return Layer(kind, weight=rng.normal(0.0, 1.0, (params["num_embeddings"], params["embedding_dim"])),
+                     params=params)
     with_bias = options.pop("bias", True)
     if kind in ("max_pool2d", "avg_pool2d"):
         options.setdefault("stride", options["kernel_size"])
@@ -117,8 +160,12 @@ def grid_layer(kind: str, options: dict, input_shape: tuple[int, ...], rng: np.r
     return Layer(kind, params=params)
 
 
-def _inputs(shape: tuple[int, ...], tags: tuple[str, ...], rng: np.random.Generator) -> np.ndarray:
-    """Normal inputs; with ties (tag "kink"), small integers, so windows hold repeated maxima."""
+def _inputs(kind: str, options: dict, shape: tuple[int, ...], tags: tuple[str, ...],
+            rng: np.random.Generator) -> np.ndarray:
+    """Normal inputs; with ties (tag "kink"), small integers, so windows hold repeated maxima;
+    token ids for an embedding (with repeats: their gradients add)."""
+    if kind == "embedding":
+        return rng.integers(0, options["num_embeddings"], shape).astype(np.float64)
     if "kink" in tags:
         return rng.integers(0, 3, shape).astype(np.float64)
     return rng.normal(0.0, 1.0, shape)
@@ -132,13 +179,16 @@ def layer_scenarios(dtype: str = "float64") -> list[Scenario]:
             layer = grid_layer(kind, options, shape, rng)
             layers = [layer]
             out_shape = output_shape(layer, shape)
-            if len(out_shape) != 2:
-                layers.append(Layer("flatten"))
-                out_shape = (out_shape[0], math.prod(out_shape[1:]))
-            head = grid_layer("linear", {"out": 2}, out_shape, rng)
-            layers.append(head)
-            x = _inputs(shape, tags, rng)
-            y = rng.normal(0.0, 1.0, (shape[0], 2))
+            if options.get("sequence_loss"):  # the loss on (N, T, H): every leading axis a sample
+                y_shape = out_shape
+            else:
+                if len(out_shape) != 2:
+                    layers.append(Layer("flatten"))
+                    out_shape = (out_shape[0], math.prod(out_shape[1:]))
+                layers.append(grid_layer("linear", {"out": 2}, out_shape, rng))
+                y_shape = (shape[0], 2)
+            x = _inputs(kind, options, shape, tags, rng)
+            y = rng.normal(0.0, 1.0, y_shape)
             out.append(Scenario(
                 name=f"layer-{kind}-{label}-{'f64' if dtype == 'float64' else 'f32'}",
                 layers=tuple(layers), loss=Loss("mse", "half_sum"), x=x, y=y, dtype="float64", seed=GRID_SEED,

@@ -317,15 +317,20 @@ def scenario_from_dict(data: dict, file: str = "<scenario>", default_name: str =
         r.fail("data.y", f"has {y.shape[0]} rows but data.x has {x.shape[0]}; expected one target row per input row")
 
     layers, shapes = _layers(r, data, x.shape, seed)
+    if layers[0].type == "embedding":
+        _check_token_ids(r, x, layers[0])
     out_shape = shapes[-1]
-    if len(out_shape) != 2:
-        r.fail("layers", f"the network's output has shape {out_shape}; losses take (N, features): end the network "
-                         "with a flatten (and linear) layer")
-    if y.ndim != 2 or y.shape[1] != out_shape[1]:
+    if len(out_shape) not in (2, 3):
+        r.fail("layers", f"the network's output has shape {out_shape}; losses take (N, features) or sequences "
+                         "(N, T, C): end the network with a flatten (and linear) layer")
+    if len(out_shape) == 3 and y.shape != out_shape:
+        r.fail("data.y", f"has shape {y.shape} but the network outputs {out_shape}; expected one target per "
+                         "sample and time step")
+    if len(out_shape) == 2 and (y.ndim != 2 or y.shape[1] != out_shape[1]):
         got = f"rows have {y.shape[1]} entries" if y.ndim == 2 else f"has shape {y.shape}"
         r.fail("data.y", f"{got} but the network outputs {out_shape[1]}; expected {out_shape[1]}")
-    r.within("layers", "the number of parameters", sum(l.weight.size if l.weight is not None else 0 for l in layers)
-             + sum(l.bias.size if l.bias is not None else 0 for l in layers), "parameters")
+    r.within("layers", "the number of parameters",
+             sum(value.size for layer in layers for value in layer.parameters.values()), "parameters")
 
     loss = _loss(r, data, y, layers)
     optimizer = _optimizer(r, data, x.shape[0], layers) if "optimizer" in data else None
@@ -351,10 +356,10 @@ def _layers(r: _Reader, data: dict, input_shape: tuple[int, ...], seed: int) -> 
         field = f"layers[{i}]"
         kind = r.string(spec, "type", f"{field}.type", choices=layer_types)
         if kind == "linear":
-            if len(shape) != 2:
-                r.fail(f"{field}.type", f"linear takes (N, features), but its input has shape {shape}; add a "
-                                        "flatten layer before it")
-            layer = _linear(r, spec, field, shape[1], seed, i)
+            if len(shape) not in (2, 3):
+                r.fail(f"{field}.type", f"linear takes (N, features) or sequences (N, T, features), but its input "
+                                        f"has shape {shape}; add a flatten layer before it")
+            layer = _linear(r, spec, field, shape[-1], seed, i)
         elif kind in ACTIVATIONS:
             info = ACTIVATIONS[kind]
             r.unknown_keys(spec, {"type", *info.params}, field)
@@ -520,7 +525,93 @@ def _layer_norm(r: _Reader, spec: dict, field: str, shape: tuple[int, ...], seed
     return Layer(type="layer_norm", weight=weight, bias=bias, params=params)
 
 
+_GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+
+
+def _recurrent(kind: str):
+    """rnn, lstm, gru: ``weight_ih`` (G·H, F), ``weight_hh`` (G·H, H), ``bias_ih`` / ``bias_hh``
+    (G·H,) given, or drawn as PyTorch draws them, U(−1/√H, 1/√H), from the layer's
+    generator; ``h0`` (and ``c0``) optional initial states (N, H)."""
+
+    def read(r: _Reader, spec: dict, field: str, shape: tuple[int, ...], seed: int, index: int) -> Layer:
+        info = LAYERS[kind]
+        r.unknown_keys(spec, {"type", "init", *info.parameters, *info.data, *info.params}, field)
+        params = r.params(spec, info.params, field)
+        if len(shape) != 3:
+            r.fail(f"{field}.type", f"{kind} takes sequences (N, T, F), but its input has shape {shape}")
+        batch, _steps, features = shape
+        hidden = params["hidden_size"]
+        rows = _GATES[kind] * hidden
+        shapes = {"weight_ih": (rows, features), "weight_hh": (rows, hidden), "bias_ih": (rows,), "bias_hh": (rows,)}
+        if not params["bias"]:
+            for name in ("bias_ih", "bias_hh"):
+                if name in spec:
+                    r.fail(f"{field}.{name}", "only allowed with bias = true")
+            del shapes["bias_ih"], shapes["bias_hh"]
+        init = r.string(spec, "init", f"{field}.init", choices=("pytorch_default",), default="pytorch_default")
+        r.within(f"{field}.weight_ih", f"the number of entries of shape {shapes['weight_ih']}",
+                 math.prod(shapes["weight_ih"]), "elements")
+        r.within(f"{field}.weight_hh", f"the number of entries of shape {shapes['weight_hh']}",
+                 math.prod(shapes["weight_hh"]), "elements")
+        rng = layer_rng(seed, index)
+        bound = 1.0 / math.sqrt(hidden)
+        tensors = {}
+        for name, wanted in shapes.items():  # drawn in this order whether given or not: the rest stay put
+            drawn = rng.uniform(-bound, bound, wanted) if init == "pytorch_default" else None
+            if name in spec:
+                value = r.tensor(spec[name], f"{field}.{name}", rank=len(wanted))
+                if value.shape != wanted:
+                    r.fail(f"{field}.{name}", f"expected shape {wanted}, got {value.shape} "
+                                              f"({_GATES[kind]} gate(s) × hidden_size {hidden})")
+                drawn = value
+            tensors[name] = drawn
+        states = {}
+        for name in info.data:
+            if name in spec:
+                value = r.tensor(spec[name], f"{field}.{name}", rank=2)
+                if value.shape != (batch, hidden):
+                    r.fail(f"{field}.{name}", f"expected shape {(batch, hidden)} (N, hidden_size), got {value.shape}")
+                states[name] = value
+        return Layer(type=kind, params=params, tensors=tensors, states=states)
+
+    return read
+
+
+def _embedding(r: _Reader, spec: dict, field: str, shape: tuple[int, ...], seed: int, index: int) -> Layer:
+    info = LAYERS["embedding"]
+    r.unknown_keys(spec, {"type", "weight", "init", *info.params}, field)
+    params = r.params(spec, info.params, field)
+    if index != 0:
+        r.fail(f"{field}.type", "embedding takes the token ids of data.x: expected it as the first layer")
+    wanted = (params["num_embeddings"], params["embedding_dim"])
+    if "weight" in spec:
+        weight = r.tensor(spec["weight"], f"{field}.weight", rank=2)
+        if weight.shape != wanted:
+            r.fail(f"{field}.weight", f"expected shape {wanted} (num_embeddings, embedding_dim), got {weight.shape}")
+    else:
+        r.string(spec, "init", f"{field}.init", choices=("pytorch_default",), default="pytorch_default")
+        r.within(f"{field}.weight", f"the number of entries of shape {wanted}", math.prod(wanted), "elements")
+        weight = layer_rng(seed, index).standard_normal(wanted)  # torch.nn.Embedding's N(0, 1)
+    return Layer(type="embedding", weight=weight, params=params)
+
+
+def _check_token_ids(r: _Reader, x: np.ndarray, layer: Layer) -> None:
+    """data.x holds integer ids in [0, num_embeddings); the first that is not is named."""
+    count = layer.params["num_embeddings"]
+    if x.ndim != 2:
+        r.fail("data.x", f"has shape {x.shape}; embedding expected token ids (N, T)")
+    bad = np.argwhere((x != np.floor(x)) | (x < 0) | (x >= count))
+    if bad.size:
+        n, t = (int(k) for k in bad[0])
+        r.fail(f"data.x[{n}][{t}]", f"{x[n, t]:g} is not a token id; expected an integer in [0, {count})")
+
+
 _LAYER_READERS = {
+    "rnn": _recurrent("rnn"),
+    "lstm": _recurrent("lstm"),
+    "gru": _recurrent("gru"),
+    "last_step": _plain("last_step"),
+    "embedding": _embedding,
     "conv2d": _conv2d,
     "max_pool2d": _pool("max_pool2d"),
     "avg_pool2d": _pool("avg_pool2d"),
@@ -565,6 +656,9 @@ def _optimizer(r: _Reader, data: dict, samples: int, layers: list[Layer]) -> Opt
         r.fail("optimizer.learning_rate", "missing; expected a positive number")
     learning_rate = r.number(table["learning_rate"], "optimizer.learning_rate", 0.0, exclusive=True)
     batch_size = r.integer(table.get("batch_size", 0), "optimizer.batch_size", minimum=0)
+    if 0 < batch_size < samples and any(layer.states for layer in layers):
+        r.fail("optimizer.batch_size", "the layers' given h0 / c0 belong to the samples of data.x; expected "
+                                       "batch_size = 0 (the whole batch) with initial states")
     if batch_size > samples:
         r.fail("optimizer.batch_size", f"expected at most {samples} (the number of samples in data.x), got {batch_size}")
     flags = {}
@@ -784,7 +878,7 @@ def _address_shape(address: str, layers: list[Layer], shapes: list[tuple], x: np
     if address in ("updates_per_epoch", "parameter_count"):
         return ()
     if address == "input.grad":
-        return x.shape
+        return None if layers[0].type == "embedding" else x.shape  # token ids have no gradient
     m = _LAYER_ADDRESS.match(address)
     if m is None:
         return None
@@ -806,6 +900,10 @@ def _address_shape(address: str, layers: list[Layer], shapes: list[tuple], x: np
         return layer.buffers[name].shape
     if what == "mask" and layer.type == "dropout" and step is None:
         return shapes[index]
+    if what in ("cell", "cell.grad") and layer.type == "lstm" and step is None:
+        return shapes[index]
+    if what.endswith(".grad") and name in layer.states and step is None:
+        return layer.states[name].shape
     return None
 
 

@@ -23,9 +23,13 @@ class Layer:
     none: for a linear layer (out, in) — weight[j][k] connects input k to unit
     j — and (out,); for conv2d (out_channels, in_channels / groups, kh, kw) and
     (out_channels,); for batch_norm γ and β (C,); for layer_norm γ and β of the
-    normalised shape. ``buffers`` holds batch_norm's running statistics as
-    they are before the first pass. ``params`` holds the options, defaults
-    filled in (pairs as tuples).
+    normalised shape. ``tensors`` holds the learned arrays of other names —
+    a recurrent layer's ``weight_ih`` (G·H, F), ``weight_hh`` (G·H, H),
+    ``bias_ih``, ``bias_hh`` (G·H,), G gates in PyTorch's order. ``buffers``
+    holds batch_norm's running statistics as they are before the first pass;
+    ``states`` a recurrent layer's given initial states ``h0`` / ``c0`` (N, H),
+    inputs that get gradients. ``params`` holds the options, defaults filled
+    in (pairs as tuples).
     """
 
     type: str
@@ -33,6 +37,8 @@ class Layer:
     bias: np.ndarray | None = None
     params: dict[str, Any] = field(default_factory=dict)
     buffers: dict[str, np.ndarray] = field(default_factory=dict)
+    tensors: dict[str, np.ndarray] = field(default_factory=dict)
+    states: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def is_linear(self) -> bool:
@@ -40,12 +46,19 @@ class Layer:
 
     @property
     def has_parameters(self) -> bool:
-        return self.weight is not None or self.bias is not None
+        return self.weight is not None or self.bias is not None or bool(self.tensors)
 
     @property
     def parameters(self) -> dict[str, np.ndarray]:
-        """The learned arrays by name (``weight`` before ``bias``), those the layer has."""
-        return {name: value for name, value in (("weight", self.weight), ("bias", self.bias)) if value is not None}
+        """The learned arrays by name (``weight`` before ``bias``, then ``tensors``), those the layer has."""
+        named = {name: value for name, value in (("weight", self.weight), ("bias", self.bias)) if value is not None}
+        return {**named, **self.tensors}
+
+    def with_parameters(self, change) -> "Layer":
+        """The layer with ``change(array)`` applied to every learned array."""
+        cast = lambda a: None if a is None else change(a)  # noqa: E731
+        return dataclasses.replace(self, weight=cast(self.weight), bias=cast(self.bias),
+                                   tensors={name: change(value) for name, value in self.tensors.items()})
 
 
 @dataclass(frozen=True)
@@ -165,8 +178,9 @@ class Scenario:
         """The same scenario with every array cast to ``dtype``."""
         cast = lambda a: None if a is None else np.asarray(a, dtype=dtype)  # noqa: E731
         layers = tuple(
-            dataclasses.replace(l, weight=cast(l.weight), bias=cast(l.bias),
-                                buffers={name: cast(value) for name, value in l.buffers.items()})
+            dataclasses.replace(l.with_parameters(cast),
+                                buffers={name: cast(value) for name, value in l.buffers.items()},
+                                states={name: cast(value) for name, value in l.states.items()})
             for l in self.layers
         )
         return dataclasses.replace(self, layers=layers, x=cast(self.x), y=cast(self.y), dtype=dtype)

@@ -45,12 +45,13 @@ def output_shape(layer: Layer, shape: tuple[int, ...]) -> tuple[int, ...]:
     if kind in ACTIVATIONS or kind == "dropout":
         return shape
     if kind == "linear":
-        if len(shape) != 2:
-            raise ShapeError(f"linear takes (N, features), got an input of shape {shape}; add a flatten layer before it")
+        if len(shape) not in (2, 3):
+            raise ShapeError(f"linear takes (N, features) or sequences (N, T, features), got an input of shape "
+                             f"{shape}; add a flatten layer before it")
         out_features, in_features = layer.weight.shape
-        if shape[1] != in_features:
-            raise ShapeError(f"weight has shape {layer.weight.shape} (out, in) but the input has {shape[1]} features")
-        return (shape[0], out_features)
+        if shape[-1] != in_features:
+            raise ShapeError(f"weight has shape {layer.weight.shape} (out, in) but the input has {shape[-1]} features")
+        return (*shape[:-1], out_features)
     if kind == "flatten":
         return (shape[0], math.prod(shape[1:]))
     if kind == "batch_norm":
@@ -64,6 +65,22 @@ def output_shape(layer: Layer, shape: tuple[int, ...]) -> tuple[int, ...]:
         return shape
     if kind in ("conv2d", "max_pool2d", "avg_pool2d"):
         return _windowed(layer, shape)
+    if kind in ("rnn", "lstm", "gru"):
+        if len(shape) != 3:
+            raise ShapeError(f"{kind} takes sequences (N, T, F), got an input of shape {shape}")
+        features = layer.tensors["weight_ih"].shape[1]
+        if shape[2] != features:
+            raise ShapeError(f"weight_ih has shape {layer.tensors['weight_ih'].shape} (gates·H, F) but the input has "
+                             f"{shape[2]} features")
+        return (shape[0], shape[1], params["hidden_size"])
+    if kind == "last_step":
+        if len(shape) != 3:
+            raise ShapeError(f"last_step takes sequences (N, T, H), got an input of shape {shape}")
+        return (shape[0], shape[2])
+    if kind == "embedding":
+        if len(shape) != 2:
+            raise ShapeError(f"embedding takes token ids (N, T), got an input of shape {shape}")
+        return (*shape, params["embedding_dim"])
     raise ShapeError(f"unknown layer type {kind!r}")
 
 

@@ -16,6 +16,10 @@ Addresses (the same on every side — manual, torch, finite differences):
 ``layers.{i}.running_mean``    batch_norm's running mean after the first forward
                                pass (likewise ``.running_var``)
 ``layers.{i}.mask``            dropout's 0/1 mask in the first forward pass
+``layers.{i}.weight_ih``       a recurrent layer's parameters (likewise ``weight_hh``,
+                               ``bias_ih``, ``bias_hh``, their ``.grad`` and ``step{t}.`` forms)
+``layers.{i}.cell``            an LSTM's cell states c_t, (N, T, H); ``.cell.grad`` ∂L/∂c_t
+``layers.{i}.h0.grad``         ∂L/∂h0 of a recurrent layer whose h0 is given (likewise ``c0``)
 ``input.grad``                 dL/dx
 ``step{t}.loss``               the loss computed in update t (before it is applied)
 ``step{t}.layers.{i}.weight``  the weight after t updates (likewise ``.bias``)
@@ -35,10 +39,11 @@ import numpy as np
 
 _ELEMENT = re.compile(r"^(?P<address>[A-Za-z0-9_.]+?)(?:\[(?P<index>[^\]]*)\])?$", re.ASCII)
 _INDEX = re.compile(r"^ *[0-9]+ *$", re.ASCII)
+_PARAMETER = r"(?:weight|bias|weight_ih|weight_hh|bias_ih|bias_hh)"
 _ADDRESS = re.compile(
-    r"^(?:loss|input\.grad|layers\.(?P<layer>[0-9]+)\.(?:output|output\.grad|weight|bias|weight\.grad|bias\.grad"
-    r"|running_mean|running_var|mask))$"
-    r"|^step(?P<step>[0-9]+)\.(?:loss|layers\.[0-9]+\.(?:weight|bias|weight\.grad|bias\.grad|running_mean"
+    rf"^(?:loss|input\.grad|layers\.(?P<layer>[0-9]+)\.(?:output|output\.grad|{_PARAMETER}|{_PARAMETER}\.grad"
+    r"|running_mean|running_var|mask|cell|cell\.grad|h0\.grad|c0\.grad))$"
+    rf"|^step(?P<step>[0-9]+)\.(?:loss|layers\.[0-9]+\.(?:{_PARAMETER}|{_PARAMETER}\.grad|running_mean"
     r"|running_var))$",
     re.ASCII,
 )

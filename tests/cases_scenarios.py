@@ -3,7 +3,8 @@ from pytest_cases import parametrize
 
 from scenarios import component_scenarios, random_scenarios
 from scenarios.builtin import worked_examples
-from scenarios.generator import DEFAULT_RANDOM_CONV_COUNT, DEFAULT_RANDOM_COUNT, DEFAULT_SEED, random_conv_scenarios
+from scenarios.generator import (DEFAULT_RANDOM_CONV_COUNT, DEFAULT_RANDOM_COUNT, DEFAULT_RANDOM_RECURRENT_COUNT,
+                                 DEFAULT_SEED, random_conv_scenarios, random_recurrent_scenarios)
 from scenarios.layer_grids import all_layer_scenarios
 
 # The default run checks as many seeded random architectures as the report.
@@ -14,6 +15,7 @@ _WORKED = worked_examples()
 _RANDOM = random_scenarios(RANDOM_COUNT, DEFAULT_SEED)
 _LAYERS = all_layer_scenarios()
 _RANDOM_CONV = random_conv_scenarios(DEFAULT_RANDOM_CONV_COUNT, DEFAULT_SEED)
+_RANDOM_RECURRENT = random_recurrent_scenarios(DEFAULT_RANDOM_RECURRENT_COUNT, DEFAULT_SEED)
 
 
 def _ids(scenarios, prefix="random-"):
@@ -43,4 +45,9 @@ def case_layer(scenario):
 
 @parametrize("scenario", _RANDOM_CONV, ids=_ids(_RANDOM_CONV, "random-conv-"))
 def case_random_conv(scenario):
+    return scenario
+
+
+@parametrize("scenario", _RANDOM_RECURRENT, ids=_ids(_RANDOM_RECURRENT, "random-recurrent-"))
+def case_random_recurrent(scenario):
     return scenario

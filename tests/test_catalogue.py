@@ -60,7 +60,7 @@ def catalogue_gaps() -> list[str]:
         varied = {key for _label, _shape, options, _tags in variants for key in options}
         gaps += [f"layer {name}: option {key} never set in the component grids" for key in info.params
                  if key not in varied]
-        if info.random and name not in generator.CONV_EXTRAS + ("linear", "conv2d", "flatten"):
+        if info.random == "conv" and name not in generator.CONV_EXTRAS + ("linear", "conv2d", "flatten"):
             gaps.append(f"layer {name}: missing from the random convolutional networks")
     checked = {(s.loss.type, s.loss.reduction) for s in loss_scenarios("float64")}
     gaps += [f"loss {name} ({reduction}): missing from the component grids"

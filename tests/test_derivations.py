@@ -38,6 +38,9 @@ EXPECTED = {
     "cnn-kernel-gradient": "holds when stride 1 and no padding",
     "batchnorm-backward": "holds when the layer normalises with the batch's statistics (training mode)",
     "batchnorm-backward-without-variance-term": WRONG,
+    "rnn-bptt": HOLDS,
+    "rnn-last-step-only": "holds when the sequence has a single step, T = 1",
+    "rnn-truncated-bptt": HOLDS,
 }
 
 

@@ -133,6 +133,18 @@ EXPECTED = {
     ("example-batch_norm_batch_of_three", "input.grad[0,1]"): ("0.1875", M),
     ("example-batch_norm_batch_of_three", "step1.layers.0.weight[1]"): ("0.1801", M),
     ("example-batch_norm_batch_of_three", "step1.layers.0.running_mean[1]"): ("0.2", M),
+    # outside the seeds: two steps of a tanh RNN, backpropagation through time by hand
+    ("example-rnn_two_steps", "layers.0.output[0,0,0]"): ("0.5370", M),
+    ("example-rnn_two_steps", "layers.0.output[0,1,0]"): ("0.6525", M),
+    ("example-rnn_two_steps", "loss"): ("0.0465", M),
+    ("example-rnn_two_steps", "layers.0.output.grad[0,1,0]"): ("0.6100", M),
+    ("example-rnn_two_steps", "layers.0.output.grad[0,0,0]"): ("0", M),
+    ("example-rnn_two_steps", "layers.0.weight_hh.grad[0,0]"): ("0.1881", M),
+    ("example-rnn_two_steps", "layers.0.weight_ih.grad[0,0]"): ("0.3746", M),
+    ("example-rnn_two_steps", "layers.0.bias_ih.grad[0]"): ("0.5497", M),
+    ("example-rnn_two_steps", "layers.0.bias_hh.grad[0]"): ("0.5497", M),
+    ("example-rnn_two_steps", "input.grad[0,0,0]"): ("0.0997", M),
+    ("example-rnn_two_steps", "step1.layers.0.weight_ih[0,0]"): ("0.4625", M),
 }
 
 
@@ -251,4 +263,3 @@ def test_engines_that_disagree_get_no_verdict(monkeypatch):
     assert verdicts["layers.1.output[0,0]"] == MATCH
     notes = {r["at"]: r["note"] for r in check_scenario(scenario)}
     assert notes["layers.2.weight.grad[0,0]"].endswith("[finite differences side with torch]")
-

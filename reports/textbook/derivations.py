@@ -503,6 +503,69 @@ _BATCH_NORM_SETTINGS = (
 )
 
 
+# --------------------------------------------------------------------------- textbook: backpropagation through time
+#
+# A tanh RNN h_t = tanh(W_ih x_t + W_hh h_(t−1) + b) over T steps, L = Σ_t ⟨h_t, g_t⟩
+# (a loss term at every step), h_0 random: the chapter's ∂L/∂W_hh as a sum over
+# time, the shortcut that keeps only the last step's term, and the sum a
+# truncated backpropagation computes (the state detached every k steps).
+
+
+def _bptt_setting(setting: dict, rng: np.random.Generator):
+    steps, hidden, features, chunk = setting["steps"], 3, 2, setting.get("chunk", 0)
+    x, h0 = rng.normal(size=(steps, features)), rng.normal(size=hidden)
+    w_ih, w_hh, b = rng.normal(0, 0.6, (hidden, features)), rng.normal(0, 0.6, (hidden, hidden)), rng.normal(size=hidden)
+    upstream = rng.normal(size=(steps, hidden))
+    w_hh_t = _t(w_hh, True)
+    h, states = _t(h0), []
+    for t in range(steps):
+        if chunk and t and t % chunk == 0:
+            h = h.detach()
+        h = torch.tanh(_t(w_ih) @ _t(x[t]) + w_hh_t @ h + _t(b))
+        states.append(h)
+    (torch.stack(states) * _t(upstream)).sum().backward()
+    hs = [h0] + [_np(s) for s in states]
+    return hs, w_hh, upstream, _np(w_hh_t.grad)
+
+
+def _bptt_deltas(hs, w_hh, upstream, chunk: int = 0) -> list[np.ndarray]:
+    """δ_t = (∂L/∂h_t + W_hhᵀ δ_(t+1)) ⊙ (1 − h_t²), the recurrence cut between chunks."""
+    steps = len(upstream)
+    deltas = [None] * steps
+    carried = np.zeros_like(upstream[0])
+    for t in range(steps - 1, -1, -1):
+        if chunk and (t + 1) % chunk == 0:
+            carried = np.zeros_like(carried)  # no gradient flows back across the chunk boundary
+        deltas[t] = (upstream[t] + carried) * (1 - hs[t + 1] ** 2)
+        carried = w_hh.T @ deltas[t]
+    return deltas
+
+
+def _bptt_sum(setting: dict, rng: np.random.Generator):
+    """∂L/∂W_hh = Σ_t δ_t h_(t−1)ᵀ."""
+    hs, w_hh, upstream, truth = _bptt_setting(setting, rng)
+    deltas = _bptt_deltas(hs, w_hh, upstream)
+    return sum(np.outer(d, hs[t]) for t, d in enumerate(deltas)), truth, None
+
+
+def _bptt_last_term(setting: dict, rng: np.random.Generator):
+    """∂L/∂W_hh = δ_T h_(T−1)ᵀ, the last step's term alone."""
+    hs, w_hh, upstream, truth = _bptt_setting(setting, rng)
+    deltas = _bptt_deltas(hs, w_hh, upstream)
+    return np.outer(deltas[-1], hs[-2]), truth, sum(np.outer(d, hs[t]) for t, d in enumerate(deltas))
+
+
+def _bptt_truncated(setting: dict, rng: np.random.Generator):
+    """The truncated gradient: Σ_t δ̃_t h_(t−1)ᵀ with δ̃ cut at every chunk boundary."""
+    hs, w_hh, upstream, truth = _bptt_setting(setting, rng)
+    deltas = _bptt_deltas(hs, w_hh, upstream, setting["chunk"])
+    return sum(np.outer(d, hs[t]) for t, d in enumerate(deltas)), truth, None
+
+
+_BPTT_STEPS = tuple({"label": f"T = {steps}", "steps": steps} for steps in (1, 2, 6))
+_BPTT_CHUNKS = tuple({"label": f"T = 6, chunks of {chunk}", "steps": 6, "chunk": chunk} for chunk in (1, 2, 4))
+
+
 DERIVATIONS: tuple[Derivation, ...] = (
     Derivation(
         "000-output-layer", "000",
@@ -663,6 +726,26 @@ DERIVATIONS: tuple[Derivation, ...] = (
         _BATCH_NORM_SETTINGS, _batch_norm_rule,
         condition=("the layer normalises with the batch's statistics (training mode)", lambda s: s["training"]),
         corrected="in evaluation mode the statistics are constants: ∂L/∂x = γ δ / √(running_var + ε)",
+    ),
+    Derivation(
+        "rnn-bptt", "textbook",
+        "∂L/∂W_hh = Σ_t δ_t h_(t−1)ᵀ,  δ_t = (∂L/∂h_t + W_hhᵀ δ_(t+1)) ⊙ f'(z_t)",
+        "tanh RNN, 3 hidden units, a loss term at every step, h_0 random; the number of steps varied",
+        _BPTT_STEPS, _bptt_sum,
+    ),
+    Derivation(
+        "rnn-last-step-only", "textbook",
+        "∂L/∂W_hh = δ_T h_(T−1)ᵀ  (the last step's term only)",
+        "tanh RNN, 3 hidden units, a loss term at every step, h_0 random; the number of steps varied",
+        _BPTT_STEPS, _bptt_last_term,
+        condition=("the sequence has a single step, T = 1", lambda s: s["steps"] == 1),
+        corrected="sum over every step: Σ_t δ_t h_(t−1)ᵀ, δ_t carrying W_hhᵀ δ_(t+1) back through the hidden state",
+    ),
+    Derivation(
+        "rnn-truncated-bptt", "textbook",
+        "truncated: ∂L̃/∂W_hh = Σ_t δ̃_t h_(t−1)ᵀ with the W_hhᵀ δ̃_(t+1) term dropped at every chunk boundary",
+        "tanh RNN, T = 6, the state detached every k steps (as torch's detach() between chunks)",
+        _BPTT_CHUNKS, _bptt_truncated,
     ),
     Derivation(
         "batchnorm-backward-without-variance-term", "textbook",

@@ -53,8 +53,7 @@ def rounding_twin(scenario: Scenario) -> Scenario:
     def nudge(value):
         return None if value is None else np.nextafter(value, np.inf)
 
-    layers = tuple(dataclasses.replace(layer, weight=nudge(layer.weight), bias=nudge(layer.bias))
-                   for layer in scenario.layers)
+    layers = tuple(layer.with_parameters(nudge) for layer in scenario.layers)
     return dataclasses.replace(single_pass, layers=layers, x=nudge(single_pass.x))
 
 

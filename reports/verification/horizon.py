@@ -87,8 +87,7 @@ def _one_ulp_away(scenario: Scenario) -> Scenario:
     def nudge(value):
         return None if value is None else np.nextafter(value, np.inf)
 
-    layers = tuple(dataclasses.replace(layer, weight=nudge(layer.weight), bias=nudge(layer.bias))
-                   if layer.has_parameters else layer for layer in scenario.layers)
+    layers = tuple(layer.with_parameters(nudge) for layer in scenario.layers)
     return dataclasses.replace(scenario, layers=layers)
 
 

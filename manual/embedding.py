@@ -1,0 +1,64 @@
+"""The embedding layer: a table lookup, with its backward beside its forward.
+
+Weight E (num_embeddings, embedding_dim), PyTorch's layout; the input is
+integer token ids (N, T), and the output row for id k is E[k]:
+
+    a[n, t] = E[ids[n, t]]                                  (N, T, D)
+
+The lookup is the product of a one-hot row with E, a = onehot(ids) E, so
+with δ = ∂L/∂a
+
+    ∂L/∂E[k] = Σ_{(n, t) : ids[n, t] = k} δ[n, t]           (a repeated id adds its rows' δ)
+
+and rows never looked up get 0. The ids are integers: no input gradient.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["Embedding"]
+
+
+class Embedding:
+    """a = E[ids]: ids (N, T) integers in [0, num_embeddings) → (N, T, D).  Parameter ``weight`` E (V, D)."""
+
+    name = "embedding"
+    parameter_names: tuple[str, ...] = ("weight",)
+
+    def __init__(self, weight: np.ndarray):
+        if weight.ndim != 2:
+            raise ValueError(f"embedding weight must be (num_embeddings, embedding_dim), got shape {weight.shape}")
+        self.weight = weight
+        self.num_embeddings, self.embedding_dim = weight.shape
+        self.weight_grad: np.ndarray | None = None
+
+    @property
+    def parameters(self) -> list[np.ndarray]:
+        """[E], the array itself, for an optimizer to update in place."""
+        return [self.weight]
+
+    @property
+    def gradients(self) -> list[np.ndarray]:
+        """[∂L/∂E]."""
+        return [self.weight_grad]
+
+    def forward(self, ids: np.ndarray) -> np.ndarray:
+        """ids (N, T) → E[ids] (N, T, D); caches the ids."""
+        ids = np.asarray(ids)
+        if not np.issubdtype(ids.dtype, np.integer):
+            raise ValueError(f"embedding: token ids must be integers, got dtype {ids.dtype}")
+        if ids.size and (ids.min() < 0 or ids.max() >= self.num_embeddings):
+            bad = ids[(ids < 0) | (ids >= self.num_embeddings)].flat[0]
+            raise ValueError(f"embedding: token id {bad} is outside [0, {self.num_embeddings})")
+        self.ids = ids
+        return self.weight[ids]
+
+    def backward(self, delta: np.ndarray, input_grad: bool = True) -> None:
+        """δ (N, T, D) → None; stores ∂L/∂E[k] = Σ of δ over the positions holding id k."""
+        weight_grad = np.zeros_like(self.weight)
+        np.add.at(weight_grad, self.ids.ravel(), delta.reshape(-1, self.embedding_dim))
+        self.weight_grad = weight_grad
+        return None
+
+    def __repr__(self) -> str:
+        return f"Embedding(num_embeddings={self.num_embeddings}, embedding_dim={self.embedding_dim})"
