@@ -155,6 +155,54 @@ class ConvBenchCase:
         return training_flops(self.scenario("float64"))
 
 
+@dataclass(frozen=True)
+class RecurrentBenchCase:
+    """A recurrent network to time: ``cell`` over ``steps`` steps of ``features``, hidden
+    ``hidden``, the last step into a linear layer to ``classes``."""
+
+    name: str
+    cell: str
+    batch: int
+    steps: int
+    features: int
+    hidden: int
+    classes: int = 10
+    seed: int = 0
+
+    @property
+    def case_id(self) -> str:
+        return self.name
+
+    @property
+    def description(self) -> str:
+        return (f"{self.cell}, {self.steps} steps of {self.features} features, hidden {self.hidden}, last step → "
+                f"{self.classes}; softmax_cross_entropy (mean)")
+
+    def scenario(self, dtype: str) -> Scenario:
+        rng = np.random.default_rng(self.seed)
+        gates = {"rnn": 1, "lstm": 4, "gru": 3}[self.cell]
+        bound = 1.0 / math.sqrt(self.hidden)
+        tensors = {name: rng.uniform(-bound, bound, shape) for name, shape in (
+            ("weight_ih", (gates * self.hidden, self.features)), ("weight_hh", (gates * self.hidden, self.hidden)),
+            ("bias_ih", (gates * self.hidden,)), ("bias_hh", (gates * self.hidden,)))}
+        layers = (Layer(self.cell, params=layer_options(self.cell, {"hidden_size": self.hidden}), tensors=tensors),
+                  Layer("last_step"),
+                  Layer("linear", weight=initialise_shape("xavier_normal", (self.classes, self.hidden), rng),
+                        bias=np.zeros(self.classes)),
+                  Layer("identity"))
+        x = rng.normal(0.0, 1.0, (self.batch, self.steps, self.features))
+        y = np.eye(self.classes)[rng.integers(0, self.classes, size=self.batch)]
+        return Scenario(name=f"bench-{self.name}-b{self.batch}", layers=layers,
+                        loss=Loss("softmax_cross_entropy", "mean"), x=x, y=y, seed=self.seed).astype(dtype)
+
+    def flops(self) -> int:
+        """2·N·T·G·H·(F + H) per product (the input and hidden projections of every step), ×3 less
+        the input gradient of the first layer — the matmul work, gate arithmetic not counted."""
+        gates = {"rnn": 1, "lstm": 4, "gru": 3}[self.cell]
+        per_product = 2 * self.batch * self.steps * gates * self.hidden * (self.features + self.hidden)
+        return 3 * per_product + 3 * 2 * self.batch * self.classes * self.hidden
+
+
 def _shape_after(layers: list[Layer], shape: tuple[int, ...]) -> tuple[int, ...]:
     for layer in layers:
         shape = output_shape(layer, shape)
@@ -198,7 +246,11 @@ CONV_CASES: tuple[ConvBenchCase, ...] = (
     # two conv 32@3×3 (padding 1) with BatchNorm and ReLU, max pool 2, → 10
     ConvBenchCase("cnn-bn-32", (3, 32, 32), 64, ((32, 3, 1, True, 0), (32, 3, 1, True, 2)), (10,)),
 )
-CASES = CASES + CONV_CASES
+RECURRENT_CASES: tuple[RecurrentBenchCase, ...] = (
+    RecurrentBenchCase("rnn-tanh-t32", "rnn", 64, 32, 64, 128),
+    RecurrentBenchCase("lstm-t32", "lstm", 64, 32, 64, 128),
+)
+CASES = CASES + CONV_CASES + RECURRENT_CASES
 QUICK_CASES: tuple[BenchCase, ...] = CASES[:3]
 DTYPES = ("float64", "float32")
 

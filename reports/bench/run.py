@@ -125,7 +125,7 @@ def measure(plan: Plan, threads: int) -> list[dict]:
     return rows
 
 
-def time_case(case: bench.BenchCase | bench.ConvBenchCase, dtype: str, plan: Plan) -> dict[str, bench.Timing]:
+def time_case(case: bench.BenchCase | bench.ConvBenchCase | bench.RecurrentBenchCase, dtype: str, plan: Plan) -> dict[str, bench.Timing]:
     """Interleaved timings of the manual and torch steps (and, for a large case, the matmul peak)."""
     scenario = case.scenario(dtype)
     steps = {"manual": bench.manual_step(scenario), "torch": bench.torch_step(scenario)}
@@ -138,7 +138,7 @@ def time_case(case: bench.BenchCase | bench.ConvBenchCase, dtype: str, plan: Pla
     return bench.time_interleaved(steps, plan.large_repeats, 0.0, warmup=0)
 
 
-def fwd_bwd_row(case: bench.BenchCase | bench.ConvBenchCase, dtype: str, timings: dict[str, bench.Timing],
+def fwd_bwd_row(case: bench.BenchCase | bench.ConvBenchCase | bench.RecurrentBenchCase, dtype: str, timings: dict[str, bench.Timing],
                 peak: tuple[float, float], threads: int) -> dict:
     """One ``fwd_bwd`` row; ``peak`` is (median, best) GFLOP/s of the matmul in this dtype."""
     manual, torch = timings["manual"], timings["torch"]
