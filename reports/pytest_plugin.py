@@ -9,7 +9,8 @@ Options (group "backprop-verify"):
     (``reports/report_suite.py``) contributes ``reports.verification.runner.report_rows(scenario)``
     — manual-torch for every scenario, manual-fd and torch-fd where the
     finite-difference oracle applies — exactly the rows ``backprop-verify
-    report`` writes for it. Rows travel with the test reports, so they reach
+    report`` writes for it, every column of ``compare.COLUMNS`` (the worst
+    element's ``worst_index``, ``value``, ``reference_value`` included). Rows travel with the test reports, so they reach
     the controlling process under pytest-xdist, on this host (``-n N``) or on
     others (``--tx ssh=...``); the controller merges, de-duplicates and sorts.
 ``--report-seed N``, ``--report-random N``, ``--report-random-conv N``, ``--report-only REGEX``

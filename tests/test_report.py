@@ -50,7 +50,12 @@ def baseline(tmp_path_factory):
 def test_report_files_and_columns(baseline):
     frame = read_csv_text((baseline / "discrepancies.csv").read_text())
     assert list(frame.columns) == ["scenario", "pair", "dtype", "address", "max_abs", "max_rel", "tolerance",
-                                   "passed", "note", "status"]
+                                   "passed", "note", "status", "worst_index", "value", "reference_value"]
+    # the worst element: an index of the address's rank (empty for the scalar loss), both values there
+    assert (frame.loc[frame["address"] == "loss", "worst_index"] == "").all()
+    assert frame.loc[frame["address"].str.endswith("weight.grad"), "worst_index"].str.fullmatch(r"\[\d+,\d+\]").all()
+    exact = frame["max_abs"] == 0
+    assert (frame.loc[exact, "value"] == frame.loc[exact, "reference_value"]).all()
     assert set(frame["status"]) <= {"pass", "floor", "not_judged", "fail"}
     assert (frame["passed"] == (frame["status"] != "fail")).all()
     assert set(frame["pair"]) == {"manual-torch", "manual-fd", "torch-fd"}
@@ -162,7 +167,8 @@ def test_compare_to_reads_a_table_without_status(baseline, tmp_path):
     frame = read_csv_text((baseline / "discrepancies.csv").read_text())
     failed_before = frame.index[frame["status"] == "pass"][0]
     frame.loc[failed_before, "passed"] = False
-    frame.drop(columns="status").to_csv(old / "discrepancies.csv", index=False, float_format="%.6e")
+    frame.drop(columns=["status", "worst_index", "value", "reference_value"]).to_csv(
+        old / "discrepancies.csv", index=False, float_format="%.6e")
     new = tmp_path / "new"
     assert main(_args(new, "--no-plots", "--compare-to", str(old))) == 0
     changes = (new / "changes.md").read_text()
@@ -173,7 +179,7 @@ def test_status_outside_the_four_is_refused(baseline, tmp_path):
     old = tmp_path / "old"
     old.mkdir()
     text = (baseline / "discrepancies.csv").read_text()
-    (old / "discrepancies.csv").write_text(text.replace(",pass\n", ",passed\n", 1))
+    (old / "discrepancies.csv").write_text(text.replace(",pass,", ",passed,", 1))
     assert main(_args(tmp_path / "new", "--no-plots", "--compare-to", str(old))) == 2
     assert not (tmp_path / "new").exists()
 

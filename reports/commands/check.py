@@ -32,6 +32,7 @@ from pathlib import Path
 import pandas as pd
 
 from reports.commands import options
+from reports.verification.tolerance import tolerance as tolerance_of
 from reports.rendering.io import atomic_write_text, checkpoint
 from reports.textbook.derivations import derivation_text, evaluate_all, frame_of
 from reports.textbook.errata import COLUMNS, DISAGREE, ERRATUM, MATCH, PASSING, ROUNDING, check_scenario
@@ -47,6 +48,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              + "; docs/scenario-format.md#limits)")
     parser.add_argument("--derivations", action="store_true",
                         help="also check every document's gradient formulas against autograd (derivations.csv)")
+    parser.add_argument("--quiet", action="store_true",
+                        help="print only the totals line (no tables, no failure lines)")
 
 
 def _computed(row: dict) -> str:
@@ -69,6 +72,35 @@ def _table(rows: list[dict]) -> str:
     widths = [max([len(h)] + [len(c[i]) for c in cells]) for i, h in enumerate(headers)]
     line = lambda values: "  " + "  ".join(v.ljust(w) for v, w in zip(values, widths)).rstrip()  # noqa: E731
     return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(c) for c in cells])
+
+
+def _failure_line(row: dict) -> str:
+    """An erratum or a disagreement at a printed number: where, both engines' values, the tolerance."""
+    if row["verdict"] == DISAGREE:
+        tolerance = f"tolerance {tolerance_of('float64', 'manual-torch'):.0e} relative (the engines disagree)"
+    else:
+        unit = f"1e-{row['decimals']}" if row["decimals"] else "1"
+        tolerance = f"tolerance ±{unit} (one unit of the printed {row['decimals']} decimals)"
+    return (f"FAIL {row['example']} {row['at']}: printed {row['printed']}, manual {_exact(row['manual'])}, "
+            f"torch {_exact(row['reference'])}; {row['verdict']}; {tolerance}")
+
+
+def _exact(value: float) -> str:
+    return "nan" if isinstance(value, float) and math.isnan(value) else format(float(value), ".17g")
+
+
+def _engine_failure_lines(scenario) -> list[str]:
+    """Where manual and torch disagree anywhere in the scenario (float64): one line per address,
+    with its worst element (``reports.commands.report.failure_line``)."""
+    import manual
+    import reference
+    from reports.commands.report import failure_line
+    from reports.verification.compare import FAIL, compare
+
+    scenario = scenario if scenario.dtype == "float64" else scenario.astype("float64")
+    rows = compare(manual.run(scenario), reference.run(scenario), "float64", "manual-torch")
+    return [failure_line({"scenario": scenario.name, "pair": "manual-torch", **row._asdict()})
+            for row in rows if row.status == FAIL]
 
 
 def csv_text(rows: list[dict]) -> str:
@@ -127,14 +159,19 @@ def main(args: argparse.Namespace) -> int:
             return 2
 
     out = Path(args.out)
+    quiet = args.quiet
     rows: list[dict] = []
+    disputed = []
     for scenario in scenarios:
         checkpoint()
         scenario_rows = check_scenario(scenario)
         rows += scenario_rows
-        print(f"{scenario.name} ({scenario.path})")
-        print(_table(scenario_rows) if scenario_rows else "  (no printed numbers to check)")
-        print()
+        if any(r["verdict"] == DISAGREE for r in scenario_rows):
+            disputed.append(scenario)
+        if not quiet:
+            print(f"{scenario.name} ({scenario.path})")
+            print(_table(scenario_rows) if scenario_rows else "  (no printed numbers to check)")
+            print()
 
     status = 0
     if scenarios:
@@ -142,12 +179,21 @@ def main(args: argparse.Namespace) -> int:
         counts = {v: sum(1 for r in rows if r["verdict"] == v) for v in (MATCH, ROUNDING, ERRATUM, DISAGREE)}
         print(f"{len(rows)} printed number{'s' * (len(rows) != 1)} in {len(scenarios)} file{'s' * (len(scenarios) != 1)}: " + ", ".join(f"{n} {v}" for v, n in counts.items())
               + f"; rows in {out / 'textbook.csv'}")
-        findings = [r for r in rows if r["verdict"] != MATCH]
+        findings = [] if quiet else [r for r in rows if r["verdict"] != MATCH]
         if findings:
             print("\nNot a match:")
             for r in findings:
                 print(f"  {r['verdict']:8}  {r['example']}  {r['at']}: printed {r['printed']}, "
                       f"computed {_computed(r)}" + (f" — {r['note']}" if r.get("note") else ""))
+        failing = [] if quiet else [r for r in rows if r["verdict"] not in PASSING]
+        if failing or (disputed and not quiet):
+            print("\nFailures (one line each: the address and element, both engines' values there, the tolerance):")
+            for r in failing:
+                print(_failure_line(r))
+            for scenario in disputed:
+                checkpoint()
+                for line in _engine_failure_lines(scenario):
+                    print(line)
         disagreements = [r for r in rows if r["verdict"] == DISAGREE]
         if disagreements:
             print(f"\nbackprop-verify check: manual and torch DISAGREE beyond the tolerance policy at "

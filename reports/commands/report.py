@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -36,6 +37,7 @@ from reports.rendering.html import render_html
 from reports.commands import options
 from reports.rendering.io import atomic_write_many, checkpoint
 from reports.rendering.plots import all_plots
+from reports.rendering.sections import MAX_SECTIONS, build_sections
 from reports.rendering.summary import ReportData, environment, render_changes_markdown, render_markdown
 from reports.rendering.table import csv_text, markdown, read_csv_text, rows_frame
 from reports.textbook.derivations import derivation_verdicts
@@ -67,6 +69,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="only scenarios whose name matches REGEX (re.search)")
     parser.add_argument("--no-plots", dest="plots", action="store_false",
                         help="skip the PNG plots and report.html (discrepancies.csv and summary.md only)")
+    parser.add_argument("--detail", type=options.only_pattern, default=None, metavar="REGEX",
+                        help="report.html: also a section (addresses, heatmaps of |a-b|) for every scenario whose "
+                             f"name matches REGEX (re.search); at most {MAX_SECTIONS} sections in all")
+    parser.add_argument("--quiet", action="store_true",
+                        help="print only the totals line (no per-component table, no failure lines)")
 
 
 class UsageError(ValueError):
@@ -79,6 +86,8 @@ def reproduce_command(args: argparse.Namespace) -> str:
              "--random-conv", str(args.random_conv)]
     if args.only:
         words += ["--only", args.only]
+    if getattr(args, "detail", None):
+        words += ["--detail", args.detail]
     return " ".join(shlex.quote(w) for w in words)
 
 
@@ -211,6 +220,10 @@ def build_report(args: argparse.Namespace, timestamp: str | None = None, with_pl
     if not scenarios:
         raise UsageError(f"--only: {args.only!r} matches no scenario; expected a pattern that matches at least one "
                          "scenario name (re.search)")
+    detail = getattr(args, "detail", None)
+    if detail and not any(re.search(detail, s.name) for s in scenarios):
+        raise UsageError(f"--detail: {detail!r} matches no scenario of this run; expected a pattern that matches "
+                         "at least one scenario name (re.search)")
     if args.workers > 1:
         csv = rows_with_xdist(args, len(scenarios))
     else:
@@ -232,13 +245,15 @@ def build_report(args: argparse.Namespace, timestamp: str | None = None, with_pl
         components={s.name: s.component_names() for s in scenarios},
         command=reproduce_command(args),
         timestamp=timestamp or datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
-        environment=environment(), **sections)
+        environment=environment(), detail=detail, **sections)
     files: dict[str, bytes | str] = {"discrepancies.csv": csv, "summary.md": render_markdown(data)}
     if old is not None:
         data.changes = diff.changes(old, frame)
         data.compared_to = str(args.compare_to)
         files["changes.md"] = render_changes_markdown(data.changes, data.compared_to)
     if with_plots:
+        checkpoint()
+        data.sections, data.sections_left_out = build_sections(frame, {s.name: s for s in scenarios}, detail)
         checkpoint()
         plots = all_plots(data)
         checkpoint()
@@ -271,15 +286,54 @@ def main(args: argparse.Namespace) -> int:
     atomic_write_many({out / name: content for name, content in files.items()})
 
     totals = data.totals()
-    print(markdown(data.by_component))
-    print(f"\n{totals['scenarios']} scenarios, {totals['rows']} addresses compared, {totals['failures']} failures, "
-          f"{totals['floor_passes']} passed only on the absolute floor; seed {args.seed}; report in {out}/")
-    regressed = False
-    if data.changes is not None:
+    quiet = getattr(args, "quiet", False)
+    if not quiet:
+        print(markdown(data.by_component))
+        lines = failure_lines(data.frame)
+        if lines:
+            print(f"\n{totals['failures']} failures (address[worst element]: both values there; tolerance):")
+            print("\n".join(lines))
+    regressed = data.changes is not None and diff.regressed(data.changes)
+    since = ""
+    if quiet and data.changes is not None:
         counts = diff.counts(data.changes)
-        regressed = diff.regressed(data.changes)
+        since = (f"; since {args.compare_to}: {counts['new failure']} new failures, {counts['grown >10x']} grown >10x"
+                 + (" — REGRESSION" if regressed else ""))
+    print(("" if quiet else "\n") + f"{totals['scenarios']} scenarios, {totals['rows']} addresses compared, "
+          f"{totals['failures']} failures, {totals['floor_passes']} passed only on the absolute floor; "
+          f"seed {args.seed}; report in {out}/" + since)
+    if data.changes is not None and not quiet:
+        counts = diff.counts(data.changes)
         print(f"since {args.compare_to}: {counts['new failure']} new failures, {counts['grown >10x']} grown >10x, "
               f"{counts['fixed']} fixed, {counts['removed']} scenario/pair entries removed" + (" — REGRESSION" if regressed else ""))
         if regressed:
             print(markdown(data.changes[data.changes["change"].isin(diff.REGRESSIONS)].head(50)))
     return 1 if totals["failures"] or regressed else 0
+
+
+MAX_FAILURE_LINES = 100
+_SIDES = {"manual-torch": ("manual", "torch"), "manual-fd": ("manual", "fd"), "torch-fd": ("torch", "fd")}
+
+
+def failure_line(row) -> str:
+    """``FAIL scenario pair address[i,j]: manual V, torch R (|a−b| D, max_rel M, tolerance T)``, values %.17g."""
+    side, reference_side = _SIDES.get(row["pair"], ("a", "b"))
+    element = f"{row['address']}{row['worst_index']}" if isinstance(row["worst_index"], str) else row["address"]
+    if row["value"] == row["value"] or row["reference_value"] == row["reference_value"]:  # not both NaN
+        values = f"{side} {row['value']:.17g}, {reference_side} {row['reference_value']:.17g}"
+    else:
+        values = "no element to compare"
+    note = f"; {row['note']}" if row["note"] else ""
+    return (f"FAIL {row['scenario']} {row['pair']} {element}: {values} (|a−b| {row['max_abs']:.3e}, "
+            f"max_rel {row['max_rel']:.3e}, tolerance {row['tolerance']:.1e}{note})")
+
+
+def failure_lines(frame, limit: int = MAX_FAILURE_LINES) -> list[str]:
+    """One line per failing row, worst max_rel first, at most ``limit`` (then one line saying how many more)."""
+    from reports.rendering.table import failures
+
+    failed = failures(frame)
+    lines = [failure_line(row) for row in failed.head(limit).to_dict("records")]
+    if len(failed) > limit:
+        lines.append(f"… and {len(failed) - limit} more failures in discrepancies.csv")
+    return lines

@@ -16,7 +16,10 @@ from markupsafe import Markup, escape
 from reports.rendering.diff import REGRESSIONS, counts
 from reports.rendering.plots import PLOTS
 from reports.rendering.summary import DIGITS_SOURCE, ReportData, digits_table, vanishing_table
+from reports.rendering.plots import heatmap_legend_svg
+from reports.rendering.sections import MAX_SECTIONS, MAX_SECTION_ROWS, SECTION_COLUMNS
 from reports.rendering.table import cell
+from reports.verification.compare import FAIL, FLOOR, NOT_JUDGED
 
 _TEMPLATES = jinja2.Environment(loader=jinja2.PackageLoader("reports.rendering", "templates"), autoescape=True)
 
@@ -24,8 +27,11 @@ _BAD_WORDS = ("erratum", "disagree", "wrong", "fail", "new failure", "grown")
 
 
 def table_html(frame: pd.DataFrame, floatfmt: str = ".2e", fail_column: str | None = None,
-               scroll: bool = False) -> str:
-    """A plain HTML table; rows where ``fail_column`` is truthy (or names a bad verdict) are red."""
+               scroll: bool = False, status_column: str | None = None, table_id: str | None = None) -> str:
+    """An HTML table, sortable and filterable in the page (``sortable``: the page's script);
+    rows where ``fail_column`` is truthy (or names a bad verdict) are red; with ``status_column``,
+    ``fail`` rows are red and ``floor`` / ``not_judged`` rows yellow. A ``Markup`` value (a link) is
+    placed as it is."""
     esc = escape
     head = "".join(f"<th>{esc(str(c))}</th>" for c in frame.columns)
     body = []
@@ -37,14 +43,38 @@ def table_html(frame: pd.DataFrame, floatfmt: str = ".2e", fail_column: str | No
             bad = (isinstance(flag, str) and any(word in flag.lower() for word in _BAD_WORDS)) or \
                   (not isinstance(flag, str) and bool(flag) and flag == flag)
             css = ' class="fail"' if bad else ""
+        if status_column is not None and status_column in values:
+            css = {FAIL: ' class="fail"', FLOOR: ' class="warn"', NOT_JUDGED: ' class="warn"'}.get(
+                str(values[status_column]), "")
         cells = []
         for value in record:
+            if isinstance(value, Markup):
+                cells.append(f"<td>{value}</td>")
+                continue
             numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
             cells.append(f'<td class="num">{esc(cell(value, floatfmt))}</td>' if numeric
                          else f"<td>{esc(cell(value, floatfmt))}</td>")
         body.append(f"<tr{css}>{''.join(cells)}</tr>")
-    table = f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    ident = f' id="{esc(table_id)}"' if table_id else ""
+    table = f'<table class="sortable"{ident}><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
     return f'<div class="scroll">{table}</div>' if scroll else table
+
+
+def _values_as_text(frame: pd.DataFrame) -> pd.DataFrame:
+    """value and reference_value with every digit (%.17g), as in discrepancies.csv."""
+    out = frame.copy()
+    for column in ("value", "reference_value"):
+        if column in out.columns:
+            out[column] = [("—" if v != v else "%.17g" % v) if isinstance(v, float) else v for v in out[column]]
+    return out
+
+
+def _linked(frame: pd.DataFrame, anchors: dict[str, str]) -> pd.DataFrame:
+    """The scenario column as links to the scenario's section, where it has one."""
+    out = frame.copy()
+    out["scenario"] = [Markup(f'<a href="#{escape(anchors[n])}">{escape(n)}</a>') if n in anchors else n
+                       for n in out["scenario"]]
+    return out
 
 
 def _bad_first(frame: pd.DataFrame, column: str) -> pd.DataFrame:
@@ -52,23 +82,42 @@ def _bad_first(frame: pd.DataFrame, column: str) -> pd.DataFrame:
     return pd.concat([frame[bad], frame[~bad]]).reset_index(drop=True)
 
 
+ROW_COLUMNS = ["scenario", "pair", "dtype", "address", "max_abs", "max_rel", "tolerance", "status", "worst_index",
+               "value", "reference_value", "note"]
+
+
 def render_html(data: ReportData, plots: dict[str, bytes]) -> str:
     totals = data.totals()
     by_component = data.by_component
     by_component = by_component.sort_values("failures", ascending=False, kind="mergesort")
+    anchors = {section.name: section.anchor for section in data.sections}
     failed = data.failures
     failures_html = "" if failed.empty else table_html(
-        failed[["scenario", "pair", "dtype", "address", "max_abs", "max_rel", "tolerance", "status", "note"]],
-        fail_column="status", scroll=True)
+        _linked(_values_as_text(failed[ROW_COLUMNS]), anchors), fail_column="status", scroll=True,
+        table_id="failures")
+    frame = data.frame
+    attention = frame[frame["status"].isin([FLOOR, NOT_JUDGED])]
+    attention = attention.assign(rank=attention["status"].map({FLOOR: 0, NOT_JUDGED: 1})).sort_values(
+        ["rank", "scenario", "pair", "address"], kind="mergesort")
+    attention_html = "" if attention.empty else table_html(
+        _linked(_values_as_text(attention[ROW_COLUMNS]), anchors), status_column="status", scroll=True,
+        table_id="floor-and-not-judged")
+    sections = [{
+        "section": section,
+        "rows": Markup(table_html(_values_as_text(section.rows[SECTION_COLUMNS]), status_column="status",
+                                  scroll=True)),
+    } for section in data.sections]
     changes = data.changes
     return _TEMPLATES.get_template("report.html.j2").render(
         data=data, totals=totals,
         regressed=changes is not None and bool(changes["change"].isin(REGRESSIONS).any()),
         change_counts=counts(changes) if changes is not None else {},
-        failures=Markup(failures_html),
+        failures=Markup(failures_html), attention=Markup(attention_html), attention_count=len(attention),
+        sections=sections, sections_left_out=data.sections_left_out, max_sections=MAX_SECTIONS,
+        max_section_rows=MAX_SECTION_ROWS, legend=Markup(heatmap_legend_svg()),
         changes=None if changes is None else Markup(
             table_html(changes, fail_column="change", scroll=True) if not changes.empty else "<p>No changes.</p>"),
-        components=Markup(table_html(by_component, fail_column="failures")),
+        components=Markup(table_html(by_component, fail_column="failures", table_id="components")),
         plots=[(name, caption, base64.b64encode(plots[name]).decode("ascii"))
                for name, caption in PLOTS.items() if name in plots],
         vanishing=Markup(table_html(vanishing_table(data.vanishing), floatfmt=".3e")),

@@ -213,3 +213,87 @@ def all_plots(data) -> dict[str, bytes]:
 
 __all__ = ["PLOTS", "all_plots", "digits_loss", "discrepancy_distribution", "optimizer_steps", "step_table",
            "vanishing_gradient"]
+
+
+# ---------------------------------------------------------------------------
+# Heatmaps of |a − b| for the per-scenario sections of report.html: tiny PNGs
+# written directly (zlib, no matplotlib figure), one pixel per element, scaled
+# up by the browser (CSS ``image-rendering: pixelated``).
+# ---------------------------------------------------------------------------
+
+HEATMAP_DECADES_BELOW = 6   # the lightest blue: |a − b| = 10⁻⁶ × the allowed difference
+HEATMAP_DECADES_ABOVE = 3   # the darkest red: 10³ × the allowed difference and beyond
+HEATMAP_MAX_SIDE = 128      # larger matrices are reduced by block maxima to at most this many rows / columns
+
+
+def heatmap_colors(ratio: np.ndarray) -> np.ndarray:
+    """RGB (uint8) for ratio = |a − b| / (tolerance · max|b|): white at 0, blues up to 1 (within the
+    tolerance, darker the closer), reds above it (darker the further), black for inf."""
+    ratio = np.asarray(ratio, np.float64)
+    rgb = np.full(ratio.shape + (3,), 255.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        level = np.log10(ratio)
+    below = (ratio > 0) & (ratio <= 1)
+    t = np.clip((level + HEATMAP_DECADES_BELOW) / HEATMAP_DECADES_BELOW, 0.0, 1.0)  # 0 lightest .. 1 at tolerance
+    blue_light, blue_dark = np.array([232.0, 240, 252]), np.array([33.0, 90, 180])
+    rgb[below] = blue_light + (blue_dark - blue_light) * t[below][:, None]
+    above = ratio > 1
+    u = np.clip(level / HEATMAP_DECADES_ABOVE, 0.0, 1.0)
+    red_light, red_dark = np.array([250.0, 160, 140]), np.array([140.0, 0, 10])
+    rgb[above] = red_light + (red_dark - red_light) * u[above][:, None]
+    rgb[np.isinf(ratio)] = (0.0, 0.0, 0.0)
+    return np.round(rgb).astype(np.uint8)
+
+
+def reduce_for_heatmap(matrix: np.ndarray) -> tuple[np.ndarray, int]:
+    """(matrix, block side): a matrix larger than ``HEATMAP_MAX_SIDE`` on a side as the maxima of
+    square blocks (so a single bad element still shows), block side 1 when unchanged."""
+    rows, columns = matrix.shape
+    block = max(1, -(-max(rows, columns) // HEATMAP_MAX_SIDE))
+    if block == 1:
+        return matrix, 1
+    padded = np.zeros((-(-rows // block) * block, -(-columns // block) * block))
+    padded[:rows, :columns] = matrix
+    return padded.reshape(padded.shape[0] // block, block, padded.shape[1] // block, block).max(axis=(1, 3)), block
+
+
+def png_rgb(pixels: np.ndarray) -> bytes:
+    """An 8-bit RGB PNG of ``pixels`` (height, width, 3), deterministic bytes."""
+    import struct
+    import zlib
+
+    height, width, _ = pixels.shape
+    raw = b"".join(b"\x00" + row.tobytes() for row in np.ascontiguousarray(pixels, np.uint8))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
+
+
+def heatmap_png(ratio: np.ndarray) -> bytes:
+    """The PNG of a 2-D array of ratios |a − b| / allowed (``heatmap_colors``)."""
+    return png_rgb(heatmap_colors(np.atleast_2d(ratio)))
+
+
+def heatmap_legend_svg() -> str:
+    """The colour scale as a small inline SVG, the tolerance marked where blue turns to red."""
+    steps = 45
+    width, height, top = 300, 12, 4
+    levels = np.linspace(-HEATMAP_DECADES_BELOW, HEATMAP_DECADES_ABOVE, steps)
+    colors = heatmap_colors(10.0 ** levels)
+    cell = width / steps
+    rects = "".join(f'<rect x="{i * cell:.1f}" y="{top}" width="{cell + 0.5:.1f}" height="{height}" '
+                    f'fill="rgb({r},{g},{b})"/>' for i, (r, g, b) in enumerate(colors.tolist()))
+    span = HEATMAP_DECADES_BELOW + HEATMAP_DECADES_ABOVE
+    at = width * HEATMAP_DECADES_BELOW / span
+    ticks = "".join(f'<text x="{width * (d + HEATMAP_DECADES_BELOW) / span:.0f}" y="{top + height + 12}" '
+                    f'font-size="10" text-anchor="middle">1e{d}</text>' for d in (-6, -3, 3))
+    return (f'<svg class="legend" width="{width + 120}" height="{top + height + 16}" role="img" '
+            f'aria-label="colour scale of |a − b| over the allowed difference">'
+            f'<rect x="0" y="{top}" width="14" height="{height}" fill="#fff" stroke="#bbb"/>{rects}'
+            f'<line x1="{at:.1f}" y1="0" x2="{at:.1f}" y2="{top + height + 2}" stroke="#000" stroke-width="2"/>'
+            f'<text x="{at:.1f}" y="{top + height + 12}" font-size="10" text-anchor="middle" font-weight="bold">'
+            f'tolerance</text>{ticks}<rect x="{width + 8}" y="{top}" width="{height}" height="{height}" fill="#000"/>'
+            f'<text x="{width + 24}" y="{top + height - 2}" font-size="10">inf / NaN</text></svg>')

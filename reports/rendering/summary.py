@@ -35,6 +35,9 @@ class ReportData:
     derivations: pd.DataFrame | None = None  # reports.textbook.derivations.derivation_verdicts()
     changes: pd.DataFrame | None = None      # reports.rendering.diff.changes(), with --compare-to
     compared_to: str | None = None
+    detail: str | None = None                # report --detail REGEX
+    sections: list = field(default_factory=list)  # reports.rendering.sections.Section, for report.html
+    sections_left_out: int = 0               # scenarios that would have had a section beyond MAX_SECTIONS
 
     @property
     def by_component(self) -> pd.DataFrame:
@@ -96,8 +99,11 @@ def render_markdown(data: ReportData) -> str:
     if failed.empty:
         lines += ["None.", ""]
     else:
-        lines += [markdown(failed[["scenario", "pair", "dtype", "address", "max_abs", "max_rel", "tolerance",
-                                   "note"]]), ""]
+        shown = failed[["scenario", "pair", "dtype", "address", "max_abs", "max_rel", "tolerance", "worst_index",
+                        "value", "reference_value", "note"]].copy()
+        for column in ("value", "reference_value"):  # every digit, as in discrepancies.csv
+            shown[column] = ["—" if v != v else "%.17g" % v for v in shown[column]]
+        lines += [markdown(shown), ""]
 
     lines += ["## Per component", "",
               "`worst_max_rel`: the largest normwise relative discrepancy max|a−b|/max|b| among addresses that "

@@ -8,9 +8,15 @@ import re
 
 import pandas as pd
 
-from reports.verification.compare import COLUMNS, FAIL, FLOOR, NOT_JUDGED, PASS, STATUSES
+from reports.verification.compare import COLUMNS, FAIL, FLOOR, NOT_JUDGED, PASS, STATUSES, WORST_COLUMNS
 
 FLOAT_FORMAT = "%.6e"
+VALUE_FORMAT = "%.17g"  # value and reference_value: every digit, so the element's numbers read back exactly
+# The headers an older discrepancies.csv may have: before the worst element, and before ``status``.
+BEFORE_WORST = [c for c in COLUMNS if c not in WORST_COLUMNS]
+BEFORE_STATUS = [c for c in BEFORE_WORST if c != "status"]
+HEADERS = (list(COLUMNS), BEFORE_WORST, BEFORE_STATUS)
+_WORST_INDEX = re.compile(r"|\[[0-9]+(?:,[0-9]+)*\]")
 
 
 def rows_frame(rows: list[dict]) -> pd.DataFrame:
@@ -21,8 +27,17 @@ def rows_frame(rows: list[dict]) -> pd.DataFrame:
 
 def csv_text(frame: pd.DataFrame) -> str:
     """``discrepancies.csv``: the rows sorted, floats as %.6e, NaN as ``nan``, ``\\n`` line ends."""
-    return rows_frame(frame.to_dict("records")).to_csv(index=False, float_format=FLOAT_FORMAT, na_rep="nan",
-                                                       lineterminator="\n")
+    table = rows_frame(frame.to_dict("records"))
+    for column in ("value", "reference_value"):
+        table[column] = [_value_text(v) for v in table[column]]
+    return table.to_csv(index=False, float_format=FLOAT_FORMAT, na_rep="nan", lineterminator="\n")
+
+
+def _value_text(value) -> str:
+    """%.17g, NaN as ``nan`` (also for a value that is missing: a row with no element to name)."""
+    if value is None or value == "":
+        return "nan"
+    return VALUE_FORMAT % float(value)
 
 
 def read_csv_text(text: str) -> pd.DataFrame:
@@ -30,13 +45,17 @@ def read_csv_text(text: str) -> pd.DataFrame:
 
     A table written before the ``status`` column existed reads without one
     (``--compare-to`` needs only ``passed``); a ``status`` outside
-    ``STATUSES`` is an error.
+    ``STATUSES`` is an error. A table written before the worst element
+    existed gets ``worst_index`` "" and ``value``/``reference_value`` NaN.
     """
     missing = ["nan", "NaN", ""]
-    frame = pd.read_csv(io.StringIO(text), keep_default_na=False,
-                        na_values={"max_abs": missing, "max_rel": missing, "tolerance": missing},
+    numbers = {c: missing for c in ("max_abs", "max_rel", "tolerance", "value", "reference_value")}
+    frame = pd.read_csv(io.StringIO(text), keep_default_na=False, na_values=numbers,
                         dtype={"note": str, "scenario": str, "pair": str, "dtype": str, "address": str,
-                               "max_abs": float, "max_rel": float, "tolerance": float, "status": str})
+                               "max_abs": float, "max_rel": float, "tolerance": float, "status": str,
+                               "worst_index": str, "value": float, "reference_value": float})
+    if "worst_index" not in frame.columns:
+        frame = frame.assign(worst_index="", value=float("nan"), reference_value=float("nan"))
     frame["passed"] = frame["passed"].astype(str).eq("True")
     if "status" in frame.columns:
         unknown = sorted(set(frame["status"]) - set(STATUSES))
@@ -55,9 +74,11 @@ def validate_csv_text(text: str) -> None:
     complete ``discrepancies.csv``.
 
     Complete means: the header is exactly ``COLUMNS`` (or ``COLUMNS`` without
-    the trailing ``status``, as written before that column existed); every row
-    has that many fields; ``max_abs``, ``max_rel`` and ``tolerance`` are
-    numbers (``nan``/``inf`` allowed), ``passed`` is ``True``/``False``,
+    the trailing ``worst_index,value,reference_value``, or without those and
+    ``status``, as written before those columns existed); every row
+    has that many fields; ``max_abs``, ``max_rel``, ``tolerance``, ``value``
+    and ``reference_value`` are numbers (``nan``/``inf`` allowed),
+    ``worst_index`` is empty or ``[i,j,…]``, ``passed`` is ``True``/``False``,
     ``pair``, ``dtype`` and ``status`` are known values, ``passed`` agrees with
     ``status``, ``scenario`` and ``address`` are not empty; no (scenario, pair,
     address) appears twice; and the text ends with a line end (a file cut off
@@ -70,10 +91,9 @@ def validate_csv_text(text: str) -> None:
         header = next(reader)
     except csv.Error as err:
         raise ValueError(f"line 1: {err}; expected the header " + ",".join(COLUMNS)) from None
-    with_status, without = list(COLUMNS), [c for c in COLUMNS if c != "status"]
-    if header not in (with_status, without):
-        raise ValueError(f"line 1: header {','.join(header)[:200]!r}; expected {','.join(with_status)} "
-                         "(or the same without status)")
+    if header not in HEADERS:
+        raise ValueError(f"line 1: header {','.join(header)[:200]!r}; expected {','.join(COLUMNS)} "
+                         f"(or the same without {','.join(WORST_COLUMNS)}, or without status too)")
     width = len(header)
     keys: dict[tuple[str, str, str], int] = {}
     line = 1
@@ -90,10 +110,13 @@ def validate_csv_text(text: str) -> None:
                 raise ValueError(f"line {line}: pair {record['pair'][:40]!r}; expected one of {', '.join(PAIRS)}")
             if record["dtype"] not in DTYPES:
                 raise ValueError(f"line {line}: dtype {record['dtype'][:40]!r}; expected one of {', '.join(DTYPES)}")
-            for column in ("max_abs", "max_rel", "tolerance"):
-                if not _FLOAT.fullmatch(record[column]):
+            for column in ("max_abs", "max_rel", "tolerance", "value", "reference_value"):
+                if column in record and not _FLOAT.fullmatch(record[column]):
                     raise ValueError(f"line {line}: {column} {record[column][:40]!r}; expected a number "
                                      "(nan, inf or empty allowed)")
+            if "worst_index" in record and not _WORST_INDEX.fullmatch(record["worst_index"]):
+                raise ValueError(f"line {line}: worst_index {record['worst_index'][:40]!r}; expected [i,j,…] "
+                                 "(non-negative integers) or empty")
             if record["passed"] not in ("True", "False"):
                 raise ValueError(f"line {line}: passed {record['passed'][:40]!r}; expected True or False")
             if "status" in record:

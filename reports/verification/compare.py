@@ -13,6 +13,7 @@ Status (``Row.status``), the one thing code reads to decide anything:
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import re
@@ -31,7 +32,12 @@ STATUSES = (PASS, FLOOR, NOT_JUDGED, FAIL)
 
 # The columns of discrepancies.csv, in order: a Row with the scenario, the
 # engine pair and the dtype in front; ``passed`` is ``status != "fail"``.
-COLUMNS = ("scenario", "pair", "dtype", "address", "max_abs", "max_rel", "tolerance", "passed", "note", "status")
+COLUMNS = ("scenario", "pair", "dtype", "address", "max_abs", "max_rel", "tolerance", "passed", "note", "status",
+           "worst_index", "value", "reference_value")
+# The last three locate the worst element: the index of the largest |a − b| in
+# the address syntax (``[0,1]``, ``[3,0,1,1]``, empty for a scalar or when
+# there is no element to name) and both engines' values there.
+WORST_COLUMNS = ("worst_index", "value", "reference_value")
 
 
 class Row(NamedTuple):
@@ -43,6 +49,9 @@ class Row(NamedTuple):
     tolerance: float
     status: str
     note: str = ""
+    worst_index: str = ""                  # the element of the largest |a − b|: "[0,1]"; "" for a scalar
+    value: float = math.nan                # a there (the engine under test)
+    reference_value: float = math.nan      # b there (the reference side)
 
     @property
     def passed(self) -> bool:
@@ -85,7 +94,8 @@ def compare(a: Trace, b: Trace, dtype: str = "float64", pair: str | None = None,
             if initial in b:
                 # A parameter after t updates, against its own initial size (``tolerance.parameter_floor``).
                 atol = parameter_floor(dtype, pair, step) * _max_abs(b[initial])
-                rows.append(_compare_arrays(address, a[address], b[address], tol, atol))
+                rows.append(_compare_arrays(address, a[address], b[address], tol, atol) if known is None
+                            else _judge(address, *known[:2], tol, atol, *known[2:]))
                 continue
         if address.endswith(".grad"):
             scale = grad_scale
@@ -96,36 +106,69 @@ def compare(a: Trace, b: Trace, dtype: str = "float64", pair: str | None = None,
         if known is None:
             rows.append(_compare_arrays(address, a[address], b[address], tol, floor * scale))
         else:
-            rows.append(_judge(address, *known, tol, floor * scale))
+            max_abs, scale_b, *worst = known
+            rows.append(_judge(address, max_abs, scale_b, tol, floor * scale, *worst))
     return rows
 
 
-def _finite_maxima(a: Trace, b: Trace, addresses: list[str]) -> dict[str, tuple[float, float]]:
-    """(max|a − b|, max|b|) in float64 for every address where both are finite,
-    computed for all addresses at once: a trace holds dozens of small arrays,
-    and one NumPy call on their concatenation costs what one call on each would.
+@functools.lru_cache(maxsize=8192)
+def index_text(flat: int, shape: tuple[int, ...]) -> str:
+    """The element ``flat`` (C order) of an array of ``shape`` in the address syntax: ``[3,0,1,1]``; "" for a scalar."""
+    if not shape:
+        return ""
+    index = []
+    for size in reversed(shape):
+        flat, i = divmod(flat, size)
+        index.append(i)
+    return "[" + ",".join(map(str, reversed(index))) + "]"
+
+
+def _worst(x: np.ndarray, y: np.ndarray, flat: int) -> tuple[str, float, float]:
+    """(index text, x there, y there) for the element ``flat``."""
+    return index_text(flat, y.shape), float(x.flat[flat]), float(y.flat[flat])
+
+
+def _finite_maxima(a: Trace, b: Trace, addresses: list[str]) -> dict[str, tuple]:
+    """(max|a − b|, max|b|, worst index, a there, b there) in float64 for every
+    address where both are finite, computed for all addresses at once: a trace
+    holds dozens of small arrays, and one NumPy call on their concatenation
+    costs what one call on each would. The worst element is the first (C order)
+    where |a − b| reaches its maximum: found with one comparison against the
+    maxima repeated over their segments, then one look-up per address.
 
     Addresses missing from a side, of different or empty shapes, or holding a
     non-finite value are left out; ``_compare_arrays`` handles them one by one.
     """
-    names, xs, ys = [], [], []
+    names, xs, ys, shapes = [], [], [], []
     for address in addresses:
         x, y = a.get(address), b.get(address)
         if x is not None and y is not None and x.shape == y.shape and x.size:
             names.append(address)
             xs.append(x.ravel())
             ys.append(y.ravel())
+            shapes.append(y.shape)
     if not names:
         return {}
-    starts = list(itertools.accumulate((y.size for y in ys[:-1]), initial=0))
+    sizes = [y.size for y in ys]
+    starts = list(itertools.accumulate(sizes[:-1], initial=0))
+    x = np.concatenate(xs, dtype=np.float64)
     y = np.concatenate(ys, dtype=np.float64)
-    difference = np.concatenate(xs, dtype=np.float64)
     with np.errstate(invalid="ignore", over="ignore"):  # non-finite addresses are redone one by one
-        difference -= y
-    max_abs = np.maximum.reduceat(np.abs(difference, out=difference), starts)
+        difference = np.abs(x - y)
+    max_abs = np.maximum.reduceat(difference, starts)
+    # The first position of each segment's maximum (a NaN segment has none: it is left out below).
+    hits = np.flatnonzero(difference == np.repeat(max_abs, sizes))
+    if not hits.size:
+        return {}
+    first = hits[np.minimum(np.searchsorted(hits, starts), hits.size - 1)]
+    x_at, y_at = x[first].tolist(), y[first].tolist()
     max_b = np.maximum.reduceat(np.abs(y, out=y), starts)
-    return {name: (d, m) for name, d, m in zip(names, max_abs.tolist(), max_b.tolist())
-            if math.isfinite(d) and math.isfinite(m)}
+    known = {}
+    for name, d, m, at, start, shape, value, reference_value in zip(
+            names, max_abs.tolist(), max_b.tolist(), first.tolist(), starts, shapes, x_at, y_at):
+        if math.isfinite(d) and math.isfinite(m):
+            known[name] = (d, m, index_text(at - start, shape), value, reference_value)
+    return known
 
 
 def family_scales(trace: Trace, known: dict[str, tuple[float, float]] | None = None) -> tuple[float, float]:
@@ -173,23 +216,35 @@ def _compare_arrays(address: str, x: np.ndarray, y: np.ndarray, tol: float, atol
     # max|y| is finite exactly when every y is, and then max|x − y| is finite
     # exactly when every x is (or when a difference overflowed — checked).
     scale = float(np.abs(y).max())
+    x64, y64 = x.astype(np.float64, copy=False), y.astype(np.float64, copy=False)
     if math.isfinite(scale):
-        max_abs = float(np.abs(x.astype(np.float64, copy=False) - y.astype(np.float64, copy=False)).max())
+        difference = np.abs(x64 - y64)
+        flat = int(difference.argmax())
+        max_abs = float(difference.flat[flat])
         if math.isfinite(max_abs) or np.isfinite(x).all():
-            return _judge(address, max_abs, scale, tol, atol)
-    same = bool(np.array_equal(x.astype(np.float64, copy=False), y.astype(np.float64, copy=False), equal_nan=True))
+            return _judge(address, max_abs, scale, tol, atol, *_worst(x, y, flat))
+    same = bool(np.array_equal(x64, y64, equal_nan=True))
+    # The worst element of a non-finite address: the first where the two differ (NaN against a number
+    # or another infinity counts as infinitely far); the first non-finite one when they are identical.
+    with np.errstate(invalid="ignore", over="ignore"):
+        difference = np.abs(x64 - y64)
+    difference[(x64 == y64) | (np.isnan(x64) & np.isnan(y64))] = 0.0
+    difference[np.isnan(difference)] = math.inf
+    flat = int(np.argmax(~np.isfinite(y64) | ~np.isfinite(x64))) if same else int(difference.argmax())
     return Row(address, 0.0 if same else math.inf, 0.0 if same else math.inf, tol, PASS if same else FAIL,
-               "non-finite values" + (" (identical)" if same else ""))
+               "non-finite values" + (" (identical)" if same else ""), *_worst(x, y, flat))
 
 
-def _judge(address: str, max_abs: float, scale: float, tol: float, atol: float) -> Row:
+def _judge(address: str, max_abs: float, scale: float, tol: float, atol: float,
+           worst_index: str = "", value: float = math.nan, reference_value: float = math.nan) -> Row:
     """Pass when max|a − b| ≤ tol·max|b|, or within the absolute floor ``atol`` above it."""
     if scale == 0.0:
         max_rel = 0.0 if max_abs == 0.0 else math.inf
     else:
         max_rel = max_abs / scale
+    worst = (worst_index, value, reference_value)
     if max_abs <= tol * scale:
-        return Row(address, max_abs, max_rel, tol, PASS)
+        return Row(address, max_abs, max_rel, tol, PASS, "", *worst)
     if max_abs <= tol * scale + atol:
-        return Row(address, max_abs, max_rel, tol, FLOOR, f"within absolute floor {atol:.1e}")
-    return Row(address, max_abs, max_rel, tol, FAIL)
+        return Row(address, max_abs, max_rel, tol, FLOOR, f"within absolute floor {atol:.1e}", *worst)
+    return Row(address, max_abs, max_rel, tol, FAIL, "", *worst)

@@ -36,7 +36,8 @@ def verify(scenario: Scenario, with_fd: bool = True) -> list[dict]:
 def _rows(scenario: Scenario, pair: str, compared: list[Row]) -> list[dict]:
     return [{"scenario": scenario.name, "pair": pair, "dtype": scenario.dtype, "address": row.address,
              "max_abs": row.max_abs, "max_rel": row.max_rel, "tolerance": row.tolerance, "passed": row.passed,
-             "note": row.note, "status": row.status} for row in compared]
+             "note": row.note, "status": row.status, "worst_index": row.worst_index, "value": row.value,
+             "reference_value": row.reference_value} for row in compared]
 
 
 def report_rows(scenario: Scenario) -> list[dict]:
