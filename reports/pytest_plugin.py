@@ -13,7 +13,8 @@ Options (group "backprop-verify"):
     element's ``worst_index``, ``value``, ``reference_value`` included). Rows travel with the test reports, so they reach
     the controlling process under pytest-xdist, on this host (``-n N``) or on
     others (``--tx ssh=...``); the controller merges, de-duplicates and sorts.
-``--report-seed N``, ``--report-random N``, ``--report-random-conv N``, ``--report-only REGEX``
+``--report-seed N``, ``--report-random N``, ``--report-random-conv N``, ``--report-random-recurrent N``,
+``--report-only REGEX``
     The scenario set that ``reports/report_suite.py`` parametrizes over
     (default: seed 0, 300 random nets, every scenario).
 ``--report-progress FILE``
@@ -33,7 +34,8 @@ from reports.rendering.io import atomic_write_text
 from reports.rendering.table import csv_text, rows_frame
 from reports.verification.compare import COLUMNS
 from scenarios.builtin import report_scenarios
-from scenarios.generator import DEFAULT_RANDOM_CONV_COUNT, DEFAULT_RANDOM_COUNT, DEFAULT_SEED
+from scenarios.generator import (DEFAULT_RANDOM_CONV_COUNT, DEFAULT_RANDOM_COUNT, DEFAULT_RANDOM_RECURRENT_COUNT,
+                                 DEFAULT_SEED)
 from scenarios.model import Scenario
 
 ROWS_PROPERTY = "backprop_verify_rows"
@@ -45,6 +47,10 @@ def pytest_addoption(parser):
                     help="write DIR/discrepancies.csv with the rows of every scenario this run verified")
     group.addoption("--report-seed", type=options.seed, default=DEFAULT_SEED, metavar="N",
                     help=f"seed of the random architectures in reports/report_suite.py (default {DEFAULT_SEED})")
+    group.addoption("--report-random-recurrent", type=options.random_count,
+                    default=DEFAULT_RANDOM_RECURRENT_COUNT, metavar="N",
+                    help="number of random recurrent architectures in reports/report_suite.py "
+                         f"(default {DEFAULT_RANDOM_RECURRENT_COUNT})")
     group.addoption("--report-random-conv", type=options.random_count, default=DEFAULT_RANDOM_CONV_COUNT, metavar="N",
                     help="number of random convolutional architectures in reports/report_suite.py "
                          f"(default {DEFAULT_RANDOM_CONV_COUNT})")
@@ -61,7 +67,8 @@ def pytest_generate_tests(metafunc):
         config = metafunc.config
         scenarios = report_scenarios(config.getoption("report_random"), config.getoption("report_seed"),
                                      only=config.getoption("report_only"),
-                                     conv_count=config.getoption("report_random_conv"))
+                                     conv_count=config.getoption("report_random_conv"),
+                                     recurrent_count=config.getoption("report_random_recurrent"))
         metafunc.parametrize("report_scenario", scenarios, ids=[s.name for s in scenarios])
 
 

@@ -12,7 +12,8 @@ from scenarios.generator import (DEFAULT_RANDOM_CONV_COUNT, DEFAULT_RANDOM_COUNT
 from scenarios.layer_grids import all_layer_scenarios
 from scenarios.loader import load_scenario
 from scenarios.model import Scenario
-from scenarios.trajectories import dead_unit_scenario, layer_trajectory_scenarios, trajectory_scenarios
+from scenarios.trajectories import (clipped_trajectory_scenarios, dead_unit_scenario, layer_trajectory_scenarios,
+                                   trajectory_scenarios)
 
 
 def worked_example_paths() -> list[Path]:
@@ -46,6 +47,7 @@ def report_scenarios(random_count: int = DEFAULT_RANDOM_COUNT, seed: int = DEFAU
     trajectories = [s for dtype in DTYPES for s in trajectory_scenarios(dtype)]
     trajectories += [dead_unit_scenario(dtype) for dtype in DTYPES]
     trajectories += [s for dtype in DTYPES for s in layer_trajectory_scenarios(dtype)]
+    trajectories += clipped_trajectory_scenarios("float64")
     names = {s.name for s in scenarios}
     for scenario in trajectories:
         if scenario.name not in names:

@@ -17,10 +17,11 @@ batches of 32.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 
-from scenarios.catalog import OPTIMIZERS, optimizer_options
+from scenarios.catalog import OPTIMIZERS, layer_options, optimizer_options
 from scenarios.generator import random_conv_scenario, random_scenario
 from scenarios.init import initialise, layer_rng
 from scenarios.model import Layer, Loss, Optimizer, Scenario
@@ -209,3 +210,58 @@ def document001_scenario(samples: int = 320, epochs: int = 10, seed: int = 1, dt
 
 __all__ = ["VARIANTS", "VARIANT_TAGS", "TRAJECTORY_SEED", "TRAJECTORY_STEPS", "trajectory_scenarios",
            "document001_scenario", "dead_unit_scenario", "make_optimizer", "variant_label", "variant_tags"]
+
+
+# --------------------------------------------------------------------------- gradients in time (documents 001, 003)
+
+RECURRENT_STEPS = 20
+RECURRENT_HIDDEN = 8
+RECURRENT_FEATURES = 3
+RECURRENT_BATCH = 4
+RECURRENT_SEED = 14
+GRADIENT_IN_TIME_NETWORKS = ("tanh ρ=0.5", "tanh ρ=1.0", "tanh ρ=1.5", "lstm")
+RECURRENT_FORGET_BIAS = 3.0  # f = σ(3) ≈ 0.95: the cell state is carried from step to step
+
+
+def recurrent_scenario(network: str, steps: int = RECURRENT_STEPS, seed: int = RECURRENT_SEED) -> Scenario:
+    """``network`` ("tanh ρ=R" or "lstm") over ``steps`` steps, loss ½Σ(ŷ − t)² on the last step."""
+    rng = np.random.default_rng(seed)
+    kind = "lstm" if network == "lstm" else "rnn"
+    gates = 4 if kind == "lstm" else 1
+    bound = 1.0 / math.sqrt(RECURRENT_HIDDEN)
+    weight_hh = rng.uniform(-bound, bound, (gates * RECURRENT_HIDDEN, RECURRENT_HIDDEN))
+    if kind == "rnn":
+        radius = float(network.split("=")[1])
+        weight_hh *= radius / max(abs(np.linalg.eigvals(weight_hh)))
+    bias_ih = np.zeros(gates * RECURRENT_HIDDEN)
+    if kind == "lstm":
+        bias_ih[RECURRENT_HIDDEN:2 * RECURRENT_HIDDEN] = RECURRENT_FORGET_BIAS  # gates (i, f, g, o): the forget gate starts open
+    tensors = {"weight_ih": rng.uniform(-bound, bound, (gates * RECURRENT_HIDDEN, RECURRENT_FEATURES)), "weight_hh": weight_hh,
+               "bias_ih": bias_ih, "bias_hh": np.zeros(gates * RECURRENT_HIDDEN)}
+    layers = (Layer(kind, params=layer_options(kind, {"hidden_size": RECURRENT_HIDDEN}), tensors=tensors),
+              Layer("last_step"),
+              Layer("linear", weight=rng.normal(0.0, 1.0 / math.sqrt(RECURRENT_HIDDEN), (1, RECURRENT_HIDDEN)), bias=np.zeros(1)),
+              Layer("identity"))
+    x = rng.normal(0.0, 0.1, (RECURRENT_BATCH, steps, RECURRENT_FEATURES))  # small inputs: tanh stays near its linear range
+    y = rng.normal(0.0, 1.0, (RECURRENT_BATCH, 1))
+    return Scenario(name=f"recurrent-{network.replace(' ', '-').replace('ρ=', 'rho')}-t{steps}", layers=layers,
+                    loss=Loss("mse", "half_sum"), x=x, y=y, seed=seed,
+                    source={"title": "documents 001 and 003: gradients in time"})
+
+
+def clipped_trajectory_scenarios(dtype: str = "float64", steps: int = 15) -> list[Scenario]:
+    """The ρ = 1.5 RNN trained by SGD (η = 0.1) without and with clip_grad_norm = 1:
+    both engines against torch.optim, update by update. Unclipped, the gradient
+    explodes and the loss grows to ~10² by update 15 (the steps float64 cannot
+    determine are judged by the precision horizon); clipped, the loss stays
+    below 1.5. The report runs them in float64: the clipped run is chaotic
+    enough that float32 rounding, amplified, reaches its tolerance by update 15."""
+    base = recurrent_scenario("tanh ρ=1.5").astype(dtype)
+    out = []
+    for clip in (None, 1.0):
+        optimizer = make_optimizer("sgd", 0.1, {}, {} if clip is None else {"clip_grad_norm": clip}, steps)
+        out.append(dataclasses.replace(base, optimizer=optimizer,
+                                       name=f"trajectory-{optimizer.label()}-rnn-rho1.5-t{RECURRENT_STEPS}-"
+                                            f"{'f64' if dtype == 'float64' else 'f32'}"))
+    return out
+

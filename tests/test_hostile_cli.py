@@ -235,7 +235,7 @@ def test_sigint_while_xdist_workers_run_ends_them_and_removes_the_scratch_folder
 
     watcher = threading.Thread(target=interrupt_once_the_workers_run, daemon=True)
     # The whole default scenario set: it cannot finish before the signal.
-    args = argparse.Namespace(workers=2, seed=0, random=300, random_conv=100, only=None)
+    args = argparse.Namespace(workers=2, seed=0, random=300, random_conv=100, random_recurrent=60, only=None)
     with interrupt_handlers(), pytest.raises(Interrupted) as info:
         inside.set()
         watcher.start()

@@ -2,8 +2,9 @@
 import numpy as np
 import pytest
 
-from reports.verification.recurrent import NETWORKS, clipped_trajectory_scenarios, recurrent_gradient
+from reports.verification.recurrent import NETWORKS, recurrent_gradient
 from reports.verification.runner import report_rows
+from scenarios.trajectories import clipped_trajectory_scenarios
 from reports.verification.tolerance import tolerance
 
 

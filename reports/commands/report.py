@@ -44,9 +44,11 @@ from reports.textbook.derivations import derivation_verdicts
 from reports.textbook.errata import errata_table
 from reports.verification.digits import digits_table
 from reports.verification.runner import report_rows
+from reports.verification.recurrent import recurrent_gradient
 from reports.verification.vanishing import vanishing_gradient
 from scenarios.builtin import report_scenarios
-from scenarios.generator import DEFAULT_RANDOM_CONV_COUNT, DEFAULT_RANDOM_COUNT, DEFAULT_SEED
+from scenarios.generator import (DEFAULT_RANDOM_CONV_COUNT, DEFAULT_RANDOM_COUNT, DEFAULT_RANDOM_RECURRENT_COUNT,
+                                 DEFAULT_SEED)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -60,6 +62,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--random-conv", dest="random_conv", type=options.random_count,
                         default=DEFAULT_RANDOM_CONV_COUNT, metavar="N",
                         help=f"number of seeded random convolutional architectures (default: {DEFAULT_RANDOM_CONV_COUNT})")
+    parser.add_argument("--random-recurrent", dest="random_recurrent", type=options.random_count,
+                        default=DEFAULT_RANDOM_RECURRENT_COUNT, metavar="N",
+                        help=f"number of seeded random recurrent architectures (default: {DEFAULT_RANDOM_RECURRENT_COUNT})")
     parser.add_argument("--workers", type=options.process_count, default=1, metavar="N",
                         help="verify scenarios in N processes with pytest-xdist (pytest -n N), at most "
                              f"{options.PROCESSES_PER_CPU} x the CPUs; default 1: in this process")
@@ -83,7 +88,7 @@ class UsageError(ValueError):
 def reproduce_command(args: argparse.Namespace) -> str:
     """The command that reproduces the report's content (not where it is written, nor how fast)."""
     words = ["backprop-verify", "report", "--seed", str(args.seed), "--random", str(args.random),
-             "--random-conv", str(args.random_conv)]
+             "--random-conv", str(args.random_conv), "--random-recurrent", str(args.random_recurrent)]
     if args.only:
         words += ["--only", args.only]
     if getattr(args, "detail", None):
@@ -125,6 +130,7 @@ def rows_with_xdist(args: argparse.Namespace, total: int) -> str:
                    "-p", "reports.pytest_plugin", "-n", str(args.workers), f"--rootdir={root}",
                    "--report-dir", scratch, "--report-seed", str(args.seed), "--report-random", str(args.random),
                    "--report-random-conv", str(args.random_conv),
+                   "--report-random-recurrent", str(args.random_recurrent),
                    "--report-progress", str(progress),
                    # pytest's own temporary folders inside the scratch folder, removed with it
                    f"--basetemp={Path(scratch) / 'basetemp'}"]
@@ -216,7 +222,7 @@ def build_report(args: argparse.Namespace, timestamp: str | None = None, with_pl
     if old is None and args.compare_to:
         old = diff.read_old(args.compare_to)
     _one_thread()  # every number in the report (rows, vanishing gradient, digits) from one thread
-    scenarios = report_scenarios(args.random, args.seed, args.only, args.random_conv)
+    scenarios = report_scenarios(args.random, args.seed, args.only, args.random_conv, args.random_recurrent)
     if not scenarios:
         raise UsageError(f"--only: {args.only!r} matches no scenario; expected a pattern that matches at least one "
                          "scenario name (re.search)")
@@ -235,13 +241,14 @@ def build_report(args: argparse.Namespace, timestamp: str | None = None, with_pl
         raise RuntimeError(f"{len(missing)} scenarios produced no rows, e.g. {missing[:5]}")
 
     sections = {}
-    for name, compute in (("vanishing", vanishing_gradient), ("digits", digits_table), ("errata", errata_table),
-                          ("derivations", derivation_verdicts)):
+    for name, compute in (("vanishing", vanishing_gradient), ("recurrent", recurrent_gradient),
+                          ("digits", digits_table), ("errata", errata_table), ("derivations", derivation_verdicts)):
         checkpoint()  # between sections: a Ctrl-C or SIGTERM stops here, never inside torch
         sections[name] = compute()
     checkpoint()
     data = ReportData(
-        seed=args.seed, random_count=args.random, random_conv_count=args.random_conv, only=args.only, frame=frame,
+        seed=args.seed, random_count=args.random, random_conv_count=args.random_conv,
+        random_recurrent_count=args.random_recurrent, only=args.only, frame=frame,
         components={s.name: s.component_names() for s in scenarios},
         command=reproduce_command(args),
         timestamp=timestamp or datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),

@@ -15,7 +15,8 @@ from markupsafe import Markup, escape
 
 from reports.rendering.diff import REGRESSIONS, counts
 from reports.rendering.plots import PLOTS
-from reports.rendering.summary import DIGITS_SOURCE, ReportData, digits_table, vanishing_table
+from reports.rendering.summary import (DIGITS_SOURCE, ReportData, digits_table, recurrent_sentence, recurrent_table,
+                                       vanishing_table)
 from reports.rendering.plots import heatmap_legend_svg
 from reports.rendering.sections import MAX_SECTIONS, MAX_SECTION_ROWS, SECTION_COLUMNS
 from reports.rendering.table import cell
@@ -121,6 +122,8 @@ def render_html(data: ReportData, plots: dict[str, bytes]) -> str:
         plots=[(name, caption, base64.b64encode(plots[name]).decode("ascii"))
                for name, caption in PLOTS.items() if name in plots],
         vanishing=Markup(table_html(vanishing_table(data.vanishing), floatfmt=".3e")),
+        recurrent=Markup(table_html(recurrent_table(data.recurrent), floatfmt=".3e")),
+        recurrent_sentence=recurrent_sentence(data.recurrent),
         digits=Markup(table_html(digits_table(data.digits), floatfmt=".6g")), digits_source=DIGITS_SOURCE,
         errata=Markup(table_html(_bad_first(data.errata, "verdict"), floatfmt=".6g", fail_column="verdict",
                                  scroll=True)),

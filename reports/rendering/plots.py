@@ -5,6 +5,7 @@
 * ``optimizer_steps``: worst discrepancy vs optimizer step, one line per
   optimizer and dtype, with the step-dependent tolerance;
 * ``vanishing_gradient``: ‖∂L/∂W⁽ˡ⁾‖ vs layer for sigmoid vs ReLU, both engines;
+* ``recurrent_gradient``: ‖∂L/∂h_t‖ vs time step for RNNs of spectral radius 0.5, 1.0, 1.5 and an LSTM;
 * ``digits_loss``: the digits loss curves, manual vs torch, and their difference.
 """
 from __future__ import annotations
@@ -30,6 +31,7 @@ PLOTS = {
     "discrepancy_distribution.png": "Distribution of the relative discrepancy per dtype",
     "optimizer_steps.png": "Discrepancy vs optimizer step",
     "vanishing_gradient.png": "Vanishing gradient: sigmoid vs ReLU (document 003)",
+    "recurrent_gradient.png": "Gradients in time: RNNs of spectral radius 0.5, 1.0, 1.5 and an LSTM",
     "digits_loss.png": "Digits loss curves, manual vs torch",
 }
 
@@ -167,6 +169,33 @@ def vanishing_gradient(vanishing: pd.DataFrame) -> bytes:
     return _png(figure)
 
 
+NETWORK_COLORS = {"tanh ρ=0.5": "#1f77b4", "tanh ρ=1.0": "#2ca02c", "tanh ρ=1.5": "#d62728", "lstm": "#9467bd"}
+
+
+def recurrent_gradient(recurrent: pd.DataFrame) -> bytes:
+    """‖∂L/∂h_t‖ against t, one line per network by the manual engine, torch's values as crosses."""
+    figure = _figure(10.0, 5.0)
+    axis = figure.subplots()
+    for network in dict.fromkeys(recurrent["network"]):
+        color = NETWORK_COLORS.get(network, "#555555")
+        part = recurrent[recurrent["network"] == network]
+        manual_part = part[part["engine"] == "manual"].sort_values("step")
+        torch_part = part[part["engine"] == "torch"].sort_values("step")
+        axis.plot(manual_part["step"], manual_part["grad_norm"], "-o", color=color, linewidth=2, markersize=5,
+                  label=f"{network}, manual engine")
+        axis.plot(torch_part["step"], torch_part["grad_norm"], "x", color="black", markersize=8, markeredgewidth=1.2,
+                  label="torch autograd" if network == recurrent["network"].iloc[0] else None)
+    steps = int(recurrent["step"].max())
+    axis.set_yscale("log")
+    axis.set_xticks(range(1, steps + 1))
+    axis.set_xlabel(f"time step t (the loss is on step {steps})")
+    axis.set_ylabel("‖∂L/∂h_t‖ (log scale)")
+    axis.set_title("Exploding and vanishing gradients in time: tanh RNNs of spectral radius ρ, and an LSTM")
+    axis.grid(True, which="major", alpha=0.3)
+    axis.legend(fontsize=9, loc="lower right")
+    return _png(figure)
+
+
 def digits_loss(digits: pd.DataFrame) -> bytes:
     figure = _figure(11.0, 4.8)
     left, right = figure.subplots(1, 2)
@@ -207,12 +236,13 @@ def all_plots(data) -> dict[str, bytes]:
         "discrepancy_distribution.png": discrepancy_distribution(data.frame),
         "optimizer_steps.png": optimizer_steps(data.frame, data.components),
         "vanishing_gradient.png": vanishing_gradient(data.vanishing),
+        "recurrent_gradient.png": recurrent_gradient(data.recurrent),
         "digits_loss.png": digits_loss(data.digits),
     }
 
 
-__all__ = ["PLOTS", "all_plots", "digits_loss", "discrepancy_distribution", "optimizer_steps", "step_table",
-           "vanishing_gradient"]
+__all__ = ["PLOTS", "all_plots", "digits_loss", "discrepancy_distribution", "optimizer_steps", "recurrent_gradient",
+           "step_table", "vanishing_gradient"]
 
 
 # ---------------------------------------------------------------------------

@@ -23,6 +23,7 @@ class ReportData:
     seed: int
     random_count: int
     random_conv_count: int
+    random_recurrent_count: int
     only: str | None
     frame: pd.DataFrame                      # the rows, as read back from discrepancies.csv
     components: dict[str, list[str]]         # scenario -> components it exercises
@@ -30,6 +31,7 @@ class ReportData:
     timestamp: str
     environment: dict[str, str] = field(default_factory=dict)
     vanishing: pd.DataFrame | None = None    # reports.verification.vanishing.vanishing_gradient()
+    recurrent: pd.DataFrame | None = None    # reports.verification.recurrent.recurrent_gradient()
     digits: pd.DataFrame | None = None       # reports.verification.digits.digits_table()
     errata: pd.DataFrame | None = None       # reports.textbook.errata.errata_table()
     derivations: pd.DataFrame | None = None  # reports.textbook.derivations.derivation_verdicts()
@@ -84,7 +86,7 @@ def render_markdown(data: ReportData) -> str:
     totals = data.totals()
     lines = ["# backprop-verify discrepancy report", "", f"{TIMESTAMP_PREFIX}{data.timestamp}"]
     lines += ["", f"- Reproduce: `{data.command}`", f"- Seed: {data.seed}; random architectures: {data.random_count} dense, "
-              f"{data.random_conv_count} convolutional"
+              f"{data.random_conv_count} convolutional, {data.random_recurrent_count} recurrent"
               + (f"; scenarios matching `{data.only}`" if data.only else "")]
     lines += [f"- {name}: {value}" for name, value in data.environment.items()]
     lines += ["", "## Result", "",
@@ -117,6 +119,8 @@ def render_markdown(data: ReportData) -> str:
 
     lines += ["## Vanishing gradient (document 003)", ""]
     lines += _vanishing_markdown(data.vanishing)
+    lines += ["## Gradients in time", ""]
+    lines += _recurrent_markdown(data.recurrent)
 
     lines += ["## Digits loss curves", ""]
     lines += _digits_markdown(data.digits)
@@ -151,6 +155,34 @@ def vanishing_table(vanishing: pd.DataFrame) -> pd.DataFrame:
         table[f"{activation} torch"] = torch_norm
         table[f"{activation} rel. diff"] = abs(manual_norm - torch_norm) / abs(torch_norm)
     return table
+
+
+def recurrent_table(recurrent: pd.DataFrame) -> pd.DataFrame:
+    """Step × (network, engine) ‖∂L/∂h_t‖, every network's manual and torch columns side by side."""
+    wide = recurrent.pivot_table(index="step", columns=["network", "engine"], values="grad_norm", aggfunc="first")
+    table = pd.DataFrame({"step": wide.index.astype(int)})
+    for network in dict.fromkeys(recurrent["network"]):
+        for engine in ("manual", "torch"):
+            table[f"{network} {engine}"] = wide[(network, engine)].to_numpy()
+    return table
+
+
+def recurrent_sentence(recurrent: pd.DataFrame) -> str:
+    """‖∂L/∂h_1‖ / ‖∂L/∂h_T‖ per network, by the manual engine."""
+    manual = recurrent[recurrent["engine"] == "manual"]
+    ratios = []
+    for network, group in manual.groupby("network", sort=False):
+        ordered = group.sort_values("step")["grad_norm"].to_numpy()
+        ratios.append(f"{network} {ordered[0] / ordered[-1]:.2e}")
+    steps = int(recurrent["step"].max())
+    return (f"‖∂L/∂h_1‖ relative to ‖∂L/∂h_{steps}‖ (the loss on the last step): " + "; ".join(ratios) + ".")
+
+
+def _recurrent_markdown(recurrent: pd.DataFrame) -> list[str]:
+    return ["‖∂L/∂h_t‖ against t for tanh RNNs whose W_hh has spectral radius ρ = 0.5, 1.0 and 1.5 and for an "
+            "LSTM whose forget gate starts open, computed by both engines (reports.verification.recurrent): the "
+            "gradient through the hidden state vanishes for ρ < 1 and explodes for ρ > 1.", "",
+            recurrent_sentence(recurrent), "", markdown(recurrent_table(recurrent), floatfmt=".3e"), ""]
 
 
 def _vanishing_markdown(vanishing: pd.DataFrame) -> list[str]:
