@@ -16,7 +16,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 # `pytest --report-dir DIR` writes DIR/discrepancies.csv (see reports/pytest_plugin.py).
-pytest_plugins = ("reports.pytest_plugin",)
+pytest_plugins = ("reports.pytest_plugin", "pytester")
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -1,0 +1,62 @@
+"""pytest collects a user's worked-example files (reports/examples_plugin.py, the pytest11
+entry point): run on the demo folder docs/examples/ with pytester."""
+import shutil
+from pathlib import Path
+
+import pytest
+
+DEMO = Path(__file__).resolve().parent.parent / "docs" / "examples"
+
+
+@pytest.fixture
+def book(pytester):
+    shutil.copytree(DEMO / "book", pytester.path / "book")
+    shutil.copy(DEMO / "pytest.ini", pytester.path / "pytest.ini")
+    return pytester
+
+
+@pytest.mark.subprocess
+def test_every_printed_number_is_a_test_and_every_verdict_shows(book):
+    """Under pytest -n 2, as a book's CI would run it."""
+    result = book.runpytest_subprocess("-p", "no:cacheprovider", "--continue-on-collection-errors", "-rA",
+                                       "-n", "2")
+    result.assert_outcomes(passed=3, failed=1, errors=1)
+    result.stdout.fnmatch_lines([
+        "*ERROR collecting book/ch4_draft.toml*",
+        "ch4_draft.toml: layers[[]0[]].weight: expected shape (out, 2) (out, in)*",
+        "*ch3.toml::layers.2.weight.grad[[]1,1[]]*",
+        "erratum: printed 0.0896, computed 0.0868484787966*a slip: 0.1481 · 0.5866 is 0.0869",
+        "*printed numbers that pass as rounding*",
+        "book/ch3.toml::loss: printed 0.3628, exact 0.36287121753*",
+        "PASSED book/ch3.toml::layers.1.output[[]0,0[]]",
+    ])
+
+
+@pytest.mark.subprocess
+def test_the_command_line_option_selects_files_and_nothing_is_collected_without_it(pytester):
+    shutil.copytree(DEMO / "book", pytester.path / "book")
+    (pytester.path / "book" / "ch4_draft.toml").unlink()
+    pytester.makeconftest("""
+import sys
+def pytest_sessionfinish(session):
+    open("torch-imported.txt", "w").write(str("torch" in sys.modules))
+""")
+    idle = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    assert idle.ret == pytest.ExitCode.NO_TESTS_COLLECTED
+    assert (pytester.path / "torch-imported.txt").read_text() == "False"  # the plugin costs nothing unused
+    chosen = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--bv-examples", "book/*.toml")
+    chosen.assert_outcomes(passed=3, failed=1)
+
+
+def test_engines_that_disagree_fail_the_item_loudly(book, monkeypatch):
+    """An injected bug in the manual sigmoid's derivative: the printed numbers behind it are 'disagree'."""
+    from manual.activations import ACTIVATIONS
+
+    sigmoid = ACTIVATIONS["sigmoid"]
+    original = sigmoid.backward
+    monkeypatch.setattr(sigmoid, "backward", lambda self, grad: 2.0 * original(self, grad))
+    (book.path / "book" / "ch4_draft.toml").unlink()
+    result = book.runpytest("-p", "no:cacheprovider")
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("failed", 0) >= 2
+    result.stdout.fnmatch_lines(["disagree: printed -0.0727; the engines disagree beyond the tolerance policy*"])
