@@ -7,7 +7,9 @@ command-line option ``--bv-examples GLOB``, nothing is collected and torch is
 not imported.
 
 Each ``[[expect]]`` of a matching file, and each named check of its example,
-is one item with the id ``FILE::ADDRESS`` (``book/ch3.toml::layers.2.weight.grad[0,1]``).
+is one item with the id ``FILE::ADDRESS`` (``book/ch3.toml::layers.2.weight.grad[0,1]``);
+each ``[[claim]]`` is one item ``FILE::claim[k]`` that passes when the claim
+``holds`` and fails, with the first draw that breaks it, when it is ``wrong``.
 The verdicts are ``reports.textbook.errata``'s: ``match`` passes; ``rounding``
 passes and is listed in the terminal summary with the exact value;
 ``erratum`` and ``disagree`` fail with one line — printed, computed, the
@@ -66,15 +68,21 @@ class ExampleFile(pytest.File):
         from reports.textbook.errata import named_checks_for
         from scenarios.loader import ScenarioError, load_scenario
 
+        from reports.textbook.claims import validate_claims
+
         try:
             self.scenario = load_scenario(self.path)
+            validate_claims(self.scenario)
         except ScenarioError as err:
             raise self.CollectError(str(err)) from None
         addresses = [expect.at for expect in self.scenario.expects]
         addresses += [check.at for check in named_checks_for(self.scenario.name)]
         self._rows = None
+        self._claims = None
         for address in dict.fromkeys(addresses):
             yield ExampleItem.from_parent(self, name=address)
+        for k in range(len(self.scenario.claims)):
+            yield ClaimItem.from_parent(self, name=f"claim[{k}]")
 
     def rows(self) -> dict[str, dict]:
         """Every verdict of the file, computed once per process (both engines run here)."""
@@ -83,6 +91,15 @@ class ExampleFile(pytest.File):
 
             self._rows = {row["at"]: row for row in check_scenario(self.scenario)}
         return self._rows
+
+
+    def claims(self) -> list:
+        """Every claim's result, computed once per process."""
+        if self._claims is None:
+            from reports.textbook.claims import check_claims  # heavy: runs manual and torch on every draw
+
+            self._claims = check_claims(self.scenario)
+        return self._claims
 
 
 class ExampleFailure(Exception):
@@ -105,6 +122,26 @@ class ExampleItem(pytest.Item):
                                  f"policy: manual {row['manual']!r}, torch {row['reference']!r}{note}")
         raise ExampleFailure(f"{row['verdict']}: printed {row['printed']}, computed {row['reference']!r} "
                              f"(manual {row['manual']!r}, torch {row['reference']!r}){note}")
+
+    def repr_failure(self, excinfo, style=None):
+        if isinstance(excinfo.value, ExampleFailure):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo, style)
+
+    def reportinfo(self):
+        return self.path, None, f"{self.parent.path.name}::{self.name}"
+
+
+class ClaimItem(pytest.Item):
+    """One ``[[claim]]``: its formula against autograd on the file's data and on its draws."""
+
+    def runtest(self):
+        result = self.parent.claims()[int(self.name[len("claim["):-1])]
+        if result.verdict != "holds":
+            note = f" — {result.note}" if result.note else ""
+            raise ExampleFailure(f"{result.verdict}: {result.statement} ({result.formula} at {result.at}); "
+                                 f"worst normwise discrepancy {result.worst_rel:.3g}, first broken on draw "
+                                 f"{result.broken_at}{note}")
 
     def repr_failure(self, excinfo, style=None):
         if isinstance(excinfo.value, ExampleFailure):
