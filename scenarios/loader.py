@@ -23,11 +23,12 @@ import numpy as np
 
 from scenarios.catalog import ACTIVATIONS, DTYPES, INITIALIZERS, LAYERS, LOSSES, OPTIMIZERS, ParamSpec
 from scenarios.init import default_bias, fans, initialise_shape, layer_rng
-from scenarios.model import Expectation, Layer, Loss, Optimizer, Scenario
+from scenarios.formula import FormulaError, parse_formula
+from scenarios.model import Claim, Expectation, Layer, Loss, Optimizer, Scenario
 from scenarios.shapes import ShapeError, output_shape
 from scenarios.trace import is_trace_address, parse_element
 
-TOP_LEVEL_KEYS = {"name", "dtype", "seed", "source", "layers", "loss", "data", "optimizer", "expect", "tags"}
+TOP_LEVEL_KEYS = {"name", "dtype", "seed", "source", "layers", "loss", "data", "optimizer", "expect", "tags", "claim"}
 
 
 @dataclass(frozen=True)
@@ -335,11 +336,12 @@ def scenario_from_dict(data: dict, file: str = "<scenario>", default_name: str =
     loss = _loss(r, data, y, layers)
     optimizer = _optimizer(r, data, x.shape[0], layers) if "optimizer" in data else None
     expects = _expects(r, data, layers, shapes, x, optimizer)
+    claims = _claims(r, data, layers, shapes, x)
 
     return Scenario(
         name=name, layers=tuple(layers), loss=loss, x=x.astype(dtype), y=y.astype(dtype),
         dtype=dtype, seed=seed, optimizer=optimizer, source=dict(source), expects=expects,
-        path=path, tags=tuple(tags),
+        claims=claims, path=path, tags=tuple(tags),
     )
 
 
@@ -862,6 +864,59 @@ def _expects(r: _Reader, data: dict, layers: list[Layer], shapes: list[tuple], x
                                        "carries 17 significant digits; limit printed_digits)")
         note = r.string(spec, "note", f"{field}.note", default="") if "note" in spec else ""
         out.append(Expectation(at=at, printed=printed, note=note))
+    return tuple(out)
+
+
+# A claim's draws each run both engines once: bounded so that a file cannot ask for hours.
+MAX_CLAIM_DRAWS = 100
+DEFAULT_CLAIM_DRAWS = 12
+
+
+def _claims(r: _Reader, data: dict, layers: list[Layer], shapes: list[tuple], x: np.ndarray) -> tuple[Claim, ...]:
+    """The ``[[claim]]`` tables: ``at`` must be an address of this scenario at the initial parameters, and
+    ``formula`` parse in the claim language (``scenarios.formula``) over this scenario's layers. Nothing is
+    evaluated here (``reports.textbook.claims`` evaluates, with the guards that need values)."""
+    raw = data.get("claim", [])
+    if not isinstance(raw, list) or not all(isinstance(c, dict) for c in raw):
+        r.fail("claim", "expected an array of [[claim]] tables")
+
+    def has(family: str, i: int) -> str | None:
+        layer = layers[i]
+        if family == "W" and layer.weight is None:
+            return f"layer {i} is {layer.type!r}, which has no weight"
+        if family == "b" and layer.bias is None:
+            return f"layer {i} ({layer.type!r}) has no bias"
+        return None
+
+    out = []
+    for k, spec in enumerate(raw):
+        field = f"claim[{k}]"
+        r.unknown_keys(spec, {"statement", "at", "formula", "draws", "note"}, field)
+        statement = r.string(spec, "statement", f"{field}.statement")
+        at = r.string(spec, "at", f"{field}.at")
+        try:
+            address, index = parse_element(at)
+        except ValueError:
+            address, index = None, None
+        if address is None or not is_trace_address(address) or address.startswith("step"):
+            r.fail(f"{field}.at", f"{at!r} is not a Trace address at the initial parameters; expected e.g. "
+                   "layers.2.weight.grad, layers.3.output.grad, input.grad, loss or layers.0.bias.grad[1]")
+        shape = _address_shape(address, layers, shapes, x, None)
+        if shape is None:
+            r.fail(f"{field}.at", f"{address!r} does not exist in this scenario; {_why_missing(address, layers, None)}")
+        if index is not None and (len(index) != len(shape) or any(i >= n for i, n in zip(index, shape))):
+            r.fail(f"{field}.at", f"index {list(index)} is out of range; {address!r} has shape {shape} "
+                   f"(indices count from 0)")
+        formula = r.string(spec, "formula", f"{field}.formula")
+        try:
+            parse_formula(formula, len(layers), has)
+        except FormulaError as err:
+            r.fail(f"{field}.formula", str(err))
+        draws = r.integer(spec.get("draws", DEFAULT_CLAIM_DRAWS), f"{field}.draws", minimum=0)
+        if draws > MAX_CLAIM_DRAWS:
+            r.fail(f"{field}.draws", f"expected at most {MAX_CLAIM_DRAWS} (each draw runs both engines), got {draws}")
+        note = r.string(spec, "note", f"{field}.note", default="") if "note" in spec else ""
+        out.append(Claim(statement=statement, at=at, formula=formula, draws=draws, note=note))
     return tuple(out)
 
 

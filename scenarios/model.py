@@ -136,6 +136,23 @@ class Expectation:
 
 
 @dataclass(frozen=True)
+class Claim:
+    """A formula a document derives, to be checked against autograd (``[[claim]]``).
+
+    ``formula`` is an expression over the scenario's quantities
+    (``scenarios.formula``), ``at`` the Trace address it claims to equal, at the
+    initial parameters; ``draws`` the number of seeded random data sets, of the
+    file's shapes, it is also checked on (0: only the file's data).
+    """
+
+    statement: str
+    at: str
+    formula: str
+    draws: int = 12
+    note: str = ""
+
+
+@dataclass(frozen=True)
 class Scenario:
     name: str
     layers: tuple[Layer, ...]
@@ -147,6 +164,7 @@ class Scenario:
     optimizer: Optimizer | None = None
     source: dict[str, Any] = field(default_factory=dict)
     expects: tuple[Expectation, ...] = ()
+    claims: tuple[Claim, ...] = ()
     path: str | None = None  # the file it was loaded from, if any
     # Free-form labels. "kink": inputs sit exactly on a non-differentiable point
     # (PyTorch's subgradient is the reference, finite differences are not);

@@ -6,9 +6,14 @@ through the NumPy engine and PyTorch autograd in float64, every ``[[expect]]``
 and every named check of the example gets a verdict (``reports.textbook.errata``), a
 table (address, printed, computed, verdict) is printed per example, and
 ``textbook.csv`` (columns ``example,at,printed,decimals,manual,reference,verdict``)
-is written atomically into ``--out``.
+is written atomically into ``--out``. Every ``[[claim]]`` (a derivation stated as
+a formula, ``reports.textbook.claims``) is judged ``holds`` or ``wrong`` against
+autograd, printed under its example and written to ``claims.csv`` (columns
+``example,statement,at,verdict,worst_rel,draws``) beside textbook.csv, in the
+same atomic write. A claim's formula is first evaluated on zero arrays of the
+file's shapes: one that cannot be evaluated is an invalid file (exit 2).
 
-Exit codes: 0 every verdict is match or rounding; 1 any erratum, or any
+Exit codes: 0 every verdict is match or rounding and every claim holds; 1 any erratum, any wrong claim, or any
 ``disagree`` (the two engines disagree beyond the tolerance policy: a bug in an
 engine, reported loudly and never averaged; finite differences, where they
 apply, say which side they take); 2 an invalid file or option (a FILE that
@@ -33,7 +38,8 @@ import pandas as pd
 
 from reports.commands import options
 from reports.verification.tolerance import tolerance as tolerance_of
-from reports.rendering.io import atomic_write_text, checkpoint
+from reports.rendering.io import atomic_write_many, atomic_write_text, checkpoint
+from reports.textbook import claims as claim_checks
 from reports.textbook.derivations import derivation_text, evaluate_all, frame_of
 from reports.textbook.errata import COLUMNS, DISAGREE, ERRATUM, MATCH, PASSING, ROUNDING, check_scenario
 from scenarios.loader import DEFAULT_LIMITS, ScenarioError, load_scenario
@@ -157,28 +163,59 @@ def main(args: argparse.Namespace) -> int:
             print(f"backprop-verify check: {err}", file=sys.stderr)
             print("nothing was run or written", file=sys.stderr)
             return 2
+    for scenario in scenarios:
+        checkpoint()
+        try:
+            claim_checks.validate_claims(scenario, limits)  # zero arrays of the file's shapes: no engine runs
+        except ScenarioError as err:
+            print(f"backprop-verify check: {err}", file=sys.stderr)
+            print("nothing was run or written", file=sys.stderr)
+            return 2
 
     out = Path(args.out)
     quiet = args.quiet
     rows: list[dict] = []
+    claim_results: list[claim_checks.ClaimResult] = []
     disputed = []
     for scenario in scenarios:
         checkpoint()
         scenario_rows = check_scenario(scenario)
         rows += scenario_rows
+        checkpoint()
+        try:
+            scenario_claims = claim_checks.check_claims(scenario, limits)
+        except ScenarioError as err:  # an evaluation-time guard on the data: refused, nothing written
+            print(f"backprop-verify check: {err}", file=sys.stderr)
+            print("nothing was written", file=sys.stderr)
+            return 2
+        claim_results += scenario_claims
         if any(r["verdict"] == DISAGREE for r in scenario_rows):
             disputed.append(scenario)
         if not quiet:
             print(f"{scenario.name} ({scenario.path})")
             print(_table(scenario_rows) if scenario_rows else "  (no printed numbers to check)")
+            if scenario_claims:
+                print("  claims (each formula against autograd, on the file's data and seeded random draws):")
+                print(claim_checks.claims_text(scenario_claims))
             print()
 
     status = 0
     if scenarios:
-        atomic_write_text(out / "textbook.csv", csv_text(rows))
+        atomic_write_many({out / "textbook.csv": csv_text(rows), out / "claims.csv": claim_checks.csv_text(claim_results)})
         counts = {v: sum(1 for r in rows if r["verdict"] == v) for v in (MATCH, ROUNDING, ERRATUM, DISAGREE)}
         print(f"{len(rows)} printed number{'s' * (len(rows) != 1)} in {len(scenarios)} file{'s' * (len(scenarios) != 1)}: " + ", ".join(f"{n} {v}" for v, n in counts.items())
               + f"; rows in {out / 'textbook.csv'}")
+        wrong_claims = [r for r in claim_results if r.verdict == claim_checks.WRONG]
+        if claim_results:
+            print(f"{len(claim_results)} claim{'s' * (len(claim_results) != 1)}: "
+                  f"{len(claim_results) - len(wrong_claims)} holds, {len(wrong_claims)} wrong; rows in {out / 'claims.csv'}")
+        if wrong_claims and not quiet:
+            print("\nWrong claims (the first draw that breaks each; draw 0 is the file's data):")
+            for r in wrong_claims:
+                print(f"  wrong  {r.example}  {r.at}: {r.statement} — formula {r.formula}; breaks on draw "
+                      f"{r.broken_at}: {r.note}")
+        if wrong_claims:
+            status = 1
         findings = [] if quiet else [r for r in rows if r["verdict"] != MATCH]
         if findings:
             print("\nNot a match:")

@@ -2,6 +2,8 @@
 
 ``errata``       every ``[[expect]]`` of a worked example and every named check,
                  judged match / rounding / erratum / disagree
+``claims``       ``[[claim]]`` formulas of a scenario file against autograd,
+                 judged holds / wrong over the file's data and seeded draws
 ``derivations``  the documents' gradient formulas against autograd
                  (``python -m reports.textbook.derivations`` prints them)
 

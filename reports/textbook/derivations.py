@@ -20,6 +20,14 @@ Verdicts:
 
 A derivation that does not hold everywhere carries its corrected formula,
 which must itself agree with autograd in every setting (else: inconsistent).
+
+The seeds' derivations are also stated as ``[[claim]]`` tables in the worked
+examples (``scenarios/worked_examples``), wherever the claim language can state
+them over the example's network; those go through the same machinery as a
+user's claims (``reports.textbook.claims``). ``derivation_verdicts`` — the
+report's table — lists this registry's verdicts and then every built-in claim
+(``claim_frame``). The registry stays: its settings vary what a claim cannot
+(the activation, the stride, the mode), and its conditions are checked.
 """
 from __future__ import annotations
 
@@ -770,15 +778,38 @@ def frame_of(results: list[DerivationResult]) -> pd.DataFrame:
         columns=["id", "document", "statement", "verdict", "corrected", "holds_in", "fails_in", "worst_rel"])
 
 
+def claim_frame(scenarios=None) -> pd.DataFrame:
+    """The claims of ``scenarios`` (default: the built-in worked examples), judged by
+    ``reports.textbook.claims``, as rows of ``frame_of``'s columns: id ``<example>:claim[k]``, the document's
+    number from the file's ``[source] document``, ``holds_in`` the data sets, ``fails_in`` the first draw
+    that breaks it."""
+    from reports.textbook.claims import HOLDS as CLAIM_HOLDS, check_claims
+    from scenarios.builtin import worked_examples
+
+    rows = []
+    for scenario in worked_examples() if scenarios is None else scenarios:
+        document = str(scenario.source.get("document", ""))[:3]
+        for k, result in enumerate(check_claims(scenario)):
+            data = "the file's data" + (f" and {result.draws} seeded draws" if result.draws else "")
+            broken = "" if result.verdict == CLAIM_HOLDS else \
+                ("the file's data" if result.broken_at == 0 else f"draw {result.broken_at}") + f": {result.note}"
+            rows.append({"id": f"{scenario.name}:claim[{k}]", "document": document, "statement": result.statement,
+                         "verdict": result.verdict, "corrected": "",
+                         "holds_in": data if result.verdict == CLAIM_HOLDS else "", "fails_in": broken,
+                         "worst_rel": result.worst_rel})
+    return pd.DataFrame(rows, columns=["id", "document", "statement", "verdict", "corrected", "holds_in",
+                                       "fails_in", "worst_rel"])
+
+
 def derivation_verdicts() -> pd.DataFrame:
-    """``frame_of(evaluate_all())``: deterministic, so computed once per
-    process; each caller gets a copy."""
+    """``frame_of(evaluate_all())`` followed by the built-in claims (``claim_frame``): deterministic, so
+    computed once per process; each caller gets a copy."""
     return _derivation_verdicts().copy()
 
 
 @functools.lru_cache(maxsize=1)
 def _derivation_verdicts() -> pd.DataFrame:
-    return frame_of(evaluate_all())
+    return pd.concat([frame_of(evaluate_all()), claim_frame()], ignore_index=True)
 
 
 def derivation_text(results: list[DerivationResult]) -> str:
