@@ -17,9 +17,9 @@ def book(pytester):
 
 @pytest.mark.subprocess
 def test_every_printed_number_is_a_test_and_every_verdict_shows(book):
-    """Under pytest -n 2, as a book's CI would run it."""
+    """Under pytest-xdist (-n 1: a controller and a worker, the channel every -n N uses), as a book's CI would run it."""
     result = book.runpytest_subprocess("-p", "no:cacheprovider", "--continue-on-collection-errors", "-rA",
-                                       "-n", "2")
+                                       "-n", "1")
     result.assert_outcomes(passed=4, failed=2, errors=1)
     result.stdout.fnmatch_lines([
         "*ERROR collecting book/ch4_draft.toml*",
