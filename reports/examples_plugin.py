@@ -106,7 +106,21 @@ class ExampleFailure(Exception):
     """A printed number that is an erratum, or where the engines disagree."""
 
 
-class ExampleItem(pytest.Item):
+class _FileItem(pytest.Item):
+    """An item of an ``ExampleFile``: its failures are one line, its location the file."""
+
+    def repr_failure(self, excinfo, style=None):
+        if isinstance(excinfo.value, ExampleFailure):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo, style)
+
+    def reportinfo(self):
+        return self.path, None, f"{self.parent.path.name}::{self.name}"
+
+
+class ExampleItem(_FileItem):
+    """One printed number (or named check)."""
+
     def runtest(self):
         from reports.textbook.errata import DISAGREE, ROUNDING, PASSING
 
@@ -123,16 +137,8 @@ class ExampleItem(pytest.Item):
         raise ExampleFailure(f"{row['verdict']}: printed {row['printed']}, computed {row['reference']!r} "
                              f"(manual {row['manual']!r}, torch {row['reference']!r}){note}")
 
-    def repr_failure(self, excinfo, style=None):
-        if isinstance(excinfo.value, ExampleFailure):
-            return str(excinfo.value)
-        return super().repr_failure(excinfo, style)
 
-    def reportinfo(self):
-        return self.path, None, f"{self.parent.path.name}::{self.name}"
-
-
-class ClaimItem(pytest.Item):
+class ClaimItem(_FileItem):
     """One ``[[claim]]``: its formula against autograd on the file's data and on its draws."""
 
     def runtest(self):
@@ -142,14 +148,6 @@ class ClaimItem(pytest.Item):
             raise ExampleFailure(f"{result.verdict}: {result.statement} ({result.formula} at {result.at}); "
                                  f"worst normwise discrepancy {result.worst_rel:.3g}, first broken on draw "
                                  f"{result.broken_at}{note}")
-
-    def repr_failure(self, excinfo, style=None):
-        if isinstance(excinfo.value, ExampleFailure):
-            return str(excinfo.value)
-        return super().repr_failure(excinfo, style)
-
-    def reportinfo(self):
-        return self.path, None, f"{self.parent.path.name}::{self.name}"
 
 
 class _RoundingSummary:

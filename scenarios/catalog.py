@@ -378,6 +378,17 @@ def _pair(default, minimum: int, doc: str) -> ParamSpec:
     return ParamSpec(default, tuple, minimum=minimum, doc=doc + " (an int, or a pair [h, w])")
 
 
+def _recurrent_options(**extra: ParamSpec) -> dict[str, ParamSpec]:
+    """The options rnn, lstm and gru share, ``extra`` after hidden_size."""
+    return {
+        "hidden_size": ParamSpec(None, int, minimum=1, doc="H, the hidden state's size"),
+        **extra,
+        "bias": ParamSpec(True, bool, doc="b_ih and b_hh"),
+        "bptt_chunk": ParamSpec(0, int, minimum=0, doc="0: full backpropagation through time; k: the state cut "
+                                                       "from the gradient every k steps (detach)"),
+    }
+
+
 LAYERS: dict[str, LayerInfo] = {
     layer.name: layer
     for layer in [
@@ -445,14 +456,7 @@ LAYERS: dict[str, LayerInfo] = {
         LayerInfo(
             "rnn",
             "h_t = f(x_t W_ihᵀ + b_ih + h_(t−1) W_hhᵀ + b_hh), f = tanh or relu; output every h_t (N, T, H)",
-            {
-                "hidden_size": ParamSpec(None, int, minimum=1, doc="H, the hidden state's size"),
-                "nonlinearity": ParamSpec("tanh", str, choices=("tanh", "relu"), doc="f"),
-                "bias": ParamSpec(True, bool, doc="b_ih and b_hh"),
-                "bptt_chunk": ParamSpec(0, int, minimum=0,
-                                        doc="0: full backpropagation through time; k: the state cut from the "
-                                            "gradient every k steps (detach)"),
-            },
+            _recurrent_options(nonlinearity=ParamSpec("tanh", str, choices=("tanh", "relu"), doc="f")),
             parameters=("weight_ih", "weight_hh", "bias_ih", "bias_hh"),
             data=("h0",),
             random="recurrent",
@@ -460,13 +464,7 @@ LAYERS: dict[str, LayerInfo] = {
         LayerInfo(
             "lstm",
             "gates (i, f, g, o); c_t = f ⊙ c_(t−1) + i ⊙ g; h_t = o ⊙ tanh(c_t); output every h_t (N, T, H)",
-            {
-                "hidden_size": ParamSpec(None, int, minimum=1, doc="H, the hidden state's size"),
-                "bias": ParamSpec(True, bool, doc="b_ih and b_hh"),
-                "bptt_chunk": ParamSpec(0, int, minimum=0,
-                                        doc="0: full backpropagation through time; k: the state cut from the "
-                                            "gradient every k steps (detach)"),
-            },
+            _recurrent_options(),
             parameters=("weight_ih", "weight_hh", "bias_ih", "bias_hh"),
             data=("h0", "c0"),
             random="recurrent",
@@ -474,13 +472,7 @@ LAYERS: dict[str, LayerInfo] = {
         LayerInfo(
             "gru",
             "gates (r, z, n); n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn)); h_t = (1 − z) ⊙ n + z ⊙ h_(t−1)",
-            {
-                "hidden_size": ParamSpec(None, int, minimum=1, doc="H, the hidden state's size"),
-                "bias": ParamSpec(True, bool, doc="b_ih and b_hh"),
-                "bptt_chunk": ParamSpec(0, int, minimum=0,
-                                        doc="0: full backpropagation through time; k: the state cut from the "
-                                            "gradient every k steps (detach)"),
-            },
+            _recurrent_options(),
             parameters=("weight_ih", "weight_hh", "bias_ih", "bias_hh"),
             data=("h0",),
             random="recurrent",
