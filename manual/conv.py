@@ -41,6 +41,8 @@ optimizer that updates ``weight`` and ``bias`` in place updates the layer.
 from __future__ import annotations
 
 import numpy as np
+
+from manual.layers import Learned
 from numpy.lib.stride_tricks import as_strided
 
 
@@ -201,7 +203,7 @@ def spread_weighted_delta(delta: np.ndarray, weight: np.ndarray, input_shape: tu
     return input_gradient_padded[:, :, ph:ph + height, pw:pw + width].copy()
 
 
-class Conv2d:
+class Conv2d(Learned):
     """z = W ⋆ x + b over (N, C, H, W) images.  Parameters ``weight`` (out, C/groups, kh, kw) and ``bias`` (out,) or None."""
 
     name = "conv2d"
@@ -227,16 +229,6 @@ class Conv2d:
     @property
     def parameter_names(self) -> tuple[str, ...]:
         return ("weight",) if self.bias is None else ("weight", "bias")
-
-    @property
-    def parameters(self) -> list[np.ndarray]:
-        """[W] or [W, b]: the arrays themselves, for an optimizer to update in place."""
-        return [self.weight] if self.bias is None else [self.weight, self.bias]
-
-    @property
-    def gradients(self) -> list[np.ndarray]:
-        """[∂L/∂W] or [∂L/∂W, ∂L/∂b], in the order of ``parameters``."""
-        return [self.weight_grad] if self.bias is None else [self.weight_grad, self.bias_grad]
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """x (N, C, H, W) → z = W ⋆ x + b (N, out, Ho, Wo); caches x̃ (backward rebuilds its columns for ∂L/∂W)."""

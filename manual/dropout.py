@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from manual.layers import Learned
 
-class Dropout:
+
+class Dropout(Learned):
     """a = x ⊙ mask · scale with scale = 1/(1 − p) (0 when p = 1).  No parameters; ``mask`` is set by the engine."""
 
     name = "dropout"
@@ -28,14 +30,6 @@ class Dropout:
         self.p = float(p)
         self.scale = 0.0 if self.p == 1.0 else 1.0 / (1.0 - self.p)
         self.mask: np.ndarray | None = None
-
-    @property
-    def parameters(self) -> list[np.ndarray]:
-        return []
-
-    @property
-    def gradients(self) -> list[np.ndarray]:
-        return []
 
     def _scaled_mask(self, shape: tuple[int, ...], dtype) -> np.ndarray:
         if self.mask is None:

@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from manual.layers import Learned
+
 __all__ = ["Embedding"]
 
 
-class Embedding:
+class Embedding(Learned):
     """a = E[ids]: ids (N, T) integers in [0, num_embeddings) → (N, T, D).  Parameter ``weight`` E (V, D)."""
 
     name = "embedding"
@@ -31,16 +33,6 @@ class Embedding:
         self.weight = weight
         self.num_embeddings, self.embedding_dim = weight.shape
         self.weight_grad: np.ndarray | None = None
-
-    @property
-    def parameters(self) -> list[np.ndarray]:
-        """[E], the array itself, for an optimizer to update in place."""
-        return [self.weight]
-
-    @property
-    def gradients(self) -> list[np.ndarray]:
-        """[∂L/∂E]."""
-        return [self.weight_grad]
 
     def forward(self, ids: np.ndarray) -> np.ndarray:
         """ids (N, T) → E[ids] (N, T, D); caches the ids."""

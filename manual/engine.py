@@ -33,7 +33,7 @@ from manual.clipping import clip_grad_norm, clip_grad_value, clip_weights
 from manual.conv import Conv2d
 from manual.dropout import Dropout
 from manual.embedding import Embedding
-from manual.layers import Flatten, Linear
+from manual.layers import Flatten, Learned, Linear
 from manual.losses import LOSSES
 from manual.normalization import BatchNorm, LayerNorm
 from manual.optimizers import OPTIMIZERS
@@ -152,7 +152,7 @@ def backward(network: list, grad_output: np.ndarray, input_grad: bool = True):
     for index in range(len(network) - 1, -1, -1):
         grads[index] = grad
         layer = network[index]
-        if index == 0 and hasattr(layer, "parameters"):
+        if index == 0 and isinstance(layer, Learned):  # layers (not activations) can skip ∂L/∂x
             grad = layer.backward(grad, input_grad=input_grad)
         else:
             grad = layer.backward(grad)
@@ -161,17 +161,17 @@ def backward(network: list, grad_output: np.ndarray, input_grad: bool = True):
 
 def parameters(network: list) -> list[np.ndarray]:
     """Every learned array, in layer order, weight before bias (the optimizer's order)."""
-    return [p for layer in network for p in getattr(layer, "parameters", ())]
+    return [p for layer in network if isinstance(layer, Learned) for p in layer.parameters]
 
 
 def gradients(network: list) -> list[np.ndarray]:
-    return [g for layer in network for g in getattr(layer, "gradients", ())]
+    return [g for layer in network if isinstance(layer, Learned) for g in layer.gradients]
 
 
 def _parameter_addresses(network: list) -> list[str]:
     """``layers.{i}.weight`` / ``.bias`` in the order of ``parameters(network)``."""
-    return [f"layers.{index}.{name}" for index, layer in enumerate(network)
-            for name in getattr(layer, "parameter_names", ())]
+    return [f"layers.{index}.{name}" for index, layer in enumerate(network) if isinstance(layer, Learned)
+            for name in layer.parameter_names]
 
 
 def _put_state(trace: Trace, network: list, prefix: str) -> None:

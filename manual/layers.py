@@ -19,7 +19,24 @@ from __future__ import annotations
 import numpy as np
 
 
-class Linear:
+class Learned:
+    """What an optimizer needs from a layer, derived from ``parameter_names``: the
+    arrays themselves (``parameters``, updated in place) and, after ``backward``,
+    their gradients (``gradients``, each stored as ``{name}_grad``). A layer
+    with nothing to learn keeps ``parameter_names = ()``."""
+
+    parameter_names: tuple[str, ...] = ()
+
+    @property
+    def parameters(self) -> list[np.ndarray]:
+        return [getattr(self, name) for name in self.parameter_names]
+
+    @property
+    def gradients(self) -> list[np.ndarray]:
+        return [getattr(self, f"{name}_grad") for name in self.parameter_names]
+
+
+class Linear(Learned):
     """z = x Wᵀ + b.  Parameters ``weight`` (out, in) and ``bias`` (out,) or None."""
 
     name = "linear"
@@ -35,19 +52,9 @@ class Linear:
         self.bias_grad: np.ndarray | None = None
 
     @property
-    def parameters(self) -> list[np.ndarray]:
-        """[W] or [W, b]: the arrays themselves, for an optimizer to update in place."""
-        return [self.weight] if self.bias is None else [self.weight, self.bias]
-
-    @property
     def parameter_names(self) -> tuple[str, ...]:
         """The Trace names of ``parameters``: ("weight",) or ("weight", "bias")."""
         return ("weight",) if self.bias is None else ("weight", "bias")
-
-    @property
-    def gradients(self) -> list[np.ndarray]:
-        """[∂L/∂W] or [∂L/∂W, ∂L/∂b], in the order of ``parameters``."""
-        return [self.weight_grad] if self.bias is None else [self.weight_grad, self.bias_grad]
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """x (n, in) → z = x Wᵀ + b (n, out); caches x for ∂L/∂W."""
@@ -80,7 +87,7 @@ class Linear:
 __all__ = ["Flatten", "Linear"]
 
 
-class Flatten:
+class Flatten(Learned):
     """a = x reshaped (N, d₁, …, d_k) → (N, d₁·…·d_k), row-major as torch.flatten(x, 1).  No parameters.
 
     Backward: the reshape moves numbers without changing them, so ∂L/∂x is
@@ -89,14 +96,6 @@ class Flatten:
 
     name = "flatten"
     parameter_names: tuple[str, ...] = ()
-
-    @property
-    def parameters(self) -> list[np.ndarray]:
-        return []
-
-    @property
-    def gradients(self) -> list[np.ndarray]:
-        return []
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """x (N, …) → (N, features); caches x's shape."""

@@ -39,6 +39,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from manual.layers import Learned
+
 
 def _normalise(x: np.ndarray, axes: tuple[int, ...], eps: float):
     """(x̂, 1/σ, μ, σ²_biased) over ``axes``, each statistic kept with size-1 axes for broadcasting."""
@@ -64,7 +66,7 @@ def per_channel_dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.einsum("ncm,ncm->nc", rows_a, rows_b).sum(axis=0)
 
 
-class BatchNorm:
+class BatchNorm(Learned):
     """y = γ (x − μ)/√(σ² + ε) + β per channel over (N, F) or (N, C, H, W).
 
     Parameters ``weight`` γ and ``bias`` β, shape (C,), or both None (not
@@ -97,16 +99,6 @@ class BatchNorm:
     @property
     def parameter_names(self) -> tuple[str, ...]:
         return () if self.weight is None else ("weight", "bias")
-
-    @property
-    def parameters(self) -> list[np.ndarray]:
-        """[γ, β] (the arrays themselves), or [] when not affine."""
-        return [] if self.weight is None else [self.weight, self.bias]
-
-    @property
-    def gradients(self) -> list[np.ndarray]:
-        """[∂L/∂γ, ∂L/∂β], in the order of ``parameters``."""
-        return [] if self.weight is None else [self.weight_grad, self.bias_grad]
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """x (N, C) or (N, C, H, W) → y, same shape; caches x̂ and 1/σ for backward."""
@@ -179,7 +171,7 @@ class BatchNorm:
                 f"affine={self.weight is not None})")
 
 
-class LayerNorm:
+class LayerNorm(Learned):
     """y = γ (x − μ)/√(σ² + ε) + β, statistics of each sample over its trailing ``dims`` dimensions.
 
     Parameters ``weight`` γ and ``bias`` β of shape x.shape[-dims:], or both
@@ -204,16 +196,6 @@ class LayerNorm:
     @property
     def parameter_names(self) -> tuple[str, ...]:
         return () if self.weight is None else ("weight", "bias")
-
-    @property
-    def parameters(self) -> list[np.ndarray]:
-        """[γ, β] (the arrays themselves), or [] when not affine."""
-        return [] if self.weight is None else [self.weight, self.bias]
-
-    @property
-    def gradients(self) -> list[np.ndarray]:
-        """[∂L/∂γ, ∂L/∂β], in the order of ``parameters``."""
-        return [] if self.weight is None else [self.weight_grad, self.bias_grad]
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """x (…, *normalised shape) → y, same shape; caches x̂ and 1/σ for backward."""

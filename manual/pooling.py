@@ -21,6 +21,8 @@ dilated kernel) and raises otherwise; so do these classes.
 from __future__ import annotations
 
 import numpy as np
+
+from manual.layers import Learned
 from numpy.lib.stride_tricks import as_strided
 
 from manual.conv import pair
@@ -37,7 +39,7 @@ def pool_output_size(size: int, kernel: int, stride: int, padding: int, dilation
     return out
 
 
-class _Pool2d:
+class _Pool2d(Learned):
     """Shared options, sizes and the window view of max and average pooling."""
 
     parameter_names: tuple[str, ...] = ()
@@ -53,14 +55,6 @@ class _Pool2d:
         if any(p > k // 2 for p, k in zip(self.padding, self.kernel_size)):
             raise ValueError(f"{self.name}: padding {self.padding} must be at most half of kernel_size "
                              f"{self.kernel_size} (PyTorch's rule)")
-
-    @property
-    def parameters(self) -> list[np.ndarray]:
-        return []
-
-    @property
-    def gradients(self) -> list[np.ndarray]:
-        return []
 
     def output_shape(self, height: int, width: int) -> tuple[int, int]:
         (kh, kw), (sh, sw), (ph, pw), (dh, dw) = self.kernel_size, self.stride, self.padding, self.dilation

@@ -46,6 +46,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from manual.layers import Learned
+
 __all__ = ["GRU", "LSTM", "LastStep", "RNN"]
 
 
@@ -73,7 +75,7 @@ def activate_gates(z_scaled: np.ndarray, scale: np.ndarray, shift: np.ndarray) -
     return z_scaled
 
 
-class _Recurrent:
+class _Recurrent(Learned):
     """Parameters, their gradients and the time-major plumbing shared by RNN, LSTM and GRU."""
 
     name = "recurrent"
@@ -106,16 +108,6 @@ class _Recurrent:
         """("weight_ih", "weight_hh", "bias_ih", "bias_hh"), without the biases when there are none."""
         names = ("weight_ih", "weight_hh")
         return names if self.bias_ih is None else names + ("bias_ih", "bias_hh")
-
-    @property
-    def parameters(self) -> list[np.ndarray]:
-        """The arrays themselves, in the order of ``parameter_names``, for an optimizer to update in place."""
-        return [getattr(self, name) for name in self.parameter_names]
-
-    @property
-    def gradients(self) -> list[np.ndarray]:
-        """∂L/∂θ for each parameter, in the order of ``parameters``."""
-        return [getattr(self, f"{name}_grad") for name in self.parameter_names]
 
     def detached_before(self, t: int) -> bool:
         """Whether the state entering step t is cut from the gradient (t = k, 2k, … for bptt_chunk k)."""
@@ -448,7 +440,7 @@ class GRU(_Recurrent):
                             input_grad)
 
 
-class LastStep:
+class LastStep(Learned):
     """a = x[:, T−1], (N, T, H) → (N, H): the last hidden state of a sequence.  No parameters.
 
     Backward: ∂L/∂x is δ = ∂L/∂a at t = T−1 and zero at every other step.
@@ -456,14 +448,6 @@ class LastStep:
 
     name = "last_step"
     parameter_names: tuple[str, ...] = ()
-
-    @property
-    def parameters(self) -> list[np.ndarray]:
-        return []
-
-    @property
-    def gradients(self) -> list[np.ndarray]:
-        return []
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """x (N, T, H) → x[:, −1] (N, H); caches x's shape and dtype."""
