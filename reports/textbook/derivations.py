@@ -38,7 +38,6 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 import torch
-from scipy.signal import correlate2d
 
 from reports.verification.tolerance import absolute_floor, tolerance
 
@@ -413,8 +412,18 @@ _N = ({"label": "n = 1", "n": 1}, {"label": "n = 5", "n": 5})
 # (cross-correlation, as PyTorch computes it): the input gradient is a "full"
 # convolution of δ = ∂L/∂z with the kernel turned by 180°, and the kernel
 # gradient a "valid" convolution of the input with δ. Written here with
-# scipy.signal.correlate2d, channel by channel, against autograd through
+# a NumPy 2-D cross-correlation (correlate2d), channel by channel, against autograd through
 # torch.nn.functional.conv2d; the settings vary stride and padding.
+
+
+def correlate2d(signal: np.ndarray, kernel: np.ndarray, mode: str) -> np.ndarray:
+    """2-D cross-correlation, Σ_pq signal[i + p, j + q] kernel[p, q] — 'valid' (the kernel inside
+    the signal) or 'full' (every overlap: the signal padded by the kernel's size − 1)."""
+    if mode == "full":
+        kh, kw = kernel.shape
+        signal = np.pad(signal, ((kh - 1, kh - 1), (kw - 1, kw - 1)))
+    windows = np.lib.stride_tricks.sliding_window_view(signal, kernel.shape)
+    return np.einsum("ijpq,pq->ij", windows, kernel)
 
 
 def _conv_setting(rng: np.random.Generator, setting: dict):
