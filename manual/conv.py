@@ -226,10 +226,6 @@ class Conv2d(Learned):
         self.weight_grad: np.ndarray | None = None
         self.bias_grad: np.ndarray | None = None
 
-    @property
-    def parameter_names(self) -> tuple[str, ...]:
-        return ("weight",) if self.bias is None else ("weight", "bias")
-
     def forward(self, x: np.ndarray) -> np.ndarray:
         """x (N, C, H, W) → z = W ⋆ x + b (N, out, Ho, Wo); caches x̃ (backward rebuilds its columns for ∂L/∂W)."""
         n, channels, height, width = x.shape

@@ -22,7 +22,6 @@ class Dropout(Learned):
     """a = x ⊙ mask · scale with scale = 1/(1 − p) (0 when p = 1).  No parameters; ``mask`` is set by the engine."""
 
     name = "dropout"
-    parameter_names: tuple[str, ...] = ()
 
     def __init__(self, p: float = 0.5):
         if not 0.0 <= p <= 1.0:

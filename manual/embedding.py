@@ -25,7 +25,6 @@ class Embedding(Learned):
     """a = E[ids]: ids (N, T) integers in [0, num_embeddings) → (N, T, D).  Parameter ``weight`` E (V, D)."""
 
     name = "embedding"
-    parameter_names: tuple[str, ...] = ("weight",)
 
     def __init__(self, weight: np.ndarray):
         if weight.ndim != 2:

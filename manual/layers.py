@@ -22,10 +22,17 @@ import numpy as np
 class Learned:
     """What an optimizer needs from a layer, derived from ``parameter_names``: the
     arrays themselves (``parameters``, updated in place) and, after ``backward``,
-    their gradients (``gradients``, each stored as ``{name}_grad``). A layer
-    with nothing to learn keeps ``parameter_names = ()``."""
+    their gradients (``gradients``, each stored as ``{name}_grad``).
 
-    parameter_names: tuple[str, ...] = ()
+    ``parameter_names`` are those of ``LEARNED`` (by default ``weight`` and
+    ``bias``) that the layer holds and are not None: a layer without bias, a
+    BatchNorm without γ and β, a pooling layer with nothing to learn."""
+
+    LEARNED: tuple[str, ...] = ("weight", "bias")
+
+    @property
+    def parameter_names(self) -> tuple[str, ...]:
+        return tuple(name for name in self.LEARNED if getattr(self, name, None) is not None)
 
     @property
     def parameters(self) -> list[np.ndarray]:
@@ -50,11 +57,6 @@ class Linear(Learned):
         self.bias = bias
         self.weight_grad: np.ndarray | None = None
         self.bias_grad: np.ndarray | None = None
-
-    @property
-    def parameter_names(self) -> tuple[str, ...]:
-        """The Trace names of ``parameters``: ("weight",) or ("weight", "bias")."""
-        return ("weight",) if self.bias is None else ("weight", "bias")
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """x (n, in) → z = x Wᵀ + b (n, out); caches x for ∂L/∂W."""
@@ -95,7 +97,6 @@ class Flatten(Learned):
     """
 
     name = "flatten"
-    parameter_names: tuple[str, ...] = ()
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """x (N, …) → (N, features); caches x's shape."""

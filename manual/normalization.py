@@ -96,10 +96,6 @@ class BatchNorm(Learned):
         self.weight_grad: np.ndarray | None = None
         self.bias_grad: np.ndarray | None = None
 
-    @property
-    def parameter_names(self) -> tuple[str, ...]:
-        return () if self.weight is None else ("weight", "bias")
-
     def forward(self, x: np.ndarray) -> np.ndarray:
         """x (N, C) or (N, C, H, W) → y, same shape; caches x̂ and 1/σ for backward."""
         if x.ndim not in (2, 4):
@@ -192,10 +188,6 @@ class LayerNorm(Learned):
         self.dims, self.weight, self.bias, self.eps = int(dims), weight, bias, float(eps)
         self.weight_grad: np.ndarray | None = None
         self.bias_grad: np.ndarray | None = None
-
-    @property
-    def parameter_names(self) -> tuple[str, ...]:
-        return () if self.weight is None else ("weight", "bias")
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """x (…, *normalised shape) → y, same shape; caches x̂ and 1/σ for backward."""

@@ -42,7 +42,6 @@ def pool_output_size(size: int, kernel: int, stride: int, padding: int, dilation
 class _Pool2d(Learned):
     """Shared options, sizes and the window view of max and average pooling."""
 
-    parameter_names: tuple[str, ...] = ()
 
     def __init__(self, kernel_size, stride=None, padding=(0, 0), dilation=(1, 1), ceil_mode: bool = False):
         self.kernel_size = pair(kernel_size)

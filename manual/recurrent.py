@@ -80,6 +80,7 @@ class _Recurrent(Learned):
 
     name = "recurrent"
     gates = 1  # G
+    LEARNED = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")  # the biases only when given
 
     def __init__(self, weight_ih: np.ndarray, weight_hh: np.ndarray, bias_ih: np.ndarray | None = None,
                  bias_hh: np.ndarray | None = None, bptt_chunk: int = 0):
@@ -102,12 +103,6 @@ class _Recurrent(Learned):
         self.bptt_chunk = int(bptt_chunk)
         self.weight_ih_grad = self.weight_hh_grad = self.bias_ih_grad = self.bias_hh_grad = None
         self.h0_grad: np.ndarray | None = None
-
-    @property
-    def parameter_names(self) -> tuple[str, ...]:
-        """("weight_ih", "weight_hh", "bias_ih", "bias_hh"), without the biases when there are none."""
-        names = ("weight_ih", "weight_hh")
-        return names if self.bias_ih is None else names + ("bias_ih", "bias_hh")
 
     def detached_before(self, t: int) -> bool:
         """Whether the state entering step t is cut from the gradient (t = k, 2k, … for bptt_chunk k)."""
@@ -447,7 +442,6 @@ class LastStep(Learned):
     """
 
     name = "last_step"
-    parameter_names: tuple[str, ...] = ()
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """x (N, T, H) → x[:, −1] (N, H); caches x's shape and dtype."""

@@ -272,10 +272,8 @@ def case_huge_exponent():
     return _bad("9**999999999", "exponent of magnitude 1e+09")
 
 
-@case(id="outer_of_1e9_entries", tags="hostile")
-def case_outer_huge():
-    # 31,623 inputs: outer(x, x) would be 31,623² ≈ 10⁹ float64 entries (8 GB).
-    text = '''
+# 31,623 inputs: a product of x with itself would hold 31,623² ≈ 10⁹ float64 entries (8 GB).
+WIDE_INPUT = '''
 [[layers]]
 type = "linear"
 init = "zeros"
@@ -287,24 +285,16 @@ reduction = "sum"
 x = {generate = "uniform", rows = 1, cols = 31623}
 y = [[0.0]]
 '''
-    return text + claim("outer(x, x)", "layers.0.weight.grad"), "claim[0].formula", "1,000,014,129 entries"
+
+
+@case(id="outer_of_1e9_entries", tags="hostile")
+def case_outer_huge():
+    return WIDE_INPUT + claim("outer(x, x)", "layers.0.weight.grad"), "claim[0].formula", "1,000,014,129 entries"
 
 
 @case(id="matmul_of_1e9_entries", tags="hostile")
 def case_matmul_huge():
-    text = '''
-[[layers]]
-type = "linear"
-init = "zeros"
-out = 1
-[loss]
-type = "mse"
-reduction = "sum"
-[data]
-x = {generate = "uniform", rows = 1, cols = 31623}
-y = [[0.0]]
-'''
-    return text + claim("x.T @ x", "layers.0.weight.grad"), "claim[0].formula", "limit elements"
+    return WIDE_INPUT + claim("x.T @ x", "layers.0.weight.grad"), "claim[0].formula", "limit elements"
 
 
 @case(id="formula_of_100kB", tags="hostile")

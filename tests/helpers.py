@@ -12,6 +12,20 @@ def assert_traces_agree(a, b, dtype, pair, addresses=None):
     return rows
 
 
+def layer_trace(layer, output, delta, input_gradient):
+    """A one-layer Trace of a hand-written layer after forward and backward: its output,
+    the upstream gradient δ, ∂L/∂input and every parameter gradient."""
+    from scenarios.trace import Trace
+
+    trace = Trace("manual")
+    trace.put("layers.0.output", output)
+    trace.put("layers.0.output.grad", delta)
+    trace.put("input.grad", input_gradient)
+    for name, gradient in zip(layer.parameter_names, layer.gradients):
+        trace.put(f"layers.0.{name}.grad", gradient)
+    return trace
+
+
 def assert_file_rejected(folder, text, field, expected, name="my_example.toml"):
     """Loading ``text`` (str, or bytes written as they are) as ``folder/name``
     fails with "name: field: …expected…"."""

@@ -22,6 +22,7 @@ from manual.normalization import BatchNorm, LayerNorm
 from manual.pooling import AvgPool2d, MaxPool2d
 from reports.verification.compare import compare
 from scenarios.trace import Trace
+from tests.helpers import layer_trace
 
 SEED = 0
 DTYPES = ("float64", "float32")
@@ -59,12 +60,7 @@ def traces(make_layer, torch_op, x, parameters=None, buffers=None, dtype="float6
     output = layer.forward(x.copy())
     delta = np.random.default_rng(seed + 1).standard_normal(output.shape).astype(dtype)
     input_gradient = layer.backward(delta.copy())
-    ours = Trace("manual")
-    ours.put("layers.0.output", output)
-    ours.put("layers.0.output.grad", delta)
-    ours.put("input.grad", input_gradient)
-    for name, gradient in zip(layer.parameter_names, layer.gradients):
-        ours.put(f"layers.0.{name}.grad", gradient)
+    ours = layer_trace(layer, output, delta, input_gradient)
     for name in buffers:
         ours.put(f"layers.0.{name}", getattr(layer, name))
     assert {a.dtype for a in (output, input_gradient, *layer.gradients)} == {np.dtype(dtype)}, "dtype not kept"

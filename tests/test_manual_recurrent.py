@@ -22,6 +22,7 @@ from manual.embedding import Embedding
 from manual.recurrent import GRU, LSTM, RNN, LastStep, activate_gates, gate_scale
 from reports.verification.compare import compare
 from scenarios.trace import Trace
+from tests.helpers import layer_trace
 
 SEED = 0
 DTYPES = ("float64", "float32")
@@ -61,12 +62,7 @@ def manual_trace(layer, data: dict, dtype: str) -> Trace:
     output = layer.forward(data["x"].astype(dtype), cast.get("h0"), cast.get("c0"))
     delta = data["delta"].astype(dtype)
     input_gradient = layer.backward(delta.copy())
-    ours = Trace("manual")
-    ours.put("layers.0.output", output)
-    ours.put("layers.0.output.grad", delta)
-    ours.put("input.grad", input_gradient)
-    for name, gradient in zip(layer.parameter_names, layer.gradients):
-        ours.put(f"layers.0.{name}.grad", gradient)
+    ours = layer_trace(layer, output, delta, input_gradient)
     for name in cast:
         ours.put(f"layers.0.{name}.grad", getattr(layer, f"{name}_grad"))
     if isinstance(layer, LSTM):

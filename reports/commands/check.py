@@ -149,9 +149,7 @@ def main(args: argparse.Namespace) -> int:
     problem = options.writable_folder(args.out)
     if problem:
         problems.append(f"--out: {problem}")
-    if problems:
-        for problem in problems:
-            print(f"backprop-verify check: {problem}", file=sys.stderr)
+    if options.refused("check", problems):
         return 2
     limits = dataclasses.replace(DEFAULT_LIMITS, **dict(args.limit))
     scenarios = []

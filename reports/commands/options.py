@@ -24,6 +24,7 @@ import argparse
 import dataclasses
 import os
 import re
+import sys
 import tempfile
 from pathlib import Path
 from re import _parser as parser  # the stdlib's own parse tree of a pattern (Python 3.11+)
@@ -165,3 +166,10 @@ def writable_folder(folder: str | os.PathLike) -> str | None:
                 part.rmdir()
             except OSError:
                 pass
+
+
+def refused(command: str, problems: list[str]) -> bool:
+    """Print each problem as ``backprop-verify COMMAND: PROBLEM`` on stderr; whether there was any (exit 2)."""
+    for problem in problems:
+        print(f"backprop-verify {command}: {problem}", file=sys.stderr)
+    return bool(problems)

@@ -279,9 +279,7 @@ def main(args: argparse.Namespace) -> int:
     problem = options.writable_folder(args.out)
     if problem:
         problems.append(f"--out: {problem}")
-    if problems:
-        for problem in problems:
-            print(f"{prefix}: {problem}", file=sys.stderr)
+    if options.refused("report", problems):
         return 2
     try:
         old = diff.read_old(args.compare_to) if args.compare_to else None
