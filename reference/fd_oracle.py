@@ -17,9 +17,27 @@ is ≈ eps^(2/3) ≈ 4e-11. We scale the step with the entry, h_k = cbrt(eps) ·
 scale_k with scale_k = max(1, |θ_k|), so that it stays a fixed number of ulps
 above θ_k's own resolution for large entries, and divide by the step actually taken,
 (θ_k + h_k) - (θ_k - h_k) (exact by Sterbenz's lemma when h_k < |θ_k|/3, and
-within one ulp otherwise), so the representation error of θ_k ± h_k does not enter. A relu / leaky_relu kink
-within h_k of an evaluation point gives the average of the two slopes; tests
-keep finite differences away from kinks (the scenario tag "kink").
+within one ulp otherwise), so the representation error of θ_k ± h_k does not enter.
+
+Blind spots. A central difference whose step crosses a point without a
+derivative — a relu / leaky_relu / elu pre-activation changing sign, a
+max-pool window whose maximum moves to another element (a tie: zeros that
+dropout or relu produce), softplus crossing its threshold, bce's log clamp —
+measures the average of two slopes, not the derivative. Every evaluation
+therefore also returns the network's *branch code*: for each kinked layer
+downstream of the perturbed tensor, which side of its kink every element is
+on (``KINK_CODES``: the sign of z, the argmax of each window, …). Where the
+code at θ + h_k or θ − h_k differs from the code at θ, the step crossed a
+kink, and that element of the gradient is recorded as a blind spot
+(``Trace.blind``) — left out of every comparison, with a note naming the
+kink — instead of a value that would look like a failure. The rest of the
+address is judged as usual. A smaller step is not tried: at an exact tie
+(the common case: several zeros in one window) no step avoids the kink, and
+below h ≈ 6e-6 the round-off ε|L|/h grows with |L| rather than with the
+gradient, which the tolerance cannot follow. Those elements are still judged
+manual against torch, where PyTorch's subgradient is the convention.
+Scenarios tagged "kink" (component grids that sit on a kink on purpose) skip
+finite differences altogether.
 
 One exception to scale_k = max(1, |θ_k|): the network's output when the loss
 takes probabilities (catalogue ``input_domain = "probability"``). There L
@@ -42,15 +60,18 @@ from typing import Callable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.func import vmap
 
 from scenarios.catalog import LOSSES as LOSS_CATALOG
 from scenarios.model import Scenario
 from scenarios.shapes import output_shape
-from scenarios.trace import Trace
+from scenarios.trace import BlindSpot, Trace
 from reference.network import build_network
+from scenarios.model import Layer
 
-__all__ = ["fd_oracle", "fd_gradient", "fd_applicable", "FD_MAX_ENTRIES", "RELATIVE_STEP"]
+__all__ = ["fd_oracle", "fd_gradient", "fd_applicable", "FD_MAX_ENTRIES", "RELATIVE_STEP", "KINK_CODES",
+           "LOSS_KINK_CODES"]
 
 # cbrt(eps) for float64: the step that balances truncation against round-off.
 RELATIVE_STEP: float = float(np.cbrt(np.finfo(np.float64).eps))
@@ -61,6 +82,58 @@ _CHUNK_ELEMENTS = 1 << 22
 # Finite differences cost two forward passes per parameter and per input; above
 # this many perturbed entries the oracle is skipped (manual-torch still runs).
 FD_MAX_ENTRIES = 2000
+
+
+# --------------------------------------------------------------------------- kinks
+#
+# ``KINK_CODES[type](layer)`` -> (what the kink is, code(input, output) -> tensor):
+# which side of its kink every element of a kinked layer is on, as a tensor
+# that changes exactly when an evaluation crosses the kink. Every catalogue
+# entry marked ``kinked`` needs one (``tests/test_catalogue.py``); None for a
+# layer whose options make it smooth.
+
+def _sign_of_input(name: str):
+    return lambda layer: (f"{name} kink (z = 0)", lambda signal, output: signal > 0)
+
+
+def _softplus_kink(layer: Layer):
+    beta = float(layer.params.get("beta", 1.0))
+    threshold = float(layer.params.get("threshold", 20.0))
+    return ("softplus threshold", lambda signal, output: signal * beta > threshold)
+
+
+def _max_pool2d_kink(layer: Layer):
+    options = layer.params
+
+    def code(signal, output):
+        _, indices = F.max_pool2d(signal, options["kernel_size"], options["stride"], options["padding"],
+                                  options["dilation"], ceil_mode=options["ceil_mode"], return_indices=True)
+        return indices
+
+    return ("max_pool2d tie", code)
+
+
+def _rnn_kink(layer: Layer):
+    if layer.params.get("nonlinearity") != "relu":
+        return None
+    return ("rnn relu kink (z = 0)", lambda signal, output: output > 0)
+
+
+KINK_CODES: dict[str, Callable[[Layer], tuple[str, Callable] | None]] = {
+    "relu": _sign_of_input("relu"),
+    "leaky_relu": _sign_of_input("leaky_relu"),
+    "elu": _sign_of_input("elu"),  # C¹ at 0 only for alpha = 1, and never C²: the step still averages curvatures
+    "softplus": _softplus_kink,
+    "max_pool2d": _max_pool2d_kink,
+    "rnn": _rnn_kink,
+}
+
+# The losses' own switches: torch's binary_cross_entropy clamps ln a and ln(1 − a) at −100.
+_BCE_CLAMP = -100.0
+LOSS_KINK_CODES: dict[str, tuple[str, Callable]] = {
+    "bce": ("bce clamp of ln at -100",
+            lambda a, t: torch.stack([torch.log(a) > _BCE_CLAMP, torch.log1p(-a) > _BCE_CLAMP])),
+}
 
 
 def fd_applicable(scenario: Scenario) -> bool:
@@ -129,17 +202,21 @@ def fd_gradient(
 
 
 def _batched_central_difference(
-    losses_of: Callable[[torch.Tensor], torch.Tensor],
+    losses_of: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
     theta: torch.Tensor,
     steps: torch.Tensor,
     work_per_copy: int,
-) -> torch.Tensor:
+    base_code: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Central differences of ``losses_of`` at ``theta`` with per-entry steps ``steps``.
 
     ``losses_of`` maps a stack of K copies of ``theta`` (shape (K, *theta.shape))
-    to their K losses. The 2·P copies (entry k raised, entry k lowered) are
-    built and evaluated in chunks of at most ``_CHUNK_ELEMENTS`` elements, with
+    to their K losses and K branch codes (K, C); ``base_code`` (C,) is the code
+    at ``theta``. The 2·P copies (entry k raised, entry k lowered) are built
+    and evaluated in chunks of at most ``_CHUNK_ELEMENTS`` elements, with
     ``work_per_copy`` the number of elements one copy's evaluation touches.
+    Returns the differences (theta's shape) and, per entry, the first position
+    of the code that either step changed (−1 where neither did).
     """
     flat = theta.reshape(-1)
     n_entries = flat.numel()
@@ -147,8 +224,9 @@ def _batched_central_difference(
     plus = flat + steps
     minus = flat - steps
     taken = plus - minus  # exact: the step actually taken, 2 h_k up to rounding of θ ± h
-    per_chunk = max(1, _CHUNK_ELEMENTS // max(1, 2 * max(work_per_copy, n_entries)))
+    per_chunk = max(1, _CHUNK_ELEMENTS // max(1, 2 * max(work_per_copy, n_entries, base_code.numel())))
     difference = torch.empty(n_entries, dtype=flat.dtype)
+    crossed = torch.full((n_entries,), -1, dtype=torch.int64)
     for start in range(0, n_entries, per_chunk):
         stop = min(n_entries, start + per_chunk)
         count = stop - start
@@ -157,9 +235,12 @@ def _batched_central_difference(
         copies = flat.expand(2 * count, n_entries).clone()
         copies[rows, entries] = plus[start:stop]
         copies[rows + count, entries] = minus[start:stop]
-        values = losses_of(copies.reshape(2 * count, *theta.shape))
+        values, codes = losses_of(copies.reshape(2 * count, *theta.shape))
         difference[start:stop] = values[:count] - values[count:]
-    return (difference / taken).reshape(theta.shape)
+        if base_code.numel():
+            changed = (codes[:count] != base_code) | (codes[count:] != base_code)
+            crossed[start:stop] = torch.where(changed.any(1), changed.to(torch.int8).argmax(1), -1)
+    return (difference / taken).reshape(theta.shape), crossed.reshape(theta.shape)
 
 
 def fd_oracle(scenario: Scenario, step: float | None = None) -> Trace:
@@ -172,7 +253,8 @@ def fd_oracle(scenario: Scenario, step: float | None = None) -> Trace:
     with factor = ``step`` or cbrt(eps) ≈ 6.1e-6 and scale = max(1, |θ|) (for
     the output fed to a loss on probabilities: the distance to the loss's
     singularity, see the module docstring) — so for entries with |θ| <= 1,
-    ``step`` is the absolute step. No optimizer steps are traced.
+    ``step`` is the absolute step. Elements whose step crosses a kink are
+    recorded in ``trace.blind`` (module docstring). No optimizer steps are traced.
     """
     if step is not None and not step > 0:
         raise ValueError(f"fd_oracle: step must be positive, got {step!r}")
@@ -190,24 +272,66 @@ def fd_oracle(scenario: Scenario, step: float | None = None) -> Trace:
     per_sample = [math.prod(tensor.shape[1:]) for tensor in [x, *outputs]]
     work_per_copy = x.shape[0] * max(per_sample) * max(1, n_layers)
 
-    def loss_from(start: int, signal: torch.Tensor) -> torch.Tensor:
-        """The loss when ``signal`` is fed to layer ``start`` (start = n_layers: it is the output)."""
-        return network.loss(signal, targets, start)
+    kinks = {}  # layer index -> (what the kink is, code)
+    for j, layer in enumerate(cast.layers):
+        make = KINK_CODES.get(layer.type)
+        found = make(layer) if make is not None else None
+        if found is not None:
+            kinks[j] = found
+    loss_kink = LOSS_KINK_CODES.get(cast.loss.type)
 
-    def central(
-        theta: torch.Tensor, one_copy: Callable[[torch.Tensor], torch.Tensor], scale: torch.Tensor | None = None
-    ) -> np.ndarray:
+    def evaluate(start: int, signal: torch.Tensor, **replaced: torch.Tensor) -> tuple[torch.Tensor, list]:
+        """The loss and the branch codes (one tensor per kink) when ``signal`` is fed to layer
+        ``start`` with ``replaced`` tensors of that layer (start = n_layers: it is the output)."""
+        codes = []
+        for j in range(start, n_layers):
+            layer_input = signal
+            signal = network.apply(j, signal, **(replaced if j == start else {}))
+            if j in kinks:
+                codes.append(kinks[j][1](layer_input, signal))
+        if loss_kink is not None:
+            codes.append(loss_kink[1](signal, targets))
+        return network.loss_of(signal, targets), codes
+
+    def one_code(codes: list) -> torch.Tensor:
+        return torch.cat([c.reshape(-1).to(torch.float64) for c in codes]) if codes else torch.zeros(0)
+
+    def central(address: str, theta: torch.Tensor, start: int, one_copy: Callable[[torch.Tensor], tuple],
+                scale: torch.Tensor | None = None) -> None:
         steps = factor * (_scale(theta) if scale is None else scale)
-        return _batched_central_difference(batched(one_copy), theta, steps, work_per_copy).numpy()
+        _, base_codes = one_copy(theta)
+        gradient, crossed = _batched_central_difference(batched(one_copy), theta, steps, work_per_copy,
+                                                        one_code(base_codes))
+        trace.put(address, gradient.numpy())
+        if (crossed >= 0).any():
+            trace.blind[address] = _blind_spot(crossed.numpy(), base_codes, start)
+
+    def _blind_spot(crossed: np.ndarray, base_codes: list, start: int) -> BlindSpot:
+        """Which kink the first crossing element's step crossed, and where."""
+        first = int(np.flatnonzero(crossed.reshape(-1) >= 0)[0])
+        position = int(crossed.reshape(-1)[first])
+        sources = [j for j in range(start, n_layers) if j in kinks] + ([None] if loss_kink is not None else [])
+        for source, code in zip(sources, base_codes):
+            if position < code.numel():
+                where = _index_text(position, tuple(code.shape))
+                what = kinks[source][0] if source is not None else loss_kink[0]
+                at = f"layers.{source}{where}" if source is not None else f"the loss{where}"
+                break
+            position -= code.numel()
+        return BlindSpot(crossed >= 0, f"fd step at {_index_text(first, crossed.shape)} crosses a {what} at {at}")
 
     # torch has no batching rule for the recurrent cells (aten::lstm_cell, rnn_tanh):
     # their scenarios evaluate the perturbed copies one after another.
     recurrent = any(layer.type in ("rnn", "lstm", "gru") for layer in cast.layers)
 
-    def batched(one_copy: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
+    def batched(one_copy: Callable[[torch.Tensor], tuple]) -> Callable[[torch.Tensor], tuple]:
+        flat = lambda copy: (lambda result: (result[0], one_code(result[1])))(one_copy(copy))
         if recurrent:
-            return lambda copies: torch.stack([one_copy(copy) for copy in copies])
-        return vmap(one_copy)
+            def loop(copies):
+                results = [flat(copy) for copy in copies]
+                return torch.stack([r[0] for r in results]), torch.stack([r[1] for r in results])
+            return loop
+        return vmap(flat)
 
     probability_scale = None
     if LOSS_CATALOG[cast.loss.type].input_domain == "probability":
@@ -228,18 +352,18 @@ def fd_oracle(scenario: Scenario, step: float | None = None) -> Trace:
             return None
 
         for i, output in enumerate(outputs):
-            scale = step_scale(i + 1, output)
-            trace.put(
-                f"layers.{i}.output.grad",
-                central(output, lambda perturbed, i=i: loss_from(i + 1, perturbed), scale),
-            )
+            central(f"layers.{i}.output.grad", output, i + 1,
+                    lambda perturbed, i=i: evaluate(i + 1, perturbed), step_scale(i + 1, output))
             layer_input = x if i == 0 else outputs[i - 1]
             for name, value in {**network.parameters_of[i], **network.states_of[i]}.items():
-                trace.put(
-                    f"layers.{i}.{name}.grad",
-                    central(value, lambda theta, i=i, name=name, layer_input=layer_input: loss_from(
-                        i + 1, network.apply(i, layer_input, **{name: theta}))),
-                )
+                central(f"layers.{i}.{name}.grad", value, i,
+                        lambda theta, i=i, name=name, layer_input=layer_input: evaluate(
+                            i, layer_input, **{name: theta}))
         if not network.token_ids:  # token ids have no gradient
-            trace.put("input.grad", central(x, lambda perturbed: loss_from(0, perturbed), step_scale(0, x)))
+            central("input.grad", x, 0, lambda perturbed: evaluate(0, perturbed), step_scale(0, x))
     return trace
+
+
+def _index_text(flat: int, shape: tuple[int, ...]) -> str:
+    """``[i,j,…]`` for element ``flat`` (C order) of an array of ``shape``; "" for a scalar."""
+    return "[" + ",".join(map(str, np.unravel_index(flat, shape))) + "]" if shape else ""

@@ -362,7 +362,11 @@ class LayerInfo:
     (max pooling: a tie between window elements), so scenarios that sit on a
     switch are tagged "kink". ``random``: the random networks that draw it —
     "conv" (``scenarios.generator.random_conv_scenario``), "recurrent"
-    (``random_recurrent_scenario``)."""
+    (``random_recurrent_scenario``). ``bias_sum``: how ∂L/∂bias sums the
+    layer's output gradient — "channel" (over every axis but axis 1: conv2d,
+    batch_norm), "trailing" (over every axis before the bias's own: linear,
+    layer_norm) or "" (not a plain sum) — read by the summation floor
+    (``reports.verification.cancellation``)."""
 
     name: str
     formula: str
@@ -372,6 +376,7 @@ class LayerInfo:
     data: tuple[str, ...] = ()
     kinked: bool = False
     random: str = "conv"
+    bias_sum: str = ""
 
 
 def _pair(default, minimum: int, doc: str) -> ParamSpec:
@@ -392,7 +397,7 @@ def _recurrent_options(**extra: ParamSpec) -> dict[str, ParamSpec]:
 LAYERS: dict[str, LayerInfo] = {
     layer.name: layer
     for layer in [
-        LayerInfo("linear", "z = x Wᵀ + b; W (out, in)", parameters=("weight", "bias")),
+        LayerInfo("linear", "z = x Wᵀ + b; W (out, in)", parameters=("weight", "bias"), bias_sum="trailing"),
         LayerInfo(
             "conv2d",
             "z[n, o] = b[o] + Σ_c Σ_(p,q) W[o, c, p, q] · x[n, c, s·i + d·p − pad, s·j + d·q − pad] (cross-correlation)",
@@ -405,6 +410,7 @@ LAYERS: dict[str, LayerInfo] = {
                 "groups": ParamSpec(1, int, minimum=1, doc="channel groups; in and out channels divisible by it"),
             },
             parameters=("weight", "bias"),
+            bias_sum="channel",
         ),
         LayerInfo(
             "max_pool2d",
@@ -442,6 +448,7 @@ LAYERS: dict[str, LayerInfo] = {
             },
             parameters=("weight", "bias"),
             buffers=("running_mean", "running_var"),
+            bias_sum="channel",
         ),
         LayerInfo(
             "layer_norm",
@@ -452,6 +459,7 @@ LAYERS: dict[str, LayerInfo] = {
                 "elementwise_affine": ParamSpec(True, bool, doc="learn γ (weight) and β (bias)"),
             },
             parameters=("weight", "bias"),
+            bias_sum="trailing",
         ),
         LayerInfo(
             "rnn",

@@ -34,6 +34,7 @@ address takes no index.
 from __future__ import annotations
 
 import re
+from typing import NamedTuple
 
 import numpy as np
 
@@ -49,12 +50,31 @@ _ADDRESS = re.compile(
 )
 
 
-class Trace(dict):
-    """An ordered mapping address -> np.ndarray, with the engine's name."""
+class BlindSpot(NamedTuple):
+    """Elements of one address that an engine cannot determine (the finite-difference
+    oracle's step crossing a kink): ``mask`` is True there; ``first`` says where
+    and why for the first of them (``fd step at [0,0,4,2] crosses a max_pool2d
+    tie at layers.3.output[0,0,2,1]``)."""
 
-    def __init__(self, engine: str, values: dict | None = None):
+    mask: np.ndarray
+    first: str
+
+    @property
+    def count(self) -> int:
+        return int(self.mask.sum())
+
+
+class Trace(dict):
+    """An ordered mapping address -> np.ndarray, with the engine's name.
+
+    ``blind`` maps an address to the elements this engine could not determine
+    (``BlindSpot``); comparisons leave those elements out and say so.
+    """
+
+    def __init__(self, engine: str, values: dict | None = None, blind: dict | None = None):
         super().__init__(values or {})
         self.engine = engine
+        self.blind: dict[str, BlindSpot] = dict(blind or {})
 
     def put(self, address: str, value) -> None:
         self[address] = np.array(value, copy=True)

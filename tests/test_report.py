@@ -50,7 +50,7 @@ def baseline(tmp_path_factory):
 def test_report_files_and_columns(baseline):
     frame = read_csv_text((baseline / "discrepancies.csv").read_text())
     assert list(frame.columns) == ["scenario", "pair", "dtype", "address", "max_abs", "max_rel", "tolerance",
-                                   "passed", "note", "status", "worst_index", "value", "reference_value"]
+                                   "passed", "note", "status", "worst_index", "value", "reference_value", "triage"]
     # the worst element: an index of the address's rank (empty for the scalar loss), both values there
     assert (frame.loc[frame["address"] == "loss", "worst_index"] == "").all()
     assert frame.loc[frame["address"].str.endswith("weight.grad"), "worst_index"].str.fullmatch(r"\[\d+,\d+\]").all()
@@ -167,7 +167,7 @@ def test_compare_to_reads_a_table_without_status(baseline, tmp_path):
     frame = read_csv_text((baseline / "discrepancies.csv").read_text())
     failed_before = frame.index[frame["status"] == "pass"][0]
     frame.loc[failed_before, "passed"] = False
-    frame.drop(columns=["status", "worst_index", "value", "reference_value"]).to_csv(
+    frame.drop(columns=["status", "worst_index", "value", "reference_value", "triage"]).to_csv(
         old / "discrepancies.csv", index=False, float_format="%.6e")
     new = tmp_path / "new"
     assert main(_args(new, "--no-plots", "--compare-to", str(old))) == 0

@@ -84,15 +84,23 @@ def test_compare_worst_element_ties_take_the_first_and_survive_nan_and_float32()
 def test_new_columns_come_after_status_and_old_tables_still_validate():
     assert COLUMNS[:10] == ("scenario", "pair", "dtype", "address", "max_abs", "max_rel", "tolerance", "passed",
                             "note", "status")
-    assert COLUMNS[10:] == ("worst_index", "value", "reference_value")
+    assert COLUMNS[10:] == ("worst_index", "value", "reference_value", "triage")
     row = {"scenario": "s", "pair": "manual-torch", "dtype": "float64", "address": "a", "max_abs": 0.1,
            "max_rel": 0.2, "tolerance": 1e-10, "passed": False, "note": "", "status": "fail",
-           "worst_index": "[3,0,1,1]", "value": 0.1 + 0.2, "reference_value": float("nan")}
+           "worst_index": "[3,0,1,1]", "value": 0.1 + 0.2, "reference_value": float("nan"),
+           "triage": "manual alone"}
     text = csv_text(rows_frame([row]))
-    assert text.splitlines()[1].endswith(',fail,"[3,0,1,1]",0.30000000000000004,nan')
+    assert text.splitlines()[1].endswith(',fail,"[3,0,1,1]",0.30000000000000004,nan,manual alone')
     validate_csv_text(text)
     frame = read_csv_text(text)
     assert frame.loc[0, "value"] == 0.1 + 0.2 and frame.loc[0, "worst_index"] == "[3,0,1,1]"
+    assert frame.loc[0, "triage"] == "manual alone"
+    with pytest.raises(ValueError, match="triage 'manual'; expected empty or one of manual alone"):
+        validate_csv_text(text.replace(",manual alone", ",manual"))
+    before_triage = "\n".join(line.rsplit(",", 1)[0] for line in text.splitlines()) + "\n"
+    validate_csv_text(before_triage)  # written before the triage existed
+    assert read_csv_text(before_triage).loc[0, "triage"] == ""
+    text = before_triage
     old = "\n".join(line.rsplit(",", 3)[0] for line in text.replace('"[3,0,1,1]"', "x").splitlines()) + "\n"
     validate_csv_text(old)  # written before the worst element existed
     assert read_csv_text(old).loc[0, "worst_index"] == ""

@@ -38,6 +38,7 @@ from reports.commands import options
 from reports.rendering.io import atomic_write_many, checkpoint
 from reports.rendering.plots import all_plots
 from reports.rendering.sections import MAX_SECTIONS, build_sections
+from reports.verification.compare import TRIAGE_MEANING
 from reports.rendering.summary import ReportData, environment, render_changes_markdown, render_markdown
 from reports.rendering.table import csv_text, markdown, read_csv_text, rows_frame
 from reports.textbook.derivations import derivation_verdicts
@@ -321,7 +322,8 @@ _SIDES = {"manual-torch": ("manual", "torch"), "manual-fd": ("manual", "fd"), "t
 
 
 def failure_line(row) -> str:
-    """``FAIL scenario pair address[i,j]: manual V, torch R (|a−b| D, max_rel M, tolerance T)``, values %.17g."""
+    """``FAIL scenario pair address[i,j]: manual V, torch R (|a−b| D, max_rel M, tolerance T) — triage: meaning``,
+    values %.17g; the triage (which side is the odd one out) when the row has one."""
     side, reference_side = _SIDES.get(row["pair"], ("a", "b"))
     element = f"{row['address']}{row['worst_index']}" if isinstance(row["worst_index"], str) else row["address"]
     if row["value"] == row["value"] or row["reference_value"] == row["reference_value"]:  # not both NaN
@@ -329,8 +331,10 @@ def failure_line(row) -> str:
     else:
         values = "no element to compare"
     note = f"; {row['note']}" if row["note"] else ""
+    triage = row.get("triage") or ""
+    odd_one_out = f" — {triage}: {TRIAGE_MEANING[triage]}" if triage in TRIAGE_MEANING else ""
     return (f"FAIL {row['scenario']} {row['pair']} {element}: {values} (|a−b| {row['max_abs']:.3e}, "
-            f"max_rel {row['max_rel']:.3e}, tolerance {row['tolerance']:.1e}{note})")
+            f"max_rel {row['max_rel']:.3e}, tolerance {row['tolerance']:.1e}{note}){odd_one_out}")
 
 
 def failure_lines(frame, limit: int = MAX_FAILURE_LINES) -> list[str]:

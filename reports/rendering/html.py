@@ -83,7 +83,7 @@ def _bad_first(frame: pd.DataFrame, column: str) -> pd.DataFrame:
     return pd.concat([frame[bad], frame[~bad]]).reset_index(drop=True)
 
 
-ROW_COLUMNS = ["scenario", "pair", "dtype", "address", "max_abs", "max_rel", "tolerance", "status", "worst_index",
+ROW_COLUMNS = ["scenario", "pair", "dtype", "address", "status", "triage", "max_abs", "max_rel", "tolerance", "worst_index",
                "value", "reference_value", "note"]
 
 

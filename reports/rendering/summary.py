@@ -101,8 +101,8 @@ def render_markdown(data: ReportData) -> str:
     if failed.empty:
         lines += ["None.", ""]
     else:
-        shown = failed[["scenario", "pair", "dtype", "address", "max_abs", "max_rel", "tolerance", "worst_index",
-                        "value", "reference_value", "note"]].copy()
+        shown = failed[["scenario", "pair", "dtype", "address", "triage", "max_abs", "max_rel", "tolerance",
+                        "worst_index", "value", "reference_value", "note"]].copy()
         for column in ("value", "reference_value"):  # every digit, as in discrepancies.csv
             shown[column] = ["—" if v != v else "%.17g" % v for v in shown[column]]
         lines += [markdown(shown), ""]

@@ -8,14 +8,15 @@ import re
 
 import pandas as pd
 
-from reports.verification.compare import COLUMNS, FAIL, FLOOR, NOT_JUDGED, PASS, STATUSES, WORST_COLUMNS
+from reports.verification.compare import COLUMNS, FAIL, FLOOR, NOT_JUDGED, PASS, STATUSES, TRIAGES, WORST_COLUMNS
 
 FLOAT_FORMAT = "%.6e"
 VALUE_FORMAT = "%.17g"  # value and reference_value: every digit, so the element's numbers read back exactly
-# The headers an older discrepancies.csv may have: before the worst element, and before ``status``.
-BEFORE_WORST = [c for c in COLUMNS if c not in WORST_COLUMNS]
+# The headers an older discrepancies.csv may have: before ``triage``, before the worst element, and before ``status``.
+BEFORE_TRIAGE = [c for c in COLUMNS if c != "triage"]
+BEFORE_WORST = [c for c in BEFORE_TRIAGE if c not in WORST_COLUMNS]
 BEFORE_STATUS = [c for c in BEFORE_WORST if c != "status"]
-HEADERS = (list(COLUMNS), BEFORE_WORST, BEFORE_STATUS)
+HEADERS = (list(COLUMNS), BEFORE_TRIAGE, BEFORE_WORST, BEFORE_STATUS)
 _WORST_INDEX = re.compile(r"|\[[0-9]+(?:,[0-9]+)*\]")
 
 
@@ -43,6 +44,7 @@ def _value_text(value) -> str:
 def read_csv_text(text: str) -> pd.DataFrame:
     """Parse ``discrepancies.csv`` back (``nan``/``inf`` as floats, empty notes as "").
 
+    A table written before ``triage`` existed gets ``triage`` "".
     A table written before the ``status`` column existed reads without one
     (``--compare-to`` needs only ``passed``); a ``status`` outside
     ``STATUSES`` is an error. A table written before the worst element
@@ -53,9 +55,11 @@ def read_csv_text(text: str) -> pd.DataFrame:
     frame = pd.read_csv(io.StringIO(text), keep_default_na=False, na_values=numbers,
                         dtype={"note": str, "scenario": str, "pair": str, "dtype": str, "address": str,
                                "max_abs": float, "max_rel": float, "tolerance": float, "status": str,
-                               "worst_index": str, "value": float, "reference_value": float})
+                               "worst_index": str, "value": float, "reference_value": float, "triage": str})
     if "worst_index" not in frame.columns:
         frame = frame.assign(worst_index="", value=float("nan"), reference_value=float("nan"))
+    if "triage" not in frame.columns:
+        frame = frame.assign(triage="")
     frame["passed"] = frame["passed"].astype(str).eq("True")
     if "status" in frame.columns:
         unknown = sorted(set(frame["status"]) - set(STATUSES))
@@ -74,8 +78,8 @@ def validate_csv_text(text: str) -> None:
     complete ``discrepancies.csv``.
 
     Complete means: the header is exactly ``COLUMNS`` (or ``COLUMNS`` without
-    the trailing ``worst_index,value,reference_value``, or without those and
-    ``status``, as written before those columns existed); every row
+    the trailing ``triage``, or without ``worst_index,value,reference_value`` too,
+    or without those and ``status``, as written before those columns existed); every row
     has that many fields; ``max_abs``, ``max_rel``, ``tolerance``, ``value``
     and ``reference_value`` are numbers (``nan``/``inf`` allowed),
     ``worst_index`` is empty or ``[i,j,…]``, ``passed`` is ``True``/``False``,
@@ -93,7 +97,7 @@ def validate_csv_text(text: str) -> None:
         raise ValueError(f"line 1: {err}; expected the header " + ",".join(COLUMNS)) from None
     if header not in HEADERS:
         raise ValueError(f"line 1: header {','.join(header)[:200]!r}; expected {','.join(COLUMNS)} "
-                         f"(or the same without {','.join(WORST_COLUMNS)}, or without status too)")
+                         f"(or the same without triage, without {','.join(WORST_COLUMNS)} too, or without status too)")
     width = len(header)
     keys: dict[tuple[str, str, str], int] = {}
     line = 1
@@ -117,6 +121,9 @@ def validate_csv_text(text: str) -> None:
             if "worst_index" in record and not _WORST_INDEX.fullmatch(record["worst_index"]):
                 raise ValueError(f"line {line}: worst_index {record['worst_index'][:40]!r}; expected [i,j,…] "
                                  "(non-negative integers) or empty")
+            if record.get("triage", "") not in ("", *TRIAGES):
+                raise ValueError(f"line {line}: triage {record['triage'][:40]!r}; expected empty or one of "
+                                 f"{', '.join(TRIAGES)}")
             if record["passed"] not in ("True", "False"):
                 raise ValueError(f"line {line}: passed {record['passed'][:40]!r}; expected True or False")
             if "status" in record:

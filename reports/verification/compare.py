@@ -33,11 +33,24 @@ STATUSES = (PASS, FLOOR, NOT_JUDGED, FAIL)
 # The columns of discrepancies.csv, in order: a Row with the scenario, the
 # engine pair and the dtype in front; ``passed`` is ``status != "fail"``.
 COLUMNS = ("scenario", "pair", "dtype", "address", "max_abs", "max_rel", "tolerance", "passed", "note", "status",
-           "worst_index", "value", "reference_value")
-# The last three locate the worst element: the index of the largest |a − b| in
-# the address syntax (``[0,1]``, ``[3,0,1,1]``, empty for a scalar or when
-# there is no element to name) and both engines' values there.
+           "worst_index", "value", "reference_value", "triage")
+# worst_index, value and reference_value locate the worst element: the index of
+# the largest |a − b| in the address syntax (``[0,1]``, ``[3,0,1,1]``, empty for
+# a scalar or when there is no element to name) and both engines' values there.
 WORST_COLUMNS = ("worst_index", "value", "reference_value")
+# ``triage``, on a failing row only: which side is the odd one out at that address, from
+# the three pairs' statuses (``reports.verification.runner.triage``); empty elsewhere.
+MANUAL_ALONE, TORCH_ALONE, ORACLE, ALL_APART, UNSETTLED, BELOW_FD = (
+    "manual alone", "torch alone", "oracle", "all three apart", "no finite differences", "below fd resolution")
+TRIAGES = (MANUAL_ALONE, TORCH_ALONE, ORACLE, ALL_APART, UNSETTLED, BELOW_FD)
+TRIAGE_MEANING = {
+    MANUAL_ALONE: "manual ≠ torch = fd: the hand derivation is wrong there",
+    TORCH_ALONE: "manual = fd ≠ torch: the reference's network differs from the scenario",
+    ORACLE: "manual = torch ≠ fd: look for a kink or tie the oracle crossed",
+    ALL_APART: "manual, torch and fd all disagree",
+    UNSETTLED: "manual ≠ torch, and finite differences do not apply here",
+    BELOW_FD: "manual ≠ torch, both within finite differences' coarser tolerance",
+}
 
 
 class Row(NamedTuple):
@@ -75,6 +88,9 @@ def compare(a: Trace, b: Trace, dtype: str = "float64", pair: str | None = None,
     pair = pair or f"{a.engine}-{b.engine}"
     floor = absolute_floor(dtype, pair)
     addresses = list(addresses if addresses is not None else b.keys())
+    blind = {**getattr(a, "blind", {}), **getattr(b, "blind", {})}
+    if blind:
+        a, b = _without_blind_spots(a, b, blind)
     maxima = _finite_maxima(a, b, addresses)
     grad_scale, output_scale = family_scales(b, maxima)
     tolerances: dict[int, float] = {}  # by update number
@@ -108,7 +124,31 @@ def compare(a: Trace, b: Trace, dtype: str = "float64", pair: str | None = None,
         else:
             max_abs, scale_b, *worst = known
             rows.append(_judge(address, max_abs, scale_b, tol, floor * scale, *worst))
+    if blind:
+        rows = [_with_blind_spot(row, blind[row.address]) if row.address in blind else row for row in rows]
     return rows
+
+
+def _without_blind_spots(a: Trace, b: Trace, blind: dict) -> tuple[Trace, Trace]:
+    """Copies of ``a`` and ``b`` whose blind elements (``Trace.blind``) are 0 on both sides,
+    so that they count neither in max|a − b| nor in max|b|."""
+    a, b = Trace(a.engine, a), Trace(b.engine, b)
+    for address, spot in blind.items():
+        for trace in (a, b):
+            if address in trace and trace[address].shape == spot.mask.shape:
+                value = trace[address].copy()
+                value[spot.mask] = 0.0
+                trace[address] = value
+    return a, b
+
+
+def _with_blind_spot(row: Row, spot) -> Row:
+    """``row`` with its blind elements named in the note; ``not_judged`` when no element was judged."""
+    note = (f"{spot.count} of {spot.mask.size} element{'s' * (spot.mask.size != 1)} not judged: {spot.first}"
+            + (f"; {row.note}" if row.note else ""))
+    if spot.count == spot.mask.size:
+        return row._replace(status=NOT_JUDGED, note=note)
+    return row._replace(note=note)
 
 
 @functools.lru_cache(maxsize=8192)

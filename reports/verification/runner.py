@@ -1,7 +1,8 @@
 """Run a scenario through every engine and compare: the rows of a report.
 
 ``verify(scenario)`` gives the manual-torch rows (dicts with ``compare.COLUMNS``;
-failing rows re-judged by the conditioning floor, ``conditioning``) and, where the finite-difference
+failing rows re-judged by the summation floor, ``cancellation``, then by the
+conditioning floor, ``conditioning``) and, where the finite-difference
 oracle applies (``reference.fd_oracle.fd_applicable``), the manual-fd and
 torch-fd rows. ``report_rows(scenario)`` adds the trajectory judgement
 (``horizon``); every report row — in one process, in pytest-xdist workers and
@@ -13,8 +14,10 @@ import manual
 import reference
 from reference.fd_oracle import fd_applicable, fd_oracle
 from reference.torch_engine import has_torch_reference
-from reports.verification import conditioning
-from reports.verification.compare import Row, compare, step_of
+from reports.verification import cancellation, conditioning
+from reports.verification.compare import (ALL_APART, BELOW_FD, FAIL, MANUAL_ALONE, ORACLE, TORCH_ALONE,
+                                          UNSETTLED, Row, compare, step_of)
+from reports.verification.tolerance import PAIRS
 from reports.verification.horizon import compare_trajectory, no_torch_reference_row
 from scenarios.model import Scenario
 
@@ -23,6 +26,9 @@ def verify(scenario: Scenario, with_fd: bool = True) -> list[dict]:
     manual_trace = manual.run(scenario)
     torch_trace = reference.run(scenario)
     compared = compare(manual_trace, torch_trace, scenario.dtype, "manual-torch")
+    if any(row.status == FAIL for row in compared):
+        compared = cancellation.rejudge(compared, manual_trace, torch_trace,
+                                        cancellation.term_floors(scenario, manual_trace, torch_trace))
     rows = _rows(scenario, "manual-torch", conditioning.rejudge(scenario, compared, torch_trace))
     if scenario.optimizer is not None and not has_torch_reference(scenario.optimizer.type):
         rows += _rows(scenario, "manual-torch", [no_torch_reference_row(scenario.optimizer.type)])
@@ -30,14 +36,32 @@ def verify(scenario: Scenario, with_fd: bool = True) -> list[dict]:
         fd_trace = fd_oracle(scenario)
         rows += _rows(scenario, "manual-fd", compare(manual_trace, fd_trace, scenario.dtype, "manual-fd"))
         rows += _rows(scenario, "torch-fd", compare(torch_trace, fd_trace, scenario.dtype, "torch-fd"))
+    return triage(rows)
+
+
+def triage(rows: list[dict]) -> list[dict]:
+    """``rows`` of one scenario with ``triage`` set on every failing row: which side is the
+    odd one out at that address (``compare.TRIAGES``), read from the three pairs' statuses."""
+    failing = {(r["pair"], r["address"]): r["status"] == FAIL for r in rows}
+    for row in rows:
+        row["triage"] = _odd_one_out(failing, row["address"]) if row["status"] == FAIL else ""
     return rows
+
+
+def _odd_one_out(failing: dict, address: str) -> str:
+    manual_torch, manual_fd, torch_fd = (failing.get((pair, address)) for pair in PAIRS)
+    if manual_fd is None or torch_fd is None:
+        return UNSETTLED
+    return {(True, True, False): MANUAL_ALONE, (True, False, True): TORCH_ALONE, (False, True, True): ORACLE,
+            (True, True, True): ALL_APART, (True, False, False): BELOW_FD}.get(
+        (bool(manual_torch), manual_fd, torch_fd), ALL_APART)
 
 
 def _rows(scenario: Scenario, pair: str, compared: list[Row]) -> list[dict]:
     return [{"scenario": scenario.name, "pair": pair, "dtype": scenario.dtype, "address": row.address,
              "max_abs": row.max_abs, "max_rel": row.max_rel, "tolerance": row.tolerance, "passed": row.passed,
              "note": row.note, "status": row.status, "worst_index": row.worst_index, "value": row.value,
-             "reference_value": row.reference_value} for row in compared]
+             "reference_value": row.reference_value, "triage": ""} for row in compared]
 
 
 def report_rows(scenario: Scenario) -> list[dict]:
@@ -53,4 +77,4 @@ def report_rows(scenario: Scenario) -> list[dict]:
         return rows
     judged, _horizon = compare_trajectory(scenario)
     kept = [r for r in rows if not (r["pair"] == "manual-torch" and step_of(r["address"]))]
-    return kept + _rows(scenario, "manual-torch", [row for row in judged if step_of(row.address)])
+    return triage(kept + _rows(scenario, "manual-torch", [row for row in judged if step_of(row.address)]))

@@ -1,0 +1,105 @@
+"""The summation floor: gradients that are sums of terms which cancel.
+
+A bias gradient is a sum, ∂L/∂b_c = Σ_k δ_k over the n = N·H·W (or N·T)
+entries of the layer's output gradient δ that share the bias; a linear
+layer's weight gradient is a sum of n = N products, ∂L/∂W_jk = Σ_r δ_rj x_rk.
+Where the exact sum is zero or much smaller than its terms — a bias feeding a
+training-mode batch_norm (∂L/∂b = 0 exactly: the normalisation removes any
+shift), a bias feeding a layer_norm over the axes it is constant on, a
+softmax-cross-entropy δ that sums to zero over classes — the computed value is
+what rounding leaves of the terms, and its size says nothing about the
+precision. The absolute error of a computed sum is bounded by the size of the
+terms, not of the result: recursive summation, pairwise summation and any
+blocked order a BLAS chooses all satisfy
+
+    |fl(Σ t_k) − Σ t_k|  ≤  γ_(n−1) Σ |t_k|,    γ_m = m·u / (1 − m·u) ≈ m·u
+
+(Higham, *Accuracy and Stability of Numerical Algorithms*, §4.2), with u the
+unit roundoff of the scenario's dtype. Each engine sums its *own* terms, and
+those differ by rounding too — they are compared at their own address (the
+layer's ``output.grad``), where they pass or fail on their own. So for the
+two engines' sums A = fl(Σ a_k) and B = fl(Σ b_k):
+
+    |A − B|  ≤  Σ |a_k − b_k|  +  2 · n · u · Σ |b_k|        (to first order in u)
+
+A manual-torch row that fails the ordinary criterion passes with the status
+``floor`` when, at every element, |A − B| ≤ rtol · max|B| plus that bound.
+A wrong derivative is not hidden: an error in the terms shows on the δ
+address itself (not a sum, judged as usual); a wrong sum (a missing factor,
+the wrong axes, a forgotten batch) makes A differ from fl(Σ a_k) by a
+fraction of Σ|a_k|, where the floor is n·u of it plus what the terms already
+disagree by. The first term is measured, not assumed: where the terms agree
+to a few ulps, so must their sums.
+
+For a linear layer's weight, the terms are products δ_rj·x_rk and the bound
+is Σ_r (|δa − δb|·|x_b| + |δ_a|·|x_a − x_b|) + 2·n·u·Σ_r |δ_b|·|x_b|.
+
+Which parameters are sums of which terms is the catalogue's ``bias_sum``
+(biases of linear, conv2d, batch_norm and layer_norm); the weight of a linear
+layer sums δ_rj x_rk over the rows r. Other gradients (convolution kernels,
+recurrent parameters, inputs) are not covered here; the conditioning floor
+(``conditioning``) re-judges them.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from reports.verification.compare import FAIL, FLOOR, Row
+from reports.verification.tolerance import UNIT_ROUNDOFF
+from scenarios.catalog import LAYERS
+from scenarios.model import Scenario
+from scenarios.trace import Trace
+
+
+def term_floors(scenario: Scenario, a: Trace, b: Trace) -> dict[str, tuple[np.ndarray, int]]:
+    """address -> (the bound above for every element, n) for the gradients that are plain sums,
+    from both engines' terms (``a`` the engine under test, ``b`` the reference)."""
+    unit = UNIT_ROUNDOFF[scenario.dtype]
+    floors = {}
+    for i, layer in enumerate(scenario.layers):
+        info = LAYERS.get(layer.type)
+        address = f"layers.{i}.output.grad"
+        if info is None or address not in a or address not in b or a[address].shape != b[address].shape:
+            continue
+        delta_a, delta_b = np.asarray(a[address], np.float64), np.asarray(b[address], np.float64)
+        apart, size = np.abs(delta_a - delta_b), np.abs(delta_b)
+        if layer.bias is not None and info.bias_sum and f"layers.{i}.bias.grad" in b:
+            if info.bias_sum == "channel":
+                axes = tuple(k for k in range(size.ndim) if k != 1)
+            else:
+                axes = tuple(range(size.ndim - np.ndim(layer.bias)))
+            terms = size.sum(axis=axes)
+            if terms.shape == np.shape(layer.bias):
+                count = size.size // max(1, terms.size)
+                floors[f"layers.{i}.bias.grad"] = (apart.sum(axis=axes) + 2.0 * count * unit * terms, count)
+        if layer.type == "linear" and layer.weight is not None and f"layers.{i}.weight.grad" in b:
+            inputs = [scenario.x, scenario.x] if i == 0 else [trace.get(f"layers.{i - 1}.output") for trace in (a, b)]
+            if any(value is None for value in inputs):
+                continue
+            x_a, x_b = (np.asarray(value, np.float64).reshape(-1, layer.weight.shape[1]) for value in inputs)
+            out = layer.weight.shape[0]
+            if x_a.shape != x_b.shape or x_b.shape[0] * out != size.size:
+                continue
+            apart, size, delta_a = apart.reshape(-1, out), size.reshape(-1, out), np.abs(delta_a.reshape(-1, out))
+            count = x_b.shape[0]
+            floors[f"layers.{i}.weight.grad"] = (apart.T @ np.abs(x_b) + delta_a.T @ np.abs(x_a - x_b)
+                                                 + 2.0 * count * unit * (size.T @ np.abs(x_b)), count)
+    return floors
+
+
+def rejudge(rows: list[Row], a: Trace, b: Trace, floors: dict[str, tuple[np.ndarray, int]]) -> list[Row]:
+    """``rows``, with failing rows whose every element lies within the summation floor marked ``floor``."""
+    judged = []
+    for row in rows:
+        found = floors.get(row.address) if row.status == FAIL and math.isfinite(row.max_abs) else None
+        if found is not None:
+            floor, count = found
+            x = np.asarray(a[row.address], np.float64)
+            y = np.asarray(b[row.address], np.float64)
+            if x.shape == y.shape == floor.shape and np.all(np.abs(x - y) <= row.tolerance * np.abs(y).max() + floor):
+                row = row._replace(status=FLOOR, note=f"within the summation floor Σ|a_k − b_k| + 2·n·u·Σ|b_k| "
+                                                      f"(n = {count} terms; at most {floor.max():.1e})")
+        judged.append(row)
+    return judged
