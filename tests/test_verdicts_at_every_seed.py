@@ -190,3 +190,33 @@ def test_every_injected_bug_still_fails_beside_the_summation_floor(monkeypatch, 
     monkeypatch.setattr(cls, "backward", backward)
     failed = {r["address"] for r in _failures(verify(scenario, with_fd=False))}
     assert expected <= failed, failed
+
+
+# layer_norm over a last dimension of size 1: x̂ = 0 exactly, so ∂L/∂γ = Σ δ·x̂ = 0; manual gives 0,
+# torch leaves 4.6e-14 of its x̂ — within the rounding bound of x̂ that the summation floor adds.
+ZERO_NORMALISED = 161807
+
+
+def test_gamma_of_a_layer_norm_over_one_value_is_judged_by_the_rounding_of_x_hat():
+    scenario = random_conv_scenario(ZERO_NORMALISED)
+    assert scenario.layers[2].type == "layer_norm" and scenario.x.shape[0] == 1
+    rows = {r["address"]: r for r in verify(scenario, with_fd=False)}
+    assert rows["layers.2.weight.grad"]["status"] == "floor"
+    assert rows["layers.2.weight.grad"]["note"].startswith("within the summation floor")
+    assert not _failures(list(rows.values()))
+
+
+def test_a_wrong_gamma_gradient_still_fails_there(monkeypatch):
+    """∂L/∂γ = Σ δ (β's rule) instead of Σ δ·x̂."""
+    from manual.normalization import LayerNorm
+
+    backward = LayerNorm.backward
+
+    def gamma_as_beta(self, delta, input_grad=True):
+        result = backward(self, delta, input_grad)
+        self.weight_grad = self.bias_grad.copy()
+        return result
+
+    monkeypatch.setattr(LayerNorm, "backward", gamma_as_beta)
+    failed = {r["address"] for r in _failures(verify(random_conv_scenario(ZERO_NORMALISED), with_fd=False))}
+    assert "layers.2.weight.grad" in failed

@@ -32,11 +32,16 @@ disagree by. The first term is measured, not assumed: where the terms agree
 to a few ulps, so must their sums.
 
 For a linear layer's weight, the terms are products δ_rj·x_rk and the bound
-is Σ_r (|δa − δb|·|x_b| + |δ_a|·|x_a − x_b|) + 2·n·u·Σ_r |δ_b|·|x_b|.
+is Σ_r (|δa − δb|·|x_b| + |δ_a|·|x_a − x_b|) + 2·n·u·Σ_r |δ_b|·|x_b|. For the
+γ of batch_norm and layer_norm, the terms are δ·x̂ and x̂ is itself computed
+inside each engine: the bound adds 2·Σ|δ|·e, e the rounding bound of x̂
+(``_normalised``) — a layer_norm over a dimension of size 1 has x̂ = 0 exactly,
+and an engine may leave 1e-14 of it.
 
 Which parameters are sums of which terms is the catalogue's ``bias_sum``
-(biases of linear, conv2d, batch_norm and layer_norm); the weight of a linear
-layer sums δ_rj x_rk over the rows r. Other gradients (convolution kernels,
+(biases of linear, conv2d, batch_norm and layer_norm, and the γ of the two
+norms over the same axes); the weight of a linear layer sums δ_rj x_rk over
+the rows r. Other gradients (convolution kernels,
 recurrent parameters, inputs) are not covered here; the conditioning floor
 (``conditioning``) re-judges them.
 """
@@ -74,6 +79,16 @@ def term_floors(scenario: Scenario, a: Trace, b: Trace) -> dict[str, tuple[np.nd
             if terms.shape == np.shape(layer.bias):
                 count = size.size // max(1, terms.size)
                 floors[f"layers.{i}.bias.grad"] = (apart.sum(axis=axes) + 2.0 * count * unit * terms, count)
+        if layer.type in ("batch_norm", "layer_norm") and layer.weight is not None \
+                and f"layers.{i}.weight.grad" in b:
+            layer_input = scenario.x if i == 0 else b.get(f"layers.{i - 1}.output")
+            found = None if layer_input is None else _normalised(layer, np.asarray(layer_input, np.float64), unit)
+            if found is not None:
+                normalised, error, axes, group = found
+                count = size.size // max(1, np.size(layer.weight))
+                floors[f"layers.{i}.weight.grad"] = (
+                    (apart * normalised + 2.0 * size * error).sum(axis=axes)
+                    + 2.0 * count * unit * (size * normalised).sum(axis=axes), count)
         if layer.type == "linear" and layer.weight is not None and f"layers.{i}.weight.grad" in b:
             inputs = [scenario.x, scenario.x] if i == 0 else [trace.get(f"layers.{i - 1}.output") for trace in (a, b)]
             if any(value is None for value in inputs):
@@ -87,6 +102,38 @@ def term_floors(scenario: Scenario, a: Trace, b: Trace) -> dict[str, tuple[np.nd
             floors[f"layers.{i}.weight.grad"] = (apart.T @ np.abs(x_b) + delta_a.T @ np.abs(x_a - x_b)
                                                  + 2.0 * count * unit * (size.T @ np.abs(x_b)), count)
     return floors
+
+
+def _normalised(layer, x: np.ndarray, unit: float):
+    """|x̂| of a batch_norm / layer_norm input x, a bound on the rounding error of x̂ at every element,
+    the axes γ's gradient sums over, and m, the size of each normalised group — or None.
+
+    x̂ = (x − μ)/σ: μ, a mean of m values, is within m·u·max|x| of the exact mean; x − μ adds
+    u·|x − μ|; σ = √(σ² + ε) is within (m + 2)·u relatively. So |x̂ − fl(x̂)| ≤ (m + 2)·u·(max|x|/σ + |x̂|),
+    which is what a group of m equal values (x − μ = 0 exactly, σ = √ε) leaves of x̂ = 0.
+    """
+    eps = float(layer.params.get("eps", 1e-5))
+    if layer.type == "batch_norm":
+        channel = (1, x.shape[1]) + (1,) * (x.ndim - 2)
+        if layer.params.get("training", True):
+            group_axes = tuple(k for k in range(x.ndim) if k != 1)
+            mean, variance = x.mean(axis=group_axes, keepdims=True), x.var(axis=group_axes, keepdims=True)
+        else:
+            group_axes = ()
+            mean = np.asarray(layer.buffers["running_mean"], np.float64).reshape(channel)
+            variance = np.asarray(layer.buffers["running_var"], np.float64).reshape(channel)
+        sum_axes = tuple(k for k in range(x.ndim) if k != 1)
+    else:
+        dims = int(layer.params.get("dims", 1))
+        group_axes = tuple(range(x.ndim - dims, x.ndim))
+        mean, variance = x.mean(axis=group_axes, keepdims=True), x.var(axis=group_axes, keepdims=True)
+        sum_axes = tuple(range(x.ndim - dims))
+    group = max(1, int(np.prod([x.shape[k] for k in group_axes])))
+    deviation = np.sqrt(variance + eps)
+    normalised = np.abs(x - mean) / deviation
+    largest = np.abs(x).max(axis=group_axes, keepdims=True) if group_axes else np.abs(x)
+    error = (group + 2) * unit * (largest / deviation + normalised)
+    return normalised, error, sum_axes, group
 
 
 def rejudge(rows: list[Row], a: Trace, b: Trace, floors: dict[str, tuple[np.ndarray, int]]) -> list[Row]:
