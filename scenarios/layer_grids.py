@@ -9,6 +9,13 @@ the finite-difference oracle unless tagged "kink" (max pooling over windows
 with ties, where PyTorch's choice of the maximum is the reference and finite
 differences average the two sides).
 
+The windowed layers (conv2d, max_pool2d, avg_pool2d) also reach every path
+of their backward with a rectangular kernel and stride, padding and dilation
+that differ between the axes (labels ``k2x3-…``, pairs written height×width):
+a slip that reads one axis's option for the other shows nowhere else
+(``tests/test_bug_injection.py`` injects such slips and names the variants
+that catch them).
+
 ``LAYER_GRIDS[type]`` lists the variants of each layer type as
 (label, input shape, options, tags); ``tests/test_catalogue.py`` checks that
 every catalogue layer has one.
@@ -40,6 +47,32 @@ LAYER_GRIDS: dict[str, tuple[tuple[str, tuple[int, ...], dict, tuple[str, ...]],
         ("groups2", (2, 4, 5, 5), {"out_channels": 2, "kernel_size": (2, 2), "groups": 2}, ()),
         ("no-bias", (2, 2, 5, 5), {"out_channels": 2, "kernel_size": (3, 3), "bias": False}, ()),
         ("rect", (2, 2, 5, 7), {"out_channels": 2, "kernel_size": (2, 3), "stride": (1, 2), "padding": (1, 0)}, ()),
+        # Every path of the input gradient (``manual.conv.full_convolution``) with a rectangular kernel and
+        # per-axis options (H×W), both ways round: a slip that reads one axis's option for the other shows
+        # only here. Stride 1, padding ≤ the kernel's reach d·(k − 1), out·H·W ≤ C·Ho·Wo: the correlation
+        # with the turned kernel (``correlate_with_turned_kernel``) —
+        ("k2x3-pad1x0-dilation1x2", (2, 3, 5, 9), {"out_channels": 2, "kernel_size": (2, 3), "padding": (1, 0),
+                                                   "dilation": (1, 2)}, ()),
+        ("k3x2-pad0x1-dilation2x1", (2, 3, 9, 5), {"out_channels": 2, "kernel_size": (3, 2), "padding": (0, 1),
+                                                   "dilation": (2, 1)}, ()),
+        ("groups2-k2x3-pad1x0-dilation1x2", (2, 4, 4, 7), {"out_channels": 2, "kernel_size": (2, 3),
+                                                           "padding": (1, 0), "dilation": (1, 2), "groups": 2}, ()),
+        # — and the spread of the weighted δ (``spread_weighted_delta``): stride > 1 on one axis,
+        ("k2x3-stride2x1-pad0x1-dilation1x2", (2, 2, 7, 8), {"out_channels": 2, "kernel_size": (2, 3),
+                                                             "stride": (2, 1), "padding": (0, 1),
+                                                             "dilation": (1, 2)}, ()),
+        ("k3x2-stride1x2-pad1x0-dilation2x1", (2, 2, 7, 8), {"out_channels": 2, "kernel_size": (3, 2),
+                                                             "stride": (1, 2), "padding": (1, 0),
+                                                             "dilation": (2, 1)}, ()),
+        ("groups2-k3x2-stride2x1-pad0x1-dilation1x2", (2, 4, 7, 6), {"out_channels": 4, "kernel_size": (3, 2),
+                                                                     "stride": (2, 1), "padding": (0, 1),
+                                                                     "dilation": (1, 2), "groups": 2}, ()),
+        # stride 1 with the width's padding beyond the kernel's reach (2 > 1·(2 − 1)),
+        ("k3x2-pad0x2-dilation2x1", (2, 2, 9, 5), {"out_channels": 2, "kernel_size": (3, 2), "padding": (0, 2),
+                                                   "dilation": (2, 1)}, ()),
+        # stride 1 within the reach, but the correlation would lay out more numbers (out·H·W > C·Ho·Wo).
+        ("k2x3-pad1x0-dilation1x2-out4", (2, 2, 5, 9), {"out_channels": 4, "kernel_size": (2, 3),
+                                                        "padding": (1, 0), "dilation": (1, 2)}, ()),
     ),
     "max_pool2d": (
         ("k2", (2, 2, 6, 6), {"kernel_size": (2, 2)}, ()),
@@ -49,6 +82,21 @@ LAYER_GRIDS: dict[str, tuple[tuple[str, tuple[int, ...], dict, tuple[str, ...]],
         ("overlap", (1, 2, 6, 6), {"kernel_size": (3, 3), "stride": (1, 1)}, ()),
         ("ties", (2, 2, 6, 6), {"kernel_size": (2, 2)}, ("kink",)),
         ("ties-overlap", (1, 1, 5, 5), {"kernel_size": (3, 3), "stride": (1, 1), "padding": (1, 1)}, ("kink",)),
+        # Rectangular windows with per-axis options (H×W), both ways round: unpadded (x̃ is x itself),
+        ("k2x3-s2x1-dilation1x2", (2, 2, 7, 8), {"kernel_size": (2, 3), "stride": (2, 1), "dilation": (1, 2)}, ()),
+        # padded (the in-bounds mask, the crop), overlapping along the height,
+        ("k3x2-s1x2-pad1x0-dilation2x1", (2, 2, 7, 8), {"kernel_size": (3, 2), "stride": (1, 2), "padding": (1, 0),
+                                                        "dilation": (2, 1)}, ()),
+        # ceil_mode: along the height the last ceil window would start in the padding and is dropped, along
+        # the width a last window hangs over the end of x (extra −∞ padding on the right),
+        ("k2x3-s2x3-pad1x0-dilation1x2-ceil", (2, 2, 5, 6), {"kernel_size": (2, 3), "stride": (2, 3),
+                                                             "padding": (1, 0), "dilation": (1, 2),
+                                                             "ceil_mode": True}, ()),
+        # ties in rectangular windows: PyTorch's first maximum in row-major (u, then v) order.
+        ("ties-k2x3-s1x2-pad1x0", (2, 2, 5, 7), {"kernel_size": (2, 3), "stride": (1, 2), "padding": (1, 0)},
+         ("kink",)),
+        ("ties-k3x2-s2x1-pad0x1-dilation2x1", (1, 2, 7, 6), {"kernel_size": (3, 2), "stride": (2, 1),
+                                                             "padding": (0, 1), "dilation": (2, 1)}, ("kink",)),
     ),
     "avg_pool2d": (
         ("k2", (2, 2, 6, 6), {"kernel_size": (2, 2)}, ()),
@@ -58,6 +106,18 @@ LAYER_GRIDS: dict[str, tuple[tuple[str, tuple[int, ...], dict, tuple[str, ...]],
         ("ceil", (2, 1, 7, 7), {"kernel_size": (2, 2), "ceil_mode": True}, ()),
         ("ceil-pad1", (1, 2, 6, 6), {"kernel_size": (3, 3), "stride": (2, 2), "padding": (1, 1),
                                      "ceil_mode": True}, ()),
+        # Rectangular windows with per-axis options (H×W), both ways round (average pooling has no dilation);
+        # with and without the padding in the divisor,
+        ("k2x3-s2x1-pad0x1", (2, 1, 7, 8), {"kernel_size": (2, 3), "stride": (2, 1), "padding": (0, 1)}, ()),
+        ("k3x2-s1x2-pad1x0-exclude-pad", (2, 1, 7, 8), {"kernel_size": (3, 2), "stride": (1, 2), "padding": (1, 0),
+                                                        "count_include_pad": False}, ()),
+        # and ceil_mode: a last window hanging over the end of x along one axis (its divisor clipped to the
+        # padded input), a last ceil window dropped along the other.
+        ("k3x2-s2x3-pad1x0-ceil", (2, 1, 6, 6), {"kernel_size": (3, 2), "stride": (2, 3), "padding": (1, 0),
+                                                 "ceil_mode": True}, ()),
+        ("k2x3-s3x2-pad0x1-ceil-exclude-pad", (2, 1, 6, 8), {"kernel_size": (2, 3), "stride": (3, 2),
+                                                             "padding": (0, 1), "ceil_mode": True,
+                                                             "count_include_pad": False}, ()),
     ),
     "flatten": (("image", (2, 2, 3, 3), {}, ()),),
     "batch_norm": (
