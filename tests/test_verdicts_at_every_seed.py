@@ -147,6 +147,12 @@ def _conv_bias_doubled(self, delta, input_grad=True):
     return result
 
 
+def _conv_kernel_halved(self, delta, input_grad=True):
+    result = _conv_backward(self, delta, input_grad)
+    self.weight_grad = 0.5 * self.weight_grad
+    return result
+
+
 def _batch_norm_without_mean_term(self, delta, input_grad=True):
     """∂L/∂x = γ/(M σ)·(M δ − x̂ Σ δ x̂): the −Σδ term dropped (the bias in front then gets Σδ·γ/σ ≠ 0)."""
     input_gradient = _batch_norm_backward(self, delta, input_grad)
@@ -171,6 +177,8 @@ MUTANTS = {
     "conv bias doubled": (Conv2d, _conv_bias_doubled, CANCELLING, {"layers.3.bias.grad", "layers.0.bias.grad"}),
     # The terms are wrong here, so they fail where they are compared: δ behind the batch_norm and everything
     # before it (the bias sum itself then differs by what its terms differ by: the floor says so).
+    "conv kernel gradient halved": (Conv2d, _conv_kernel_halved, CANCELLING, {"layers.0.weight.grad",
+                                                                            "layers.3.weight.grad"}),
     "batch_norm without the mean term": (BatchNorm, _batch_norm_without_mean_term, STRUCTURAL_ZERO,
                                          {"layers.3.output.grad", "layers.2.output.grad", "input.grad"}),
 }
@@ -220,3 +228,15 @@ def test_a_wrong_gamma_gradient_still_fails_there(monkeypatch):
     monkeypatch.setattr(LayerNorm, "backward", gamma_as_beta)
     failed = {r["address"] for r in _failures(verify(random_conv_scenario(ZERO_NORMALISED), with_fd=False))}
     assert "layers.2.weight.grad" in failed
+
+
+# Two layer_norms over (C, H, W) and (H, W) around a conv2d: the second conv's kernel gradient is
+# exactly 0 (its input is constant over each normalised group), and torch leaves 4e-15 of it.
+ZERO_KERNEL = 7607928057567938765
+
+
+def test_a_conv_kernel_whose_gradient_cancels_is_judged_by_the_size_of_its_terms():
+    rows = {r["address"]: r for r in verify(random_conv_scenario(ZERO_KERNEL), with_fd=False)}
+    row = rows["layers.3.weight.grad"]
+    assert row["status"] == "floor" and row["note"].startswith("within the summation floor"), row
+    assert not _failures(list(rows.values()))

@@ -32,7 +32,10 @@ disagree by. The first term is measured, not assumed: where the terms agree
 to a few ulps, so must their sums.
 
 For a linear layer's weight, the terms are products δ_rj·x_rk and the bound
-is Σ_r (|δa − δb|·|x_b| + |δ_a|·|x_a − x_b|) + 2·n·u·Σ_r |δ_b|·|x_b|. For the
+is Σ_r (|δa − δb|·|x_b| + |δ_a|·|x_a − x_b|) + 2·n·u·Σ_r |δ_b|·|x_b|. For a
+conv2d kernel the terms are δ[n,o,i,j]·x[n,c,·,·] over n, i, j: the same bound
+with the sums laid out as the kernel's own gradient (computed on the absolute
+values by torch's ``conv2d_weight``). For the
 γ of batch_norm and layer_norm, the terms are δ·x̂ and x̂ is itself computed
 inside each engine: the bound adds 2·Σ|δ|·e, e the rounding bound of x̂
 (``_normalised``) — a layer_norm over a dimension of size 1 has x̂ = 0 exactly,
@@ -41,15 +44,17 @@ and an engine may leave 1e-14 of it.
 Which parameters are sums of which terms is the catalogue's ``bias_sum``
 (biases of linear, conv2d, batch_norm and layer_norm, and the γ of the two
 norms over the same axes); the weight of a linear layer sums δ_rj x_rk over
-the rows r. Other gradients (convolution kernels,
-recurrent parameters, inputs) are not covered here; the conditioning floor
+the rows r, a conv2d kernel δ·x over the samples and positions. Other gradients
+(recurrent parameters, inputs) are not covered here; the conditioning floor
 (``conditioning``) re-judges them.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
+import torch
 
 from reports.verification.compare import FAIL, FLOOR, Row
 from reports.verification.tolerance import UNIT_ROUNDOFF
@@ -89,6 +94,15 @@ def term_floors(scenario: Scenario, a: Trace, b: Trace) -> dict[str, tuple[np.nd
                 floors[f"layers.{i}.weight.grad"] = (
                     (apart * normalised + 2.0 * size * error).sum(axis=axes)
                     + 2.0 * count * unit * (size * normalised).sum(axis=axes), count)
+        if layer.type == "conv2d" and f"layers.{i}.weight.grad" in b:
+            inputs = [scenario.x, scenario.x] if i == 0 else [trace.get(f"layers.{i - 1}.output") for trace in (a, b)]
+            if all(value is not None for value in inputs):
+                x_a, x_b = (np.asarray(value, np.float64) for value in inputs)
+                count = size.shape[0] * size.shape[2] * size.shape[3]
+                kernel_terms = functools.partial(_kernel_sum, layer)
+                floors[f"layers.{i}.weight.grad"] = (
+                    kernel_terms(np.abs(x_b), apart) + kernel_terms(np.abs(x_a - x_b), np.abs(delta_a))
+                    + 2.0 * count * unit * kernel_terms(np.abs(x_b), size), count)
         if layer.type == "linear" and layer.weight is not None and f"layers.{i}.weight.grad" in b:
             inputs = [scenario.x, scenario.x] if i == 0 else [trace.get(f"layers.{i - 1}.output") for trace in (a, b)]
             if any(value is None for value in inputs):
@@ -102,6 +116,15 @@ def term_floors(scenario: Scenario, a: Trace, b: Trace) -> dict[str, tuple[np.nd
             floors[f"layers.{i}.weight.grad"] = (apart.T @ np.abs(x_b) + delta_a.T @ np.abs(x_a - x_b)
                                                  + 2.0 * count * unit * (size.T @ np.abs(x_b)), count)
     return floors
+
+
+def _kernel_sum(layer, x: np.ndarray, delta: np.ndarray) -> np.ndarray:
+    """Σ_{n,i,j} δ[n,o,i,j]·x[n,c,i·s + u·d − p, j·s + v·d − p] for every (o, c, u, v): the sum a conv2d kernel's
+    gradient is, here of non-negative terms (torch's own weight-gradient routine, in float64)."""
+    options = layer.params
+    return torch.nn.grad.conv2d_weight(torch.from_numpy(x), tuple(layer.weight.shape), torch.from_numpy(delta),
+                                       stride=options["stride"], padding=options["padding"],
+                                       dilation=options["dilation"], groups=options["groups"]).numpy()
 
 
 def _normalised(layer, x: np.ndarray, unit: float):
