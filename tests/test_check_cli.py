@@ -1,8 +1,12 @@
 """``backprop-verify check``: its three exit codes, its CSV, and nothing written on bad input."""
+import re
+from decimal import Decimal
 from pathlib import Path
 
 import manual
+import reference
 from reports.cli import main
+from scenarios import load_scenario
 from scenarios.builtin import worked_example_paths
 
 FOLDER = Path(worked_example_paths()[0]).parent
@@ -29,7 +33,40 @@ def test_exit_1_on_an_erratum(tmp_path, capsys):
     assert main(["check", str(OWN), str(SEED002), "--out", str(tmp_path)]) == 1
     csv = (tmp_path / "textbook.csv").read_text()
     assert 'seed002-digit_network_784_16_16_10,parameter_count,"13,001",0,13002,13002,erratum' in csv
-    assert "erratum   seed002-digit_network_784_16_16_10  parameter_count" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "erratum   seed002-digit_network_784_16_16_10  parameter_count" in out
+    assert ("FAIL seed002-digit_network_784_16_16_10 parameter_count: printed 13,001, manual 13002, torch 13002; "
+            "erratum; tolerance 0 (a count: equality)") in out
+
+
+def _with_expectation(tmp_path, printed: str) -> Path:
+    teacher = tmp_path / "teacher.toml"
+    teacher.write_text(OWN.read_text() + f'\n[[expect]]\nat = "layers.3.output[0,0]"\nprinted = "{printed}"\n')
+    return teacher
+
+
+def test_a_number_printed_beyond_float64_s_resolution_is_judged_at_it_and_says_so(tmp_path, capsys):
+    scenario = load_scenario(OWN).astype("float64")
+    value = reference.run(scenario).element("layers.3.output[0,0]")  # a¹ ≈ 0.4823, as torch computes it
+    shortest = repr(value)  # the shortest decimal that reads as the value
+    padded = shortest + "0" * (20 - len(shortest.partition(".")[2]))  # the float64 value padded to 20 decimals
+    assert main(["check", str(_with_expectation(tmp_path, padded)), "--out", str(tmp_path / "a")]) == 0
+    out = capsys.readouterr().out
+    # the table's computed column shows every digit float64 has
+    assert re.search(rf"^  layers\.3\.output\[0,0\] +{re.escape(padded)}  {re.escape(shortest)} +match$", out, re.M)
+    section = out.split("Judged at float64's resolution")[1]
+    assert f"match     example-two_layer_sigmoid_mse  layers.3.output[0,0]: printed {padded}" in section
+    assert "— [20 decimals printed, finer than float64 resolves here (" in section
+    # the CSV keeps its columns
+    assert (tmp_path / "a" / "textbook.csv").read_text().splitlines()[0] == HEADER
+
+    # one wrong 15th significant digit, 1e-15 away: 18 ulps, a digit float64 resolves
+    wrong = str(Decimal(padded) + Decimal("1e-15"))
+    assert main(["check", str(_with_expectation(tmp_path, wrong)), "--out", str(tmp_path / "b")]) == 1
+    out = capsys.readouterr().out
+    assert f"FAIL example-two_layer_sigmoid_mse layers.3.output[0,0]: printed {wrong}, manual " in out
+    assert re.search(r"; erratum; tolerance ±[0-9.e-]+ around the engines' values \(float64's resolution here: the "
+                     r"printed 20 decimals are finer\)$", out, re.M)
 
 
 def test_exit_1_and_a_loud_message_when_the_engines_disagree(tmp_path, capsys, monkeypatch):

@@ -4,17 +4,22 @@ The table below was written from reading the documents and redoing their
 arithmetic by hand (not from the code under test): a changed transcription,
 a regression in either engine, or a changed verdict rule fails it.
 """
+import math
 from decimal import Decimal
 
 import numpy as np
 import pytest
 
 import manual
-from reports.textbook.errata import (ERRATUM, MATCH, NAMED_CHECKS, ROUNDING, check_scenario, verdict)
+import reference
+from reports.textbook.errata import (ERRATUM, MATCH, NAMED_CHECKS, ROUNDING, check_scenario, resolution, verdict)
 from scenarios import ScenarioError, load_scenario
 from scenarios.builtin import worked_examples
 from scenarios.loader import printed_number
+from scenarios.builtin import worked_example_paths
 from tests.cases_bad_files import GOOD
+
+OWN_EXAMPLE = next(p for p in worked_example_paths() if p.name == "example_two_layer_sigmoid_mse.toml")
 
 M, R, E = MATCH, ROUNDING, ERRATUM
 S004 = "seed004-two_layer_sigmoid_softmax"
@@ -201,6 +206,62 @@ def test_parameter_counts_of_the_documents_models():
 ])
 def test_verdict_rule(value, printed, exact, expected):
     assert verdict(value, printed, exact) == expected
+
+
+# A float64 whose exact binary value is 0.56495270208821790625108860695036128163337707519531250…:
+# shortest form 0.5649527020882179 (16 significant digits), 17 digits 0.56495270208821791, one ulp 2⁻⁵³ ≈ 1.11e-16.
+LOSS = 0.56495270208821791
+
+
+@pytest.mark.parametrize("printed,expected", [
+    ("0.564952702088217900", MATCH),     # the float64 value padded with zeros: 18 decimals, reads as LOSS
+    ("0.56495270208821791", MATCH),      # its 17 significant digits
+    ("0.5649527020882179", MATCH),       # its shortest form: 16 decimals, still finer than one ulp
+    ("0.56495270208821790625108860695036128163337707519531250000", MATCH),  # its every decimal, and more
+    ("0.564952702088217800", ROUNDING),  # 16th digit one lower: 1.06e-16 away, the neighbouring float
+    ("0.564952702088216900", ERRATUM),   # 15th digit wrong: 1.0e-15 = 9 ulps, a digit float64 resolves
+    ("0.564952702088227900", ERRATUM),   # 14th digit wrong: 90 ulps
+])
+def test_a_number_printed_beyond_float64_s_resolution_is_judged_at_it(printed, expected):
+    assert resolution(LOSS, printed) == 2.0**-53  # the spacing of float64 in [0.5, 1)
+    assert verdict(LOSS, printed) == expected
+
+
+def test_the_resolution_widens_to_the_engines_spread():
+    # two correct engines 10 ulps apart (2⁻⁵⁷ ≈ 6.9e-18 in [2⁻⁵, 2⁻⁴)): example-rnn_two_steps's loss
+    numpy_value, torch_value = 0.04651239499677694, 0.04651239499677701
+    spread = torch_value - numpy_value
+    assert spread == 10 * 2.0**-57
+    assert resolution(torch_value, "0.04651239499677694", numpy_value) == spread
+    assert verdict(torch_value, "0.04651239499677694", other=numpy_value) == MATCH   # NumPy's value, as printed
+    assert verdict(torch_value, "0.046512394996776975", other=numpy_value) == MATCH  # between the two
+    assert verdict(torch_value, "0.04651239499677687", other=numpy_value) == ROUNDING  # 7e-17 below NumPy's
+    assert verdict(torch_value, "0.04651239499677680", other=numpy_value) == ERRATUM   # 14e-17 below
+    # against torch's value alone the 17 decimals are within float64's resolution: 7e-17 off is an erratum
+    assert resolution(torch_value, "0.04651239499677694") is None
+    assert verdict(torch_value, "0.04651239499677694") == ERRATUM
+
+
+@pytest.mark.parametrize("value,printed", [
+    (0.5670929, "0.567"), (LOSS, "0.564952702088218"), (25.0, "25"), (1.5, "1.500000000000000"),  # 1e-15 > 2.2e-16
+])
+def test_a_number_float64_resolves_is_judged_at_its_own_last_digit(value, printed):
+    assert resolution(value, printed) is None
+
+
+def test_a_row_judged_at_float64_s_resolution_says_so(tmp_path):
+    text = OWN_EXAMPLE.read_text()
+    path = tmp_path / "padded.toml"
+    path.write_text(text + '\n[[expect]]\nat = "layers.3.output[0,0]"\nprinted = "PADDED"\n')
+    value = reference.run(load_scenario(OWN_EXAMPLE).astype("float64")).element("layers.3.output[0,0]")
+    digits = repr(value)  # the shortest decimal that reads as torch's value
+    padded = digits + "0" * (20 - len(digits.partition(".")[2]))  # 20 decimals
+    path.write_text(path.read_text().replace("PADDED", padded))
+    row = check_scenario(load_scenario(path))[-1]
+    assert row["printed"] == padded and row["decimals"] == 20
+    assert row["verdict"] == MATCH and row["resolution"] >= math.ulp(value), row
+    assert "20 decimals printed, finer than float64 resolves here" in row["note"]
+    assert row["note"].startswith("[")  # the file's expectation has no note of its own
 
 
 def test_printed_number_grammar():

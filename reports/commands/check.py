@@ -6,9 +6,14 @@ through the NumPy engine and PyTorch autograd in float64, every ``[[expect]]``
 and every named check of the example gets a verdict (``reports.textbook.errata``), a
 table (address, printed, computed, verdict) is printed per example, and
 ``textbook.csv`` (columns ``example,at,printed,decimals,manual,reference,verdict``)
-is written atomically into ``--out``. Every ``[[claim]]`` (a derivation stated as
+is written atomically into ``--out``. A printed number with more digits than the
+engines' float64 values resolve is judged at float64's resolution (the table then
+shows the computed value with every digit float64 has, and a section "Judged at
+float64's resolution" lists such rows with the note that says why). Every ``[[claim]]`` (a derivation stated as
 a formula, ``reports.textbook.claims``) is judged ``holds`` or ``wrong`` against
-autograd, printed under its example and written to ``claims.csv`` (columns
+autograd, printed under its example (``worst_rel (all draws)``: the worst over
+the file's data and every draw; under a wrong claim, the first breaking draw and
+its own discrepancy) and written to ``claims.csv`` (columns
 ``example,statement,at,verdict,worst_rel,draws``) beside textbook.csv, in the
 same atomic write. A claim's formula is first evaluated on zero arrays of the
 file's shapes: one that cannot be evaluated is an invalid file (exit 2).
@@ -61,6 +66,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _computed(row: dict) -> str:
     if row["verdict"] == DISAGREE:
         return f"manual {_number(row['manual'])} ≠ torch {_number(row['reference'])}"
+    if row.get("resolution") is not None:  # printed beyond float64's resolution: every digit float64 has
+        return repr(float(row["reference"]))
     return _number(row["reference"])
 
 
@@ -84,6 +91,11 @@ def _failure_line(row: dict) -> str:
     """An erratum or a disagreement at a printed number: where, both engines' values, the tolerance."""
     if row["verdict"] == DISAGREE:
         tolerance = f"tolerance {tolerance_of('float64', 'manual-torch'):.0e} relative (the engines disagree)"
+    elif row.get("exact"):
+        tolerance = "tolerance 0 (a count: equality)"
+    elif row.get("resolution") is not None:
+        tolerance = (f"tolerance ±{row['resolution']:.2g} around the engines' values (float64's resolution here: "
+                     f"the printed {row['decimals']} decimals are finer)")
     else:
         unit = f"1e-{row['decimals']}" if row["decimals"] else "1"
         tolerance = f"tolerance ±{unit} (one unit of the printed {row['decimals']} decimals)"
@@ -208,12 +220,21 @@ def main(args: argparse.Namespace) -> int:
             print(f"{len(claim_results)} claim{'s' * (len(claim_results) != 1)}: "
                   f"{len(claim_results) - len(wrong_claims)} holds, {len(wrong_claims)} wrong; rows in {out / 'claims.csv'}")
         if wrong_claims and not quiet:
-            print("\nWrong claims (the first draw that breaks each; draw 0 is the file's data):")
+            print("\nWrong claims (the first draw that breaks each, with its own discrepancy; draw 0 is the file's "
+                  "data; worst_rel is the worst over all draws):")
             for r in wrong_claims:
-                print(f"  wrong  {r.example}  {r.at}: {r.statement} — formula {r.formula}; breaks on draw "
-                      f"{r.broken_at}: {r.note}")
+                print(f"  wrong  {r.example}  {r.at}: {r.statement} — formula {r.formula}; "
+                      f"{claim_checks.first_breaking_draw(r)}; worst_rel {r.worst_rel:.2e} "
+                      + ("(the file's data, its only draw)" if r.draws == 0 else f"(all draws, 0–{r.draws})"))
         if wrong_claims:
             status = 1
+        beyond = [] if quiet else [r for r in rows if r.get("resolution") is not None]
+        if beyond:
+            print("\nJudged at float64's resolution (printed with more digits than the engines' float64 values "
+                  "resolve; match: the printed number reads as that float64):")
+            for r in beyond:
+                print(f"  {r['verdict']:8}  {r['example']}  {r['at']}: printed {r['printed']}, "
+                      f"computed {_computed(r)} — {r['note']}")
         findings = [] if quiet else [r for r in rows if r["verdict"] != MATCH]
         if findings:
             print("\nNot a match:")

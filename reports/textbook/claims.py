@@ -457,10 +457,20 @@ def csv_text(results: list[ClaimResult]) -> str:
     return frame.to_csv(index=False, float_format="%.3e", lineterminator="\n")
 
 
+WORST_HEADER = "worst_rel (all draws)"
+
+
+def first_breaking_draw(result: ClaimResult) -> str:
+    """``first breaking draw k (…): why`` — the draw the verdict ``wrong`` comes from, with that
+    draw's own discrepancy (``worst_rel`` is the worst over all draws, which can be another)."""
+    where = " (the file's data)" if result.broken_at == 0 else ""
+    return f"first breaking draw {result.broken_at}{where}: {result.note}"
+
+
 def claims_text(results: list[ClaimResult]) -> str:
-    """The claims of one example as an indented table (statement, at, verdict, worst_rel), and the
-    first breaking draw under each wrong one."""
-    headers = ("statement", "at", "verdict", "worst_rel")
+    """The claims of one example as an indented table (statement, at, verdict, worst_rel over all
+    draws), and the first breaking draw under each wrong one."""
+    headers = ("statement", "at", "verdict", WORST_HEADER)
     cells = [(r.statement, r.at, r.verdict, f"{r.worst_rel:.2e}") for r in results]
     widths = [max([len(h)] + [len(c[i]) for c in cells]) for i, h in enumerate(headers)]
     line = lambda values: "  " + "  ".join(v.ljust(w) for v, w in zip(values, widths)).rstrip()  # noqa: E731
@@ -468,8 +478,7 @@ def claims_text(results: list[ClaimResult]) -> str:
     for r, c in zip(results, cells):
         lines.append(line(c))
         if r.verdict == WRONG:
-            where = "the file's data (draw 0)" if r.broken_at == 0 else f"draw {r.broken_at}"
-            lines.append(f"      breaks on {where}: {r.note}; formula {r.formula}")
+            lines.append(f"      {first_breaking_draw(r)}; formula {r.formula}")
     return "\n".join(lines)
 
 

@@ -22,6 +22,30 @@ the reference value and p the printed number with d decimals:
                drift a document gets by computing from rounded intermediates
 ``erratum``    anything else
 
+Beyond float64's resolution (``resolution``): a printed number whose last digit
+is finer than what the engines' float64 values resolve — 10⁻ᵈ < R, with R the
+larger of one ulp of v (``math.ulp``: the spacing of float64 there) and the
+distance between the two engines' values — is judged at R instead of 10⁻ᵈ
+(its further digits say nothing float64 could confirm or refute: the float64
+value printed with 18 decimals, 0.564952702088217900 for 0.56495270208821791,
+is that value):
+
+``match``      p, read as a float64 (rounded to nearest), is an engine's value
+               or lies between the two: every digit float64 has agrees
+``rounding``   p is within R of the engines' values (a neighbouring float: the
+               rounding of another order of float64 operations)
+``erratum``    anything else — a wrong digit that float64 resolves
+
+Why one ulp, and not the 17 significant digits every float64 round-trips
+through: 17 digits identify a float, but the 17th is not resolved (the ulp spans
+1.1 to 22 units of it, so 0.56495270208821790 and …791 are the same float64);
+and why not a fixed "few ulps": the two correct engines already differ by up to
+10 ulps on the worked examples (``example-rnn_two_steps``'s loss), while a
+wrong 16th digit near 1 is only 4.5 ulps away. The engines' own spread is the
+measure of what their float64 arithmetic resolves, and one ulp its least. A
+row judged so says it in its note. Counts (``exact``) are never judged so: they
+are exact integers, equality or an erratum.
+
 How printed strings are read (``scenarios.loader.printed_number``):
 
 * ``≈`` (or ``~``) before the number is accepted and kept in the ``printed``
@@ -81,22 +105,25 @@ COLUMNS = ("example", "at", "printed", "decimals", "manual", "reference", "verdi
 # Quantities that are counts: no rounding, equality or erratum.
 EXACT_QUANTITIES = ("parameter_count", "updates_per_epoch")
 
-def verdict(value: float, printed: str, exact: bool = False) -> str:
-    """``match``, ``rounding`` or ``erratum`` for ``value`` against the ``printed`` string.
+def verdict(value: float, printed: str, exact: bool = False, other: float | None = None) -> str:
+    """``match``, ``rounding`` or ``erratum`` for ``value`` (torch's) against the ``printed`` string.
 
-    The arithmetic is exact whatever the magnitudes and the number of printed
-    decimals (``_exact_context``): a float's binary value, the printed decimal
-    and their difference are compared digit for digit, never rounded to the
-    28 digits of Python's default decimal context.
+    ``other`` is the other engine's value (NumPy's), when there is one: a
+    printed number finer than float64 resolves is judged against both
+    (``resolution``). The arithmetic is exact whatever the magnitudes and the
+    number of printed decimals (``_exact_context``): a float's binary value,
+    the printed decimal and their difference are compared digit for digit,
+    never rounded to the 28 digits of Python's default decimal context.
     """
-    parsed = printed_number(printed)
-    if parsed is None:
-        raise ValueError(f"not a printed number: {printed!r}")
-    number, decimals, _ = parsed
+    number, decimals = _parsed(printed)
     if not math.isfinite(value):
         return ERRATUM
+    if not exact:
+        finest = resolution(value, printed, other)
+        if finest is not None:
+            return _verdict_at_resolution(value, number, finest, other)
     exact_value = Decimal(value)  # the float's exact binary value
-    with localcontext(_exact_context(exact_value, number, decimals)):
+    with localcontext(_exact_context(exact_value, number, decimals=decimals)):
         unit = Decimal(1).scaleb(-decimals)
         if exact_value.quantize(unit, rounding=ROUND_HALF_UP) == number:
             return MATCH
@@ -105,24 +132,56 @@ def verdict(value: float, printed: str, exact: bool = False) -> str:
         return ROUNDING if abs(exact_value - number) <= unit else ERRATUM
 
 
-def _exact_context(value: Decimal, number: Decimal, decimals: int) -> Context:
-    """A decimal context in which quantizing ``value`` to ``decimals`` places and
-    subtracting ``number`` from it are exact: enough digits for the highest
-    digit of either (plus carries) down to the lowest of either or of the unit
-    10⁻ᵈ, and exponents without practical bound. (A float has at most 1,074
-    decimals and 309 integer digits, so at most ~1,400 digits plus the printed
-    ones: microseconds.)"""
-    top = max(value.adjusted() if value else 0, number.adjusted() if number else 0, 0) + 2
-    bottom = min(value.as_tuple().exponent, number.as_tuple().exponent, -decimals, 0)
+def resolution(value: float, printed: str, other: float | None = None) -> float | None:
+    """The float64 resolution R the ``printed`` number is judged at, or None when float64 resolves
+    every printed digit (then it is judged at its own last digit, 10⁻ᵈ).
+
+    R is the larger of one ulp of ``value`` (and of ``other``) — the spacing of float64 there,
+    the finest difference a float64 result can show — and |value − other|, what the two engines'
+    float64 arithmetic leaves undetermined; the printed number is beyond it when 10⁻ᵈ < R.
+    """
+    _, decimals = _parsed(printed)
+    values = [v for v in (value, other) if v is not None and math.isfinite(v)]
+    if not values:
+        return None
+    finest = max([math.ulp(v) for v in values] + [max(values) - min(values)])
+    return finest if Decimal(1).scaleb(-decimals) < Decimal(finest) else None
+
+
+def _verdict_at_resolution(value: float, number: Decimal, finest: float, other: float | None) -> str:
+    """The verdict of a printed number finer than float64 resolves (``resolution``): ``match`` when
+    it reads as a float64 (rounded to nearest) between the engines' values, both included;
+    ``rounding`` within ``finest`` of them; ``erratum`` beyond."""
+    values = [value] + ([other] if other is not None and math.isfinite(other) else [])
+    low, high = min(values), max(values)
+    if low <= float(number) <= high:  # float(Decimal) rounds correctly, to nearest
+        return MATCH
+    low_exact, high_exact, reach = Decimal(low), Decimal(high), Decimal(finest)
+    with localcontext(_exact_context(low_exact, high_exact, reach, number)):
+        return ROUNDING if low_exact - reach <= number <= high_exact + reach else ERRATUM
+
+
+def _parsed(printed: str) -> tuple[Decimal, int]:
+    parsed = printed_number(printed)
+    if parsed is None:
+        raise ValueError(f"not a printed number: {printed!r}")
+    return parsed[0], parsed[1]
+
+
+def _exact_context(*numbers: Decimal, decimals: int = 0) -> Context:
+    """A decimal context in which quantizing any of ``numbers`` to ``decimals`` places and adding or
+    subtracting them are exact: enough digits for the highest digit of any (plus carries) down to
+    the lowest of any or of the unit 10⁻ᵈ, and exponents without practical bound. (A float has at
+    most 1,074 decimals and 309 integer digits, so at most ~1,400 digits plus the printed ones:
+    microseconds.)"""
+    top = max([n.adjusted() for n in numbers if n] + [0]) + 2
+    bottom = min([n.as_tuple().exponent for n in numbers] + [-decimals, 0])
     return Context(prec=top - bottom + 2, rounding=ROUND_HALF_UP, Emax=MAX_EMAX, Emin=MIN_EMIN,
                    traps=[InvalidOperation, DivisionByZero, Overflow])
 
 
 def decimals_of(printed: str) -> int:
-    parsed = printed_number(printed)
-    if parsed is None:
-        raise ValueError(f"not a printed number: {printed!r}")
-    return parsed[1]
+    return _parsed(printed)[1]
 
 
 def values_agree(manual_value: float, reference_value: float, steps: int = 0) -> bool:
@@ -290,12 +349,36 @@ def _scenario_quantity(name: str, trace: Trace, scenario: Scenario) -> float:
 
 def _row(example: str, at: str, printed: str, manual_value: float, reference_value: float,
          agreed: bool, exact: bool, note: str) -> dict:
+    """One verdict. Besides the CSV's ``COLUMNS``: ``note``; ``resolution``, the float64 resolution
+    the printed number was judged at (``resolution``; the note then says why), None when it was
+    judged at its own last digit; ``exact``, whether it is a count judged by equality."""
+    finest = resolution(reference_value, printed, manual_value) if agreed and not exact else None
+    if finest is not None:
+        note = _joined(note, resolution_note(printed, reference_value, manual_value, finest))
     return {
         "example": example, "at": at, "printed": printed, "decimals": decimals_of(printed),
         "manual": manual_value, "reference": reference_value,
-        "verdict": verdict(reference_value, printed, exact) if agreed else DISAGREE,
-        "note": note,
+        "verdict": verdict(reference_value, printed, exact, manual_value) if agreed else DISAGREE,
+        "note": note, "resolution": finest, "exact": exact,
     }
+
+
+def resolution_note(printed: str, reference_value: float, manual_value: float, finest: float) -> str:
+    """Why a printed number was judged at float64's resolution, for the row's note."""
+    decimals = decimals_of(printed)
+    ulp = math.ulp(reference_value)
+    spread = abs(reference_value - manual_value)
+    if spread > ulp:
+        measure = f"the engines' values differ by {spread:.2g} = {spread / ulp:.3g} ulps"
+        reads = "a float64 between the engines' values"
+    else:
+        measure, reads = f"1 ulp = {finest:.2g}", "the engines' float64 value"
+    return (f"[{decimals} decimals printed, finer than float64 resolves here ({measure}): judged at "
+            f"±{finest:.2g} — match if the printed number reads as {reads}]")
+
+
+def _joined(note: str, addition: str) -> str:
+    return f"{note} {addition}" if note else addition
 
 
 def expectation_row(example: str, expect: Expectation, scenario: Scenario,
@@ -348,7 +431,7 @@ def _referee(scenario: Scenario, rows: list[dict], manual_trace: Trace, referenc
                             addresses=[address])[0].passed]
         verdict_of_fd = f"finite differences side with {' and '.join(sides)}" if sides else \
             "finite differences agree with neither engine"
-        row["note"] = f"{row['note']} [{verdict_of_fd}]" if row["note"] else f"[{verdict_of_fd}]"
+        row["note"] = _joined(row["note"], f"[{verdict_of_fd}]")
 
 
 def errata_table() -> pd.DataFrame:
