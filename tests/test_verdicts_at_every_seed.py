@@ -124,7 +124,8 @@ def test_a_bias_before_batch_norm_is_judged_by_the_size_of_its_terms():
     # The floor there: Σ|δa − δb| + 2·n·u·Σ|δb| over n = N·H·W = 120 terms (computed here independently).
     manual_trace, torch_trace = manual.run(scenario), reference.run(scenario)
     delta_a, delta_b = (trace["layers.2.output.grad"].astype(np.float64) for trace in (manual_trace, torch_trace))
-    floor, count = term_floors(scenario, manual_trace, torch_trace)["layers.2.bias.grad"]
+    found = term_floors(scenario, manual_trace, torch_trace)["layers.2.bias.grad"]
+    floor, count = found.measured + found.rounding, found.count
     assert count == delta_b.shape[0] * delta_b.shape[2] * delta_b.shape[3] == 120
     sizes = np.abs(delta_b).sum(axis=(0, 2, 3))
     np.testing.assert_allclose(floor, np.abs(delta_a - delta_b).sum(axis=(0, 2, 3))
@@ -236,7 +237,81 @@ ZERO_KERNEL = 7607928057567938765
 
 
 def test_a_conv_kernel_whose_gradient_cancels_is_judged_by_the_size_of_its_terms():
-    rows = {r["address"]: r for r in verify(random_conv_scenario(ZERO_KERNEL), with_fd=False)}
-    row = rows["layers.3.weight.grad"]
-    assert row["status"] == "floor" and row["note"].startswith("within the summation floor"), row
+    scenario = random_conv_scenario(ZERO_KERNEL)
+    rows = {r["address"]: r for r in verify(scenario, with_fd=False)}
+    assert rows["layers.3.weight.grad"]["status"] == "floor" and not _failures(list(rows.values()))
+    # The summation floor alone covers the kernel (its rounding part, without trusting the terms).
+    manual_trace, torch_trace = manual.run(scenario), reference.run(scenario)
+    found = term_floors(scenario, manual_trace, torch_trace)["layers.3.weight.grad"]
+    apart = np.abs(manual_trace["layers.3.weight.grad"] - torch_trace["layers.3.weight.grad"])
+    assert apart.max() > 1e-10 * np.abs(torch_trace["layers.3.weight.grad"]).max()  # fails the ordinary criterion
+    assert np.all(apart <= found.rounding)
+
+
+# --------------------------------------------------------------------------- curvature and gain
+
+# A layer_norm over values of small variance: the central difference's h² error reaches 3.8e-6 of
+# the gradient (tolerance 1e-6); Richardson extrapolation (h, h/2) brings it to 3e-10.
+CURVED = 3205528127566922990
+
+
+def test_finite_differences_refine_where_curvature_dominates():
+    scenario = random_conv_scenario(CURVED)
+    coarse = compare(reference.run(scenario), fd_oracle(scenario), "float64", "torch-fd")
+    assert [r for r in coarse if not r.passed]  # the plain central difference is off by its h² term
+    rows = verify(scenario)
+    refined = [r for r in rows if r["note"].startswith("fd refined by Richardson")]
+    assert refined and all(r["status"] == "pass" and r["max_rel"] < 1e-8 for r in refined)
+    assert not _failures(rows)
+
+
+def test_a_wrong_derivative_still_fails_the_refined_oracle(monkeypatch):
+    """softplus′ = σ(βz) replaced by σ(z)·(1 − σ(z)): manual-fd fails even after refinement."""
+    softplus = manual.activations.ACTIVATIONS["softplus"]
+    forward = softplus.forward
+
+    def recording_forward(self, z):
+        self._injected_z = z
+        return forward(self, z)
+
+    def wrong_backward(self, grad):
+        sigmoid = 1.0 / (1.0 + np.exp(-self._injected_z))
+        return grad * sigmoid * (1.0 - sigmoid)
+
+    monkeypatch.setattr(softplus, "forward", recording_forward)
+    monkeypatch.setattr(softplus, "backward", wrong_backward)
+    failed = _failures(verify(random_conv_scenario(CURVED)), "manual-fd")
+    assert {"input.grad", "layers.0.weight.grad"} <= {r["address"] for r in failed}
+    assert {r["triage"] for r in failed} == {"manual alone"}, [(r["address"], r["triage"]) for r in failed]
+
+
+# A layer_norm over a last dimension of size 1: the gradient behind it is exactly 0, and torch's
+# backward leaves 3.6e-15 of rounding multiplied by the gain |γ|/√ε = 333 of that normalisation.
+GAIN = 8204648868547699443
+
+
+def test_rounding_behind_a_normalisation_is_judged_with_its_gain():
+    scenario = random_conv_scenario(GAIN)
+    assert scenario.layers[5].type == "layer_norm" and scenario.layers[5].params["dims"] == 1
+    rows = {r["address"]: r for r in verify(scenario, with_fd=False)}
+    row = rows["layers.4.output.grad"]
+    assert row["status"] == "floor" and "normalisation's gain 333" in row["note"], row
     assert not _failures(list(rows.values()))
+
+
+def test_a_wrong_normalisation_backward_still_fails_behind_the_gain(monkeypatch):
+    """layer_norm's ∂L/∂x without −Σδx̂/m: with x̂ = 0 it returns δx̂/√ε instead of 0."""
+    from manual.normalization import LayerNorm
+
+    backward = LayerNorm.backward
+
+    def without_mean_term(self, delta, input_grad=True):
+        result = backward(self, delta, input_grad)
+        if result is None:
+            return None
+        delta_normalised = delta if self.weight is None else delta * self.weight
+        return result + self.inverse_std * delta_normalised.mean(axis=self.axes, keepdims=True)
+
+    monkeypatch.setattr(LayerNorm, "backward", without_mean_term)
+    failed = {r["address"] for r in _failures(verify(random_conv_scenario(GAIN), with_fd=False))}
+    assert {"layers.4.output.grad", "input.grad"} <= failed

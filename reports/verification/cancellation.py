@@ -29,7 +29,8 @@ address itself (not a sum, judged as usual); a wrong sum (a missing factor,
 the wrong axes, a forgotten batch) makes A differ from fl(Σ a_k) by a
 fraction of Σ|a_k|, where the floor is n·u of it plus what the terms already
 disagree by. The first term is measured, not assumed: where the terms agree
-to a few ulps, so must their sums.
+to a few ulps, so must their sums; and it counts only where the terms' own
+address passed — a wrong term fails there and excuses nothing downstream.
 
 For a linear layer's weight, the terms are products δ_rj·x_rk and the bound
 is Σ_r (|δa − δb|·|x_b| + |δ_a|·|x_a − x_b|) + 2·n·u·Σ_r |δ_b|·|x_b|. For a
@@ -52,6 +53,7 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -63,9 +65,20 @@ from scenarios.model import Scenario
 from scenarios.trace import Trace
 
 
-def term_floors(scenario: Scenario, a: Trace, b: Trace) -> dict[str, tuple[np.ndarray, int]]:
-    """address -> (the bound above for every element, n) for the gradients that are plain sums,
-    from both engines' terms (``a`` the engine under test, ``b`` the reference)."""
+class Floor(NamedTuple):
+    """The bound above for every element of one sum: ``measured`` (what the two engines' terms
+    already differ by), ``rounding`` (2·n·u·Σ|b_k|, with x̂'s rounding for the norms' γ), ``count``
+    (n) and ``terms``, the addresses the terms are judged at."""
+
+    measured: np.ndarray
+    rounding: np.ndarray
+    count: int
+    terms: tuple[str, ...]
+
+
+def term_floors(scenario: Scenario, a: Trace, b: Trace) -> dict[str, Floor]:
+    """address -> ``Floor`` for the gradients that are plain sums, from both engines' terms
+    (``a`` the engine under test, ``b`` the reference)."""
     unit = UNIT_ROUNDOFF[scenario.dtype]
     floors = {}
     for i, layer in enumerate(scenario.layers):
@@ -83,7 +96,8 @@ def term_floors(scenario: Scenario, a: Trace, b: Trace) -> dict[str, tuple[np.nd
             terms = size.sum(axis=axes)
             if terms.shape == np.shape(layer.bias):
                 count = size.size // max(1, terms.size)
-                floors[f"layers.{i}.bias.grad"] = (apart.sum(axis=axes) + 2.0 * count * unit * terms, count)
+                floors[f"layers.{i}.bias.grad"] = Floor(apart.sum(axis=axes), 2.0 * count * unit * terms, count,
+                                                        (address,))
         if layer.type in ("batch_norm", "layer_norm") and layer.weight is not None \
                 and f"layers.{i}.weight.grad" in b:
             layer_input = scenario.x if i == 0 else b.get(f"layers.{i - 1}.output")
@@ -91,18 +105,19 @@ def term_floors(scenario: Scenario, a: Trace, b: Trace) -> dict[str, tuple[np.nd
             if found is not None:
                 normalised, error, axes, group = found
                 count = size.size // max(1, np.size(layer.weight))
-                floors[f"layers.{i}.weight.grad"] = (
-                    (apart * normalised + 2.0 * size * error).sum(axis=axes)
-                    + 2.0 * count * unit * (size * normalised).sum(axis=axes), count)
+                floors[f"layers.{i}.weight.grad"] = Floor(
+                    (apart * normalised).sum(axis=axes),
+                    (2.0 * size * error).sum(axis=axes) + 2.0 * count * unit * (size * normalised).sum(axis=axes),
+                    count, (address,))
         if layer.type == "conv2d" and f"layers.{i}.weight.grad" in b:
             inputs = [scenario.x, scenario.x] if i == 0 else [trace.get(f"layers.{i - 1}.output") for trace in (a, b)]
             if all(value is not None for value in inputs):
                 x_a, x_b = (np.asarray(value, np.float64) for value in inputs)
                 count = size.shape[0] * size.shape[2] * size.shape[3]
                 kernel_terms = functools.partial(_kernel_sum, layer)
-                floors[f"layers.{i}.weight.grad"] = (
-                    kernel_terms(np.abs(x_b), apart) + kernel_terms(np.abs(x_a - x_b), np.abs(delta_a))
-                    + 2.0 * count * unit * kernel_terms(np.abs(x_b), size), count)
+                floors[f"layers.{i}.weight.grad"] = Floor(
+                    kernel_terms(np.abs(x_b), apart) + kernel_terms(np.abs(x_a - x_b), np.abs(delta_a)),
+                    2.0 * count * unit * kernel_terms(np.abs(x_b), size), count, (address, f"layers.{i - 1}.output"))
         if layer.type == "linear" and layer.weight is not None and f"layers.{i}.weight.grad" in b:
             inputs = [scenario.x, scenario.x] if i == 0 else [trace.get(f"layers.{i - 1}.output") for trace in (a, b)]
             if any(value is None for value in inputs):
@@ -113,8 +128,9 @@ def term_floors(scenario: Scenario, a: Trace, b: Trace) -> dict[str, tuple[np.nd
                 continue
             apart, size, delta_a = apart.reshape(-1, out), size.reshape(-1, out), np.abs(delta_a.reshape(-1, out))
             count = x_b.shape[0]
-            floors[f"layers.{i}.weight.grad"] = (apart.T @ np.abs(x_b) + delta_a.T @ np.abs(x_a - x_b)
-                                                 + 2.0 * count * unit * (size.T @ np.abs(x_b)), count)
+            floors[f"layers.{i}.weight.grad"] = Floor(apart.T @ np.abs(x_b) + delta_a.T @ np.abs(x_a - x_b),
+                                                      2.0 * count * unit * (size.T @ np.abs(x_b)), count,
+                                                      (address, f"layers.{i - 1}.output"))
     return floors
 
 
@@ -159,17 +175,24 @@ def _normalised(layer, x: np.ndarray, unit: float):
     return normalised, error, sum_axes, group
 
 
-def rejudge(rows: list[Row], a: Trace, b: Trace, floors: dict[str, tuple[np.ndarray, int]]) -> list[Row]:
-    """``rows``, with failing rows whose every element lies within the summation floor marked ``floor``."""
+def rejudge(rows: list[Row], a: Trace, b: Trace, floors: dict[str, Floor]) -> list[Row]:
+    """``rows``, with failing rows whose every element lies within the summation floor marked ``floor``.
+
+    The terms' measured difference counts only where the terms themselves passed: a wrong term
+    is a failure at its own address, never an excuse for the sum it enters.
+    """
+    failed = {row.address for row in rows if row.status == FAIL}
     judged = []
     for row in rows:
         found = floors.get(row.address) if row.status == FAIL and math.isfinite(row.max_abs) else None
         if found is not None:
-            floor, count = found
+            trusted = not failed.intersection(found.terms)
+            floor = found.rounding + found.measured if trusted else found.rounding
             x = np.asarray(a[row.address], np.float64)
             y = np.asarray(b[row.address], np.float64)
             if x.shape == y.shape == floor.shape and np.all(np.abs(x - y) <= row.tolerance * np.abs(y).max() + floor):
-                row = row._replace(status=FLOOR, note=f"within the summation floor Σ|a_k − b_k| + 2·n·u·Σ|b_k| "
-                                                      f"(n = {count} terms; at most {floor.max():.1e})")
+                bound = "Σ|a_k − b_k| + 2·n·u·Σ|b_k|" if trusted else "2·n·u·Σ|b_k|"
+                row = row._replace(status=FLOOR, note=f"within the summation floor {bound} "
+                                                      f"(n = {found.count} terms; at most {floor.max():.1e})")
         judged.append(row)
     return judged

@@ -34,13 +34,60 @@ scenario. Optimizer steps are judged by the horizon instead.
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import numpy as np
 
 import reference
-from reports.verification.compare import FAIL, FLOOR, Row, step_of
+from reports.verification.compare import FAIL, FLOOR, Row, family_scales, step_of
+from reports.verification.tolerance import FLOOR_ULPS, UNIT_ROUNDOFF
 from scenarios.model import Scenario
 from scenarios.trace import Trace
+
+_LAYER = re.compile(r"^layers\.([0-9]+)\.")
+
+
+def normalisation_gains(scenario: Scenario, trace: Trace) -> dict[int, float]:
+    """layer index -> the gain of a batch_norm / layer_norm there: max over its groups of
+    |γ|/√(σ² + ε), σ² the group's variance in ``trace`` (training-mode statistics; the running
+    variance in eval mode). A group of equal values has σ² = 0 and gain |γ|/√ε ≈ 316·|γ|."""
+    gains = {}
+    for i, layer in enumerate(scenario.layers):
+        if layer.type not in ("batch_norm", "layer_norm"):
+            continue
+        x = scenario.x if i == 0 else trace.get(f"layers.{i - 1}.output")
+        if x is None:
+            continue
+        x = np.asarray(x, np.float64)
+        eps = float(layer.params.get("eps", 1e-5))
+        if layer.type == "batch_norm":
+            if layer.params.get("training", True):
+                variance = x.var(axis=tuple(k for k in range(x.ndim) if k != 1))
+            else:
+                variance = np.asarray(layer.buffers["running_var"], np.float64)
+            gamma = np.ones(x.shape[1]) if layer.weight is None else np.abs(np.asarray(layer.weight, np.float64))
+            gains[i] = float((gamma / np.sqrt(variance + eps)).max())
+        else:
+            dims = int(layer.params.get("dims", 1))
+            variance = x.var(axis=tuple(range(x.ndim - dims, x.ndim)))
+            gamma = 1.0 if layer.weight is None else float(np.abs(np.asarray(layer.weight, np.float64)).max())
+            gains[i] = float(gamma / np.sqrt(variance.min() + eps))
+    return gains
+
+
+def amplification(address: str, gains: dict[int, float]) -> float:
+    """Π max(1, gain) over the normalisation layers a gradient ``address`` is upstream of (1 for others)."""
+    if not address.endswith(".grad"):
+        return 1.0
+    match = _LAYER.match(address)
+    position = int(match.group(1)) if match else -1  # input.grad: before every layer
+    if match and address.endswith(".output.grad"):
+        position = int(match.group(1))  # δ at layer j's output is upstream of layers j + 1, …
+    factor = 1.0
+    for index, gain in gains.items():
+        if index > position:
+            factor *= max(1.0, gain)
+    return factor
 
 
 def rounding_twin(scenario: Scenario) -> Scenario:
@@ -71,13 +118,20 @@ def rejudge(scenario: Scenario, rows: list[Row], torch_trace: Trace) -> list[Row
             moved = np.abs(np.asarray(torch_trace[address], np.float64) - np.asarray(twin[address], np.float64))
             floors[address] = 2.0 * float(moved.max()) if moved.size else 0.0
     wider = "float64" if scenario.dtype == "float32" else "float64 one ulp away"
+    gains = normalisation_gains(scenario, torch_trace)
+    gradient_scale = family_scales(torch_trace)[0]
     judged = []
     for row in rows:
         atol = floors.get(row.address) if row.status == FAIL else None
         if atol is not None:
             scale = float(np.abs(np.asarray(torch_trace[row.address], np.float64)).max())
+            gain = amplification(row.address, gains)
+            amplified = FLOOR_ULPS * UNIT_ROUNDOFF[scenario.dtype] * gradient_scale * gain if gain > 1 else 0.0
             if row.max_abs <= row.tolerance * scale + atol:
                 row = row._replace(status=FLOOR, note=f"within the conditioning floor {atol:.1e} "
                                                       f"(torch {scenario.dtype} against {wider})")
+            elif row.max_abs <= row.tolerance * scale + amplified:
+                row = row._replace(status=FLOOR, note=f"within the absolute floor times the normalisation's "
+                                                      f"gain {gain:.3g} ({amplified:.1e})")
         judged.append(row)
     return judged
