@@ -22,7 +22,8 @@ from scenarios.model import Layer, Loss, Scenario
 
 # Pre-activations for the activation grids. Rows are samples.
 SMOOTH_GRID = np.array([[-5.0, -1.3, -0.5, -0.01, 0.02, 0.7, 1.9, 4.0]])
-KINK_GRID = np.array([[-2.0, -0.0, 0.0, 1e-300, -1e-300, 3.0]])
+# ±1e-300 sit next to the kink in float64 only (float32 flushes them to 0); ±1e-30 in both dtypes.
+KINK_GRID = np.array([[-2.0, -0.0, 0.0, 1e-300, -1e-300, 1e-30, -1e-30, 3.0]])
 SATURATION_GRID = np.array([[-800.0, -30.0, -19.0, 19.0, 30.0, 800.0]])
 
 # u = βz relative to softplus's threshold: below, at (still the smooth branch:

@@ -272,10 +272,9 @@ def _inject_relu_derivative_dead_just_above_the_kink(monkeypatch):
 
 
 def test_relu_derivative_wrong_just_above_the_kink_is_caught_by_the_kink_grid(monkeypatch):
-    """Caught by the float64 kink grid's z = 1e-300 (input.grad). Not by the smooth grid (its
-    nearest positive z is 0.02), nor by the float32 kink grid: 1e-300 flushes to 0 in float32,
-    so that grid holds no z in the band. Random nets catch it only when a pre-activation happens
-    to land in (0, 0.01)."""
+    """Caught by the kink grid's z = 1e-300 (float64) and z = 1e-30 (both dtypes; 1e-300 flushes to 0
+    in float32), at input.grad. Not by the smooth grid (its nearest positive z is 0.02). Random nets
+    catch it only when a pre-activation happens to land in (0, 0.01)."""
     relu = [s for dtype in ("float64", "float32") for s in activation_scenarios(dtype) if s.layers[0].type == "relu"]
     assert not _caught(relu)  # correct engine: all pass
 
@@ -283,7 +282,7 @@ def test_relu_derivative_wrong_just_above_the_kink_is_caught_by_the_kink_grid(mo
     caught = _caught(relu)
     # Caught exactly where a grid holds a pre-activation in the band, in the scenario's own dtype.
     assert set(caught) == {s.name for s in relu if ((DEAD_BAND[0] < s.x) & (s.x < DEAD_BAND[1])).any()}
-    assert caught.get("activation-relu-kink-f64") == {"input.grad"}
+    assert caught.get("activation-relu-kink-f64") == caught.get("activation-relu-kink-f32") == {"input.grad"}
     assert all("kink" in s.tags for s in relu if s.name in caught)
 
 
