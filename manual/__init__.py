@@ -4,10 +4,10 @@
 ``ACTIVATIONS``, ``LOSSES`` and ``OPTIMIZERS`` are keyed by the catalogue's
 names (``scenarios.catalog``).
 """
-from manual.activations import ACTIVATIONS
-from manual.engine import LAYERS, run
-from manual.layers import Linear
-from manual.losses import LOSSES
-from manual.optimizers import OPTIMIZERS
+from backprop_verify.manual.activations import ACTIVATIONS
+from backprop_verify.manual.engine import LAYERS, run
+from backprop_verify.manual.layers import Linear
+from backprop_verify.manual.losses import LOSSES
+from backprop_verify.manual.optimizers import OPTIMIZERS
 
 __all__ = ["ACTIVATIONS", "LAYERS", "LOSSES", "OPTIMIZERS", "Linear", "run"]

@@ -31,8 +31,8 @@ import numpy as np
 
 from scipy.special import erf as _erf  # the error function only: SciPy differentiates nothing here
 
-from manual.registry import registrar
-from scenarios.catalog import ACTIVATIONS as ACTIVATION_CATALOG, activation_params
+from backprop_verify.manual.registry import registrar
+from backprop_verify.scenarios.catalog import ACTIVATIONS as ACTIVATION_CATALOG, activation_params
 
 
 ACTIVATIONS: dict[str, type["Activation"]] = {}

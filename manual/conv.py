@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from manual.layers import Learned
+from backprop_verify.manual.layers import Learned
 from numpy.lib.stride_tricks import as_strided
 
 

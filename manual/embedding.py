@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from manual.layers import Learned
+from backprop_verify.manual.layers import Learned
 
 __all__ = ["Embedding"]
 

@@ -28,21 +28,21 @@ from __future__ import annotations
 
 import numpy as np
 
-from manual.activations import ACTIVATIONS
-from manual.clipping import clip_grad_norm, clip_grad_value, clip_weights
-from manual.conv import Conv2d
-from manual.dropout import Dropout
-from manual.embedding import Embedding
-from manual.layers import Flatten, Learned, Linear
-from manual.losses import LOSSES
-from manual.normalization import BatchNorm, LayerNorm
-from manual.optimizers import OPTIMIZERS
-from manual.pooling import AvgPool2d, MaxPool2d
-from manual.recurrent import GRU, LSTM, RNN, LastStep
-from scenarios.masks import dropout_mask
-from scenarios.model import Layer, Scenario
-from scenarios.schedule import batch_schedule, is_full_batch_in_order
-from scenarios.trace import Trace
+from backprop_verify.manual.activations import ACTIVATIONS
+from backprop_verify.manual.clipping import clip_grad_norm, clip_grad_value, clip_weights
+from backprop_verify.manual.conv import Conv2d
+from backprop_verify.manual.dropout import Dropout
+from backprop_verify.manual.embedding import Embedding
+from backprop_verify.manual.layers import Flatten, Learned, Linear
+from backprop_verify.manual.losses import LOSSES
+from backprop_verify.manual.normalization import BatchNorm, LayerNorm
+from backprop_verify.manual.optimizers import OPTIMIZERS
+from backprop_verify.manual.pooling import AvgPool2d, MaxPool2d
+from backprop_verify.manual.recurrent import GRU, LSTM, RNN, LastStep
+from backprop_verify.scenarios.masks import dropout_mask
+from backprop_verify.scenarios.model import Layer, Scenario
+from backprop_verify.scenarios.schedule import batch_schedule, is_full_batch_in_order
+from backprop_verify.scenarios.trace import Trace
 
 ENGINE_NAME = "manual"
 

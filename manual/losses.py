@@ -31,9 +31,9 @@ import math
 
 import numpy as np
 
-from manual.registry import registrar
+from backprop_verify.manual.registry import registrar
 
-from manual.activations import sigmoid
+from backprop_verify.manual.activations import sigmoid
 
 LOSSES: dict[str, type["Loss"]] = {}
 

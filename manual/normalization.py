@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from manual.layers import Learned
+from backprop_verify.manual.layers import Learned
 
 
 def _normalise(x: np.ndarray, axes: tuple[int, ...], eps: float):

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from manual.registry import registrar
-from scenarios.catalog import OPTIMIZERS as OPTIMIZER_CATALOG, optimizer_options
+from backprop_verify.manual.registry import registrar
+from backprop_verify.scenarios.catalog import OPTIMIZERS as OPTIMIZER_CATALOG, optimizer_options
 
 OPTIMIZERS: dict[str, type["Optimizer"]] = {}
 

@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from manual.layers import Learned
+from backprop_verify.manual.layers import Learned
 from numpy.lib.stride_tricks import as_strided
 
-from manual.conv import pair
+from backprop_verify.manual.conv import pair
 
 
 def pool_output_size(size: int, kernel: int, stride: int, padding: int, dilation: int, ceil_mode: bool) -> int:

@@ -63,12 +63,12 @@ import torch
 import torch.nn.functional as F
 from torch.func import vmap
 
-from scenarios.catalog import LOSSES as LOSS_CATALOG
-from scenarios.model import Scenario
-from scenarios.shapes import output_shape
-from scenarios.trace import BlindSpot, Trace
-from reference.network import build_network
-from scenarios.model import Layer
+from backprop_verify.scenarios.catalog import LOSSES as LOSS_CATALOG
+from backprop_verify.scenarios.model import Scenario
+from backprop_verify.scenarios.shapes import output_shape
+from backprop_verify.scenarios.trace import BlindSpot, Trace
+from backprop_verify.reference.network import build_network
+from backprop_verify.scenarios.model import Layer
 
 __all__ = ["fd_oracle", "fd_refined", "fd_gradient", "fd_applicable", "FD_MAX_ENTRIES", "RELATIVE_STEP", "KINK_CODES",
            "LOSS_KINK_CODES"]

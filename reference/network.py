@@ -27,9 +27,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from scenarios.catalog import activation_params
-from scenarios.masks import dropout_mask
-from scenarios.model import Layer, Loss, Scenario
+from backprop_verify.scenarios.catalog import activation_params
+from backprop_verify.scenarios.masks import dropout_mask
+from backprop_verify.scenarios.model import Layer, Loss, Scenario
 
 __all__ = [
     "ACTIVATIONS",

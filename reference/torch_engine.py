@@ -24,12 +24,12 @@ from typing import Callable
 import numpy as np
 import torch
 
-from reference.network import (ACTIVATIONS, LOSSES, TORCH_DTYPES, build_network, loss_function, make_activation,
+from backprop_verify.reference.network import (ACTIVATIONS, LOSSES, TORCH_DTYPES, build_network, loss_function, make_activation,
                                to_tensor)
-from scenarios.catalog import optimizer_options
-from scenarios.model import Scenario
-from scenarios.schedule import batch_schedule, is_full_batch_in_order
-from scenarios.trace import Trace
+from backprop_verify.scenarios.catalog import optimizer_options
+from backprop_verify.scenarios.model import Scenario
+from backprop_verify.scenarios.schedule import batch_schedule, is_full_batch_in_order
+from backprop_verify.scenarios.trace import Trace
 
 __all__ = [
     "ACTIVATIONS",

@@ -3,7 +3,7 @@
 For the student who wrote ``conv_backward_naive`` and wants to know whether it
 is right — and, if not, which element is wrong and by how much::
 
-    from reports.check_layer import check_layer
+    from backprop_verify.reports.check_layer import check_layer
 
     def test_my_conv():
         check_layer(Conv1dNaive(3, 4, 3), torch.nn.functional.conv1d, inputs=[(2, 3, 8)])
@@ -78,10 +78,10 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from reference.fd_oracle import FD_MAX_ENTRIES, fd_gradient
-from reports.verification.compare import FAIL, Row, compare
-from reports.verification.tolerance import RTOL
-from scenarios.trace import Trace
+from backprop_verify.reference.fd_oracle import FD_MAX_ENTRIES, fd_gradient
+from backprop_verify.reports.verification.compare import FAIL, Row, compare
+from backprop_verify.reports.verification.tolerance import RTOL
+from backprop_verify.scenarios.trace import Trace
 
 __all__ = ["check_layer", "LayerCheck", "LayerRow", "DEFAULT_DRAWS", "DEFAULT_KINKS"]
 

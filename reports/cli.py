@@ -22,10 +22,10 @@ import signal
 import sys
 
 SUBCOMMANDS = {
-    "report": ("reports.commands.report",
+    "report": ("backprop_verify.reports.commands.report",
                "run every built-in scenario through manual, torch and finite differences; write the discrepancy report"),
-    "check": ("reports.commands.check", "check the numbers printed in worked-example files against both engines"),
-    "bench": ("reports.commands.bench", "benchmark the manual engine against torch autograd"),
+    "check": ("backprop_verify.reports.commands.check", "check the numbers printed in worked-example files against both engines"),
+    "bench": ("backprop_verify.reports.commands.bench", "benchmark the manual engine against torch autograd"),
 }
 
 
@@ -67,7 +67,7 @@ def build_parser(commands=tuple(SUBCOMMANDS)) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from reports.rendering.io import interrupt_handlers
+    from backprop_verify.reports.rendering.io import interrupt_handlers
 
     # First: a SIGTERM during the imports below takes the same path. As the program (argv None), the
     # handlers stay until the process exits; called with argv (tests, other programs), they are restored.
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str]) -> int:
-    from reports.rendering.io import Interrupted, checkpoint, pending_interrupt
+    from backprop_verify.reports.rendering.io import Interrupted, checkpoint, pending_interrupt
 
     chosen = [word for word in argv if word in SUBCOMMANDS][:1]
     command = f"backprop-verify {chosen[0]}" if chosen else "backprop-verify"

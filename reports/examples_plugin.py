@@ -65,10 +65,10 @@ class ExampleFile(pytest.File):
 
     def collect(self):
         # Only here — a file was asked for — are the loader and (at run time) torch imported.
-        from reports.textbook.errata import named_checks_for
-        from scenarios.loader import ScenarioError, load_scenario
+        from backprop_verify.reports.textbook.errata import named_checks_for
+        from backprop_verify.scenarios.loader import ScenarioError, load_scenario
 
-        from reports.textbook.claims import validate_claims
+        from backprop_verify.reports.textbook.claims import validate_claims
 
         try:
             self.scenario = load_scenario(self.path)
@@ -87,7 +87,7 @@ class ExampleFile(pytest.File):
     def rows(self) -> dict[str, dict]:
         """Every verdict of the file, computed once per process (both engines run here)."""
         if self._rows is None:
-            from reports.textbook.errata import check_scenario  # heavy: runs manual and torch
+            from backprop_verify.reports.textbook.errata import check_scenario  # heavy: runs manual and torch
 
             self._rows = {row["at"]: row for row in check_scenario(self.scenario)}
         return self._rows
@@ -96,7 +96,7 @@ class ExampleFile(pytest.File):
     def claims(self) -> list:
         """Every claim's result, computed once per process."""
         if self._claims is None:
-            from reports.textbook.claims import check_claims  # heavy: runs manual and torch on every draw
+            from backprop_verify.reports.textbook.claims import check_claims  # heavy: runs manual and torch on every draw
 
             self._claims = check_claims(self.scenario)
         return self._claims
@@ -122,7 +122,7 @@ class ExampleItem(_FileItem):
     """One printed number (or named check)."""
 
     def runtest(self):
-        from reports.textbook.errata import DISAGREE, ROUNDING, PASSING
+        from backprop_verify.reports.textbook.errata import DISAGREE, ROUNDING, PASSING
 
         row = self.parent.rows()[self.name]
         if row["verdict"] == ROUNDING:

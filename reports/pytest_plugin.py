@@ -29,14 +29,14 @@ from pathlib import Path
 
 import pytest
 
-from reports.commands import options
-from reports.rendering.io import atomic_write_text
-from reports.rendering.table import csv_text, rows_frame
-from reports.verification.compare import COLUMNS
-from scenarios.builtin import report_scenarios
-from scenarios.generator import (DEFAULT_RANDOM_CONV_COUNT, DEFAULT_RANDOM_COUNT, DEFAULT_RANDOM_RECURRENT_COUNT,
+from backprop_verify.reports.commands import options
+from backprop_verify.reports.rendering.io import atomic_write_text
+from backprop_verify.reports.rendering.table import csv_text, rows_frame
+from backprop_verify.reports.verification.compare import COLUMNS
+from backprop_verify.scenarios.builtin import report_scenarios
+from backprop_verify.scenarios.generator import (DEFAULT_RANDOM_CONV_COUNT, DEFAULT_RANDOM_COUNT, DEFAULT_RANDOM_RECURRENT_COUNT,
                                  DEFAULT_SEED)
-from scenarios.model import Scenario
+from backprop_verify.scenarios.model import Scenario
 
 ROWS_PROPERTY = "backprop_verify_rows"
 
@@ -110,7 +110,7 @@ class _Collector:
         if scenario.name in self.verified:
             return
         # heavy (imports torch): only processes that verify get here, never the xdist controller
-        from reports.verification.runner import report_rows
+        from backprop_verify.reports.verification.runner import report_rows
 
         self.verified.add(scenario.name)
         record_rows(report, report_rows(scenario))

@@ -5,9 +5,9 @@ One test per scenario; its rows travel to the controlling process through
 
     pytest reports/report_suite.py -p reports.pytest_plugin -n 4 --report-dir reports/out
 """
-from reports.pytest_plugin import record_rows
-from reports.verification.compare import FAIL
-from reports.verification.runner import report_rows
+from backprop_verify.reports.pytest_plugin import record_rows
+from backprop_verify.reports.verification.compare import FAIL
+from backprop_verify.reports.verification.runner import report_rows
 
 
 def test_scenario(report_scenario, request):

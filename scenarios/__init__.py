@@ -1,11 +1,11 @@
 """Scenarios: the plain data both engines are driven by."""
-from scenarios.catalog import (ACTIVATIONS, DTYPES, INITIALIZERS, LOSSES, OPTIMIZERS, REDUCTIONS, activation_params,
+from backprop_verify.scenarios.catalog import (ACTIVATIONS, DTYPES, INITIALIZERS, LOSSES, OPTIMIZERS, REDUCTIONS, activation_params,
                                optimizer_options)
-from scenarios.model import Expectation, Layer, Loss, Optimizer, Scenario
-from scenarios.trace import Trace, is_trace_address, parse_element
-from scenarios.loader import ScenarioError, load_scenario, scenario_from_dict
-from scenarios.generator import DEFAULT_RANDOM_COUNT, DEFAULT_SEED, random_scenario, random_scenarios
-from scenarios.components import component_scenarios
+from backprop_verify.scenarios.model import Expectation, Layer, Loss, Optimizer, Scenario
+from backprop_verify.scenarios.trace import Trace, is_trace_address, parse_element
+from backprop_verify.scenarios.loader import ScenarioError, load_scenario, scenario_from_dict
+from backprop_verify.scenarios.generator import DEFAULT_RANDOM_COUNT, DEFAULT_SEED, random_scenario, random_scenarios
+from backprop_verify.scenarios.components import component_scenarios
 
 __all__ = [
     "ACTIVATIONS", "DTYPES", "INITIALIZERS", "LOSSES", "OPTIMIZERS", "REDUCTIONS",

@@ -5,19 +5,19 @@ import re
 from importlib import resources
 from pathlib import Path
 
-from scenarios.catalog import DTYPES
-from scenarios.components import component_scenarios
-from scenarios.generator import (DEFAULT_RANDOM_CONV_COUNT, DEFAULT_RANDOM_COUNT, DEFAULT_RANDOM_RECURRENT_COUNT,
+from backprop_verify.scenarios.catalog import DTYPES
+from backprop_verify.scenarios.components import component_scenarios
+from backprop_verify.scenarios.generator import (DEFAULT_RANDOM_CONV_COUNT, DEFAULT_RANDOM_COUNT, DEFAULT_RANDOM_RECURRENT_COUNT,
                                  DEFAULT_SEED, random_conv_scenarios, random_recurrent_scenarios, random_scenarios)
-from scenarios.layer_grids import all_layer_scenarios
-from scenarios.loader import load_scenario
-from scenarios.model import Scenario
-from scenarios.trajectories import (clipped_trajectory_scenarios, dead_unit_scenario, layer_trajectory_scenarios,
+from backprop_verify.scenarios.layer_grids import all_layer_scenarios
+from backprop_verify.scenarios.loader import load_scenario
+from backprop_verify.scenarios.model import Scenario
+from backprop_verify.scenarios.trajectories import (clipped_trajectory_scenarios, dead_unit_scenario, layer_trajectory_scenarios,
                                    trajectory_scenarios)
 
 
 def worked_example_paths() -> list[Path]:
-    folder = resources.files("scenarios.worked_examples")
+    folder = resources.files("backprop_verify.scenarios.worked_examples")
     return sorted(Path(str(p)) for p in folder.iterdir() if p.name.endswith(".toml"))
 
 

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from scenarios.catalog import ACTIVATIONS, LOSSES
-from scenarios.model import Layer, Loss, Scenario
+from backprop_verify.scenarios.catalog import ACTIVATIONS, LOSSES
+from backprop_verify.scenarios.model import Layer, Loss, Scenario
 
 # Pre-activations for the activation grids. Rows are samples.
 SMOOTH_GRID = np.array([[-5.0, -1.3, -0.5, -0.01, 0.02, 0.7, 1.9, 4.0]])

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from scenarios.init import initialise, layer_rng
-from scenarios.model import Layer, Loss, Scenario
-from scenarios.trajectories import make_optimizer
+from backprop_verify.scenarios.init import initialise, layer_rng
+from backprop_verify.scenarios.model import Layer, Loss, Scenario
+from backprop_verify.scenarios.trajectories import make_optimizer
 
 DIGITS_SEED = 0
 TEST_SAMPLES = 360

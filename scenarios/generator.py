@@ -19,10 +19,10 @@ import numpy as np
 
 import math
 
-from scenarios.catalog import ACTIVATIONS, LAYERS, LOSSES, layer_options
-from scenarios.init import initialise, initialise_shape, layer_rng
-from scenarios.model import Layer, Loss, Scenario
-from scenarios.shapes import ShapeError, output_shape
+from backprop_verify.scenarios.catalog import ACTIVATIONS, LAYERS, LOSSES, layer_options
+from backprop_verify.scenarios.init import initialise, initialise_shape, layer_rng
+from backprop_verify.scenarios.model import Layer, Loss, Scenario
+from backprop_verify.scenarios.shapes import ShapeError, output_shape
 
 DEFAULT_SEED = 0
 # How many seeded random architectures the report and the default test run check.

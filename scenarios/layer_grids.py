@@ -26,10 +26,10 @@ import math
 
 import numpy as np
 
-from scenarios.catalog import LAYERS, layer_options
-from scenarios.init import default_bias, fans, initialise_shape
-from scenarios.model import Layer, Loss, Scenario
-from scenarios.shapes import output_shape
+from backprop_verify.scenarios.catalog import LAYERS, layer_options
+from backprop_verify.scenarios.init import default_bias, fans, initialise_shape
+from backprop_verify.scenarios.model import Layer, Loss, Scenario
+from backprop_verify.scenarios.shapes import output_shape
 
 GRID_SEED = 13
 

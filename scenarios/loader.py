@@ -21,12 +21,12 @@ from typing import Any
 
 import numpy as np
 
-from scenarios.catalog import ACTIVATIONS, DTYPES, INITIALIZERS, LAYERS, LOSSES, OPTIMIZERS, ParamSpec
-from scenarios.init import default_bias, fans, initialise_shape, layer_rng
-from scenarios.formula import FormulaError, parse_formula
-from scenarios.model import Claim, Expectation, Layer, Loss, Optimizer, Scenario
-from scenarios.shapes import ShapeError, output_shape
-from scenarios.trace import is_trace_address, parse_element
+from backprop_verify.scenarios.catalog import ACTIVATIONS, DTYPES, INITIALIZERS, LAYERS, LOSSES, OPTIMIZERS, ParamSpec
+from backprop_verify.scenarios.init import default_bias, fans, initialise_shape, layer_rng
+from backprop_verify.scenarios.formula import FormulaError, parse_formula
+from backprop_verify.scenarios.model import Claim, Expectation, Layer, Loss, Optimizer, Scenario
+from backprop_verify.scenarios.shapes import ShapeError, output_shape
+from backprop_verify.scenarios.trace import is_trace_address, parse_element
 
 TOP_LEVEL_KEYS = {"name", "dtype", "seed", "source", "layers", "loss", "data", "optimizer", "expect", "tags", "claim"}
 

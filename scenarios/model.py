@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from scenarios.catalog import LAYERS, OPTIMIZERS
+from backprop_verify.scenarios.catalog import LAYERS, OPTIMIZERS
 
 
 @dataclass(frozen=True)

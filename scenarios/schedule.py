@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from scenarios.model import Scenario
+from backprop_verify.scenarios.model import Scenario
 
 
 def epoch_order(seed: int, epoch: int, samples: int, shuffle: bool) -> np.ndarray:

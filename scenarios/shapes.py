@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import math
 
-from scenarios.catalog import ACTIVATIONS
-from scenarios.model import Layer
+from backprop_verify.scenarios.catalog import ACTIVATIONS
+from backprop_verify.scenarios.model import Layer
 
 
 class ShapeError(ValueError):

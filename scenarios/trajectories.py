@@ -21,10 +21,10 @@ import math
 
 import numpy as np
 
-from scenarios.catalog import OPTIMIZERS, layer_options, optimizer_options
-from scenarios.generator import random_conv_scenario, random_scenario
-from scenarios.init import initialise, layer_rng
-from scenarios.model import Layer, Loss, Optimizer, Scenario
+from backprop_verify.scenarios.catalog import OPTIMIZERS, layer_options, optimizer_options
+from backprop_verify.scenarios.generator import random_conv_scenario, random_scenario
+from backprop_verify.scenarios.init import initialise, layer_rng
+from backprop_verify.scenarios.model import Layer, Loss, Optimizer, Scenario
 
 TRAJECTORY_SEED = 5000
 TRAJECTORY_STEPS = 100

@@ -1,7 +1,7 @@
 """Scenarios that the finite-difference oracle can settle: float64, smooth, modest size."""
 from pytest_cases import parametrize
 
-from reference.fd_oracle import fd_applicable
+from backprop_verify.reference.fd_oracle import fd_applicable
 from tests.cases_scenarios import _COMPONENTS, _LAYERS, _RANDOM, _RANDOM_CONV, _RANDOM_RECURRENT, _WORKED, _ids
 
 # Finite differences cost two forward passes per entry; the first this many

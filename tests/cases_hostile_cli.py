@@ -12,8 +12,8 @@ import os
 import pytest
 from pytest_cases import case
 
-from reports.commands.options import MAX_RANDOM, max_processes
-from reports.rendering.table import BEFORE_WORST
+from backprop_verify.reports.commands.options import MAX_RANDOM, max_processes
+from backprop_verify.reports.rendering.table import BEFORE_WORST
 
 # A table as written before the worst-element columns (still a valid baseline); tests/test_report.py
 # covers the current 13 columns.

@@ -1,11 +1,11 @@
 """Scenario cases: each case is one Scenario, its id is the scenario's name."""
 from pytest_cases import parametrize
 
-from scenarios import component_scenarios, random_scenarios
-from scenarios.builtin import worked_examples
-from scenarios.generator import (DEFAULT_RANDOM_CONV_COUNT, DEFAULT_RANDOM_COUNT, DEFAULT_RANDOM_RECURRENT_COUNT,
+from backprop_verify.scenarios import component_scenarios, random_scenarios
+from backprop_verify.scenarios.builtin import worked_examples
+from backprop_verify.scenarios.generator import (DEFAULT_RANDOM_CONV_COUNT, DEFAULT_RANDOM_COUNT, DEFAULT_RANDOM_RECURRENT_COUNT,
                                  DEFAULT_SEED, random_conv_scenarios, random_recurrent_scenarios)
-from scenarios.layer_grids import all_layer_scenarios
+from backprop_verify.scenarios.layer_grids import all_layer_scenarios
 
 # The default run checks as many seeded random architectures as the report.
 RANDOM_COUNT = DEFAULT_RANDOM_COUNT

@@ -15,8 +15,8 @@ The report checks every variant in both dtypes.
 from pytest_cases import case
 from pytest_cases import filters as ft
 
-from scenarios.catalog import DTYPES
-from scenarios.trajectories import VARIANTS, trajectory_scenarios, variant_tags
+from backprop_verify.scenarios.catalog import DTYPES
+from backprop_verify.scenarios.trajectories import VARIANTS, trajectory_scenarios, variant_tags
 
 DEFAULT_FLOAT64 = ft.has_tag("float64") & ~ft.has_tag("subsumed")
 DEFAULT_FLOAT32 = ft.has_tag("float32") & (ft.has_tag("defaults") | ft.has_tag("also_float32"))

@@ -1,5 +1,5 @@
 """One helper compares two traces and fails with a readable table."""
-from reports.verification.compare import compare
+from backprop_verify.reports.verification.compare import compare
 
 
 def assert_traces_agree(a, b, dtype, pair, addresses=None):
@@ -15,7 +15,7 @@ def assert_traces_agree(a, b, dtype, pair, addresses=None):
 def layer_trace(layer, output, delta, input_gradient):
     """A one-layer Trace of a hand-written layer after forward and backward: its output,
     the upstream gradient δ, ∂L/∂input and every parameter gradient."""
-    from scenarios.trace import Trace
+    from backprop_verify.scenarios.trace import Trace
 
     trace = Trace("manual")
     trace.put("layers.0.output", output)
@@ -31,7 +31,7 @@ def assert_file_rejected(folder, text, field, expected, name="my_example.toml"):
     fails with "name: field: …expected…"."""
     import pytest
 
-    from scenarios import ScenarioError, load_scenario
+    from backprop_verify.scenarios import ScenarioError, load_scenario
 
     path = folder / name
     if isinstance(text, bytes):

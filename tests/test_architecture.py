@@ -13,6 +13,7 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PACKAGES = ("scenarios", "manual", "reference", "reports")
+NAMESPACE = "backprop_verify"  # the one import name installed; its packages are PACKAGES
 
 LAYERS = (
     ("scenarios",),
@@ -57,6 +58,8 @@ def import_graph(sources: dict[str, str]) -> dict[str, set[str]]:
                     base = ".".join(anchor + ([base] if base else []))
                 targets = [base] + [f"{base}.{alias.name}" for alias in node.names]
             for target in targets:
+                # The installed namespace: backprop_verify.reports.cli is the module reports.cli here.
+                target = "" if target == NAMESPACE else target.removeprefix(NAMESPACE + ".")
                 while target and target not in names:
                     target = target.rpartition(".")[0]
                 if target and target != name and not name.startswith(target + "."):

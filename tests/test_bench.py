@@ -9,8 +9,8 @@ import csv
 import math
 import re
 
-from reports.bench import measure as bench
-from reports.cli import main
+from backprop_verify.reports.bench import measure as bench
+from backprop_verify.reports.cli import main
 
 REQUIRED = ("case", "dtype", "batch", "manual_s", "torch_s", "ratio", "manual_gflops", "peak_gflops", "pct_of_peak")
 

@@ -10,16 +10,16 @@ derivative wrong just above its kink, max pooling's choice among tied maxima.
 import numpy as np
 import pytest
 
-import manual
-import manual.activations
-import manual.conv
-import manual.pooling
-import reference
-from reference.fd_oracle import fd_applicable, fd_oracle
-from reports.verification.compare import compare
-from scenarios.builtin import worked_examples
-from scenarios.components import activation_scenarios
-from scenarios.layer_grids import all_layer_scenarios
+from backprop_verify import manual
+import backprop_verify.manual.activations
+import backprop_verify.manual.conv
+import backprop_verify.manual.pooling
+from backprop_verify import reference
+from backprop_verify.reference.fd_oracle import fd_applicable, fd_oracle
+from backprop_verify.reports.verification.compare import compare
+from backprop_verify.scenarios.builtin import worked_examples
+from backprop_verify.scenarios.components import activation_scenarios
+from backprop_verify.scenarios.layer_grids import all_layer_scenarios
 
 _LAYER_SCENARIOS = all_layer_scenarios()
 

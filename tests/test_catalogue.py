@@ -6,12 +6,12 @@ import inspect
 import numpy as np
 import pytest
 
-import manual
-import reference
-from scenarios import catalog, generator
-from scenarios.catalog import ActivationInfo, LossGridCase, LossInfo, ParamSpec
-from scenarios.components import activation_scenarios, loss_scenarios
-from scenarios.layer_grids import LAYER_GRIDS
+from backprop_verify import manual
+from backprop_verify import reference
+from backprop_verify.scenarios import catalog, generator
+from backprop_verify.scenarios.catalog import ActivationInfo, LossGridCase, LossInfo, ParamSpec
+from backprop_verify.scenarios.components import activation_scenarios, loss_scenarios
+from backprop_verify.scenarios.layer_grids import LAYER_GRIDS
 
 
 def catalogue_gaps() -> list[str]:

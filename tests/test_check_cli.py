@@ -3,11 +3,11 @@ import re
 from decimal import Decimal
 from pathlib import Path
 
-import manual
-import reference
-from reports.cli import main
-from scenarios import load_scenario
-from scenarios.builtin import worked_example_paths
+from backprop_verify import manual
+from backprop_verify import reference
+from backprop_verify.reports.cli import main
+from backprop_verify.scenarios import load_scenario
+from backprop_verify.scenarios.builtin import worked_example_paths
 
 FOLDER = Path(worked_example_paths()[0]).parent
 OWN = FOLDER / "example_two_layer_sigmoid_mse.toml"      # all match or rounding

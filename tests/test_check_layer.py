@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from reports.check_layer import LayerCheck, check_layer
+from backprop_verify.reports.check_layer import LayerCheck, check_layer
 
 pytest_plugins = ["pytester"]
 

@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 from pytest_cases import parametrize_with_cases
 
-from reports.cli import main
-from reports.textbook import claims
-from reports.textbook.claims import HOLDS, WRONG, check_claims, data_set, draw_data, validate_claims
-from reports.textbook.derivations import claim_frame
-from scenarios import ScenarioError, load_scenario
-from scenarios.builtin import worked_example_paths, worked_examples
-from scenarios.formula import FUNCTIONS
+from backprop_verify.reports.cli import main
+from backprop_verify.reports.textbook import claims
+from backprop_verify.reports.textbook.claims import HOLDS, WRONG, check_claims, data_set, draw_data, validate_claims
+from backprop_verify.reports.textbook.derivations import claim_frame
+from backprop_verify.scenarios import ScenarioError, load_scenario
+from backprop_verify.scenarios.builtin import worked_example_paths, worked_examples
+from backprop_verify.scenarios.formula import FUNCTIONS
 from tests.cases_claims import SIGMOID_NET, SOFTMAX_NET, claim
 
 

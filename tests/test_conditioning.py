@@ -3,13 +3,13 @@ alone cannot determine are floor passes, judged from torch alone; a wrong deriva
 in the same scenario still fails."""
 import numpy as np
 
-import manual
-import reference
-from reports.verification import conditioning
-from reports.verification.compare import compare
-from manual.normalization import LayerNorm
-from reports.verification.runner import verify
-from scenarios.generator import random_conv_scenario
+from backprop_verify import manual
+from backprop_verify import reference
+from backprop_verify.reports.verification import conditioning
+from backprop_verify.reports.verification.compare import compare
+from backprop_verify.manual.normalization import LayerNorm
+from backprop_verify.reports.verification.runner import verify
+from backprop_verify.scenarios.generator import random_conv_scenario
 
 # Seed 151: a conv bias in front of a LayerNorm over its own channel — Σδ cancels, and in
 # float32 torch's own value is 4e-3 away (relatively) from the float64 one.

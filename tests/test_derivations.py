@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from reports.textbook.derivations import DERIVATIONS, HOLDS, WRONG, Derivation, evaluate, evaluate_all
+from backprop_verify.reports.textbook.derivations import DERIVATIONS, HOLDS, WRONG, Derivation, evaluate, evaluate_all
 
 # id -> verdict, from redoing each derivation by hand:
 # 000's output rule drops f'(z) (∂y/∂W is not x unless f is the identity), and its

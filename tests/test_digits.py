@@ -6,9 +6,9 @@ runs the full ten epochs (numbers and timings in docs/optimizers.md).
 import numpy as np
 import pytest
 
-from reports.verification.tolerance import tolerance
-from reports.verification.digits import digits_curves
-from scenarios.digits import TEST_SAMPLES, digits_data, digits_scenario
+from backprop_verify.reports.verification.tolerance import tolerance
+from backprop_verify.reports.verification.digits import digits_curves
+from backprop_verify.scenarios.digits import TEST_SAMPLES, digits_data, digits_scenario
 
 
 def test_digits_data_is_the_bundled_set():

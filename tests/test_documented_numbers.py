@@ -56,8 +56,8 @@ class Run:
 
     @functools.cached_property
     def restricted(self):
-        from reports.rendering.table import component_summary, read_csv_text
-        from scenarios.builtin import report_scenarios
+        from backprop_verify.reports.rendering.table import component_summary, read_csv_text
+        from backprop_verify.scenarios.builtin import report_scenarios
 
         _, only = _tolerance_doc()
         frame = read_csv_text((self.folder / "discrepancies.csv").read_text(encoding="utf-8"))
@@ -75,7 +75,7 @@ def run(tmp_path_factory) -> Run:
     """The default seed-0 report (discrepancies.csv, summary.md), run once."""
     out = tmp_path_factory.mktemp("default-report")
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    command = [sys.executable, "-m", "reports.cli", "report", "--no-plots", "--out", str(out)]
+    command = [sys.executable, "-m", "backprop_verify.reports.cli", "report", "--no-plots", "--out", str(out)]
     completed = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
                                stdin=subprocess.DEVNULL)
     # 0: every address passed; 1: some failed (the documents may then quote failures): both are a run.
@@ -265,7 +265,7 @@ def tolerance_doc_totals(run: Run) -> None:
 
 
 def tolerance_doc_worst_cases(run: Run) -> None:
-    from reports.rendering.table import cell
+    from backprop_verify.reports.rendering.table import cell
 
     section, only = _tolerance_doc()
     table = [_cells(line) for line in section.splitlines() if line.startswith("| ")]

@@ -1,9 +1,9 @@
 """Manual engine vs torch autograd vs finite differences, address by address."""
 from pytest_cases import parametrize_with_cases
 
-import manual
-import reference
-from reference.fd_oracle import fd_oracle
+from backprop_verify import manual
+from backprop_verify import reference
+from backprop_verify.reference.fd_oracle import fd_oracle
 from tests.cases_fd import RANDOM_CONV_FD_COUNT, RANDOM_FD_COUNT, _FD_RANDOM, _FD_RANDOM_CONV
 from tests.helpers import assert_traces_agree
 

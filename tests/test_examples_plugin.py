@@ -52,7 +52,7 @@ def pytest_sessionfinish(session):
     assert (pytester.path / "torch-imported.txt").read_text() == "False"  # the plugin costs nothing unused
 
     pytester.makeconftest("""
-from manual.activations import ACTIVATIONS
+from backprop_verify.manual.activations import ACTIVATIONS
 
 _backward = ACTIVATIONS["sigmoid"].backward
 ACTIVATIONS["sigmoid"].backward = lambda self, grad: 2.0 * _backward(self, grad)  # the injected bug

@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 from pytest_cases import parametrize_with_cases
 
-from reports.cli import main
-from reports.commands import options
-from reports.rendering.io import Interrupted, atomic_write_many, checkpoint, interrupt_handlers
-from reports.rendering.table import read_csv_text, validate_csv_text
-from reports.textbook.errata import ERRATUM, MATCH, ROUNDING, verdict
+from backprop_verify.reports.cli import main
+from backprop_verify.reports.commands import options
+from backprop_verify.reports.rendering.io import Interrupted, atomic_write_many, checkpoint, interrupt_handlers
+from backprop_verify.reports.rendering.table import read_csv_text, validate_csv_text
+from backprop_verify.reports.textbook.errata import ERRATUM, MATCH, ROUNDING, verdict
 
 import cases_hostile_cli
 
@@ -218,7 +218,7 @@ def test_sigint_while_xdist_workers_run_ends_them_and_removes_the_scratch_folder
     import argparse
     import tempfile
 
-    from reports.commands.report import rows_with_xdist
+    from backprop_verify.reports.commands.report import rows_with_xdist
 
     scratch = tmp_path / "tmp"
     scratch.mkdir()
@@ -269,7 +269,7 @@ def test_signal_to_report_with_workers_leaves_nothing_behind(signum, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
     env.update(PYTHONPATH=str(ROOT), TMPDIR=str(scratch))
     # The whole default scenario set: it cannot finish in the few seconds before the signal.
-    process = subprocess.Popen([sys.executable, "-m", "reports.cli", "report", "--workers", "2", "--no-plots",
+    process = subprocess.Popen([sys.executable, "-m", "backprop_verify.reports.cli", "report", "--workers", "2", "--no-plots",
                                 "--out", str(out)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
     seen: set[int] = set()

@@ -5,23 +5,50 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import manual.activations
-import manual.losses
-import manual.optimizers
-import reference.torch_engine
-from scenarios import ACTIVATIONS, LOSSES, OPTIMIZERS, random_scenario
+import backprop_verify.manual.activations
+import backprop_verify.manual.losses
+import backprop_verify.manual.optimizers
+import backprop_verify.reference.torch_engine
+from backprop_verify import manual, reference
+from backprop_verify.scenarios import ACTIVATIONS, LOSSES, OPTIMIZERS, random_scenario
 
 ROOT = Path(__file__).resolve().parent.parent
 AUTODIFF = {"torch", "jax", "autograd", "tensorflow", "mxnet", "tinygrad"}
+
+
+PROJECT = ("scenarios", "manual", "reference", "reports")
+
+
+def _top(module: str) -> str:
+    """The top-level name a module path imports, ``backprop_verify.`` taken off the project's own."""
+    parts = module.split(".")
+    return parts[1] if parts[0] == "backprop_verify" and len(parts) > 1 else parts[0]
 
 
 def _imports(folder):
     for path in sorted((ROOT / folder).rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
             if isinstance(node, ast.Import):
-                yield path, [a.name.split(".")[0] for a in node.names]
+                yield path, [_top(a.name) for a in node.names]
             elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                yield path, [node.module.split(".")[0]]
+                yield path, [a.name for a in node.names] if node.module == "backprop_verify" else [_top(node.module)]
+
+
+def _bare_imports(folder):
+    """Imports of the project's packages by their bare names (``import manual``), not through ``backprop_verify``."""
+    for path in sorted((ROOT / folder).rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module] if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 else []
+            yield from ((path.relative_to(ROOT), name) for name in names if name.split(".")[0] in PROJECT)
+
+
+@pytest.mark.parametrize("folder", PROJECT + ("tests",))
+def test_the_project_is_imported_through_its_one_namespace(folder):
+    """Installed, the project adds one import name, backprop_verify: a bare ``import reports`` would
+    find a user's own ``reports`` package first."""
+    bare = list(_bare_imports(folder))
+    assert not bare, f"import these through backprop_verify: {bare[:10]}"
 
 
 def test_manual_imports_no_autodiff_library():

@@ -14,14 +14,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import manual.conv
-from manual.conv import Conv2d
-from manual.dropout import Dropout
-from manual.layers import Flatten
-from manual.normalization import BatchNorm, LayerNorm
-from manual.pooling import AvgPool2d, MaxPool2d
-from reports.verification.compare import compare
-from scenarios.trace import Trace
+import backprop_verify.manual.conv
+from backprop_verify import manual
+from backprop_verify.manual.conv import Conv2d
+from backprop_verify.manual.dropout import Dropout
+from backprop_verify.manual.layers import Flatten
+from backprop_verify.manual.normalization import BatchNorm, LayerNorm
+from backprop_verify.manual.pooling import AvgPool2d, MaxPool2d
+from backprop_verify.reports.verification.compare import compare
+from backprop_verify.scenarios.trace import Trace
 from tests.helpers import layer_trace
 
 SEED = 0

@@ -18,10 +18,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from manual.embedding import Embedding
-from manual.recurrent import GRU, LSTM, RNN, LastStep, activate_gates, gate_scale
-from reports.verification.compare import compare
-from scenarios.trace import Trace
+from backprop_verify.manual.embedding import Embedding
+from backprop_verify.manual.recurrent import GRU, LSTM, RNN, LastStep, activate_gates, gate_scale
+from backprop_verify.reports.verification.compare import compare
+from backprop_verify.scenarios.trace import Trace
 from tests.helpers import layer_trace
 
 SEED = 0

@@ -5,18 +5,18 @@ import numpy as np
 import pytest
 from pytest_cases import parametrize_with_cases
 
-import manual
-import reference
-from manual.clipping import clip_grad_norm, clip_grad_value
-from manual.optimizers import OPTIMIZERS as MANUAL_OPTIMIZERS
-from reference.fd_oracle import fd_gradient
-from reports.verification.compare import step_of
-from reports.verification.runner import report_rows, verify
-from reports.verification.tolerance import tolerance
-from reports.verification.horizon import NO_TORCH_REFERENCE, compare_trajectory, float64_horizon
-from scenarios import OPTIMIZERS, load_scenario, scenario_from_dict
-from scenarios.schedule import batch_schedule
-from scenarios.trajectories import (TRAJECTORY_STEPS, VARIANTS, dead_unit_scenario, document001_scenario,
+from backprop_verify import manual
+from backprop_verify import reference
+from backprop_verify.manual.clipping import clip_grad_norm, clip_grad_value
+from backprop_verify.manual.optimizers import OPTIMIZERS as MANUAL_OPTIMIZERS
+from backprop_verify.reference.fd_oracle import fd_gradient
+from backprop_verify.reports.verification.compare import step_of
+from backprop_verify.reports.verification.runner import report_rows, verify
+from backprop_verify.reports.verification.tolerance import tolerance
+from backprop_verify.reports.verification.horizon import NO_TORCH_REFERENCE, compare_trajectory, float64_horizon
+from backprop_verify.scenarios import OPTIMIZERS, load_scenario, scenario_from_dict
+from backprop_verify.scenarios.schedule import batch_schedule
+from backprop_verify.scenarios.trajectories import (TRAJECTORY_STEPS, VARIANTS, dead_unit_scenario, document001_scenario,
                                    layer_trajectory_scenarios,
                                    make_optimizer, trajectory_scenarios, variant_tags)
 from tests.cases_trajectories import DEFAULT_RUN, TRAJECTORY_CASES

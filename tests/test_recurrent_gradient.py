@@ -2,10 +2,10 @@
 import numpy as np
 import pytest
 
-from reports.verification.recurrent import NETWORKS, recurrent_gradient
-from reports.verification.runner import report_rows
-from scenarios.trajectories import clipped_trajectory_scenarios
-from reports.verification.tolerance import tolerance
+from backprop_verify.reports.verification.recurrent import NETWORKS, recurrent_gradient
+from backprop_verify.reports.verification.runner import report_rows
+from backprop_verify.scenarios.trajectories import clipped_trajectory_scenarios
+from backprop_verify.reports.verification.tolerance import tolerance
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +34,7 @@ def test_clip_grad_norm_tames_the_exploding_rnn_and_both_engines_agree():
     for scenario in (unclipped, clipped):
         rows = report_rows(scenario)
         assert not [r for r in rows if r["status"] == "fail"], scenario.name
-    import manual
+    from backprop_verify import manual
 
     losses = {s.optimizer.label(): [float(manual.run(s)[f"step{t}.loss"]) for t in (1, 15)]
               for s in (unclipped, clipped)}

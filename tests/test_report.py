@@ -15,11 +15,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from reports.rendering import diff
-from reports.cli import build_parser
-from reports.rendering.io import atomic_write_many
-from reports.commands.report import main
-from reports.rendering.table import read_csv_text, validate_csv_text
+from backprop_verify.reports.rendering import diff
+from backprop_verify.reports.cli import build_parser
+from backprop_verify.reports.rendering.io import atomic_write_many
+from backprop_verify.reports.commands.report import main
+from backprop_verify.reports.rendering.table import read_csv_text, validate_csv_text
 
 ROOT = Path(__file__).resolve().parent.parent
 # Components (smooth, saturated, kink), a loss, the worked example (one SGD step), two random nets.
@@ -75,7 +75,7 @@ def test_floor_passes_do_not_set_the_worst(baseline):
     floor = frame["status"] == "floor"
     assert floor.any(), "the chosen scenarios no longer exercise the absolute floor"
     assert frame.loc[floor, "note"].str.startswith("within absolute floor").all()  # the note explains it
-    from reports.rendering.table import component_summary
+    from backprop_verify.reports.rendering.table import component_summary
 
     summary = component_summary(frame, {name: ["c"] for name in frame["scenario"]})
     relative = frame[frame["status"] == "pass"]
@@ -105,9 +105,9 @@ def test_workers_2_gives_identical_files(tmp_path):
 
 def test_html_embeds_the_plots_failures_first(baseline):
     """report.html from the baseline's data with one injected failure: failures come first, plots inline."""
-    from reports.rendering.html import render_html
-    from reports.rendering.plots import PLOTS, vanishing_gradient
-    from reports.commands.report import build_report
+    from backprop_verify.reports.rendering.html import render_html
+    from backprop_verify.reports.rendering.plots import PLOTS, vanishing_gradient
+    from backprop_verify.reports.commands.report import build_report
 
     _, data = build_report(_args(baseline), timestamp="then", with_plots=False)
     data.frame.loc[0, ["passed", "max_rel", "status"]] = [False, 0.5, "fail"]
@@ -245,7 +245,7 @@ def test_ctrl_c_midway_leaves_previous_report_intact(baseline, tmp_path):
     shutil.copytree(baseline, out)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    process = subprocess.Popen([sys.executable, "-m", "reports.cli", "report", "--no-plots", "--out", str(out)],
+    process = subprocess.Popen([sys.executable, "-m", "backprop_verify.reports.cli", "report", "--no-plots", "--out", str(out)],
                                cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 60

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import manual
-from reports.cli import build_parser
-from reports.commands.report import main
+from backprop_verify import manual
+from backprop_verify.reports.cli import build_parser
+from backprop_verify.reports.commands.report import main
 
 ONLY = r"seed004|activation-sigmoid-saturation-f64"
 ADDRESS, ELEMENT, PLANTED = "layers.0.weight.grad", (1, 0), 0.25

@@ -10,14 +10,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import manual
-from reports.cli import build_parser, main as cli_main
-from reports.commands.report import failure_line, main
-from reports.rendering import sections
-from reports.rendering.table import csv_text, read_csv_text, rows_frame, validate_csv_text
-from reports.verification.compare import COLUMNS, compare
-from scenarios.builtin import worked_example_paths
-from scenarios.trace import Trace
+from backprop_verify import manual
+from backprop_verify.reports.cli import build_parser, main as cli_main
+from backprop_verify.reports.commands.report import failure_line, main
+from backprop_verify.reports.rendering import sections
+from backprop_verify.reports.rendering.table import csv_text, read_csv_text, rows_frame, validate_csv_text
+from backprop_verify.reports.verification.compare import COLUMNS, compare
+from backprop_verify.scenarios.builtin import worked_example_paths
+from backprop_verify.scenarios.trace import Trace
 
 ONLY = r"seed004|activation-sigmoid-saturation-f64"
 ADDRESS, ELEMENT, PLANTED = "layers.0.weight.grad", (1, 0), 0.25
@@ -118,7 +118,7 @@ def test_planted_bug_is_named_exactly_by_csv_summary_and_terminal(monkeypatch, t
     failed = frame[frame["status"] == "fail"]
     assert set(failed["address"]) == {ADDRESS} and set(failed["worst_index"]) == {"[1,0]"}
     torch_row = failed[failed["pair"] == "manual-torch"].iloc[0]
-    from scenarios.builtin import worked_examples
+    from backprop_verify.scenarios.builtin import worked_examples
 
     scenario = next(s for s in worked_examples() if s.name.startswith("seed004"))
     right = float(honest(scenario)[ADDRESS][ELEMENT])
@@ -142,7 +142,7 @@ def test_quiet_prints_only_the_totals_line(monkeypatch, tmp_path, capsys):
 
 
 def test_failure_lines_are_capped():
-    from reports.commands.report import failure_lines
+    from backprop_verify.reports.commands.report import failure_lines
 
     rows = [{"scenario": f"s{i:03d}", "pair": "manual-torch", "dtype": "float64", "address": "loss",
              "max_abs": 1.0, "max_rel": 1.0, "tolerance": 1e-10, "passed": False, "note": "", "status": "fail",
@@ -192,7 +192,7 @@ def test_heatmap_of_a_4d_tensor_is_one_matrix_per_channel():
 
 
 def test_detail_adds_a_section_and_a_pattern_matching_nothing_is_refused(tmp_path, capsys):
-    from reports.commands.report import build_report
+    from backprop_verify.reports.commands.report import build_report
 
     _, data = build_report(_args(tmp_path, "--detail", "seed004"), timestamp="then")
     names = [s.name for s in data.sections]

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from pytest_cases import parametrize_with_cases
 
-from scenarios import ScenarioError, load_scenario
-from scenarios.loader import Limits
+from backprop_verify.scenarios import ScenarioError, load_scenario
+from backprop_verify.scenarios.loader import Limits
 from tests.cases_bad_files import GOOD
 from tests.helpers import assert_file_rejected
 
@@ -88,7 +88,7 @@ def test_init_is_seeded_and_reproducible(tmp_path):
 
 def test_check_limit_option_raises_a_limit(tmp_path, capsys):
     """`check --limit steps=N` admits a file the default limit refuses; an unknown NAME is exit 2."""
-    from reports.cli import main
+    from backprop_verify.reports.cli import main
 
     path = tmp_path / "long.toml"
     path.write_text(GOOD.replace("steps = 1", "steps = 150000"))

@@ -16,9 +16,9 @@ import shlex
 
 import pytest
 
-from reports.commands.options import MAX_SEED
-from reports.verification.runner import report_rows
-from scenarios.generator import (DEFAULT_RANDOM_CONV_COUNT, DEFAULT_RANDOM_COUNT, DEFAULT_RANDOM_RECURRENT_COUNT,
+from backprop_verify.reports.commands.options import MAX_SEED
+from backprop_verify.reports.verification.runner import report_rows
+from backprop_verify.scenarios.generator import (DEFAULT_RANDOM_CONV_COUNT, DEFAULT_RANDOM_COUNT, DEFAULT_RANDOM_RECURRENT_COUNT,
                                  random_conv_scenarios, random_recurrent_scenarios, random_scenarios)
 
 # family -> (scenario name prefix, generator, the report's default count, the report option that counts it)

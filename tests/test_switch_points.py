@@ -9,13 +9,13 @@ grids put βz above the threshold only at βz ≥ 30, where 1 − σ(βz) < 1e-1
 import numpy as np
 import pytest
 
-import manual
-import manual.activations
-import manual.losses
-import reference
-from reports.verification.compare import compare
-from scenarios.catalog import ACTIVATIONS
-from scenarios.components import activation_scenarios, loss_scenarios, switch_grid
+from backprop_verify import manual
+import backprop_verify.manual.activations
+import backprop_verify.manual.losses
+from backprop_verify import reference
+from backprop_verify.reports.verification.compare import compare
+from backprop_verify.scenarios.catalog import ACTIVATIONS
+from backprop_verify.scenarios.components import activation_scenarios, loss_scenarios, switch_grid
 
 
 def _failures(scenario):

@@ -10,13 +10,13 @@ from decimal import Decimal
 import numpy as np
 import pytest
 
-import manual
-import reference
-from reports.textbook.errata import (ERRATUM, MATCH, NAMED_CHECKS, ROUNDING, check_scenario, resolution, verdict)
-from scenarios import ScenarioError, load_scenario
-from scenarios.builtin import worked_examples
-from scenarios.loader import printed_number
-from scenarios.builtin import worked_example_paths
+from backprop_verify import manual
+from backprop_verify import reference
+from backprop_verify.reports.textbook.errata import (ERRATUM, MATCH, NAMED_CHECKS, ROUNDING, check_scenario, resolution, verdict)
+from backprop_verify.scenarios import ScenarioError, load_scenario
+from backprop_verify.scenarios.builtin import worked_examples
+from backprop_verify.scenarios.loader import printed_number
+from backprop_verify.scenarios.builtin import worked_example_paths
 from tests.cases_bad_files import GOOD
 
 OWN_EXAMPLE = next(p for p in worked_example_paths() if p.name == "example_two_layer_sigmoid_mse.toml")

@@ -13,20 +13,20 @@ were first seen (``backprop-verify report --seed S --only '^random'``).
 import numpy as np
 import pytest
 
-import manual
-import manual.activations
-import reference
-from manual.conv import Conv2d
-from manual.normalization import BatchNorm
-from reference.fd_oracle import KINK_CODES, fd_oracle
-from reports.verification.cancellation import term_floors
-from reports.verification.compare import compare
-from reports.verification.runner import verify
-from reports.verification.tolerance import UNIT_ROUNDOFF
-from scenarios.catalog import ACTIVATIONS, LAYERS
-from scenarios.generator import random_conv_scenario, random_scenario
-from scenarios.model import Layer, Loss, Scenario
-from scenarios.trace import Trace
+from backprop_verify import manual
+import backprop_verify.manual.activations
+from backprop_verify import reference
+from backprop_verify.manual.conv import Conv2d
+from backprop_verify.manual.normalization import BatchNorm
+from backprop_verify.reference.fd_oracle import KINK_CODES, fd_oracle
+from backprop_verify.reports.verification.cancellation import term_floors
+from backprop_verify.reports.verification.compare import compare
+from backprop_verify.reports.verification.runner import verify
+from backprop_verify.reports.verification.tolerance import UNIT_ROUNDOFF
+from backprop_verify.scenarios.catalog import ACTIVATIONS, LAYERS
+from backprop_verify.scenarios.generator import random_conv_scenario, random_scenario
+from backprop_verify.scenarios.model import Layer, Loss, Scenario
+from backprop_verify.scenarios.trace import Trace
 
 # (make, seed): manual and torch agree; finite differences straddle a max-pool tie of dropout's
 # zeros (4013), relu pre-activations exactly at 0 (4266: a sample whose relu outputs are all 0,
@@ -217,7 +217,7 @@ def test_gamma_of_a_layer_norm_over_one_value_is_judged_by_the_rounding_of_x_hat
 
 def test_a_wrong_gamma_gradient_still_fails_there(monkeypatch):
     """∂L/∂γ = Σ δ (β's rule) instead of Σ δ·x̂."""
-    from manual.normalization import LayerNorm
+    from backprop_verify.manual.normalization import LayerNorm
 
     backward = LayerNorm.backward
 
@@ -303,7 +303,7 @@ def test_rounding_behind_a_normalisation_is_judged_with_its_gain():
 
 def test_a_wrong_normalisation_backward_still_fails_behind_the_gain(monkeypatch):
     """layer_norm's ∂L/∂x without −Σδx̂/m: with x̂ = 0 it returns δx̂/√ε instead of 0."""
-    from manual.normalization import LayerNorm
+    from backprop_verify.manual.normalization import LayerNorm
 
     backward = LayerNorm.backward
 

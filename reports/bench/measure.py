@@ -47,16 +47,16 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_info, threadpool_limits  # installed with scikit-learn
 
-import manual
-import reference
-from manual.engine import backward, build_loss, build_network, forward
-from reference.network import build_network as build_torch_network
-from reports.verification.compare import compare
-from scenarios.generator import random_scenario
-from scenarios.catalog import layer_options
-from scenarios.init import initialise_shape
-from scenarios.model import Layer, Loss, Scenario
-from scenarios.shapes import output_shape
+from backprop_verify import manual
+from backprop_verify import reference
+from backprop_verify.manual.engine import backward, build_loss, build_network, forward
+from backprop_verify.reference.network import build_network as build_torch_network
+from backprop_verify.reports.verification.compare import compare
+from backprop_verify.scenarios.generator import random_scenario
+from backprop_verify.scenarios.catalog import layer_options
+from backprop_verify.scenarios.init import initialise_shape
+from backprop_verify.scenarios.model import Layer, Loss, Scenario
+from backprop_verify.scenarios.shapes import output_shape
 
 
 # --------------------------------------------------------------------------- the networks

@@ -32,9 +32,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-import reports
-from reports.bench import measure as bench
-from reports.rendering.table import markdown
+from backprop_verify import reports
+from backprop_verify.reports.bench import measure as bench
+from backprop_verify.reports.rendering.table import markdown
 
 THROUGHPUT_LABELS = {
     "random_verify": "random-architecture verification",

@@ -13,10 +13,10 @@ import sys
 import time
 from pathlib import Path
 
-from reports.bench.measure import thread_limit
-from reports.bench.run import Plan, machine_header, measure, summary_table, to_csv
-from reports.commands import options
-from reports.rendering.io import atomic_write_text, immediate_interrupts
+from backprop_verify.reports.bench.measure import thread_limit
+from backprop_verify.reports.bench.run import Plan, machine_header, measure, summary_table, to_csv
+from backprop_verify.reports.commands import options
+from backprop_verify.reports.rendering.io import atomic_write_text, immediate_interrupts
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

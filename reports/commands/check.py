@@ -41,13 +41,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from reports.commands import options
-from reports.verification.tolerance import tolerance as tolerance_of
-from reports.rendering.io import atomic_write_many, atomic_write_text, checkpoint
-from reports.textbook import claims as claim_checks
-from reports.textbook.derivations import derivation_text, evaluate_all, frame_of
-from reports.textbook.errata import COLUMNS, DISAGREE, ERRATUM, MATCH, PASSING, ROUNDING, check_scenario
-from scenarios.loader import DEFAULT_LIMITS, ScenarioError, load_scenario
+from backprop_verify.reports.commands import options
+from backprop_verify.reports.verification.tolerance import tolerance as tolerance_of
+from backprop_verify.reports.rendering.io import atomic_write_many, atomic_write_text, checkpoint
+from backprop_verify.reports.textbook import claims as claim_checks
+from backprop_verify.reports.textbook.derivations import derivation_text, evaluate_all, frame_of
+from backprop_verify.reports.textbook.errata import COLUMNS, DISAGREE, ERRATUM, MATCH, PASSING, ROUNDING, check_scenario
+from backprop_verify.scenarios.loader import DEFAULT_LIMITS, ScenarioError, load_scenario
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -110,10 +110,10 @@ def _exact(value: float) -> str:
 def _engine_failure_lines(scenario) -> list[str]:
     """Where manual and torch disagree anywhere in the scenario (float64): one line per address,
     with its worst element (``reports.commands.report.failure_line``)."""
-    import manual
-    import reference
-    from reports.commands.report import failure_line
-    from reports.verification.compare import FAIL, compare
+    from backprop_verify import manual
+    from backprop_verify import reference
+    from backprop_verify.reports.commands.report import failure_line
+    from backprop_verify.reports.verification.compare import FAIL, compare
 
     scenario = scenario if scenario.dtype == "float64" else scenario.astype("float64")
     rows = compare(manual.run(scenario), reference.run(scenario), "float64", "manual-torch")

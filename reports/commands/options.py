@@ -29,7 +29,7 @@ import tempfile
 from pathlib import Path
 from re import _parser as parser  # the stdlib's own parse tree of a pattern (Python 3.11+)
 
-from scenarios.loader import DEFAULT_LIMITS
+from backprop_verify.scenarios.loader import DEFAULT_LIMITS
 
 MAX_SEED = 2**63 - 1
 MAX_RANDOM = 10_000

@@ -31,24 +31,24 @@ import torch
 from threadpoolctl import threadpool_limits  # installed with scikit-learn
 from tqdm import tqdm
 
-import reports
-from reports.rendering import diff
-from reports.rendering.html import render_html
-from reports.commands import options
-from reports.rendering.io import atomic_write_many, checkpoint
-from reports.rendering.plots import all_plots
-from reports.rendering.sections import MAX_SECTIONS, build_sections
-from reports.verification.compare import TRIAGE_MEANING
-from reports.rendering.summary import ReportData, environment, render_changes_markdown, render_markdown
-from reports.rendering.table import csv_text, markdown, read_csv_text, rows_frame
-from reports.textbook.derivations import derivation_verdicts
-from reports.textbook.errata import errata_table
-from reports.verification.digits import digits_table
-from reports.verification.runner import report_rows
-from reports.verification.recurrent import recurrent_gradient
-from reports.verification.vanishing import vanishing_gradient
-from scenarios.builtin import report_scenarios
-from scenarios.generator import (DEFAULT_RANDOM_CONV_COUNT, DEFAULT_RANDOM_COUNT, DEFAULT_RANDOM_RECURRENT_COUNT,
+from backprop_verify import reports
+from backprop_verify.reports.rendering import diff
+from backprop_verify.reports.rendering.html import render_html
+from backprop_verify.reports.commands import options
+from backprop_verify.reports.rendering.io import atomic_write_many, checkpoint
+from backprop_verify.reports.rendering.plots import all_plots
+from backprop_verify.reports.rendering.sections import MAX_SECTIONS, build_sections
+from backprop_verify.reports.verification.compare import TRIAGE_MEANING
+from backprop_verify.reports.rendering.summary import ReportData, environment, render_changes_markdown, render_markdown
+from backprop_verify.reports.rendering.table import csv_text, markdown, read_csv_text, rows_frame
+from backprop_verify.reports.textbook.derivations import derivation_verdicts
+from backprop_verify.reports.textbook.errata import errata_table
+from backprop_verify.reports.verification.digits import digits_table
+from backprop_verify.reports.verification.runner import report_rows
+from backprop_verify.reports.verification.recurrent import recurrent_gradient
+from backprop_verify.reports.verification.vanishing import vanishing_gradient
+from backprop_verify.scenarios.builtin import report_scenarios
+from backprop_verify.scenarios.generator import (DEFAULT_RANDOM_CONV_COUNT, DEFAULT_RANDOM_COUNT, DEFAULT_RANDOM_RECURRENT_COUNT,
                                  DEFAULT_SEED)
 
 
@@ -120,15 +120,17 @@ def rows_in_process(scenarios: list) -> str:
 
 
 def rows_with_xdist(args: argparse.Namespace, total: int) -> str:
-    """discrepancies.csv text from ``pytest -n WORKERS reports/report_suite.py --report-dir TMP``."""
+    """discrepancies.csv text from ``pytest -n WORKERS --pyargs backprop_verify.reports.report_suite --report-dir TMP``."""
     package = Path(reports.__file__).resolve().parent
     root = package.parent
     with tempfile.TemporaryDirectory(prefix="backprop-verify-") as scratch:
         progress = Path(scratch) / "progress"
         progress.touch()
         log = Path(scratch) / "pytest.log"
-        command = [sys.executable, "-m", "pytest", str(package / "report_suite.py"), "-q", "-p", "no:cacheprovider",
-                   "-p", "reports.pytest_plugin", "-n", str(args.workers), f"--rootdir={root}",
+        # By module name (--pyargs): the suite imports as backprop_verify.reports.report_suite wherever it is installed.
+        command = [sys.executable, "-m", "pytest", "--pyargs", "backprop_verify.reports.report_suite", "-q",
+                   "-p", "no:cacheprovider",
+                   "-p", "backprop_verify.reports.pytest_plugin", "-n", str(args.workers), f"--rootdir={root}",
                    "--report-dir", scratch, "--report-seed", str(args.seed), "--report-random", str(args.random),
                    "--report-random-conv", str(args.random_conv),
                    "--report-random-recurrent", str(args.random_recurrent),
@@ -140,7 +142,6 @@ def rows_with_xdist(args: argparse.Namespace, total: int) -> str:
         # A report started from inside a pytest-xdist worker must not look like one to its own pytest.
         env = {k: v for k, v in os.environ.items()
                if not (k.startswith("PYTEST_XDIST_") or k == "PYTEST_CURRENT_TEST")}
-        env["PYTHONPATH"] = os.pathsep.join([str(root)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
         for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
             env[variable] = "1"
         with open(log, "wb") as log_file, _progress(total, f"verifying ({args.workers} workers)") as bar:
@@ -339,7 +340,7 @@ def failure_line(row) -> str:
 
 def failure_lines(frame, limit: int = MAX_FAILURE_LINES) -> list[str]:
     """One line per failing row, worst max_rel first, at most ``limit`` (then one line saying how many more)."""
-    from reports.rendering.table import failures
+    from backprop_verify.reports.rendering.table import failures
 
     failed = failures(frame)
     lines = [failure_line(row) for row in failed.head(limit).to_dict("records")]

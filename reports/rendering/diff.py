@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from reports.rendering.table import read_csv_text, validate_csv_text
-from reports.verification.compare import FAIL
-from reports.verification.tolerance import UNIT_ROUNDOFF
+from backprop_verify.reports.rendering.table import read_csv_text, validate_csv_text
+from backprop_verify.reports.verification.compare import FAIL
+from backprop_verify.reports.verification.tolerance import UNIT_ROUNDOFF
 
 GROWTH = 10.0
 KEY = ["scenario", "pair", "address"]

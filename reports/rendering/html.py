@@ -13,16 +13,16 @@ import jinja2
 import pandas as pd
 from markupsafe import Markup, escape
 
-from reports.rendering.diff import REGRESSIONS, counts
-from reports.rendering.plots import PLOTS
-from reports.rendering.summary import (DIGITS_SOURCE, ReportData, digits_table, recurrent_sentence, recurrent_table,
+from backprop_verify.reports.rendering.diff import REGRESSIONS, counts
+from backprop_verify.reports.rendering.plots import PLOTS
+from backprop_verify.reports.rendering.summary import (DIGITS_SOURCE, ReportData, digits_table, recurrent_sentence, recurrent_table,
                                        vanishing_table)
-from reports.rendering.plots import heatmap_legend_svg
-from reports.rendering.sections import MAX_SECTIONS, MAX_SECTION_ROWS, SECTION_COLUMNS
-from reports.rendering.table import cell
-from reports.verification.compare import FAIL, FLOOR, NOT_JUDGED
+from backprop_verify.reports.rendering.plots import heatmap_legend_svg
+from backprop_verify.reports.rendering.sections import MAX_SECTIONS, MAX_SECTION_ROWS, SECTION_COLUMNS
+from backprop_verify.reports.rendering.table import cell
+from backprop_verify.reports.verification.compare import FAIL, FLOOR, NOT_JUDGED
 
-_TEMPLATES = jinja2.Environment(loader=jinja2.PackageLoader("reports.rendering", "templates"), autoescape=True)
+_TEMPLATES = jinja2.Environment(loader=jinja2.PackageLoader("backprop_verify.reports.rendering", "templates"), autoescape=True)
 
 _BAD_WORDS = ("erratum", "disagree", "wrong", "fail", "new failure", "grown")
 

@@ -18,10 +18,10 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from reports.rendering.summary import DIGITS_SOURCE
-from reports.rendering.table import relative_pass
-from reports.verification.compare import step_of
-from reports.verification.tolerance import tolerance
+from backprop_verify.reports.rendering.summary import DIGITS_SOURCE
+from backprop_verify.reports.rendering.table import relative_pass
+from backprop_verify.reports.verification.compare import step_of
+from backprop_verify.reports.verification.tolerance import tolerance
 
 DTYPE_COLORS = {"float64": "#1f77b4", "float32": "#d62728"}
 ACTIVATION_COLORS = {"sigmoid": "#1f77b4", "relu": "#ff7f0e", "sigmoid+batch_norm": "#2ca02c"}

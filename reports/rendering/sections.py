@@ -28,10 +28,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from reports.rendering.io import checkpoint
-from reports.rendering.plots import heatmap_png, reduce_for_heatmap
-from reports.verification.compare import FAIL, FLOOR, NOT_JUDGED, PASS
-from scenarios.model import Scenario
+from backprop_verify.reports.rendering.io import checkpoint
+from backprop_verify.reports.rendering.plots import heatmap_png, reduce_for_heatmap
+from backprop_verify.reports.verification.compare import FAIL, FLOOR, NOT_JUDGED, PASS
+from backprop_verify.scenarios.model import Scenario
 
 MAX_SECTIONS = 30
 MAX_SECTION_ROWS = 100
@@ -173,7 +173,7 @@ def build_sections(frame: pd.DataFrame, scenarios: dict[str, Scenario], detail: 
     (default ``reports.verification.detail.difference_maps``).
     """
     if maps is None:
-        from reports.verification.detail import difference_maps as maps  # heavy: runs the engines
+        from backprop_verify.reports.verification.detail import difference_maps as maps  # heavy: runs the engines
     names, left_out = section_names(frame, detail)
     by_scenario = dict(tuple(frame.groupby("scenario", sort=False)))
     sections = []

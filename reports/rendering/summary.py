@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 import numpy
 import pandas as pd
 
-from reports.rendering.diff import counts
-from reports.rendering.table import component_summary, failed, failures, floor_pass, markdown, relative_pass, unjudged
+from backprop_verify.reports.rendering.diff import counts
+from backprop_verify.reports.rendering.table import component_summary, failed, failures, floor_pass, markdown, relative_pass, unjudged
 
 TIMESTAMP_PREFIX = "Generated: "
 

@@ -8,7 +8,7 @@ import re
 
 import pandas as pd
 
-from reports.verification.compare import COLUMNS, FAIL, FLOOR, NOT_JUDGED, PASS, STATUSES, TRIAGES, WORST_COLUMNS
+from backprop_verify.reports.verification.compare import COLUMNS, FAIL, FLOOR, NOT_JUDGED, PASS, STATUSES, TRIAGES, WORST_COLUMNS
 
 FLOAT_FORMAT = "%.6e"
 VALUE_FORMAT = "%.17g"  # value and reference_value: every digit, so the element's numbers read back exactly

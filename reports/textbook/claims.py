@@ -44,15 +44,15 @@ import numpy as np
 import pandas as pd
 from simpleeval import SimpleEval
 
-import manual
-import reference
-from reports.verification.compare import family_scales
-from reports.verification.tolerance import absolute_floor, tolerance
-from scenarios.formula import FAMILIES, FUNCTIONS, MAX_EXPONENT, FormulaError, family_index, parse_formula
-from scenarios.loader import DEFAULT_LIMITS, Limits, ScenarioError
-from scenarios.model import Claim, Scenario
-from scenarios.shapes import output_shape
-from scenarios.trace import Trace, parse_element
+from backprop_verify import manual
+from backprop_verify import reference
+from backprop_verify.reports.verification.compare import family_scales
+from backprop_verify.reports.verification.tolerance import absolute_floor, tolerance
+from backprop_verify.scenarios.formula import FAMILIES, FUNCTIONS, MAX_EXPONENT, FormulaError, family_index, parse_formula
+from backprop_verify.scenarios.loader import DEFAULT_LIMITS, Limits, ScenarioError
+from backprop_verify.scenarios.model import Claim, Scenario
+from backprop_verify.scenarios.shapes import output_shape
+from backprop_verify.scenarios.trace import Trace, parse_element
 
 HOLDS, WRONG = "holds", "wrong"
 VERDICTS = (HOLDS, WRONG)
@@ -484,6 +484,6 @@ def claims_text(results: list[ClaimResult]) -> str:
 
 def builtin_claims() -> list[ClaimResult]:
     """Every claim of the built-in worked examples (``scenarios/worked_examples``), judged."""
-    from scenarios.builtin import worked_examples
+    from backprop_verify.scenarios.builtin import worked_examples
 
     return [result for scenario in worked_examples() for result in check_claims(scenario)]

@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from reports.verification.tolerance import absolute_floor, tolerance
+from backprop_verify.reports.verification.tolerance import absolute_floor, tolerance
 
 DERIVATION_SEED = 0
 DRAWS = 12
@@ -792,8 +792,8 @@ def claim_frame(scenarios=None) -> pd.DataFrame:
     ``reports.textbook.claims``, as rows of ``frame_of``'s columns: id ``<example>:claim[k]``, the document's
     number from the file's ``[source] document``, ``holds_in`` the data sets, ``fails_in`` the first draw
     that breaks it."""
-    from reports.textbook.claims import HOLDS as CLAIM_HOLDS, check_claims
-    from scenarios.builtin import worked_examples
+    from backprop_verify.reports.textbook.claims import HOLDS as CLAIM_HOLDS, check_claims
+    from backprop_verify.scenarios.builtin import worked_examples
 
     rows = []
     for scenario in worked_examples() if scenarios is None else scenarios:

@@ -87,15 +87,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-import manual
-import reference
-from reference.fd_oracle import fd_applicable, fd_oracle
-from reports.verification.compare import compare
-from reports.verification.tolerance import tolerance
-from scenarios.builtin import worked_examples
-from scenarios.loader import printed_number
-from scenarios.model import Expectation, Scenario
-from scenarios.trace import Trace, parse_element
+from backprop_verify import manual
+from backprop_verify import reference
+from backprop_verify.reference.fd_oracle import fd_applicable, fd_oracle
+from backprop_verify.reports.verification.compare import compare
+from backprop_verify.reports.verification.tolerance import tolerance
+from backprop_verify.scenarios.builtin import worked_examples
+from backprop_verify.scenarios.loader import printed_number
+from backprop_verify.scenarios.model import Expectation, Scenario
+from backprop_verify.scenarios.trace import Trace, parse_element
 
 MATCH, ROUNDING, ERRATUM, DISAGREE = "match", "rounding", "erratum", "disagree"
 VERDICTS = (MATCH, ROUNDING, ERRATUM, DISAGREE)

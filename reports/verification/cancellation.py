@@ -58,11 +58,11 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from reports.verification.compare import FAIL, FLOOR, Row
-from reports.verification.tolerance import UNIT_ROUNDOFF
-from scenarios.catalog import LAYERS
-from scenarios.model import Scenario
-from scenarios.trace import Trace
+from backprop_verify.reports.verification.compare import FAIL, FLOOR, Row
+from backprop_verify.reports.verification.tolerance import UNIT_ROUNDOFF
+from backprop_verify.scenarios.catalog import LAYERS
+from backprop_verify.scenarios.model import Scenario
+from backprop_verify.scenarios.trace import Trace
 
 
 class Floor(NamedTuple):

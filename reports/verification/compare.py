@@ -21,8 +21,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from reports.verification.tolerance import absolute_floor, parameter_floor, tolerance
-from scenarios.trace import Trace
+from backprop_verify.reports.verification.tolerance import absolute_floor, parameter_floor, tolerance
+from backprop_verify.scenarios.trace import Trace
 
 _STEP = re.compile(r"^step([0-9]+)\.")
 

@@ -38,11 +38,11 @@ import re
 
 import numpy as np
 
-import reference
-from reports.verification.compare import FAIL, FLOOR, Row, family_scales, step_of
-from reports.verification.tolerance import FLOOR_ULPS, UNIT_ROUNDOFF
-from scenarios.model import Scenario
-from scenarios.trace import Trace
+from backprop_verify import reference
+from backprop_verify.reports.verification.compare import FAIL, FLOOR, Row, family_scales, step_of
+from backprop_verify.reports.verification.tolerance import FLOOR_ULPS, UNIT_ROUNDOFF
+from backprop_verify.scenarios.model import Scenario
+from backprop_verify.scenarios.trace import Trace
 
 _LAYER = re.compile(r"^layers\.([0-9]+)\.")
 

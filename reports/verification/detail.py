@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 
-import manual
-import reference
-from reference.fd_oracle import fd_oracle
-from scenarios.model import Scenario
+from backprop_verify import manual
+from backprop_verify import reference
+from backprop_verify.reference.fd_oracle import fd_oracle
+from backprop_verify.scenarios.model import Scenario
 
 
 def difference_maps(scenario: Scenario, wanted: list[tuple[str, str]]) -> dict[tuple[str, str], tuple[np.ndarray, float]]:

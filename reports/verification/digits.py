@@ -16,10 +16,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-import manual
-import reference
-from reports.verification.horizon import compare_trajectory
-from scenarios.digits import OPTIMIZER_SETTINGS, accuracy, bundled_digits, digits_data, digits_scenario
+from backprop_verify import manual
+from backprop_verify import reference
+from backprop_verify.reports.verification.horizon import compare_trajectory
+from backprop_verify.scenarios.digits import OPTIMIZER_SETTINGS, accuracy, bundled_digits, digits_data, digits_scenario
 
 DIGITS_COLUMNS = ["optimizer", "engine", "step", "loss", "accuracy"]
 

@@ -41,14 +41,14 @@ import dataclasses
 import numpy as np
 import torch
 
-import manual
-import reference
-from reference.torch_engine import has_torch_reference
-from reports.verification.compare import FLOOR, NOT_JUDGED, Row, compare, step_of
-from reports.verification.tolerance import tolerance
-from scenarios.model import Scenario
-from scenarios.trace import Trace
-from scenarios.trajectories import TRAJECTORY_STEPS, dead_unit_scenario, trajectory_scenarios
+from backprop_verify import manual
+from backprop_verify import reference
+from backprop_verify.reference.torch_engine import has_torch_reference
+from backprop_verify.reports.verification.compare import FLOOR, NOT_JUDGED, Row, compare, step_of
+from backprop_verify.reports.verification.tolerance import tolerance
+from backprop_verify.scenarios.model import Scenario
+from backprop_verify.scenarios.trace import Trace
+from backprop_verify.scenarios.trajectories import TRAJECTORY_STEPS, dead_unit_scenario, trajectory_scenarios
 
 NO_TORCH_REFERENCE = "no torch reference"
 

@@ -25,10 +25,10 @@ import functools
 import numpy as np
 import pandas as pd
 
-import manual
-import reference
-from scenarios.model import Scenario
-from scenarios.trajectories import GRADIENT_IN_TIME_NETWORKS as NETWORKS, recurrent_scenario
+from backprop_verify import manual
+from backprop_verify import reference
+from backprop_verify.scenarios.model import Scenario
+from backprop_verify.scenarios.trajectories import GRADIENT_IN_TIME_NETWORKS as NETWORKS, recurrent_scenario
 
 def _from_step(scenario: Scenario, trace, t: int) -> Scenario:
     """The scenario run from step t + 1, with the state after step t (from ``trace``) as given."""

@@ -13,16 +13,16 @@ from __future__ import annotations
 
 import functools
 
-import manual
-import reference
-from reference.fd_oracle import fd_applicable, fd_oracle, fd_refined
-from reference.torch_engine import has_torch_reference
-from reports.verification import cancellation, conditioning
-from reports.verification.compare import (ALL_APART, BELOW_FD, FAIL, FLOOR, MANUAL_ALONE, ORACLE, PASS,
+from backprop_verify import manual
+from backprop_verify import reference
+from backprop_verify.reference.fd_oracle import fd_applicable, fd_oracle, fd_refined
+from backprop_verify.reference.torch_engine import has_torch_reference
+from backprop_verify.reports.verification import cancellation, conditioning
+from backprop_verify.reports.verification.compare import (ALL_APART, BELOW_FD, FAIL, FLOOR, MANUAL_ALONE, ORACLE, PASS,
                                           TORCH_ALONE, UNSETTLED, Row, compare, step_of)
-from reports.verification.tolerance import PAIRS
-from reports.verification.horizon import compare_trajectory, no_torch_reference_row
-from scenarios.model import Scenario
+from backprop_verify.reports.verification.tolerance import PAIRS
+from backprop_verify.reports.verification.horizon import compare_trajectory, no_torch_reference_row
+from backprop_verify.scenarios.model import Scenario
 
 def verify(scenario: Scenario, with_fd: bool = True) -> list[dict]:
     """Rows for manual-torch and, where applicable, the fd pairs."""

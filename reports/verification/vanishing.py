@@ -14,11 +14,11 @@ import functools
 import numpy as np
 import pandas as pd
 
-import manual
-import reference
-from scenarios.catalog import layer_options
-from scenarios.init import initialise, layer_rng
-from scenarios.model import Layer, Loss, Scenario
+from backprop_verify import manual
+from backprop_verify import reference
+from backprop_verify.scenarios.catalog import layer_options
+from backprop_verify.scenarios.init import initialise, layer_rng
+from backprop_verify.scenarios.model import Layer, Loss, Scenario
 
 VANISHING_DEPTH = 10  # linear layers
 VANISHING_WIDTH = 32
