@@ -48,7 +48,7 @@ TRIAGE_MEANING = {
     TORCH_ALONE: "manual = fd ≠ torch: the reference's network differs from the scenario",
     ORACLE: "manual = torch ≠ fd: look for a kink or tie the oracle crossed",
     ALL_APART: "manual, torch and fd all disagree",
-    UNSETTLED: "manual ≠ torch, and finite differences do not apply here",
+    UNSETTLED: "manual ≠ torch; finite differences do not judge this address",
     BELOW_FD: "manual ≠ torch, both within finite differences' coarser tolerance",
 }
 
