@@ -19,7 +19,7 @@ __all__ = ["check_layer"]
 
 def __getattr__(name: str):
     if name == "check_layer":  # loaded on first use: it imports torch
-        from backprop_verify.reports.check_layer import check_layer
+        from backprop_verify.reports.layer_check import check_layer
 
         return check_layer
     raise AttributeError(f"module 'backprop_verify' has no attribute {name!r}")

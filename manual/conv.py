@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from backprop_verify.manual.layers import Learned
+from backprop_verify.manual.layers import Learned, copied, register_layer
 from numpy.lib.stride_tricks import as_strided
 
 
@@ -203,10 +203,16 @@ def spread_weighted_delta(delta: np.ndarray, weight: np.ndarray, input_shape: tu
     return input_gradient_padded[:, :, ph:ph + height, pw:pw + width].copy()
 
 
+@register_layer("conv2d")
 class Conv2d(Learned):
     """z = W ⋆ x + b over (N, C, H, W) images.  Parameters ``weight`` (out, C/groups, kh, kw) and ``bias`` (out,) or None."""
 
-    name = "conv2d"
+    @classmethod
+    def from_spec(cls, spec, dtype) -> "Conv2d":
+        """The layer for a scenario's ``conv2d`` entry, its arrays copied into ``dtype``."""
+        options = spec.params
+        return cls(copied(spec.weight, dtype), copied(spec.bias, dtype), stride=options["stride"],
+                   padding=options["padding"], dilation=options["dilation"], groups=options["groups"])
 
     def __init__(self, weight: np.ndarray, bias: np.ndarray | None = None, stride=(1, 1), padding=(0, 0),
                  dilation=(1, 1), groups: int = 1):

@@ -15,13 +15,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from backprop_verify.manual.layers import Learned
+from backprop_verify.manual.layers import Learned, register_layer
 
 
+@register_layer("dropout")
 class Dropout(Learned):
     """a = x ⊙ mask · scale with scale = 1/(1 − p) (0 when p = 1).  No parameters; ``mask`` is set by the engine."""
 
-    name = "dropout"
+    @classmethod
+    def from_spec(cls, spec, dtype) -> "Dropout":
+        """The layer for a scenario's ``dropout`` entry, its arrays copied into ``dtype``."""
+        return cls(spec.params["p"])
 
     def __init__(self, p: float = 0.5):
         if not 0.0 <= p <= 1.0:
@@ -36,6 +40,10 @@ class Dropout(Learned):
         if self.mask.shape != shape:
             raise ValueError(f"dropout: mask has shape {self.mask.shape}, the input {shape}")
         return self.mask.astype(dtype, copy=False) * self.scale
+
+    def recorded(self) -> dict[str, np.ndarray]:
+        """The mask m of the first pass (``scenarios.masks``)."""
+        return {"mask": self.mask}
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """x → a = x ⊙ mask / (1 − p), same shape and dtype."""

@@ -16,15 +16,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from backprop_verify.manual.layers import Learned
+from backprop_verify.manual.layers import Learned, copied, register_layer
 
 __all__ = ["Embedding"]
 
 
+@register_layer("embedding")
 class Embedding(Learned):
     """a = E[ids]: ids (N, T) integers in [0, num_embeddings) → (N, T, D).  Parameter ``weight`` E (V, D)."""
 
-    name = "embedding"
+    @classmethod
+    def from_spec(cls, spec, dtype) -> "Embedding":
+        """The layer for a scenario's ``embedding`` entry, its arrays copied into ``dtype``."""
+        return cls(copied(spec.weight, dtype))
 
     def __init__(self, weight: np.ndarray):
         if weight.ndim != 2:

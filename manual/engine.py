@@ -28,17 +28,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from backprop_verify.manual import conv, normalization, pooling, recurrent  # noqa: F401 — their classes register
 from backprop_verify.manual.activations import ACTIVATIONS
 from backprop_verify.manual.clipping import clip_grad_norm, clip_grad_value, clip_weights
-from backprop_verify.manual.conv import Conv2d
 from backprop_verify.manual.dropout import Dropout
 from backprop_verify.manual.embedding import Embedding
-from backprop_verify.manual.layers import Flatten, Learned, Linear
+from backprop_verify.manual.layers import LAYERS, Learned
 from backprop_verify.manual.losses import LOSSES
-from backprop_verify.manual.normalization import BatchNorm, LayerNorm
 from backprop_verify.manual.optimizers import OPTIMIZERS
-from backprop_verify.manual.pooling import AvgPool2d, MaxPool2d
-from backprop_verify.manual.recurrent import GRU, LSTM, RNN, LastStep
+from backprop_verify.scenarios.catalog import LAYERS as LAYER_SPECS
 from backprop_verify.scenarios.masks import dropout_mask
 from backprop_verify.scenarios.model import Layer, Scenario
 from backprop_verify.scenarios.schedule import batch_schedule, is_full_batch_in_order
@@ -47,55 +45,11 @@ from backprop_verify.scenarios.trace import Trace
 ENGINE_NAME = "manual"
 
 
-def _copy(array, dtype):
-    return None if array is None else np.array(array, dtype=dtype, copy=True)
-
-
-# Layer type -> the hand-written layer built from the scenario's spec, parameters
-# and buffers copied into the scenario's dtype (keyed by ``scenarios.catalog.LAYERS``).
-LAYERS = {
-    "linear": lambda spec, dtype: Linear(_copy(spec.weight, dtype), _copy(spec.bias, dtype)),
-    "conv2d": lambda spec, dtype: Conv2d(_copy(spec.weight, dtype), _copy(spec.bias, dtype),
-                                         stride=spec.params["stride"], padding=spec.params["padding"],
-                                         dilation=spec.params["dilation"], groups=spec.params["groups"]),
-    "max_pool2d": lambda spec, dtype: MaxPool2d(spec.params["kernel_size"], spec.params["stride"],
-                                                padding=spec.params["padding"], dilation=spec.params["dilation"],
-                                                ceil_mode=spec.params["ceil_mode"]),
-    "avg_pool2d": lambda spec, dtype: AvgPool2d(spec.params["kernel_size"], spec.params["stride"],
-                                                padding=spec.params["padding"], ceil_mode=spec.params["ceil_mode"],
-                                                count_include_pad=spec.params["count_include_pad"]),
-    "flatten": lambda spec, dtype: Flatten(),
-    "batch_norm": lambda spec, dtype: BatchNorm(_copy(spec.weight, dtype), _copy(spec.bias, dtype),
-                                                eps=spec.params["eps"], momentum=spec.params["momentum"],
-                                                training=spec.params["training"],
-                                                running_mean=_copy(spec.buffers["running_mean"], dtype),
-                                                running_var=_copy(spec.buffers["running_var"], dtype)),
-    "layer_norm": lambda spec, dtype: LayerNorm(spec.params["dims"], _copy(spec.weight, dtype),
-                                                _copy(spec.bias, dtype), eps=spec.params["eps"]),
-    "dropout": lambda spec, dtype: Dropout(spec.params["p"]),
-    "rnn": lambda spec, dtype: _recurrent(RNN, spec, dtype, nonlinearity=spec.params["nonlinearity"]),
-    "lstm": lambda spec, dtype: _recurrent(LSTM, spec, dtype),
-    "gru": lambda spec, dtype: _recurrent(GRU, spec, dtype),
-    "last_step": lambda spec, dtype: LastStep(),
-    "embedding": lambda spec, dtype: Embedding(_copy(spec.weight, dtype)),
-}
-RECURRENT = (RNN, LSTM, GRU)
-
-
-def _recurrent(cell, spec: Layer, dtype, **options):
-    """A recurrent layer with its parameters copied; its given initial states (h0, c0),
-    also copied, ride along as ``initial_states`` for ``forward``."""
-    tensors = {name: _copy(value, dtype) for name, value in spec.tensors.items()}
-    layer = cell(tensors["weight_ih"], tensors["weight_hh"], tensors.get("bias_ih"), tensors.get("bias_hh"),
-                 bptt_chunk=spec.params["bptt_chunk"], **options)
-    layer.initial_states = {name: _copy(value, dtype) for name, value in spec.states.items()}
-    return layer
-
-
 def build_layer(spec: Layer, dtype: np.dtype, where: str = ""):
-    """The hand-written layer (or activation) for one ``scenario.layers`` entry."""
+    """The hand-written layer (or activation) for one ``scenario.layers`` entry: the registered class's
+    ``from_spec`` (``manual.layers.LAYERS``: every layer class registers itself under its catalogue name)."""
     if spec.type in LAYERS:
-        return LAYERS[spec.type](spec, dtype)
+        return LAYERS[spec.type].from_spec(spec, dtype)
     if spec.type in ACTIVATIONS:
         return ACTIVATIONS[spec.type](**spec.params)
     raise ValueError(f"{where}unknown type {spec.type!r}; expected one of {sorted(LAYERS) + sorted(ACTIVATIONS)}")
@@ -125,7 +79,7 @@ def forward(network: list, x: np.ndarray, seed: int = 0, update: int = 1) -> lis
     for index, layer in enumerate(network):
         if isinstance(layer, Dropout):
             layer.mask = dropout_mask(seed, index, update, x.shape, layer.p).astype(x.dtype)
-        x = layer.forward(x, **layer.initial_states) if isinstance(layer, RECURRENT) else layer.forward(x)
+        x = layer.forward(x, **getattr(layer, "initial_states", {}))  # h0 / c0 given to a recurrent layer
         outputs.append(x)
     return outputs
 
@@ -175,11 +129,10 @@ def _parameter_addresses(network: list) -> list[str]:
 
 
 def _put_state(trace: Trace, network: list, prefix: str) -> None:
-    """batch_norm's running statistics as they are now."""
+    """Every layer's buffers (the catalogue's ``LayerInfo.buffers``: batch_norm's running statistics) as they are now."""
     for index, layer in enumerate(network):
-        if isinstance(layer, BatchNorm):
-            trace.put(f"{prefix}layers.{index}.running_mean", layer.running_mean)
-            trace.put(f"{prefix}layers.{index}.running_var", layer.running_var)
+        for name in LAYER_SPECS[layer.name].buffers if layer.name in LAYER_SPECS else ():
+            trace.put(f"{prefix}layers.{index}.{name}", getattr(layer, name))
 
 
 def clip_gradients(grads: list[np.ndarray], spec) -> list[np.ndarray]:
@@ -224,14 +177,8 @@ def run(scenario: Scenario) -> Trace:
         trace.put(f"{address}.grad", grad)
     _put_state(trace, network, "")
     for index, layer in enumerate(network):
-        if isinstance(layer, Dropout):
-            trace.put(f"layers.{index}.mask", layer.mask)
-        if isinstance(layer, LSTM):
-            trace.put(f"layers.{index}.cell", layer.cells)
-            trace.put(f"layers.{index}.cell.grad", layer.cells_grad)
-        if isinstance(layer, RECURRENT):
-            for name in layer.initial_states:
-                trace.put(f"layers.{index}.{name}.grad", getattr(layer, f"{name}_grad"))
+        for name, value in (layer.recorded() if isinstance(layer, Learned) else {}).items():
+            trace.put(f"layers.{index}.{name}", value)  # mask, cell, cell.grad, h0.grad (``LayerInfo.records``)
     if input_gradient is not None:
         trace.put("input.grad", input_gradient)
     del outputs, grads

@@ -18,6 +18,20 @@ from __future__ import annotations
 
 import numpy as np
 
+from backprop_verify.manual.registry import registrar
+
+# Layer type -> the hand-written class, keyed by ``scenarios.catalog.LAYERS``: every class
+# registers itself with ``@register_layer(name)`` and builds itself from the scenario's
+# entry (``from_spec``), as the activations do (``manual.activations``).
+LAYERS: dict[str, type["Learned"]] = {}
+
+register_layer = registrar(LAYERS, "layer")
+
+
+def copied(array: np.ndarray | None, dtype) -> np.ndarray | None:
+    """A private copy of a scenario's array in ``dtype`` (None stays None): the scenario is never mutated."""
+    return None if array is None else np.array(array, dtype=dtype, copy=True)
+
 
 class Learned:
     """What an optimizer needs from a layer, derived from ``parameter_names``: the
@@ -29,6 +43,18 @@ class Learned:
     BatchNorm without γ and β, a pooling layer with nothing to learn."""
 
     LEARNED: tuple[str, ...] = ("weight", "bias")
+    # Given arrays ``forward`` takes beside x (a recurrent layer's h0 / c0), set by ``from_spec``.
+    initial_states: dict[str, np.ndarray] = {}
+
+    @classmethod
+    def from_spec(cls, spec, dtype) -> "Learned":
+        """The layer for one ``scenario.layers`` entry (a ``scenarios.model.Layer``), arrays copied into ``dtype``."""
+        raise NotImplementedError(f"{cls.__name__} does not say how a scenario builds it")
+
+    def recorded(self) -> dict[str, np.ndarray]:
+        """The Trace addresses (``layers.{i}.{name}``) the layer adds after a pass beyond its output, its
+        parameters and gradients, and its buffers — the catalogue's ``LayerInfo.records``."""
+        return {}
 
     @property
     def parameter_names(self) -> tuple[str, ...]:
@@ -43,10 +69,14 @@ class Learned:
         return [getattr(self, f"{name}_grad") for name in self.parameter_names]
 
 
+@register_layer("linear")
 class Linear(Learned):
     """z = x Wᵀ + b.  Parameters ``weight`` (out, in) and ``bias`` (out,) or None."""
 
-    name = "linear"
+    @classmethod
+    def from_spec(cls, spec, dtype) -> "Linear":
+        """The layer for a scenario's ``linear`` entry, its arrays copied into ``dtype``."""
+        return cls(copied(spec.weight, dtype), copied(spec.bias, dtype))
 
     def __init__(self, weight: np.ndarray, bias: np.ndarray | None = None):
         if weight.ndim != 2:
@@ -86,9 +116,10 @@ class Linear(Learned):
         return f"Linear(in={in_features}, out={out_features}, bias={self.bias is not None})"
 
 
-__all__ = ["Flatten", "Linear"]
+__all__ = ["LAYERS", "Flatten", "Learned", "Linear", "copied", "register_layer"]
 
 
+@register_layer("flatten")
 class Flatten(Learned):
     """a = x reshaped (N, d₁, …, d_k) → (N, d₁·…·d_k), row-major as torch.flatten(x, 1).  No parameters.
 
@@ -96,7 +127,10 @@ class Flatten(Learned):
     δ = ∂L/∂a reshaped back to x's shape.
     """
 
-    name = "flatten"
+    @classmethod
+    def from_spec(cls, spec, dtype) -> "Flatten":
+        """The layer for a scenario's ``flatten`` entry, its arrays copied into ``dtype``."""
+        return cls()
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """x (N, …) → (N, features); caches x's shape."""

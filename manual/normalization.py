@@ -1,6 +1,6 @@
-"""Batch and layer normalisation, with their hand-derived backward beside their forward.
+"""Batch, layer and group normalisation, with their hand-derived backward beside their forward.
 
-Both normalise a group of m numbers x₁ … x_m to zero mean and unit variance
+All three normalise a group of m numbers x₁ … x_m to zero mean and unit variance
 and then scale and shift them:
 
     μ = (1/m) Σ x_k,   σ² = (1/m) Σ (x_k − μ)²   (the biased variance),   σ = √(σ² + ε)
@@ -9,7 +9,9 @@ and then scale and shift them:
 BatchNorm's group is one feature (channel) across the batch: m = N for
 (N, F) input, m = N·H·W for (N, C, H, W); γ and β have one entry per
 channel. LayerNorm's group is one sample's trailing ``dims`` dimensions;
-γ and β have the shape of those dimensions.
+γ and β have the shape of those dimensions. GroupNorm's group is one
+sample's C/G consecutive channels with all their positions; γ and β have one
+entry per channel.
 
 Backward (Ioffe & Szegedy 2015, §3). With δ = ∂L/∂y and δx̂ = ∂L/∂x̂ = γ δ:
 
@@ -25,8 +27,8 @@ because ∂μ/∂x_k = 1/m and ∂σ/∂x_k = x̂_k / m. Summing δx̂_j times t
     ∂L/∂x_k = 1/(m σ) · ( m δx̂_k − Σ_j δx̂_j − x̂_k Σ_j δx̂_j x̂_j )
 
 — the three terms: the direct path, the mean's (every x moves μ equally)
-and the variance's (x_k moves σ in proportion to x̂_k). Both layers use this
-formula; for BatchNorm γ is constant over the group and factors out:
+and the variance's (x_k moves σ in proportion to x̂_k). All three use this
+formula (GroupNorm writes it with means: (1/σ)(δx̂ − mean(δx̂) − x̂ mean(δx̂ x̂))); for BatchNorm γ is constant over the group and factors out:
 γ/(m σ) · (m δ − Σ δ − x̂ Σ δ x̂).
 
 Evaluation-mode BatchNorm normalises with fixed running statistics instead,
@@ -39,7 +41,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from backprop_verify.manual.layers import Learned
+from backprop_verify.manual.layers import Learned, copied, register_layer
 
 
 def _normalise(x: np.ndarray, axes: tuple[int, ...], eps: float):
@@ -66,6 +68,7 @@ def per_channel_dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.einsum("ncm,ncm->nc", rows_a, rows_b).sum(axis=0)
 
 
+@register_layer("batch_norm")
 class BatchNorm(Learned):
     """y = γ (x − μ)/√(σ² + ε) + β per channel over (N, F) or (N, C, H, W).
 
@@ -81,7 +84,13 @@ class BatchNorm(Learned):
     ``training=False`` normalises with the running statistics and leaves them alone.
     """
 
-    name = "batch_norm"
+    @classmethod
+    def from_spec(cls, spec, dtype) -> "BatchNorm":
+        """The layer for a scenario's ``batch_norm`` entry, its arrays copied into ``dtype``."""
+        options = spec.params
+        return cls(copied(spec.weight, dtype), copied(spec.bias, dtype), eps=options["eps"], momentum=options["momentum"],
+                   training=options["training"], running_mean=copied(spec.buffers["running_mean"], dtype),
+                   running_var=copied(spec.buffers["running_var"], dtype))
 
     def __init__(self, weight: np.ndarray | None = None, bias: np.ndarray | None = None, eps: float = 1e-5,
                  momentum: float = 0.1, training: bool = True, running_mean: np.ndarray | None = None,
@@ -167,6 +176,7 @@ class BatchNorm(Learned):
                 f"affine={self.weight is not None})")
 
 
+@register_layer("layer_norm")
 class LayerNorm(Learned):
     """y = γ (x − μ)/√(σ² + ε) + β, statistics of each sample over its trailing ``dims`` dimensions.
 
@@ -174,7 +184,10 @@ class LayerNorm(Learned):
     None (elementwise_affine = false).
     """
 
-    name = "layer_norm"
+    @classmethod
+    def from_spec(cls, spec, dtype) -> "LayerNorm":
+        """The layer for a scenario's ``layer_norm`` entry, its arrays copied into ``dtype``."""
+        return cls(spec.params["dims"], copied(spec.weight, dtype), copied(spec.bias, dtype), eps=spec.params["eps"])
 
     def __init__(self, dims: int = 1, weight: np.ndarray | None = None, bias: np.ndarray | None = None,
                  eps: float = 1e-5):
@@ -223,4 +236,74 @@ class LayerNorm(Learned):
         return f"LayerNorm(dims={self.dims}, eps={self.eps}, elementwise_affine={self.weight is not None})"
 
 
-__all__ = ["BatchNorm", "LayerNorm"]
+@register_layer("group_norm")
+class GroupNorm(Learned):
+    """y = γ_c (x − μ_g)/√(σ²_g + ε) + β_c: statistics of each sample's group of C/G channels.
+
+    x is (N, C, …) — (N, C) features or (N, C, H, W) images — and its C channels
+    split into G = ``num_groups`` consecutive groups; group g of sample n holds
+    the m = (C/G)·(positions) numbers of its channels (torch.nn.functional.group_norm):
+
+        μ_g = (1/m) Σ x,   σ²_g = (1/m) Σ (x − μ_g)²   (biased),   σ = √(σ²_g + ε)
+        x̂ = (x − μ_g) / σ,   y = γ_c x̂ + β_c   (γ, β of shape (C,), or both None: affine = false)
+
+    Backward, with δ = ∂L/∂y and δx̂ = ∂L/∂x̂ = γ_c δ (the module docstring's
+    derivation, over each group instead of each channel):
+
+        ∂L/∂γ_c = Σ_(n, positions) δ x̂,    ∂L/∂β_c = Σ_(n, positions) δ
+        δx = (1/σ) (δx̂ − mean_g(δx̂) − x̂ · mean_g(δx̂ · x̂))
+
+    — the direct path, the group mean's and the group variance's.
+    """
+
+    @classmethod
+    def from_spec(cls, spec, dtype) -> "GroupNorm":
+        """The layer for a scenario's ``group_norm`` entry, its arrays copied into ``dtype``."""
+        return cls(spec.params["num_groups"], copied(spec.weight, dtype), copied(spec.bias, dtype),
+                   eps=spec.params["eps"])
+
+    def __init__(self, num_groups: int, weight: np.ndarray | None = None, bias: np.ndarray | None = None,
+                 eps: float = 1e-5):
+        if (weight is None) != (bias is None):
+            raise ValueError("group_norm: give both weight (γ) and bias (β), or neither (affine = false)")
+        if weight is not None and (weight.ndim != 1 or bias.shape != weight.shape):
+            raise ValueError(f"group_norm: weight and bias must both be (C,), got {weight.shape} and {bias.shape}")
+        self.num_groups, self.weight, self.bias, self.eps = int(num_groups), weight, bias, float(eps)
+        self.weight_grad: np.ndarray | None = None
+        self.bias_grad: np.ndarray | None = None
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """x (N, C, …) → y, same shape; caches x̂ (N, G, m) and 1/σ (N, G, 1) for backward."""
+        if x.ndim < 2 or x.shape[1] % self.num_groups:
+            raise ValueError(f"group_norm: {self.num_groups} groups must divide the channels of (N, C, …), "
+                             f"got input of shape {x.shape}")
+        batch, channels = x.shape[:2]
+        self.per_channel = (1, channels) + (1,) * (x.ndim - 2)   # a (C,) vector broadcast against x
+        grouped = x.reshape(batch, self.num_groups, -1)         # (N, G, m)
+        self.normalised, self.inverse_std, _, _ = _normalise(grouped, (2,), self.eps)
+        normalised = self.normalised.reshape(x.shape)
+        if self.weight is None:
+            return normalised
+        return normalised * self.weight.reshape(self.per_channel) + self.bias.reshape(self.per_channel)
+
+    def backward(self, delta: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
+        """δ = ∂L/∂y → δx = (1/σ)(δx̂ − mean_g(δx̂) − x̂·mean_g(δx̂·x̂)) per group, δx̂ = γ_c δ;
+        stores ∂L/∂γ = Σ δ·x̂ and ∂L/∂β = Σ δ per channel."""
+        normalised = self.normalised.reshape(delta.shape)                              # x̂
+        if self.weight is not None:
+            self.weight_grad = per_channel_dot(delta, normalised)                     # Σ δ x̂
+            self.bias_grad = per_channel_sum(delta)                                   # Σ δ
+        if not input_grad:
+            return None
+        delta_normalised = delta if self.weight is None else delta * self.weight.reshape(self.per_channel)
+        grouped = delta_normalised.reshape(self.normalised.shape)                     # δx̂ (N, G, m)
+        mean_delta = grouped.mean(axis=2, keepdims=True)                              # mean_g(δx̂)
+        mean_delta_normalised = (grouped * self.normalised).mean(axis=2, keepdims=True)  # mean_g(δx̂ · x̂)
+        input_gradient = self.inverse_std * (grouped - mean_delta - self.normalised * mean_delta_normalised)
+        return input_gradient.reshape(delta.shape)
+
+    def __repr__(self) -> str:
+        return f"GroupNorm(num_groups={self.num_groups}, eps={self.eps}, affine={self.weight is not None})"
+
+
+__all__ = ["BatchNorm", "GroupNorm", "LayerNorm"]

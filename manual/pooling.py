@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from backprop_verify.manual.layers import Learned
+from backprop_verify.manual.layers import Learned, register_layer
 from numpy.lib.stride_tricks import as_strided
 
 from backprop_verify.manual.conv import pair
@@ -91,6 +91,7 @@ class _Pool2d(Learned):
                           strides=(sn, sc, sh * sy, sw * sx, dh * sy, dw * sx), writeable=False)
 
 
+@register_layer("max_pool2d")
 class MaxPool2d(_Pool2d):
     """a[i, j] = max over window (i, j) of x̃ (padding = −∞).  No parameters.
 
@@ -117,7 +118,12 @@ class MaxPool2d(_Pool2d):
     a window wins (x = [[1, nan], [nan, 1]], kernel 2: index 2). Mirrored here.
     """
 
-    name = "max_pool2d"
+    @classmethod
+    def from_spec(cls, spec, dtype) -> "MaxPool2d":
+        """The layer for a scenario's ``max_pool2d`` entry, its arrays copied into ``dtype``."""
+        options = spec.params
+        return cls(options["kernel_size"], options["stride"], padding=options["padding"], dilation=options["dilation"],
+                   ceil_mode=options["ceil_mode"])
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """x (N, C, H, W) → a (N, C, Ho, Wo); caches, per kernel offset, which windows chose it.
@@ -196,6 +202,7 @@ class MaxPool2d(_Pool2d):
                 f"dilation={self.dilation}, ceil_mode={self.ceil_mode})")
 
 
+@register_layer("avg_pool2d")
 class AvgPool2d(_Pool2d):
     """a[i, j] = (Σ over window (i, j) of x̃) / divisor[i, j]  (padding = 0).  No parameters.
 
@@ -215,7 +222,12 @@ class AvgPool2d(_Pool2d):
     receives Σ over the windows covering it of δ[i, j] / divisor[i, j].
     """
 
-    name = "avg_pool2d"
+    @classmethod
+    def from_spec(cls, spec, dtype) -> "AvgPool2d":
+        """The layer for a scenario's ``avg_pool2d`` entry, its arrays copied into ``dtype``."""
+        options = spec.params
+        return cls(options["kernel_size"], options["stride"], padding=options["padding"], ceil_mode=options["ceil_mode"],
+                   count_include_pad=options["count_include_pad"])
 
     def __init__(self, kernel_size, stride=None, padding=(0, 0), ceil_mode: bool = False,
                  count_include_pad: bool = True):

@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from backprop_verify.manual.layers import Learned
+from backprop_verify.manual.layers import Learned, copied, register_layer
 
 __all__ = ["GRU", "LSTM", "LastStep", "RNN"]
 
@@ -81,6 +81,21 @@ class _Recurrent(Learned):
     name = "recurrent"
     gates = 1  # G
     LEARNED = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")  # the biases only when given
+    OPTIONS: tuple[str, ...] = ()  # catalogue options the constructor takes beside bptt_chunk
+
+    @classmethod
+    def from_spec(cls, spec, dtype) -> "_Recurrent":
+        """The layer with its parameters copied; its given initial states (h0, c0), also copied,
+        ride along as ``initial_states`` for ``forward``."""
+        tensors = {name: copied(value, dtype) for name, value in spec.tensors.items()}
+        layer = cls(tensors["weight_ih"], tensors["weight_hh"], tensors.get("bias_ih"), tensors.get("bias_hh"),
+                    bptt_chunk=spec.params["bptt_chunk"], **{key: spec.params[key] for key in cls.OPTIONS})
+        layer.initial_states = {name: copied(value, dtype) for name, value in spec.states.items()}
+        return layer
+
+    def recorded(self) -> dict[str, np.ndarray]:
+        """∂L/∂h0 (and ∂L/∂c0) for the initial states the scenario gave."""
+        return {f"{name}.grad": getattr(self, f"{name}_grad") for name in self.initial_states}
 
     def __init__(self, weight_ih: np.ndarray, weight_hh: np.ndarray, bias_ih: np.ndarray | None = None,
                  bias_hh: np.ndarray | None = None, bptt_chunk: int = 0):
@@ -157,6 +172,7 @@ class _Recurrent(Learned):
                 f"bias={self.bias_ih is not None}, bptt_chunk={self.bptt_chunk})")
 
 
+@register_layer("rnn")
 class RNN(_Recurrent):
     """The simple (Elman) cell: z_t = x_t W_ihᵀ + b_ih + h_{t−1} W_hhᵀ + b_hh,  h_t = f(z_t),  f = tanh or relu.
 
@@ -168,8 +184,9 @@ class RNN(_Recurrent):
     and the δ_{t+1} W_hh term is dropped where the state was cut (module docstring).
     """
 
-    name = "rnn"
     gates = 1
+
+    OPTIONS = ("nonlinearity",)
 
     def __init__(self, weight_ih: np.ndarray, weight_hh: np.ndarray, bias_ih: np.ndarray | None = None,
                  bias_hh: np.ndarray | None = None, nonlinearity: str = "tanh", bptt_chunk: int = 0):
@@ -221,6 +238,7 @@ class RNN(_Recurrent):
         return super().__repr__()[:-1] + f", nonlinearity={self.nonlinearity!r})"
 
 
+@register_layer("lstm")
 class LSTM(_Recurrent):
     """Long short-term memory, PyTorch's gate order (i, f, g, o), each a block of H columns of z_t:
 
@@ -244,13 +262,16 @@ class LSTM(_Recurrent):
     reports for the tensor c_t; ``c0_grad`` is ∂L/∂c0 = ∂L/∂c_0 ⊙ f_0.
     """
 
-    name = "lstm"
     gates = 4
 
     def __init__(self, weight_ih: np.ndarray, weight_hh: np.ndarray, bias_ih: np.ndarray | None = None,
                  bias_hh: np.ndarray | None = None, bptt_chunk: int = 0):
         super().__init__(weight_ih, weight_hh, bias_ih, bias_hh, bptt_chunk)
         self.c0_grad: np.ndarray | None = None
+
+    def recorded(self) -> dict[str, np.ndarray]:
+        """Every cell state c_t and ∂L/∂c_t (N, T, H), then ∂L/∂h0, ∂L/∂c0 for the given states."""
+        return {"cell": self.cells, "cell.grad": self.cells_grad, **super().recorded()}
 
     def forward(self, x: np.ndarray, h0: np.ndarray | None = None, c0: np.ndarray | None = None) -> np.ndarray:
         """x (N, T, F) → every h_t, (N, T, H); caches the gates (i, f, g, o), every c_t and tanh(c_t)."""
@@ -337,6 +358,7 @@ class LSTM(_Recurrent):
         return self._finish(deltas, deltas, input_grad)
 
 
+@register_layer("gru")
 class GRU(_Recurrent):
     """Gated recurrent unit, PyTorch's gate order (r, z, n) and PyTorch's placement of the reset gate:
 
@@ -359,7 +381,6 @@ class GRU(_Recurrent):
     which is dropped whole where the state was cut.
     """
 
-    name = "gru"
     gates = 3
 
     def __init__(self, weight_ih: np.ndarray, weight_hh: np.ndarray, bias_ih: np.ndarray | None = None,
@@ -435,13 +456,17 @@ class GRU(_Recurrent):
                             input_grad)
 
 
+@register_layer("last_step")
 class LastStep(Learned):
     """a = x[:, T−1], (N, T, H) → (N, H): the last hidden state of a sequence.  No parameters.
 
     Backward: ∂L/∂x is δ = ∂L/∂a at t = T−1 and zero at every other step.
     """
 
-    name = "last_step"
+    @classmethod
+    def from_spec(cls, spec, dtype) -> "LastStep":
+        """The layer for a scenario's ``last_step`` entry, its arrays copied into ``dtype``."""
+        return cls()
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """x (N, T, H) → x[:, −1] (N, H); caches x's shape and dtype."""

@@ -126,6 +126,8 @@ KINK_CODES: dict[str, Callable[[Layer], tuple[str, Callable] | None]] = {
     "softplus": _softplus_kink,
     "max_pool2d": _max_pool2d_kink,
     "rnn": _rnn_kink,
+    # No entry: every layer spec not ``kinked`` (linear, conv2d, avg_pool2d, the norms — batch_norm, layer_norm,
+    # group_norm, smooth wherever ε > 0 —, dropout with its fixed mask, lstm, gru, embedding, flatten, last_step).
 }
 
 # The losses' own switches: torch's binary_cross_entropy clamps ln a and ln(1 − a) at −100.

@@ -3,7 +3,7 @@
 ``build_network(scenario)`` turns a Scenario into plain torch tensors and
 functions — every layer, activation and loss from ``torch.nn.functional``
 (linear layers as PyTorch writes them, z = x Wᵀ + b with W of shape (out, in);
-conv2d, pooling, batch_norm, layer_norm; dropout as a multiplication by the
+conv2d, pooling, batch_norm, layer_norm, group_norm; dropout as a multiplication by the
 scenario's mask) — built from the
 Scenario alone, never from ``manual/``'s objects. Autograd
 (``reference.torch_engine.run``), the finite-difference oracle
@@ -17,7 +17,8 @@ Three registries, keyed by the catalogue's names (``scenarios.catalog``):
 catalogue fills in the defaults, ``make_activation``)
 ``LOSSES[name](a, t, reduction) -> scalar tensor``
 
-Adding a component means adding one entry to the matching registry.
+Adding a layer means one ``@torch_layer(name)`` builder below, keyed by its catalogue
+spec; an activation or a loss, one entry in the matching dict.
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ from backprop_verify.scenarios.model import Layer, Loss, Scenario
 
 __all__ = [
     "ACTIVATIONS",
+    "LAYERS",
     "LOSSES",
     "TORCH_DTYPES",
     "Network",
@@ -191,10 +193,28 @@ def loss_function(loss: Loss) -> Callable[[torch.Tensor, torch.Tensor], torch.Te
 # ``torch.nn.functional``'s own.
 
 
+LAYERS: dict[str, Callable[[Layer, "Network", int], Callable]] = {}
+
+
+def torch_layer(name: str):
+    """Decorator: register a layer's torch builder under its catalogue name (one torch function per
+    ``scenarios.catalog.LAYERS`` spec); a name registered twice is an error."""
+
+    def add(build):
+        if name in LAYERS:
+            raise ValueError(f"reference: layer {name!r} registered twice")
+        LAYERS[name] = build
+        return build
+
+    return add
+
+
+@torch_layer("linear")
 def _linear(layer: Layer, network: "Network", index: int):
     return lambda signal, parameters: F.linear(signal, parameters["weight"], parameters.get("bias"))
 
 
+@torch_layer("conv2d")
 def _conv2d(layer: Layer, network: "Network", index: int):
     options = layer.params
     return lambda signal, parameters: F.conv2d(signal, parameters["weight"], parameters.get("bias"),
@@ -202,6 +222,7 @@ def _conv2d(layer: Layer, network: "Network", index: int):
                                                dilation=options["dilation"], groups=options["groups"])
 
 
+@torch_layer("max_pool2d")
 def _max_pool2d(layer: Layer, network: "Network", index: int):
     options = layer.params
     return lambda signal, parameters: F.max_pool2d(signal, options["kernel_size"], options["stride"],
@@ -209,6 +230,7 @@ def _max_pool2d(layer: Layer, network: "Network", index: int):
                                                    ceil_mode=options["ceil_mode"])
 
 
+@torch_layer("avg_pool2d")
 def _avg_pool2d(layer: Layer, network: "Network", index: int):
     options = layer.params
     return lambda signal, parameters: F.avg_pool2d(signal, options["kernel_size"], options["stride"],
@@ -216,10 +238,12 @@ def _avg_pool2d(layer: Layer, network: "Network", index: int):
                                                    count_include_pad=options["count_include_pad"])
 
 
+@torch_layer("flatten")
 def _flatten(layer: Layer, network: "Network", index: int):
     return lambda signal, parameters: torch.flatten(signal, 1)
 
 
+@torch_layer("batch_norm")
 def _batch_norm(layer: Layer, network: "Network", index: int):
     """Batch statistics in training mode — the running statistics updated in
     place unless the network does not track them (finite differences) — or
@@ -238,6 +262,7 @@ def _batch_norm(layer: Layer, network: "Network", index: int):
     return apply
 
 
+@torch_layer("layer_norm")
 def _layer_norm(layer: Layer, network: "Network", index: int):
     options = layer.params
     return lambda signal, parameters: F.layer_norm(signal, tuple(signal.shape[-options["dims"]:]),
@@ -245,6 +270,14 @@ def _layer_norm(layer: Layer, network: "Network", index: int):
                                                    eps=options["eps"])
 
 
+@torch_layer("group_norm")
+def _group_norm(layer: Layer, network: "Network", index: int):
+    options = layer.params
+    return lambda signal, parameters: F.group_norm(signal, options["num_groups"], parameters.get("weight"),
+                                                   parameters.get("bias"), eps=options["eps"])
+
+
+@torch_layer("dropout")
 def _dropout(layer: Layer, network: "Network", index: int):
     """x · m / (1 − p) with the scenario's mask m (``scenarios.masks``) for the network's current update."""
     p = layer.params["p"]
@@ -310,29 +343,18 @@ def _recurrent(kind: str):
     return build
 
 
+@torch_layer("last_step")
 def _last_step(layer: Layer, network: "Network", index: int):
     return lambda signal, tensors: signal[:, -1]
 
 
+@torch_layer("embedding")
 def _embedding(layer: Layer, network: "Network", index: int):
     return lambda signal, tensors: F.embedding(signal, tensors["weight"])
 
 
-LAYERS: dict[str, Callable[[Layer, "Network", int], Callable]] = {
-    "rnn": _recurrent("rnn"),
-    "lstm": _recurrent("lstm"),
-    "gru": _recurrent("gru"),
-    "last_step": _last_step,
-    "embedding": _embedding,
-    "linear": _linear,
-    "conv2d": _conv2d,
-    "max_pool2d": _max_pool2d,
-    "avg_pool2d": _avg_pool2d,
-    "flatten": _flatten,
-    "batch_norm": _batch_norm,
-    "layer_norm": _layer_norm,
-    "dropout": _dropout,
-}
+for _kind in ("rnn", "lstm", "gru"):
+    torch_layer(_kind)(_recurrent(_kind))
 
 
 # --------------------------------------------------------------------------- the network

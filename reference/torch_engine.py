@@ -147,23 +147,51 @@ def run(scenario: Scenario) -> Trace:
     batch in order, the first pass is its pass (as in the manual engine): the
     running statistics move once. An optimizer without a torch counterpart
     (``OPTIMIZERS[name] is None``) gets no ``step{t}`` addresses.
+
+    The steps, as the docs describe them: build the network from the scenario;
+    one forward pass and one reverse pass on the full batch, recorded
+    (``_first_pass``); then the updates (``_trajectory``).
     """
     network = build_network(scenario, requires_grad=True)
-    parameters = network.parameters
-    named = [(f"layers.{i}.{name}", tensor) for i, tensors in network.parameters_of.items()
-             for name, tensor in tensors.items()]
     trace = Trace("torch")
     x = network.inputs(scenario.x)
     if not network.token_ids:
         x.requires_grad_()
     targets = network.tensor(scenario.y)
+    loss, first_grads = _first_pass(trace, network, x, targets)
+    if scenario.optimizer is not None:
+        _trajectory(trace, network, scenario, x.detach(), targets, loss, first_grads)
+    return trace
 
+
+def _first_pass(trace: Trace, network, x: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    """Forward, loss, and one reverse pass (``autograd.grad``) for every recorded tensor at once; puts the
+    loss, outputs, parameters, their gradients, cell states and buffers in ``trace``. Returns the loss and
+    the gradients by address (update 1 reuses them)."""
     outputs = network.forward(x)
     loss = network.loss_of(outputs[-1], targets)
-    # Every tensor whose gradient is recorded, by address, in the trace's order.
-    # One reverse pass (autograd.grad) gives all of them. An identity first
-    # layer returns x itself, whose gradient is then dL/dx. An LSTM's cell
-    # states are T tensors each, stacked into (N, T, H) afterwards.
+    recorded, cells = _recorded_tensors(network, outputs, x)
+    wanted = list(recorded.values()) + [c for steps in cells.values() for c in steps]
+    grads = torch.autograd.grad(loss, wanted, materialize_grads=True)
+
+    trace.put("loss", _numpy(loss))
+    for (address, value), grad in zip(recorded.items(), grads):
+        if address != "input" and not address.endswith((".h0", ".c0")):
+            trace.put(address, _numpy(value))
+        trace.put(f"{address}.grad", _numpy(grad))
+    cell_grads = iter(grads[len(recorded):])
+    for address, steps in cells.items():
+        trace.put(address, _numpy(torch.stack(steps, dim=1)))
+        trace.put(f"{address}.grad", _numpy(torch.stack([next(cell_grads) for _ in steps], dim=1)))
+    _put_state(trace, network, "")
+    return loss, dict(zip(recorded, grads))
+
+
+def _recorded_tensors(network, outputs: list[torch.Tensor], x: torch.Tensor) -> tuple[dict, dict]:
+    """Every tensor whose gradient is recorded, by address, in the trace's order: each layer's output
+    and parameters, the given initial states, the input. An identity first layer returns x itself,
+    whose gradient is then dL/dx. An LSTM's cell states are T tensors each (the second dict), stacked
+    into (N, T, H) afterwards."""
     recorded: dict[str, torch.Tensor] = {}
     cells: dict[str, list[torch.Tensor]] = {}
     for i, output in enumerate(outputs):
@@ -177,36 +205,29 @@ def run(scenario: Scenario) -> Trace:
             recorded[f"layers.{i}.{name}"] = tensor
     if not network.token_ids:
         recorded["input"] = x
-    wanted = list(recorded.values()) + [c for steps in cells.values() for c in steps]
-    grads = torch.autograd.grad(loss, wanted, materialize_grads=True)
-    first_grads = dict(zip(recorded, grads))
+    return recorded, cells
 
-    trace.put("loss", _numpy(loss))
-    for (address, value), grad in zip(recorded.items(), grads):
-        if address != "input" and not address.endswith((".h0", ".c0")):
-            trace.put(address, _numpy(value))
-        trace.put(f"{address}.grad", _numpy(grad))
-    cell_grads = iter(grads[len(recorded):])
-    for address, steps in cells.items():
-        trace.put(address, _numpy(torch.stack(steps, dim=1)))
-        trace.put(f"{address}.grad", _numpy(torch.stack([next(cell_grads) for _ in steps], dim=1)))
-    _put_state(trace, network, "")
 
-    optimizer_spec = scenario.optimizer
-    if optimizer_spec is None:
-        return trace
-    if optimizer_spec.type not in OPTIMIZERS:
-        raise ValueError(
-            f"reference: unknown optimizer {optimizer_spec.type!r}; expected one of {sorted(OPTIMIZERS)}"
-        )
-    make_optimizer = OPTIMIZERS[optimizer_spec.type]
-    if make_optimizer is None:
-        return trace  # no torch reference: no step{t} addresses
-    torch_dtype = network.torch_dtype
-    options = optimizer_options(optimizer_spec.type, optimizer_spec.options)
-    with _ScalarDtype(torch_dtype):
-        optimizer = make_optimizer(parameters, optimizer_spec.learning_rate, **options) if parameters else None
-    inputs = x.detach()  # later updates need no dL/dx
+def _make_optimizer(network, spec) -> torch.optim.Optimizer | None:
+    """torch.optim's optimizer for the scenario's spec, options completed from the catalogue (None:
+    nothing to learn)."""
+    options = optimizer_options(spec.type, spec.options)
+    with _ScalarDtype(network.torch_dtype):
+        return OPTIMIZERS[spec.type](network.parameters, spec.learning_rate, **options) if network.parameters else None
+
+
+def _trajectory(trace: Trace, network, scenario: Scenario, inputs: torch.Tensor, targets: torch.Tensor,
+                first_loss: torch.Tensor, first_grads: dict) -> None:
+    """The updates t = 1..steps: each on its mini-batch, recorded as ``step{t}.…`` (nothing for an
+    optimizer without a torch counterpart)."""
+    spec = scenario.optimizer
+    if spec.type not in OPTIMIZERS:
+        raise ValueError(f"reference: unknown optimizer {spec.type!r}; expected one of {sorted(OPTIMIZERS)}")
+    if OPTIMIZERS[spec.type] is None:
+        return  # no torch reference: no step{t} addresses
+    optimizer = _make_optimizer(network, spec)
+    named = [(f"layers.{i}.{name}", tensor) for i, tensors in network.parameters_of.items()
+             for name, tensor in tensors.items()]
     samples = inputs.shape[0]
     for t, indices in enumerate(batch_schedule(scenario), start=1):
         network.update = t
@@ -215,33 +236,45 @@ def run(scenario: Scenario) -> Trace:
         full = is_full_batch_in_order(indices, samples)
         if t == 1 and full:
             # The first pass was update 1's: its loss and gradients, not a second pass.
+            loss = first_loss
             for address, tensor in named:
                 tensor.grad = first_grads[address].clone()
         else:
-            batch_inputs, batch_targets = inputs, targets
-            if not full:
-                rows = torch.from_numpy(np.asarray(indices, dtype=np.int64))
-                batch_inputs, batch_targets = inputs[rows], targets[rows]
-            loss = network.loss(batch_inputs, batch_targets)
-            if loss.requires_grad:
-                loss.backward()
-        if parameters:
-            _clip_gradients(parameters, optimizer_spec)
-        trace.put(f"step{t}.loss", _numpy(loss))
-        for address, tensor in named:
-            trace.put(f"step{t}.{address}.grad", _numpy(tensor.grad))
-        _put_state(trace, network, f"step{t}.", masks=False)
-        if optimizer is not None:
-            with _ScalarDtype(torch_dtype):
-                optimizer.step()
-        if optimizer_spec.clip_weights is not None:
-            low, high = optimizer_spec.clip_weights
-            with torch.no_grad():
-                for parameter in parameters:
-                    parameter.clamp_(low, high)
-        for address, tensor in named:
-            trace.put(f"step{t}.{address}", _numpy(tensor))
-    return trace
+            loss = _mini_batch_backward(network, inputs, targets, None if full else indices)
+        _update(trace, network, spec, optimizer, named, t, loss)
+
+
+def _mini_batch_backward(network, inputs: torch.Tensor, targets: torch.Tensor, indices) -> torch.Tensor:
+    """The loss on the rows ``indices`` (None: every row, in order), its gradients put in ``.grad``."""
+    if indices is not None:
+        rows = torch.from_numpy(np.asarray(indices, dtype=np.int64))
+        inputs, targets = inputs[rows], targets[rows]
+    loss = network.loss(inputs, targets)
+    if loss.requires_grad:
+        loss.backward()
+    return loss
+
+
+def _update(trace: Trace, network, spec, optimizer, named: list, t: int, loss: torch.Tensor) -> None:
+    """Update t: clip the gradients, record them with the loss and the running statistics, step, clamp
+    the weights, record the parameters."""
+    parameters = network.parameters
+    if parameters:
+        _clip_gradients(parameters, spec)
+    trace.put(f"step{t}.loss", _numpy(loss))
+    for address, tensor in named:
+        trace.put(f"step{t}.{address}.grad", _numpy(tensor.grad))
+    _put_state(trace, network, f"step{t}.", masks=False)
+    if optimizer is not None:
+        with _ScalarDtype(network.torch_dtype):
+            optimizer.step()
+    if spec.clip_weights is not None:
+        low, high = spec.clip_weights
+        with torch.no_grad():
+            for parameter in parameters:
+                parameter.clamp_(low, high)
+    for address, tensor in named:
+        trace.put(f"step{t}.{address}", _numpy(tensor))
 
 
 def _put_state(trace: Trace, network, prefix: str, masks: bool = True) -> None:

@@ -2,9 +2,8 @@
 benchmark and the command line, one subpackage each; imports run one way.
 
 ``cli``            the ``backprop-verify`` command line (dispatch only)
-``commands``       ``report``, ``check``, ``bench``
-``pytest_plugin``  rows of a pytest run into ``discrepancies.csv`` (``report --workers``, ``--report-dir``)
-``report_suite``   the report's scenario set as pytest tests
+``commands``       ``report``, ``check``, ``bench``; ``pytest_plugin`` and ``report_suite``, the report's
+                   pytest front end (``report --workers``, ``--report-dir``)
 ``rendering``      tables, ``summary.md``, ``report.html``, plots, ``--compare-to``, atomic writes
 ``bench``          the benchmark's measurements
 ``textbook``       printed numbers (errata) and stated formulas (derivations)

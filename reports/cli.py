@@ -21,6 +21,8 @@ import importlib
 import signal
 import sys
 
+from backprop_verify.reports.rendering.io import Interrupted, checkpoint, interrupt_handlers, pending_interrupt
+
 SUBCOMMANDS = {
     "report": ("backprop_verify.reports.commands.report",
                "run every built-in scenario through manual, torch and finite differences; write the discrepancy report"),
@@ -67,8 +69,6 @@ def build_parser(commands=tuple(SUBCOMMANDS)) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from backprop_verify.reports.rendering.io import interrupt_handlers
-
     # First: a SIGTERM during the imports below takes the same path. As the program (argv None), the
     # handlers stay until the process exits; called with argv (tests, other programs), they are restored.
     with interrupt_handlers(restore=argv is not None):
@@ -82,8 +82,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str]) -> int:
-    from backprop_verify.reports.rendering.io import Interrupted, checkpoint, pending_interrupt
-
     chosen = [word for word in argv if word in SUBCOMMANDS][:1]
     command = f"backprop-verify {chosen[0]}" if chosen else "backprop-verify"
     try:

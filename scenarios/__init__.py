@@ -1,4 +1,7 @@
-"""Scenarios: the plain data both engines are driven by."""
+"""Scenarios: the plain data both engines are driven by — the model (``Scenario``, ``Layer``), the
+catalogue of every component (``catalog``: one spec per activation, loss, optimizer and layer), the
+TOML loader, the shapes, the component grids and the seeded random generators, all loops over the
+catalogue's specs."""
 from backprop_verify.scenarios.catalog import (ACTIVATIONS, DTYPES, INITIALIZERS, LOSSES, OPTIMIZERS, REDUCTIONS, activation_params,
                                optimizer_options)
 from backprop_verify.scenarios.model import Expectation, Layer, Loss, Optimizer, Scenario

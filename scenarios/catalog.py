@@ -1,7 +1,9 @@
 """The declarative catalogue of everything a scenario may name.
 
-One entry per activation, loss and optimizer, and the single source of what is
-known about it:
+One entry per activation, loss, optimizer and layer, and the single source of
+what is known about it (a layer's spec, ``LayerInfo``, is described with the
+layers below: options, array shapes, output shape, grid, random draw, kinks,
+gates, Trace records):
 
 * its parameters (options) with their defaults — the loader validates scenario
   files against them, and both engines fill in what a scenario leaves out from
@@ -11,8 +13,10 @@ known about it:
   PyTorch's subgradient choice is the reference), the parameter variants the
   component grids check, and whether random networks draw it — with which
   parameter variants and which initialiser, or why not;
-* for a loss: the reductions it accepts, the domains of its inputs and targets,
-  and the inputs its component grid feeds it.
+* for a loss: the reductions it accepts, the domains of its inputs and targets
+  (which the random generator, the claim checker and the bench read instead
+  of the loss's name), the layer a random network ends with for it, and the
+  inputs its component grid feeds it.
 
 ``manual/`` and ``reference/`` each keep an implementation registry keyed by
 the same names; ``tests/test_catalogue.py`` fails when an entry is missing from
@@ -23,8 +27,13 @@ one entry here, one hand-derived class in ``manual/``, one torch mirror in
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable, NamedTuple
+
+import numpy as np
+
+from backprop_verify.scenarios.init import default_bias, fans, initialise_shape
 
 
 @dataclass(frozen=True)
@@ -41,6 +50,9 @@ class ParamSpec:
     # "(]" or "()". None means unbounded on that side.
     maximum: float | None = None
     bounds: str = "[]"
+    # Layer options only: the option whose value this one takes when a scenario
+    # leaves it out (pooling's stride defaults to its kernel_size, as in PyTorch).
+    default_from: str = ""
 
 
 @dataclass(frozen=True)
@@ -98,6 +110,10 @@ class LossInfo:
     target_domain: str = "any"
     # The component grid: the loss alone, for every reduction, on each of these inputs.
     grid: tuple[LossGridCase, ...] = ()
+    # The layer a random network ends with for this loss: an activation whose output
+    # lies in ``input_domain`` (softmax, sigmoid), "identity" for a loss fused on
+    # logits, "" to repeat the network's hidden activation.
+    output_layer: str = ""
 
 
 _HE = "he_normal"  # suits the relu family (variance 2 / fan_in keeps the signal's scale)
@@ -172,6 +188,7 @@ LOSSES: dict[str, LossInfo] = {
             ("sum", "mean"),
             input_domain="probability",
             target_domain="distribution",
+            output_layer="softmax",
             grid=(LossGridCase("onehot", "probabilities", "onehot"), LossGridCase("soft", "probabilities", "soft")),
         ),
         LossInfo(
@@ -179,6 +196,7 @@ LOSSES: dict[str, LossInfo] = {
             "-sum_j t_j ln softmax(z)_j, fused on logits z (delta = softmax(z) - t per sample)",
             ("sum", "mean"),
             target_domain="distribution",
+            output_layer="identity",
             grid=(LossGridCase("onehot", "logits", "onehot"), LossGridCase("soft", "logits", "soft"),
                   LossGridCase("extreme", "extreme_logits", "onehot", ("no-fd",))),
         ),
@@ -188,6 +206,7 @@ LOSSES: dict[str, LossInfo] = {
             ("sum", "mean"),
             input_domain="probability",
             target_domain="unit",
+            output_layer="sigmoid",
             grid=(LossGridCase("normal", "sigmoid_probabilities", "unit"),
                   LossGridCase("saturated", "saturated_probabilities", "unit", ("no-fd",)),
                   # a(1 − a) on both sides of the clamp of its derivative's denominator at 1e-12
@@ -198,6 +217,7 @@ LOSSES: dict[str, LossInfo] = {
             "-[t ln sigmoid(z) + (1 - t) ln(1 - sigmoid(z))], fused on logits z",
             ("sum", "mean"),
             target_domain="unit",
+            output_layer="identity",
             grid=(LossGridCase("normal", "logits", "unit"),
                   LossGridCase("extreme", "extreme_logits", "unit", ("no-fd",))),
         ),
@@ -324,7 +344,7 @@ def _complete(kind: str, name: str, specs: dict[str, ParamSpec], given: dict[str
     unknown = sorted(set(given) - set(specs))
     if unknown:
         raise TypeError(f"{kind} {name!r} got unknown options {unknown}; it accepts {list(specs)}")
-    complete = {key: given.get(key, spec.default) for key, spec in specs.items()}
+    complete = {key: given.get(key, given.get(spec.default_from, spec.default)) for key, spec in specs.items()}
     for key, spec in specs.items():
         if spec.choices and complete[key] not in spec.choices:
             raise ValueError(f"{kind} {name!r}: {key} {complete[key]!r}; expected one of {list(spec.choices)}")
@@ -348,25 +368,87 @@ def optimizer_options(name: str, given: dict[str, Any]) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- layers
 #
-# Every layer type a scenario may name besides the activations. Options carry
-# PyTorch's names and semantics; ``kind=tuple`` marks an option PyTorch takes
-# as an int or a pair ``[h, w]`` (stored as a pair). ``parameters`` names the
-# arrays the layer learns (``layers.{i}.weight`` / ``.bias``), ``buffers`` the
-# arrays it keeps between passes (``layers.{i}.running_mean``), ``data`` the
-# arrays the scenario supplies on every pass (``layers.{i}.mask``).
+# Every layer type a scenario may name besides the activations: one
+# ``LayerInfo`` spec each, and everything the rest of the code knows about the
+# layer is read from it — the loader (options, arrays and their shapes, the
+# checks), ``scenarios.shapes`` (the output shape), the component grids
+# (``scenarios.layer_grids``: the variants and their seeded layers), the random
+# networks (``scenarios.generator``: the draw, or why the layer is never drawn),
+# the trajectories and the bench (the gate count), the summation floor
+# (``bias_sum``) and the finite-difference oracle (``kinked``). Options carry
+# PyTorch's names and semantics; ``kind=tuple`` marks an option PyTorch takes as
+# an int or a pair ``[h, w]`` (stored as a pair).
+#
+# The spec's functions return plain data, never a ``scenarios.model.Layer``
+# (the model imports this module): ``build`` and ``draw`` return the keyword
+# arguments of ``Layer(type, **fields)`` — ``weight``, ``bias``, ``params``,
+# ``buffers``, ``tensors``, ``states``.
+
+Shape = tuple[int, ...]
+
+
+class ShapeError(ValueError):
+    """The layer cannot take an input of this shape (or these options). ``field``
+    names the option to blame ("groups", "dims", "training"; "type" for the
+    input's rank), "" for the layer as a whole: the loader reports the problem at
+    ``layers[i].{field}``."""
+
+    def __init__(self, problem: str, field: str = ""):
+        super().__init__(problem)
+        self.field = field
+
+
+class LayerGridCase(NamedTuple):
+    """One variant of a layer's component grid: ``label`` names it in the scenario
+    name (``layer-{type}-{label}-f64``: a test id, never renamed), the input's
+    ``shape`` (batch first), the ``options`` (PyTorch's arguments, pairs as
+    tuples; ``bias``, ``h0``, ``c0``, ``sequence_loss`` and linear's ``out`` are
+    grid-only switches read by ``build`` and the grid) and the scenario's
+    ``tags`` ("kink": the inputs sit on a switch on purpose)."""
+
+    label: str
+    shape: Shape
+    options: dict
+    tags: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class LayerInfo:
-    """One layer type. ``kinked``: its output is only piecewise differentiable
-    (max pooling: a tie between window elements), so scenarios that sit on a
-    switch are tagged "kink". ``random``: the random networks that draw it —
-    "conv" (``scenarios.generator.random_conv_scenario``), "recurrent"
-    (``random_recurrent_scenario``). ``bias_sum``: how ∂L/∂bias sums the
-    layer's output gradient — "channel" (over every axis but axis 1: conv2d,
-    batch_norm), "trailing" (over every axis before the bias's own: linear,
-    layer_norm) or "" (not a plain sum) — read by the summation floor
-    (``reports.verification.cancellation``)."""
+    """One layer type, complete: a new layer is one of these, one hand-written
+    class in ``manual/`` and one torch function in ``reference/network.py``.
+
+    ``params``: its options with their defaults (``layer_options``).
+    ``parameters`` / ``buffers`` / ``data``: the arrays it learns
+    (``layers.{i}.weight`` …), keeps between passes (``layers.{i}.running_mean``)
+    and is given on every pass (``layers.{i}.mask``, ``h0``) — ``tensor_shapes``
+    gives the shape of each for an input shape and complete options (leaving out
+    the arrays the options switch off), raising ``ShapeError`` where the input
+    or the options do not fit. ``fills``: the value of each array a scenario
+    file may leave out (γ = 1, β = 0, running statistics 0 and 1);
+    ``switch``: the option that turns the parameters on (``affine``);
+    ``nonnegative``: arrays a file must not give negative entries.
+    ``output_shape(layer, input_shape)``: the output shape, checked against the
+    layer's arrays (``ShapeError``). ``gates``: the gate blocks stacked in a
+    recurrent layer's weight rows, in PyTorch's order (rnn 1, lstm 4, gru 3).
+    ``grid`` and ``build(options, input_shape, rng)``: the component grid's
+    variants and the seeded layer of each; ``grid_inputs``: "normal", or
+    "token_ids" for a layer that takes integer ids. ``random``: the random
+    family that uses it — "conv" (``scenarios.generator.random_conv_scenario``),
+    "recurrent" (``random_recurrent_scenario``) — with ``draw(rng, input_shape)``
+    (None when the drawn layer cannot take this input) for a member of the
+    family's pool, or ``skeleton``: why the family places it itself instead
+    (every convolutional network ends flatten → linear). ``kinked``: its output
+    is only piecewise differentiable (max pooling: a tie between window
+    elements), so scenarios that sit on a switch are tagged "kink", with
+    ``kink`` saying where; the oracle's detector is ``reference.fd_oracle.KINK_CODES``.
+    ``records``: the Trace addresses it adds beyond ``layers.{i}.output`` /
+    ``.output.grad``, its parameters, their ``.grad`` and its buffers
+    (dropout's ``mask``, an LSTM's ``cell`` and ``cell.grad``, ``h0.grad``).
+    ``bias_sum``: how ∂L/∂bias sums the layer's output gradient — "channel"
+    (over every axis but axis 1: conv2d, batch_norm, group_norm), "trailing"
+    (over every axis before the bias's own: linear, layer_norm) or "" (not a
+    plain sum) — read by the summation floor (``reports.verification.cancellation``).
+    """
 
     name: str
     formula: str
@@ -377,10 +459,278 @@ class LayerInfo:
     kinked: bool = False
     random: str = "conv"
     bias_sum: str = ""
+    kink: str = ""
+    gates: int = 0
+    switch: str = ""
+    fills: dict[str, float] = field(default_factory=dict)
+    nonnegative: tuple[str, ...] = ()
+    tensor_shapes: Callable[[dict, Shape], dict[str, Shape]] | None = None
+    output_shape: Callable[[Any, Shape], Shape] | None = None
+    grid: tuple[LayerGridCase, ...] = ()
+    build: Callable[[dict, Shape, np.random.Generator], dict] | None = None
+    grid_inputs: str = "normal"
+    draw: Callable[[np.random.Generator, Shape], dict | None] | None = None
+    skeleton: str = ""
+    random_excluded: str = ""
+    records: tuple[str, ...] = ()
 
 
 def _pair(default, minimum: int, doc: str) -> ParamSpec:
     return ParamSpec(default, tuple, minimum=minimum, doc=doc + " (an int, or a pair [h, w])")
+
+
+def layer_options(name: str, given: dict[str, Any]) -> dict[str, Any]:
+    """Every option of layer ``name``: ``given``'s values, the catalogue's defaults for the rest."""
+    return _complete("layer", name, LAYERS[name].params, given)
+
+
+def _same_shape(layer, shape: Shape) -> Shape:
+    return shape
+
+
+def _no_arrays(options: dict, shape: Shape) -> dict[str, Shape]:
+    return {}
+
+
+def _options_only(kind: str):
+    """``build`` for a layer with nothing to learn: its options, the catalogue's defaults for the rest."""
+    return lambda options, shape, rng: {"params": layer_options(kind, options)}
+
+
+# ----- windows (convolution and pooling)
+#
+# Output size per spatial dimension, with input size n, padding p, dilation d,
+# kernel k, stride s:  out = ⌊(n + 2p − d(k − 1) − 1) / s⌋ + 1, and with
+# ``ceil_mode`` the ceiling instead of the floor, except that a last window
+# starting beyond the input and its left padding is dropped (PyTorch's rule: if
+# (out − 1)·s ≥ n + p then out − 1).
+
+
+def window_output_size(size: int, kernel: int, stride: int, padding: int, dilation: int = 1,
+                       ceil_mode: bool = False) -> int:
+    """Output size along one spatial dimension (see above); < 1 when the window does not fit."""
+    span = size + 2 * padding - dilation * (kernel - 1) - 1
+    if span < 0:
+        return 0
+    out = (-(-span // stride) if ceil_mode else span // stride) + 1
+    if ceil_mode and (out - 1) * stride >= size + padding:
+        out -= 1
+    return out
+
+
+def _windowed_shape(layer, shape: Shape) -> Shape:
+    kind, params = layer.type, layer.params
+    if len(shape) != 4:
+        raise ShapeError(f"{kind} takes (N, C, H, W), got an input of shape {shape}")
+    batch, channels, height, width = shape
+    kernel = params["kernel_size"]
+    stride, padding = params["stride"], params["padding"]
+    dilation = params.get("dilation", (1, 1))
+    ceil_mode = params.get("ceil_mode", False)
+    if kind == "conv2d":
+        groups = params["groups"]
+        out_channels, per_group, kh, kw = layer.weight.shape
+        if channels % groups or out_channels % groups:
+            raise ShapeError(f"groups = {groups} must divide the input channels ({channels}) and out_channels "
+                             f"({out_channels})")
+        if per_group != channels // groups:
+            raise ShapeError(f"weight has shape {layer.weight.shape}; expected (out_channels, in_channels / groups "
+                             f"= {channels // groups}, kh, kw) for {channels} input channels")
+        kernel = (kh, kw)
+    else:
+        out_channels = channels
+        for axis in (0, 1):
+            if padding[axis] > kernel[axis] // 2:
+                raise ShapeError(f"padding {list(padding)} must be at most half of kernel_size {list(kernel)} "
+                                 "(PyTorch's rule)")
+    sizes = [window_output_size(n, k, s, p, d, ceil_mode)
+             for n, k, s, p, d in zip((height, width), kernel, stride, padding, dilation)]
+    if min(sizes) < 1:
+        raise ShapeError(f"the {list(kernel)} kernel (dilation {list(dilation)}) does not fit the input of "
+                         f"{height}×{width} with padding {list(padding)}: the output would be "
+                         f"{sizes[0]}×{sizes[1]}")
+    return (batch, out_channels, sizes[0], sizes[1])
+
+
+def _needs_images(kind: str, shape: Shape) -> None:
+    if len(shape) != 4:
+        raise ShapeError(f"{kind} takes (N, C, H, W), but its input has shape {shape}", "type")
+
+
+# ----- linear
+
+
+def _linear_shape(layer, shape: Shape) -> Shape:
+    if len(shape) not in (2, 3):
+        raise ShapeError(f"linear takes (N, features) or sequences (N, T, features), got an input of shape "
+                         f"{shape}; add a flatten layer before it")
+    out_features, in_features = layer.weight.shape
+    if shape[-1] != in_features:
+        raise ShapeError(f"weight has shape {layer.weight.shape} (out, in) but the input has {shape[-1]} features")
+    return (*shape[:-1], out_features)
+
+
+def _linear_tensors(options: dict, shape: Shape) -> dict[str, Shape]:
+    """``options["out"]``: the output units (a grid switch; a file gives ``out`` or the weight itself)."""
+    return {"weight": (options["out"], shape[-1]), "bias": (options["out"],)}
+
+
+def _linear_build(options: dict, shape: Shape, rng: np.random.Generator) -> dict:
+    weight_shape = _linear_tensors(options, shape)["weight"]
+    return {"weight": initialise_shape("pytorch_default", weight_shape, rng),
+            "bias": default_bias((weight_shape[0],), weight_shape[1], rng)}
+
+
+# ----- conv2d
+
+
+def _conv2d_tensors(options: dict, shape: Shape) -> dict[str, Shape]:
+    _needs_images("conv2d", shape)
+    channels, groups, out_channels = shape[1], options["groups"], options["out_channels"]
+    if channels % groups or out_channels % groups:
+        raise ShapeError(f"expected a divisor of the input channels ({channels}) and of out_channels "
+                         f"({out_channels}), got {groups}", "groups")
+    return {"weight": (out_channels, channels // groups, *options["kernel_size"]), "bias": (out_channels,)}
+
+
+def _conv2d_build(options: dict, shape: Shape, rng: np.random.Generator) -> dict:
+    options = dict(options)
+    with_bias = options.pop("bias", True)
+    params = layer_options("conv2d", options)
+    weight_shape = (params["out_channels"], shape[1] // params["groups"], *params["kernel_size"])
+    weight = initialise_shape("pytorch_default", weight_shape, rng)
+    bias = default_bias((weight_shape[0],), fans(weight_shape)[0], rng) if with_bias else None
+    return {"weight": weight, "bias": bias, "params": params}
+
+
+# ----- pooling
+
+
+def _pool_draw(kind: str):
+    """A 2×2 window with stride 2, where the input is at least 2×2."""
+
+    def draw(rng: np.random.Generator, shape: Shape) -> dict | None:
+        if min(shape[2], shape[3]) < 2:
+            return None
+        return {"params": layer_options(kind, {"kernel_size": (2, 2), "stride": (2, 2)})}
+
+    return draw
+
+
+# ----- flatten
+
+
+def _flatten_shape(layer, shape: Shape) -> Shape:
+    return (shape[0], math.prod(shape[1:]))
+
+
+# ----- normalisation (batch_norm, layer_norm, group_norm)
+
+
+def _batch_norm_shape(layer, shape: Shape) -> Shape:
+    if len(shape) not in (2, 4):
+        raise ShapeError(f"batch_norm takes (N, F) or (N, C, H, W), got an input of shape {shape}")
+    return shape
+
+
+def _batch_norm_tensors(options: dict, shape: Shape) -> dict[str, Shape]:
+    if len(shape) not in (2, 4):
+        raise ShapeError(f"batch_norm takes (N, F) or (N, C, H, W), but its input has shape {shape}", "type")
+    per_channel = shape[0] * math.prod(shape[2:])
+    if options["training"] and per_channel < 2:
+        raise ShapeError(f"batch statistics need more than one value per channel, got {per_channel} (input shape "
+                         f"{shape}); expected training = false, or a larger batch", "training")
+    channels = (shape[1],)
+    affine = {"weight": channels, "bias": channels} if options["affine"] else {}
+    return {**affine, "running_mean": channels, "running_var": channels}
+
+
+def _batch_norm_build(options: dict, shape: Shape, rng: np.random.Generator) -> dict:
+    """Non-trivial γ, β and running statistics."""
+    params = layer_options("batch_norm", {key: value for key, value in options.items() if key != "bias"})
+    channels, affine = shape[1], params["affine"]
+    buffers = {"running_mean": rng.normal(0.0, 0.5, channels), "running_var": rng.uniform(0.5, 2.0, channels)}
+    return {"weight": rng.uniform(0.5, 1.5, channels) if affine else None,
+            "bias": rng.normal(0.0, 0.3, channels) if affine else None, "params": params, "buffers": buffers}
+
+
+def _batch_norm_draw(rng: np.random.Generator, shape: Shape) -> dict:
+    """Training mode (batch statistics) four times in five, where a channel holds more than one value."""
+    batch, channels, height, width = shape
+    training = bool(rng.random() < 0.8) and batch * height * width > 1
+    return {"weight": rng.uniform(0.5, 1.5, channels), "bias": rng.normal(0.0, 0.1, channels),
+            "params": layer_options("batch_norm", {"training": training}),
+            "buffers": {"running_mean": rng.normal(0.0, 0.1, channels),
+                        "running_var": rng.uniform(0.5, 1.5, channels)}}
+
+
+def _layer_norm_shape(layer, shape: Shape) -> Shape:
+    params = layer.params
+    if params["dims"] > len(shape) - 1:
+        raise ShapeError(f"dims = {params['dims']} but the input {shape} has {len(shape) - 1} dimensions "
+                         "after the batch")
+    return shape
+
+
+def _layer_norm_tensors(options: dict, shape: Shape) -> dict[str, Shape]:
+    if options["dims"] > len(shape) - 1:
+        raise ShapeError(f"expected at most {len(shape) - 1} (the dimensions after the batch of the input "
+                         f"{shape}), got {options['dims']}", "dims")
+    normalized = tuple(shape[-options["dims"]:])
+    return {"weight": normalized, "bias": normalized} if options["elementwise_affine"] else {}
+
+
+def _layer_norm_build(options: dict, shape: Shape, rng: np.random.Generator) -> dict:
+    params = layer_options("layer_norm", {key: value for key, value in options.items() if key != "bias"})
+    normalized = tuple(shape[-params["dims"]:])
+    affine = params["elementwise_affine"]
+    return {"weight": rng.uniform(0.5, 1.5, normalized) if affine else None,
+            "bias": rng.normal(0.0, 0.3, normalized) if affine else None, "params": params}
+
+
+def _layer_norm_draw(rng: np.random.Generator, shape: Shape) -> dict:
+    """Over the last 1, 2 or 3 dimensions of an image."""
+    dims = int(rng.integers(1, 4))
+    normalized = shape[-dims:]
+    return {"weight": rng.uniform(0.5, 1.5, normalized), "bias": rng.normal(0.0, 0.1, normalized),
+            "params": layer_options("layer_norm", {"dims": dims})}
+
+
+def _group_norm_tensors(options: dict, shape: Shape) -> dict[str, Shape]:
+    """γ and β (C,), one per channel, when affine; the channels split into num_groups groups."""
+    if len(shape) < 2:
+        raise ShapeError(f"group_norm takes (N, C, …), but its input has shape {shape}", "type")
+    channels, groups = shape[1], options["num_groups"]
+    if channels % groups:
+        raise ShapeError(f"expected a divisor of the input channels ({channels}), got {groups}", "num_groups")
+    return {"weight": (channels,), "bias": (channels,)} if options["affine"] else {}
+
+
+def _group_norm_shape(layer, shape: Shape) -> Shape:
+    if len(shape) < 2:
+        raise ShapeError(f"group_norm takes (N, C, …), got an input of shape {shape}")
+    if shape[1] % layer.params["num_groups"]:
+        raise ShapeError(f"num_groups = {layer.params['num_groups']} must divide the input channels ({shape[1]})")
+    return shape
+
+
+def _group_norm_build(options: dict, shape: Shape, rng: np.random.Generator) -> dict:
+    """Non-trivial γ and β, as batch_norm's grid draws them."""
+    params = layer_options("group_norm", options)
+    channels, affine = shape[1], params["affine"]
+    return {"weight": rng.uniform(0.5, 1.5, channels) if affine else None,
+            "bias": rng.normal(0.0, 0.3, channels) if affine else None, "params": params}
+
+
+def _group_norm_draw(rng: np.random.Generator, shape: Shape) -> dict:
+    """num_groups one of the divisors of the channels (1: one group per sample, C: one per channel)."""
+    channels = shape[1]
+    groups = int(_pick(rng, [g for g in range(1, channels + 1) if channels % g == 0]))
+    return {"weight": rng.uniform(0.5, 1.5, channels), "bias": rng.normal(0.0, 0.1, channels),
+            "params": layer_options("group_norm", {"num_groups": groups})}
+
+
+# ----- recurrent layers (rnn, lstm, gru) and their companions
 
 
 def _recurrent_options(**extra: ParamSpec) -> dict[str, ParamSpec]:
@@ -394,10 +744,128 @@ def _recurrent_options(**extra: ParamSpec) -> dict[str, ParamSpec]:
     }
 
 
+def _recurrent_shape(layer, shape: Shape) -> Shape:
+    if len(shape) != 3:
+        raise ShapeError(f"{layer.type} takes sequences (N, T, F), got an input of shape {shape}")
+    features = layer.tensors["weight_ih"].shape[1]
+    if shape[2] != features:
+        raise ShapeError(f"weight_ih has shape {layer.tensors['weight_ih'].shape} (gates·H, F) but the input has "
+                         f"{shape[2]} features")
+    return (shape[0], shape[1], layer.params["hidden_size"])
+
+
+def _recurrent_tensors(kind: str, gates: int):
+    """``weight_ih`` (G·H, F), ``weight_hh`` (G·H, H), ``bias_ih`` / ``bias_hh`` (G·H,) — in this order,
+    the order PyTorch draws them — then the initial states (N, H) the layer may be given."""
+
+    def tensor_shapes(options: dict, shape: Shape) -> dict[str, Shape]:
+        if len(shape) != 3:
+            raise ShapeError(f"{kind} takes sequences (N, T, F), but its input has shape {shape}", "type")
+        batch, _steps, features = shape
+        hidden = options["hidden_size"]
+        rows = gates * hidden
+        shapes = {"weight_ih": (rows, features), "weight_hh": (rows, hidden)}
+        if options["bias"]:
+            shapes.update(bias_ih=(rows,), bias_hh=(rows,))
+        return {**shapes, **{name: (batch, hidden) for name in LAYERS[kind].data}}
+
+    return tensor_shapes
+
+
+def recurrent_parameters(kind: str, options: dict, shape: Shape, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """The learned tensors of a recurrent layer, drawn as PyTorch draws them: U(−1/√H, 1/√H), in order."""
+    bound = 1.0 / math.sqrt(options["hidden_size"])
+    shapes = LAYERS[kind].tensor_shapes(options, shape)
+    return {name: rng.uniform(-bound, bound, wanted) for name, wanted in shapes.items()
+            if name in LAYERS[kind].parameters}
+
+
+def _recurrent_build(kind: str):
+    """PyTorch's draw of the weights; the initial states the options ask for (``h0``, ``c0``: true), N(0, 0.5²)."""
+
+    def build(options: dict, shape: Shape, rng: np.random.Generator) -> dict:
+        options = dict(options)
+        given = {name: options.pop(name, False) for name in ("h0", "c0")}
+        options.pop("sequence_loss", None)
+        params = layer_options(kind, options)
+        tensors = recurrent_parameters(kind, params, shape, rng)
+        states = {name: rng.normal(0.0, 0.5, (shape[0], params["hidden_size"]))
+                  for name, wanted in given.items() if wanted}
+        return {"params": params, "tensors": tensors, "states": states}
+
+    return build
+
+
+def _recurrent_draw(kind: str):
+    """hidden_size 1–5, a bias four times in five, full or truncated backpropagation through time
+    (chunks of 1 or 3), rnn's nonlinearity tanh twice as often as relu."""
+
+    def draw(rng: np.random.Generator, shape: Shape) -> dict:
+        hidden = int(rng.integers(1, 6))
+        options = {"hidden_size": hidden, "bias": bool(rng.random() < 0.8),
+                   "bptt_chunk": int(_pick(rng, (0, 0, 1, 3)))}
+        if "nonlinearity" in LAYERS[kind].params:
+            options["nonlinearity"] = _pick(rng, ("tanh", "tanh", "relu"))
+        params = layer_options(kind, options)
+        return {"params": params, "tensors": recurrent_parameters(kind, params, shape, rng)}
+
+    return draw
+
+
+def _pick(rng: np.random.Generator, options):
+    """One of ``options``, uniformly (``scenarios.generator`` draws the same way)."""
+    return options[int(rng.integers(len(options)))]
+
+
+def _last_step_shape(layer, shape: Shape) -> Shape:
+    if len(shape) != 3:
+        raise ShapeError(f"last_step takes sequences (N, T, H), got an input of shape {shape}")
+    return (shape[0], shape[2])
+
+
+def _embedding_shape(layer, shape: Shape) -> Shape:
+    if len(shape) != 2:
+        raise ShapeError(f"embedding takes token ids (N, T), got an input of shape {shape}")
+    return (*shape, layer.params["embedding_dim"])
+
+
+def _embedding_tensors(options: dict, shape: Shape) -> dict[str, Shape]:
+    return {"weight": (options["num_embeddings"], options["embedding_dim"])}
+
+
+def _embedding_build(options: dict, shape: Shape, rng: np.random.Generator) -> dict:
+    params = layer_options("embedding", options)
+    return {"weight": rng.normal(0.0, 1.0, _embedding_tensors(params, shape)["weight"]), "params": params}
+
+
+# ----- dropout
+
+
+def _dropout_draw(rng: np.random.Generator, shape: Shape) -> dict:
+    return {"params": layer_options("dropout", {"p": float(_pick(rng, (0.2, 0.5)))})}
+
+
+_CONV_SKELETON = "the skeleton of every convolutional network (conv2d → activation …, flatten → linear)"
+_RECURRENT_SKELETON = "placed by the recurrent networks' structure (optional embedding first, optional last_step)"
+
+_BATCH_NORM_GRID = (
+    LayerGridCase("features", (4, 3), {}),
+    LayerGridCase("images", (3, 2, 3, 3), {}),
+    LayerGridCase("batch2", (2, 3), {}),
+    LayerGridCase("no-affine", (3, 2, 2, 2), {"affine": False}),
+    LayerGridCase("momentum0.5-eps0.01", (4, 3), {"momentum": 0.5, "eps": 0.01}),
+    LayerGridCase("eval-batch1", (1, 2, 3, 3), {"training": False}),
+    LayerGridCase("eval-features", (3, 4), {"training": False}),
+)
+
 LAYERS: dict[str, LayerInfo] = {
     layer.name: layer
     for layer in [
-        LayerInfo("linear", "z = x Wᵀ + b; W (out, in)", parameters=("weight", "bias"), bias_sum="trailing"),
+        LayerInfo(
+            "linear", "z = x Wᵀ + b; W (out, in)", parameters=("weight", "bias"), bias_sum="trailing",
+            tensor_shapes=_linear_tensors, output_shape=_linear_shape,
+            grid=(LayerGridCase("plain", (3, 4), {"out": 3}),), build=_linear_build, skeleton=_CONV_SKELETON,
+        ),
         LayerInfo(
             "conv2d",
             "z[n, o] = b[o] + Σ_c Σ_(p,q) W[o, c, p, q] · x[n, c, s·i + d·p − pad, s·j + d·q − pad] (cross-correlation)",
@@ -411,31 +879,132 @@ LAYERS: dict[str, LayerInfo] = {
             },
             parameters=("weight", "bias"),
             bias_sum="channel",
+            tensor_shapes=_conv2d_tensors, output_shape=_windowed_shape, build=_conv2d_build,
+            skeleton=_CONV_SKELETON,
+            grid=(
+                LayerGridCase("k3", (2, 2, 6, 6), {"out_channels": 3, "kernel_size": (3, 3)}),
+                LayerGridCase("stride2-pad1", (2, 2, 7, 7), {"out_channels": 2, "kernel_size": (3, 3),
+                                                             "stride": (2, 2), "padding": (1, 1)}),
+                LayerGridCase("stride3-k2", (1, 2, 8, 8), {"out_channels": 2, "kernel_size": (2, 2), "stride": (3, 3)}),
+                LayerGridCase("pad-k-minus-1", (2, 1, 4, 4), {"out_channels": 2, "kernel_size": (3, 3),
+                                                              "padding": (2, 2)}),
+                LayerGridCase("dilation2", (2, 2, 7, 7), {"out_channels": 2, "kernel_size": (3, 3), "dilation": (2, 2)}),
+                LayerGridCase("depthwise", (2, 3, 5, 5), {"out_channels": 3, "kernel_size": (3, 3), "groups": 3}),
+                LayerGridCase("groups2", (2, 4, 5, 5), {"out_channels": 2, "kernel_size": (2, 2), "groups": 2}),
+                LayerGridCase("no-bias", (2, 2, 5, 5), {"out_channels": 2, "kernel_size": (3, 3), "bias": False}),
+                LayerGridCase("rect", (2, 2, 5, 7), {"out_channels": 2, "kernel_size": (2, 3), "stride": (1, 2),
+                                                     "padding": (1, 0)}),
+                # Every path of the input gradient (``manual.conv.full_convolution``) with a rectangular kernel and
+                # per-axis options (H×W), both ways round: a slip that reads one axis's option for the other shows
+                # only here. Stride 1, padding ≤ the kernel's reach d·(k − 1), out·H·W ≤ C·Ho·Wo: the correlation
+                # with the turned kernel (``correlate_with_turned_kernel``) —
+                LayerGridCase("k2x3-pad1x0-dilation1x2", (2, 3, 5, 9), {"out_channels": 2, "kernel_size": (2, 3),
+                                                                        "padding": (1, 0), "dilation": (1, 2)}),
+                LayerGridCase("k3x2-pad0x1-dilation2x1", (2, 3, 9, 5), {"out_channels": 2, "kernel_size": (3, 2),
+                                                                        "padding": (0, 1), "dilation": (2, 1)}),
+                LayerGridCase("groups2-k2x3-pad1x0-dilation1x2", (2, 4, 4, 7),
+                              {"out_channels": 2, "kernel_size": (2, 3), "padding": (1, 0), "dilation": (1, 2),
+                               "groups": 2}),
+                # — and the spread of the weighted δ (``spread_weighted_delta``): stride > 1 on one axis,
+                LayerGridCase("k2x3-stride2x1-pad0x1-dilation1x2", (2, 2, 7, 8),
+                              {"out_channels": 2, "kernel_size": (2, 3), "stride": (2, 1), "padding": (0, 1),
+                               "dilation": (1, 2)}),
+                LayerGridCase("k3x2-stride1x2-pad1x0-dilation2x1", (2, 2, 7, 8),
+                              {"out_channels": 2, "kernel_size": (3, 2), "stride": (1, 2), "padding": (1, 0),
+                               "dilation": (2, 1)}),
+                LayerGridCase("groups2-k3x2-stride2x1-pad0x1-dilation1x2", (2, 4, 7, 6),
+                              {"out_channels": 4, "kernel_size": (3, 2), "stride": (2, 1), "padding": (0, 1),
+                               "dilation": (1, 2), "groups": 2}),
+                # stride 1 with the width's padding beyond the kernel's reach (2 > 1·(2 − 1)),
+                LayerGridCase("k3x2-pad0x2-dilation2x1", (2, 2, 9, 5), {"out_channels": 2, "kernel_size": (3, 2),
+                                                                        "padding": (0, 2), "dilation": (2, 1)}),
+                # stride 1 within the reach, but the correlation would lay out more numbers (out·H·W > C·Ho·Wo).
+                LayerGridCase("k2x3-pad1x0-dilation1x2-out4", (2, 2, 5, 9),
+                              {"out_channels": 4, "kernel_size": (2, 3), "padding": (1, 0), "dilation": (1, 2)}),
+            ),
         ),
         LayerInfo(
             "max_pool2d",
             "a = max over each window; padding counts as −∞",
             {
                 "kernel_size": _pair(None, 1, "window height and width"),
-                "stride": _pair(None, 1, "step between windows (default: kernel_size)"),
+                "stride": ParamSpec(None, tuple, minimum=1, default_from="kernel_size",
+                                    doc="step between windows (default: kernel_size) (an int, or a pair [h, w])"),
                 "padding": _pair((0, 0), 0, "−∞ added on each side, at most half the kernel"),
                 "dilation": _pair((1, 1), 1, "spacing between window elements"),
                 "ceil_mode": ParamSpec(False, bool, doc="round the output size up (a last, partial window)"),
             },
             kinked=True,
+            kink="a tie between the maxima of a window: PyTorch passes δ to the first in row-major order",
+            tensor_shapes=_no_arrays, output_shape=_windowed_shape,
+            build=_options_only("max_pool2d"), draw=_pool_draw("max_pool2d"),
+            grid=(
+                LayerGridCase("k2", (2, 2, 6, 6), {"kernel_size": (2, 2)}),
+                LayerGridCase("k3-s2-pad1", (2, 2, 7, 7), {"kernel_size": (3, 3), "stride": (2, 2), "padding": (1, 1)}),
+                LayerGridCase("ceil", (2, 1, 7, 7), {"kernel_size": (2, 2), "ceil_mode": True}),
+                LayerGridCase("dilation2", (2, 1, 7, 7), {"kernel_size": (2, 2), "stride": (1, 1), "dilation": (2, 2)}),
+                LayerGridCase("overlap", (1, 2, 6, 6), {"kernel_size": (3, 3), "stride": (1, 1)}),
+                LayerGridCase("ties", (2, 2, 6, 6), {"kernel_size": (2, 2)}, ("kink",)),
+                LayerGridCase("ties-overlap", (1, 1, 5, 5), {"kernel_size": (3, 3), "stride": (1, 1),
+                                                             "padding": (1, 1)}, ("kink",)),
+                # Rectangular windows with per-axis options (H×W), both ways round: unpadded (x̃ is x itself),
+                LayerGridCase("k2x3-s2x1-dilation1x2", (2, 2, 7, 8), {"kernel_size": (2, 3), "stride": (2, 1),
+                                                                      "dilation": (1, 2)}),
+                # padded (the in-bounds mask, the crop), overlapping along the height,
+                LayerGridCase("k3x2-s1x2-pad1x0-dilation2x1", (2, 2, 7, 8),
+                              {"kernel_size": (3, 2), "stride": (1, 2), "padding": (1, 0), "dilation": (2, 1)}),
+                # ceil_mode: along the height the last ceil window would start in the padding and is dropped, along
+                # the width a last window hangs over the end of x (extra −∞ padding on the right),
+                LayerGridCase("k2x3-s2x3-pad1x0-dilation1x2-ceil", (2, 2, 5, 6),
+                              {"kernel_size": (2, 3), "stride": (2, 3), "padding": (1, 0), "dilation": (1, 2),
+                               "ceil_mode": True}),
+                # ties in rectangular windows: PyTorch's first maximum in row-major (u, then v) order.
+                LayerGridCase("ties-k2x3-s1x2-pad1x0", (2, 2, 5, 7),
+                              {"kernel_size": (2, 3), "stride": (1, 2), "padding": (1, 0)}, ("kink",)),
+                LayerGridCase("ties-k3x2-s2x1-pad0x1-dilation2x1", (1, 2, 7, 6),
+                              {"kernel_size": (3, 2), "stride": (2, 1), "padding": (0, 1), "dilation": (2, 1)},
+                              ("kink",)),
+            ),
         ),
         LayerInfo(
             "avg_pool2d",
             "a = mean over each window",
             {
                 "kernel_size": _pair(None, 1, "window height and width"),
-                "stride": _pair(None, 1, "step between windows (default: kernel_size)"),
+                "stride": ParamSpec(None, tuple, minimum=1, default_from="kernel_size",
+                                    doc="step between windows (default: kernel_size) (an int, or a pair [h, w])"),
                 "padding": _pair((0, 0), 0, "zeros added on each side, at most half the kernel"),
                 "ceil_mode": ParamSpec(False, bool, doc="round the output size up (a last, partial window)"),
                 "count_include_pad": ParamSpec(True, bool, doc="the padding counts in the divisor"),
             },
+            tensor_shapes=_no_arrays, output_shape=_windowed_shape,
+            build=_options_only("avg_pool2d"), draw=_pool_draw("avg_pool2d"),
+            grid=(
+                LayerGridCase("k2", (2, 2, 6, 6), {"kernel_size": (2, 2)}),
+                LayerGridCase("k3-s2-pad1", (2, 1, 7, 7), {"kernel_size": (3, 3), "stride": (2, 2), "padding": (1, 1)}),
+                LayerGridCase("k3-s2-pad1-exclude-pad", (2, 1, 7, 7), {"kernel_size": (3, 3), "stride": (2, 2),
+                                                                       "padding": (1, 1), "count_include_pad": False}),
+                LayerGridCase("ceil", (2, 1, 7, 7), {"kernel_size": (2, 2), "ceil_mode": True}),
+                LayerGridCase("ceil-pad1", (1, 2, 6, 6), {"kernel_size": (3, 3), "stride": (2, 2), "padding": (1, 1),
+                                                          "ceil_mode": True}),
+                # Rectangular windows with per-axis options (H×W), both ways round (average pooling has no dilation);
+                # with and without the padding in the divisor,
+                LayerGridCase("k2x3-s2x1-pad0x1", (2, 1, 7, 8), {"kernel_size": (2, 3), "stride": (2, 1),
+                                                                 "padding": (0, 1)}),
+                LayerGridCase("k3x2-s1x2-pad1x0-exclude-pad", (2, 1, 7, 8),
+                              {"kernel_size": (3, 2), "stride": (1, 2), "padding": (1, 0), "count_include_pad": False}),
+                # and ceil_mode: a last window hanging over the end of x along one axis (its divisor clipped to the
+                # padded input), a last ceil window dropped along the other.
+                LayerGridCase("k3x2-s2x3-pad1x0-ceil", (2, 1, 6, 6),
+                              {"kernel_size": (3, 2), "stride": (2, 3), "padding": (1, 0), "ceil_mode": True}),
+                LayerGridCase("k2x3-s3x2-pad0x1-ceil-exclude-pad", (2, 1, 6, 8),
+                              {"kernel_size": (2, 3), "stride": (3, 2), "padding": (0, 1), "ceil_mode": True,
+                               "count_include_pad": False}),
+            ),
         ),
-        LayerInfo("flatten", "(N, …) → (N, features)"),
+        LayerInfo("flatten", "(N, …) → (N, features)", tensor_shapes=_no_arrays, output_shape=_flatten_shape,
+                  grid=(LayerGridCase("image", (2, 2, 3, 3), {}),), build=_options_only("flatten"),
+                  skeleton=_CONV_SKELETON),
         LayerInfo(
             "batch_norm",
             "x̂ = (x − μ_B) / √(σ²_B + ε); y = γ x̂ + β, per feature (N, F) or channel (N, C, H, W)",
@@ -449,6 +1018,11 @@ LAYERS: dict[str, LayerInfo] = {
             parameters=("weight", "bias"),
             buffers=("running_mean", "running_var"),
             bias_sum="channel",
+            switch="affine",
+            fills={"weight": 1.0, "bias": 0.0, "running_mean": 0.0, "running_var": 1.0},
+            nonnegative=("running_var",),
+            tensor_shapes=_batch_norm_tensors, output_shape=_batch_norm_shape,
+            grid=_BATCH_NORM_GRID, build=_batch_norm_build, draw=_batch_norm_draw,
         ),
         LayerInfo(
             "layer_norm",
@@ -460,6 +1034,18 @@ LAYERS: dict[str, LayerInfo] = {
             },
             parameters=("weight", "bias"),
             bias_sum="trailing",
+            switch="elementwise_affine",
+            fills={"weight": 1.0, "bias": 0.0},
+            tensor_shapes=_layer_norm_tensors, output_shape=_layer_norm_shape,
+            build=_layer_norm_build, draw=_layer_norm_draw,
+            grid=(
+                LayerGridCase("features", (3, 4), {}),
+                LayerGridCase("images-dims1", (2, 2, 3, 3), {"dims": 1}),
+                LayerGridCase("images-dims2", (2, 2, 3, 3), {"dims": 2}),
+                LayerGridCase("images-dims3", (2, 2, 3, 3), {"dims": 3}),
+                LayerGridCase("no-affine", (3, 4), {"elementwise_affine": False}),
+                LayerGridCase("eps0.1", (3, 4), {"eps": 0.1}),
+            ),
         ),
         LayerInfo(
             "rnn",
@@ -468,6 +1054,20 @@ LAYERS: dict[str, LayerInfo] = {
             parameters=("weight_ih", "weight_hh", "bias_ih", "bias_hh"),
             data=("h0",),
             random="recurrent",
+            kink="with nonlinearity = relu, a pre-activation at 0 (h_t = 0 there; PyTorch's f'(0) = 0)",
+            gates=1,
+            tensor_shapes=_recurrent_tensors("rnn", 1), output_shape=_recurrent_shape,
+            build=_recurrent_build("rnn"), draw=_recurrent_draw("rnn"),
+            records=("h0.grad",),
+            grid=(
+                LayerGridCase("tanh-t12", (2, 12, 3), {"hidden_size": 4}),
+                LayerGridCase("relu-t12", (2, 12, 3), {"hidden_size": 4, "nonlinearity": "relu"}),
+                LayerGridCase("t1", (3, 1, 3), {"hidden_size": 4}),
+                LayerGridCase("no-bias-h0", (2, 5, 3), {"hidden_size": 3, "bias": False, "h0": True}),
+                LayerGridCase("chunk1", (2, 6, 3), {"hidden_size": 3, "bptt_chunk": 1}),
+                LayerGridCase("chunk4-of-10-h0", (2, 10, 2), {"hidden_size": 3, "bptt_chunk": 4, "h0": True}),
+                LayerGridCase("sequence-loss", (2, 5, 3), {"hidden_size": 3, "sequence_loss": True}),
+            ),
         ),
         LayerInfo(
             "lstm",
@@ -476,6 +1076,17 @@ LAYERS: dict[str, LayerInfo] = {
             parameters=("weight_ih", "weight_hh", "bias_ih", "bias_hh"),
             data=("h0", "c0"),
             random="recurrent",
+            gates=4,
+            tensor_shapes=_recurrent_tensors("lstm", 4), output_shape=_recurrent_shape,
+            build=_recurrent_build("lstm"), draw=_recurrent_draw("lstm"),
+            records=("cell", "cell.grad", "h0.grad", "c0.grad"),
+            grid=(
+                LayerGridCase("t12", (2, 12, 3), {"hidden_size": 4}),
+                LayerGridCase("t1", (3, 1, 3), {"hidden_size": 3}),
+                LayerGridCase("no-bias-h0-c0", (2, 5, 3), {"hidden_size": 3, "bias": False, "h0": True, "c0": True}),
+                LayerGridCase("chunk3-of-8", (2, 8, 2), {"hidden_size": 3, "bptt_chunk": 3}),
+                LayerGridCase("chunk1-h0-c0", (2, 4, 2), {"hidden_size": 2, "bptt_chunk": 1, "h0": True, "c0": True}),
+            ),
         ),
         LayerInfo(
             "gru",
@@ -484,8 +1095,21 @@ LAYERS: dict[str, LayerInfo] = {
             parameters=("weight_ih", "weight_hh", "bias_ih", "bias_hh"),
             data=("h0",),
             random="recurrent",
+            gates=3,
+            tensor_shapes=_recurrent_tensors("gru", 3), output_shape=_recurrent_shape,
+            build=_recurrent_build("gru"), draw=_recurrent_draw("gru"),
+            records=("h0.grad",),
+            grid=(
+                LayerGridCase("t12", (2, 12, 3), {"hidden_size": 4}),
+                LayerGridCase("t1", (3, 1, 3), {"hidden_size": 3}),
+                LayerGridCase("no-bias-h0", (2, 5, 3), {"hidden_size": 3, "bias": False, "h0": True}),
+                LayerGridCase("chunk2-of-7", (2, 7, 2), {"hidden_size": 3, "bptt_chunk": 2}),
+            ),
         ),
-        LayerInfo("last_step", "(N, T, H) → (N, H): the last time step", random="recurrent"),
+        LayerInfo("last_step", "(N, T, H) → (N, H): the last time step", random="recurrent",
+                  tensor_shapes=_no_arrays, output_shape=_last_step_shape,
+                  grid=(LayerGridCase("sequence", (3, 4, 2), {}),), build=_options_only("last_step"),
+                  skeleton=_RECURRENT_SKELETON),
         LayerInfo(
             "embedding",
             "a[n, t] = W[ids[n, t]]: integer token ids (N, T) → (N, T, embedding_dim)",
@@ -495,17 +1119,58 @@ LAYERS: dict[str, LayerInfo] = {
             },
             parameters=("weight",),
             random="recurrent",
+            tensor_shapes=_embedding_tensors, output_shape=_embedding_shape, build=_embedding_build,
+            grid_inputs="token_ids", skeleton=_RECURRENT_SKELETON,
+            grid=(
+                LayerGridCase("repeated-ids", (3, 5), {"num_embeddings": 4, "embedding_dim": 3}),
+                LayerGridCase("one-id", (2, 3), {"num_embeddings": 1, "embedding_dim": 2}),
+            ),
         ),
         LayerInfo(
             "dropout",
             "a = x · m / (1 − p), m ∈ {0, 1} the scenario's mask (inverted dropout)",
             {"p": ParamSpec(0.5, float, minimum=0.0, maximum=1.0, doc="probability of dropping a unit")},
             data=("mask",),
+            tensor_shapes=_no_arrays, output_shape=_same_shape, build=_options_only("dropout"), draw=_dropout_draw,
+            records=("mask",),
+            grid=(
+                LayerGridCase("p0.5", (3, 4), {"p": 0.5}),
+                LayerGridCase("p0", (3, 4), {"p": 0.0}),
+                LayerGridCase("p1", (3, 4), {"p": 1.0}),
+                LayerGridCase("images-p0.3", (2, 2, 3, 3), {"p": 0.3}),
+            ),
+        ),
+        # Last: a grid scenario's data are seeded by its place in the grids (``layer_grids.GRID_SEED``), so a
+        # new layer goes at the end and leaves every existing scenario's numbers as they were.
+        LayerInfo(
+            "group_norm",
+            "x̂ = (x − μ_g) / √(σ²_g + ε) over each sample's group g of C/G channels and their positions; "
+            "y = γ_c x̂ + β_c per channel c",
+            {
+                "num_groups": ParamSpec(None, int, minimum=1, doc="G, the channel groups (a divisor of the channels)"),
+                "eps": ParamSpec(1e-5, float, minimum=0.0, doc="ε added to the variance"),
+                "affine": ParamSpec(True, bool, doc="learn γ (weight) and β (bias), one per channel"),
+            },
+            parameters=("weight", "bias"),
+            bias_sum="channel",
+            switch="affine",
+            fills={"weight": 1.0, "bias": 0.0},
+            tensor_shapes=_group_norm_tensors, output_shape=_group_norm_shape,
+            build=_group_norm_build, draw=_group_norm_draw,
+            random="",
+            random_excluded="not yet in the random convolutional networks: the summation and conditioning floors "
+                            "(reports.verification.cancellation, .conditioning) know batch_norm's and layer_norm's "
+                            "groups but not group_norm's, so a float32 bias before it can exceed the plain tolerance; "
+                            "``draw`` is ready for the day they do (set random=\"conv\")",
+            grid=(
+                LayerGridCase("images-g2", (2, 4, 3, 3), {"num_groups": 2}),
+                LayerGridCase("one-group", (2, 3, 2, 2), {"num_groups": 1}),
+                LayerGridCase("group-per-channel", (2, 3, 3, 3), {"num_groups": 3}),
+                LayerGridCase("features-g2", (3, 4), {"num_groups": 2}),
+                LayerGridCase("batch1-rect-g3", (1, 6, 2, 5), {"num_groups": 3}),
+                LayerGridCase("no-affine", (2, 4, 2, 2), {"num_groups": 2, "affine": False}),
+                LayerGridCase("eps0.1", (2, 4, 3, 3), {"num_groups": 2, "eps": 0.1}),
+            ),
         ),
     ]
 }
-
-
-def layer_options(name: str, given: dict[str, Any]) -> dict[str, Any]:
-    """Every option of layer ``name``: ``given``'s values, the catalogue's defaults for the rest."""
-    return _complete("layer", name, LAYERS[name].params, given)

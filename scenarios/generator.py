@@ -15,11 +15,11 @@ networks are the ones the documented measurements were made on.
 """
 from __future__ import annotations
 
-import numpy as np
-
 import math
 
-from backprop_verify.scenarios.catalog import ACTIVATIONS, LAYERS, LOSSES, layer_options
+import numpy as np
+
+from backprop_verify.scenarios.catalog import ACTIVATIONS, LAYERS, LOSSES, LossInfo, layer_options
 from backprop_verify.scenarios.init import initialise, initialise_shape, layer_rng
 from backprop_verify.scenarios.model import Layer, Loss, Scenario
 from backprop_verify.scenarios.shapes import ShapeError, output_shape
@@ -58,8 +58,7 @@ def random_scenario(seed: int, *, max_depth: int = 6, max_width: int = 32, max_b
         dtype = "float64" if rng.random() < 0.5 else "float32"
     use_bias = bool(rng.random() < 0.8)
     widths = rng.integers(1, max_width + 1, size=depth + 1).tolist()
-    if loss_type in ("cross_entropy", "softmax_cross_entropy"):
-        widths[-1] = max(widths[-1], 2)  # a distribution over at least two classes
+    widths[-1] = max(widths[-1], _fewest_outputs(LOSSES[loss_type]))
 
     layers: list[Layer] = []
     for i in range(depth):
@@ -85,22 +84,26 @@ def _pick(rng: np.random.Generator, options):
     return options[int(rng.integers(len(options)))]
 
 
+def _fewest_outputs(loss: LossInfo) -> int:
+    """A distribution needs at least two classes; any other target one output."""
+    return 2 if loss.target_domain == "distribution" else 1
+
+
 def _output_layer(loss_type: str, activation: str, params: dict) -> Layer:
-    if loss_type == "cross_entropy":
-        return Layer("softmax")
-    if loss_type == "bce":
-        return Layer("sigmoid")
-    if loss_type == "mse":
-        return Layer(activation, params=dict(params))
-    return Layer("identity")  # losses fused on logits
+    """The layer that ends a network for this loss (``LossInfo.output_layer``): "" repeats the hidden activation."""
+    output = LOSSES[loss_type].output_layer
+    return Layer(output) if output else Layer(activation, params=dict(params))
 
 
 def _targets(rng: np.random.Generator, loss_type: str, batch: int, width: int) -> np.ndarray:
-    if loss_type in ("cross_entropy", "softmax_cross_entropy"):
+    """Targets in the loss's ``target_domain``: one-hot rows for a distribution, U[0, 1) to one
+    decimal for "unit", N(0, 1) for any."""
+    domain = LOSSES[loss_type].target_domain
+    if domain == "distribution":
         onehot = np.zeros((batch, width))
         onehot[np.arange(batch), rng.integers(0, width, size=batch)] = 1.0
         return onehot
-    if loss_type in ("bce", "bce_with_logits"):
+    if domain == "unit":
         return rng.uniform(0.0, 1.0, (batch, width)).round(1)
     return rng.normal(0.0, 1.0, (batch, width))
 
@@ -118,11 +121,23 @@ def random_scenarios(count: int, seed: int = DEFAULT_SEED) -> list[Scenario]:
 
 # --------------------------------------------------------------------------- convolutional networks
 
+def random_pool(family: str) -> tuple[str, ...]:
+    """The layers a random ``family`` ("conv", "recurrent") draws from, in catalogue order: every spec
+    of the family that is not part of its skeleton (``LayerInfo.skeleton``), each drawn by its spec's
+    ``draw``."""
+    return tuple(name for name, info in LAYERS.items() if info.random == family and not info.skeleton)
+
+
+def draw_layer(kind: str, rng: np.random.Generator, shape: tuple[int, ...]) -> Layer | None:
+    """Layer ``kind`` as its spec draws it for an input of ``shape`` (``LayerInfo.draw``), or None
+    when the spec finds that it does not fit."""
+    fields = LAYERS[kind].draw(rng, shape)
+    return None if fields is None else Layer(kind, **fields)
+
+
 # The layers a convolutional block may add after its activation (besides the
-# skeleton conv2d → activation …, flatten, linear): every catalogue layer
-# marked ``random`` that is not part of the skeleton.
-_SKELETON = ("linear", "conv2d", "flatten")
-CONV_EXTRAS = tuple(name for name, info in LAYERS.items() if info.random == "conv" and name not in _SKELETON)
+# skeleton conv2d → activation …, flatten, linear).
+CONV_EXTRAS = random_pool("conv")
 _CONV_STREAM = 0xC0
 
 
@@ -155,7 +170,7 @@ def random_conv_scenario(seed: int, *, max_blocks: int = 2, dtype: str | None = 
             shape = output_shape(extra, shape)
     layers.append(Layer("flatten"))
     features = math.prod(shape[1:])
-    width = int(rng.integers(2 if loss_type in ("cross_entropy", "softmax_cross_entropy") else 1, 6))
+    width = int(rng.integers(_fewest_outputs(LOSSES[loss_type]), 6))
     layers.append(Layer("linear", weight=initialise(init, width, features, rng),
                         bias=rng.normal(0.0, 0.1, width) if rng.random() < 0.8 else None))
     layers.append(_output_layer(loss_type, activation, params))
@@ -195,25 +210,7 @@ def _random_conv(rng: np.random.Generator, shape: tuple[int, ...], init: str) ->
 def _random_extra(rng: np.random.Generator, shape: tuple[int, ...]) -> Layer | None:
     """One of ``CONV_EXTRAS`` suited to ``shape``, or None."""
     kind = _pick(rng, (None,) + CONV_EXTRAS)
-    batch, channels, height, width = shape
-    if kind in ("max_pool2d", "avg_pool2d"):
-        if min(height, width) < 2:
-            return None
-        return Layer(kind, params=layer_options(kind, {"kernel_size": (2, 2), "stride": (2, 2)}))
-    if kind == "batch_norm":
-        training = bool(rng.random() < 0.8) and batch * height * width > 1
-        return Layer(kind, weight=rng.uniform(0.5, 1.5, channels), bias=rng.normal(0.0, 0.1, channels),
-                     params=layer_options(kind, {"training": training}),
-                     buffers={"running_mean": rng.normal(0.0, 0.1, channels),
-                              "running_var": rng.uniform(0.5, 1.5, channels)})
-    if kind == "layer_norm":
-        dims = int(rng.integers(1, 4))
-        normalized = shape[-dims:]
-        return Layer(kind, weight=rng.uniform(0.5, 1.5, normalized), bias=rng.normal(0.0, 0.1, normalized),
-                     params=layer_options(kind, {"dims": dims}))
-    if kind == "dropout":
-        return Layer(kind, params=layer_options(kind, {"p": float(_pick(rng, (0.2, 0.5)))}))
-    return None
+    return None if kind is None else draw_layer(kind, rng, shape)
 
 
 def random_conv_scenarios(count: int, seed: int = DEFAULT_SEED) -> list[Scenario]:
@@ -224,7 +221,7 @@ def random_conv_scenarios(count: int, seed: int = DEFAULT_SEED) -> list[Scenario
 
 # --------------------------------------------------------------------------- recurrent networks
 
-RECURRENT_CELLS = tuple(name for name in ("rnn", "lstm", "gru") if LAYERS[name].random == "recurrent")
+RECURRENT_CELLS = random_pool("recurrent")
 _RECURRENT_STREAM = 0x5E0
 
 
@@ -253,24 +250,16 @@ def random_recurrent_scenario(seed: int, *, dtype: str | None = None) -> Scenari
     cells = []
     for _depth in range(int(rng.integers(1, 3))):
         kind = _pick(rng, RECURRENT_CELLS)
-        hidden = int(rng.integers(1, 6))
-        options = {"hidden_size": hidden, "bias": bool(rng.random() < 0.8),
-                   "bptt_chunk": int(_pick(rng, (0, 0, 1, 3)))}
-        if kind == "rnn":
-            options["nonlinearity"] = _pick(rng, ("tanh", "tanh", "relu"))
-        gates = {"rnn": 1, "lstm": 4, "gru": 3}[kind]
-        bound = 1.0 / math.sqrt(hidden)
-        shapes = {"weight_ih": (gates * hidden, features), "weight_hh": (gates * hidden, hidden)}
-        if options["bias"]:
-            shapes.update(bias_ih=(gates * hidden,), bias_hh=(gates * hidden,))
-        layers.append(Layer(kind, params=layer_options(kind, options),
-                            tensors={name: rng.uniform(-bound, bound, shape) for name, shape in shapes.items()}))
-        cells.append(kind + (f"-chunk{options['bptt_chunk']}" if options["bptt_chunk"] else ""))
+        layer = draw_layer(kind, rng, (batch, steps, features))
+        layers.append(layer)
+        chunk = layer.params["bptt_chunk"]
+        cells.append(kind + (f"-chunk{chunk}" if chunk else ""))
+        hidden = layer.params["hidden_size"]
         features = hidden
     last = bool(rng.random() < 0.5)
     if last:
         layers.append(Layer("last_step"))
-    width = int(rng.integers(2 if loss_type in ("cross_entropy", "softmax_cross_entropy") else 1, 5))
+    width = int(rng.integers(_fewest_outputs(LOSSES[loss_type]), 5))
     layers.append(Layer("linear", weight=initialise("xavier_normal", width, features, rng),
                         bias=rng.normal(0.0, 0.1, width)))
     layers.append(_output_layer(loss_type, "tanh", {}))

@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from backprop_verify.scenarios.catalog import ACTIVATIONS, DTYPES, INITIALIZERS, LAYERS, LOSSES, OPTIMIZERS, ParamSpec
+from backprop_verify.scenarios.catalog import (ACTIVATIONS, DTYPES, INITIALIZERS, LAYERS, LOSSES, OPTIMIZERS, LayerInfo,
+                                               ParamSpec)
 from backprop_verify.scenarios.init import default_bias, fans, initialise_shape, layer_rng
 from backprop_verify.scenarios.formula import FormulaError, parse_formula
 from backprop_verify.scenarios.model import Claim, Expectation, Layer, Loss, Optimizer, Scenario
@@ -184,6 +185,8 @@ class _Reader:
     def params(self, data: dict, specs: dict[str, ParamSpec], field: str) -> dict[str, Any]:
         out = {}
         for name, spec in specs.items():
+            if name not in data and spec.default_from in data:
+                data = {**data, name: data[spec.default_from]}  # pooling's stride: the kernel_size given
             if name not in data:
                 if spec.default is None:
                     self.fail(f"{field}.{name}", f"missing; expected {spec.doc or 'a value'}")
@@ -367,7 +370,7 @@ def _layers(r: _Reader, data: dict, input_shape: tuple[int, ...], seed: int) -> 
             r.unknown_keys(spec, {"type", *info.params}, field)
             layer = Layer(type=kind, params=r.params(spec, info.params, field))
         else:
-            layer = _LAYER_READERS[kind](r, spec, field, shape, seed, i)
+            layer = _LAYER_READERS.get(kind, _from_spec)(r, spec, field, shape, seed, i, LAYERS[kind])
         try:
             shape = output_shape(layer, shape)
         except ShapeError as err:
@@ -438,154 +441,108 @@ def _linear(r: _Reader, spec: dict, field: str, width: int, seed: int, index: in
     return Layer(type="linear", weight=weight, bias=bias)
 
 
-def _conv2d(r: _Reader, spec: dict, field: str, shape: tuple[int, ...], seed: int, index: int) -> Layer:
-    info = LAYERS["conv2d"]
+def _tensor_shapes(r: _Reader, info: LayerInfo, params: dict, shape: tuple[int, ...], field: str) -> dict:
+    """The spec's shapes of the layer's arrays for this input, its ``ShapeError`` reported at the option it names."""
+    try:
+        return info.tensor_shapes(params, shape)
+    except ShapeError as err:
+        r.fail(f"{field}.{err.field}" if err.field else field, str(err))
+
+
+def _from_spec(r: _Reader, spec: dict, field: str, shape: tuple[int, ...], seed: int, index: int,
+               info: LayerInfo) -> Layer:
+    """Any layer whose arrays a file gives as lists or leaves out: its options (``info.params``), then
+    each parameter and buffer of the shape the spec gives (``info.tensor_shapes``), checked, or the
+    spec's fill (γ = 1, β = 0, running statistics 0 and 1). A parameter the options switch off
+    (``info.switch``) is refused. Pooling, flatten, dropout, last_step and the normalisation layers
+    are read here."""
+    r.unknown_keys(spec, {"type", *info.parameters, *info.buffers, *info.params}, field)
+    params = r.params(spec, info.params, field)
+    shapes = _tensor_shapes(r, info, params, shape, field)
+    arrays = {}
+    for name in info.parameters + info.buffers:
+        if name not in shapes:
+            if name in spec:
+                r.fail(f"{field}.{name}", f"only allowed with {info.switch} = true")
+            continue
+        wanted = shapes[name]
+        if name not in spec:
+            arrays[name] = np.full(wanted, info.fills[name])
+            continue
+        value = r.tensor(spec[name], f"{field}.{name}", rank=len(wanted))
+        if value.shape != wanted:
+            r.fail(f"{field}.{name}", f"expected shape {wanted}, got {value.shape}")
+        if name in info.nonnegative and (value < 0).any():
+            r.fail(f"{field}.{name}", "expected variances >= 0" if "var" in name else "expected entries >= 0")
+        arrays[name] = value
+    return Layer(type=info.name, weight=arrays.get("weight"), bias=arrays.get("bias"), params=params,
+                 buffers={name: arrays[name] for name in info.buffers if name in arrays})
+
+
+# The layers whose file form is their own: a weight a file may leave to an initialiser (``init``,
+# ``scale``), linear's ``in`` / ``out``, an embedding's place in front. Every other layer is read
+# by ``_from_spec`` from its catalogue spec alone.
+
+
+def _conv2d(r: _Reader, spec: dict, field: str, shape: tuple[int, ...], seed: int, index: int,
+            info: LayerInfo) -> Layer:
     r.unknown_keys(spec, {"type", "weight", "bias", "init", "scale", *info.params}, field)
     params = r.params(spec, info.params, field)
-    if len(shape) != 4:
-        r.fail(f"{field}.type", f"conv2d takes (N, C, H, W), but its input has shape {shape}")
-    channels, groups = shape[1], params["groups"]
-    if channels % groups or params["out_channels"] % groups:
-        r.fail(f"{field}.groups", f"expected a divisor of the input channels ({channels}) and of out_channels "
-                                  f"({params['out_channels']}), got {groups}")
-    weight_shape = (params["out_channels"], channels // groups, *params["kernel_size"])
+    weight_shape = _tensor_shapes(r, info, params, shape, field)["weight"]
     weight, bias = _weight_and_bias(r, {"bias": True, **spec}, field, weight_shape, seed, index,
                                     "(out_channels, in_channels / groups, kh, kw)")
     return Layer(type="conv2d", weight=weight, bias=bias, params=params)
 
 
-def _pool(kind: str):
-    def read(r: _Reader, spec: dict, field: str, shape: tuple[int, ...], seed: int, index: int) -> Layer:
-        info = LAYERS[kind]
-        r.unknown_keys(spec, {"type", *info.params}, field)
-        params = r.params({"stride": spec.get("kernel_size"), **spec}, info.params, field)
-        return Layer(type=kind, params=params)
-
-    return read
-
-
-def _plain(kind: str):
-    def read(r: _Reader, spec: dict, field: str, shape: tuple[int, ...], seed: int, index: int) -> Layer:
-        info = LAYERS[kind]
-        r.unknown_keys(spec, {"type", *info.params}, field)
-        return Layer(type=kind, params=r.params(spec, info.params, field))
-
-    return read
-
-
-def _affine(r: _Reader, spec: dict, field: str, shape: tuple[int, ...], enabled: bool, key: str) -> tuple:
-    """A norm layer's γ (``weight``, default ones) and β (``bias``, default zeros) of ``shape``, or None, None."""
-    if not enabled:
-        for name in ("weight", "bias"):
-            if name in spec:
-                r.fail(f"{field}.{name}", f"only allowed with {key} = true")
-        return None, None
-    arrays = []
-    for name, default in (("weight", np.ones), ("bias", np.zeros)):
-        if name not in spec:
-            arrays.append(default(shape))
-            continue
-        value = r.tensor(spec[name], f"{field}.{name}", rank=len(shape))
-        if value.shape != shape:
-            r.fail(f"{field}.{name}", f"expected shape {shape}, got {value.shape}")
-        arrays.append(value)
-    return tuple(arrays)
-
-
-def _batch_norm(r: _Reader, spec: dict, field: str, shape: tuple[int, ...], seed: int, index: int) -> Layer:
-    info = LAYERS["batch_norm"]
-    r.unknown_keys(spec, {"type", "weight", "bias", *info.buffers, *info.params}, field)
-    params = r.params(spec, info.params, field)
-    if len(shape) not in (2, 4):
-        r.fail(f"{field}.type", f"batch_norm takes (N, F) or (N, C, H, W), but its input has shape {shape}")
-    channels = (shape[1],)
-    per_channel = shape[0] * math.prod(shape[2:])
-    if params["training"] and per_channel < 2:
-        r.fail(f"{field}.training", f"batch statistics need more than one value per channel, got {per_channel} "
-                                    f"(input shape {shape}); expected training = false, or a larger batch")
-    weight, bias = _affine(r, spec, field, channels, params["affine"], "affine")
-    buffers = {}
-    for name, default, positive in (("running_mean", np.zeros, False), ("running_var", np.ones, True)):
-        value = default(channels) if name not in spec else r.vector(spec[name], f"{field}.{name}")
-        if value.shape != channels:
-            r.fail(f"{field}.{name}", f"expected {channels[0]} entries (one per channel), got {value.shape[0]}")
-        if positive and (value < 0).any():
-            r.fail(f"{field}.{name}", "expected variances >= 0")
-        buffers[name] = value
-    return Layer(type="batch_norm", weight=weight, bias=bias, params=params, buffers=buffers)
-
-
-def _layer_norm(r: _Reader, spec: dict, field: str, shape: tuple[int, ...], seed: int, index: int) -> Layer:
-    info = LAYERS["layer_norm"]
-    r.unknown_keys(spec, {"type", "weight", "bias", *info.params}, field)
-    params = r.params(spec, info.params, field)
-    if params["dims"] > len(shape) - 1:
-        r.fail(f"{field}.dims", f"expected at most {len(shape) - 1} (the dimensions after the batch of the input "
-                                f"{shape}), got {params['dims']}")
-    normalized = tuple(shape[-params["dims"]:])
-    weight, bias = _affine(r, spec, field, normalized, params["elementwise_affine"], "elementwise_affine")
-    return Layer(type="layer_norm", weight=weight, bias=bias, params=params)
-
-
-_GATES = {"rnn": 1, "lstm": 4, "gru": 3}
-
-
-def _recurrent(kind: str):
+def _recurrent(r: _Reader, spec: dict, field: str, shape: tuple[int, ...], seed: int, index: int,
+               info: LayerInfo) -> Layer:
     """rnn, lstm, gru: ``weight_ih`` (G·H, F), ``weight_hh`` (G·H, H), ``bias_ih`` / ``bias_hh``
     (G·H,) given, or drawn as PyTorch draws them, U(−1/√H, 1/√H), from the layer's
-    generator; ``h0`` (and ``c0``) optional initial states (N, H)."""
-
-    def read(r: _Reader, spec: dict, field: str, shape: tuple[int, ...], seed: int, index: int) -> Layer:
-        info = LAYERS[kind]
-        r.unknown_keys(spec, {"type", "init", *info.parameters, *info.data, *info.params}, field)
-        params = r.params(spec, info.params, field)
-        if len(shape) != 3:
-            r.fail(f"{field}.type", f"{kind} takes sequences (N, T, F), but its input has shape {shape}")
-        batch, _steps, features = shape
-        hidden = params["hidden_size"]
-        rows = _GATES[kind] * hidden
-        shapes = {"weight_ih": (rows, features), "weight_hh": (rows, hidden), "bias_ih": (rows,), "bias_hh": (rows,)}
-        if not params["bias"]:
-            for name in ("bias_ih", "bias_hh"):
-                if name in spec:
-                    r.fail(f"{field}.{name}", "only allowed with bias = true")
-            del shapes["bias_ih"], shapes["bias_hh"]
-        init = r.string(spec, "init", f"{field}.init", choices=("pytorch_default",), default="pytorch_default")
-        r.within(f"{field}.weight_ih", f"the number of entries of shape {shapes['weight_ih']}",
-                 math.prod(shapes["weight_ih"]), "elements")
-        r.within(f"{field}.weight_hh", f"the number of entries of shape {shapes['weight_hh']}",
-                 math.prod(shapes["weight_hh"]), "elements")
-        rng = layer_rng(seed, index)
-        bound = 1.0 / math.sqrt(hidden)
-        tensors = {}
-        for name, wanted in shapes.items():  # drawn in this order whether given or not: the rest stay put
-            drawn = rng.uniform(-bound, bound, wanted) if init == "pytorch_default" else None
+    generator; ``h0`` (and ``c0``) optional initial states (N, H). G is the spec's ``gates``."""
+    kind = info.name
+    r.unknown_keys(spec, {"type", "init", *info.parameters, *info.data, *info.params}, field)
+    params = r.params(spec, info.params, field)
+    every = _tensor_shapes(r, info, params, shape, field)
+    hidden = params["hidden_size"]
+    shapes = {name: wanted for name, wanted in every.items() if name in info.parameters}
+    if not params["bias"]:
+        for name in ("bias_ih", "bias_hh"):
             if name in spec:
-                value = r.tensor(spec[name], f"{field}.{name}", rank=len(wanted))
-                if value.shape != wanted:
-                    r.fail(f"{field}.{name}", f"expected shape {wanted}, got {value.shape} "
-                                              f"({_GATES[kind]} gate(s) × hidden_size {hidden})")
-                drawn = value
-            tensors[name] = drawn
-        states = {}
-        for name in info.data:
-            if name in spec:
-                value = r.tensor(spec[name], f"{field}.{name}", rank=2)
-                if value.shape != (batch, hidden):
-                    r.fail(f"{field}.{name}", f"expected shape {(batch, hidden)} (N, hidden_size), got {value.shape}")
-                states[name] = value
-        return Layer(type=kind, params=params, tensors=tensors, states=states)
+                r.fail(f"{field}.{name}", "only allowed with bias = true")
+    init = r.string(spec, "init", f"{field}.init", choices=("pytorch_default",), default="pytorch_default")
+    r.within(f"{field}.weight_ih", f"the number of entries of shape {shapes['weight_ih']}",
+             math.prod(shapes["weight_ih"]), "elements")
+    r.within(f"{field}.weight_hh", f"the number of entries of shape {shapes['weight_hh']}",
+             math.prod(shapes["weight_hh"]), "elements")
+    rng = layer_rng(seed, index)
+    bound = 1.0 / math.sqrt(hidden)
+    tensors = {}
+    for name, wanted in shapes.items():  # drawn in this order whether given or not: the rest stay put
+        drawn = rng.uniform(-bound, bound, wanted) if init == "pytorch_default" else None
+        if name in spec:
+            value = r.tensor(spec[name], f"{field}.{name}", rank=len(wanted))
+            if value.shape != wanted:
+                r.fail(f"{field}.{name}", f"expected shape {wanted}, got {value.shape} "
+                                          f"({info.gates} gate(s) × hidden_size {hidden})")
+            drawn = value
+        tensors[name] = drawn
+    states = {}
+    for name in info.data:
+        if name in spec:
+            value = r.tensor(spec[name], f"{field}.{name}", rank=2)
+            if value.shape != every[name]:
+                r.fail(f"{field}.{name}", f"expected shape {every[name]} (N, hidden_size), got {value.shape}")
+            states[name] = value
+    return Layer(type=kind, params=params, tensors=tensors, states=states)
 
-    return read
 
-
-def _embedding(r: _Reader, spec: dict, field: str, shape: tuple[int, ...], seed: int, index: int) -> Layer:
-    info = LAYERS["embedding"]
+def _embedding(r: _Reader, spec: dict, field: str, shape: tuple[int, ...], seed: int, index: int,
+               info: LayerInfo) -> Layer:
     r.unknown_keys(spec, {"type", "weight", "init", *info.params}, field)
     params = r.params(spec, info.params, field)
     if index != 0:
         r.fail(f"{field}.type", "embedding takes the token ids of data.x: expected it as the first layer")
-    wanted = (params["num_embeddings"], params["embedding_dim"])
+    wanted = _tensor_shapes(r, info, params, shape, field)["weight"]
     if "weight" in spec:
         weight = r.tensor(spec["weight"], f"{field}.weight", rank=2)
         if weight.shape != wanted:
@@ -608,20 +565,8 @@ def _check_token_ids(r: _Reader, x: np.ndarray, layer: Layer) -> None:
         r.fail(f"data.x[{n}][{t}]", f"{x[n, t]:g} is not a token id; expected an integer in [0, {count})")
 
 
-_LAYER_READERS = {
-    "rnn": _recurrent("rnn"),
-    "lstm": _recurrent("lstm"),
-    "gru": _recurrent("gru"),
-    "last_step": _plain("last_step"),
-    "embedding": _embedding,
-    "conv2d": _conv2d,
-    "max_pool2d": _pool("max_pool2d"),
-    "avg_pool2d": _pool("avg_pool2d"),
-    "flatten": _plain("flatten"),
-    "dropout": _plain("dropout"),
-    "batch_norm": _batch_norm,
-    "layer_norm": _layer_norm,
-}
+_LAYER_READERS = {"conv2d": _conv2d, "rnn": _recurrent, "lstm": _recurrent, "gru": _recurrent,
+                  "embedding": _embedding}
 
 
 def _loss(r: _Reader, data: dict, y: np.ndarray, layers: list[Layer]) -> Loss:

@@ -21,7 +21,7 @@ import math
 
 import numpy as np
 
-from backprop_verify.scenarios.catalog import OPTIMIZERS, layer_options, optimizer_options
+from backprop_verify.scenarios.catalog import LAYERS, OPTIMIZERS, layer_options, optimizer_options
 from backprop_verify.scenarios.generator import random_conv_scenario, random_scenario
 from backprop_verify.scenarios.init import initialise, layer_rng
 from backprop_verify.scenarios.model import Layer, Loss, Optimizer, Scenario
@@ -227,7 +227,7 @@ def recurrent_scenario(network: str, steps: int = RECURRENT_STEPS, seed: int = R
     """``network`` ("tanh ρ=R" or "lstm") over ``steps`` steps, loss ½Σ(ŷ − t)² on the last step."""
     rng = np.random.default_rng(seed)
     kind = "lstm" if network == "lstm" else "rnn"
-    gates = 4 if kind == "lstm" else 1
+    gates = LAYERS[kind].gates
     bound = 1.0 / math.sqrt(RECURRENT_HIDDEN)
     weight_hh = rng.uniform(-bound, bound, (gates * RECURRENT_HIDDEN, RECURRENT_HIDDEN))
     if kind == "rnn":

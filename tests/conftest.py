@@ -26,8 +26,8 @@ from backprop_verify.reports.commands import options
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
-# `pytest --report-dir DIR` writes DIR/discrepancies.csv (see reports/pytest_plugin.py).
-pytest_plugins = ("backprop_verify.reports.pytest_plugin", "pytester")
+# `pytest --report-dir DIR` writes DIR/discrepancies.csv (see reports/commands/pytest_plugin.py).
+pytest_plugins = ("backprop_verify.reports.commands.pytest_plugin", "pytester")
 
 DEFAULT_SWEEP_SEEDS = 50
 # A drawn sweep seed has 32 bits: short enough to retype, and any N in 0 .. 2**63-1 is accepted.

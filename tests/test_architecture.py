@@ -22,7 +22,7 @@ LAYERS = (
     ("reports.textbook",),
     ("reports.rendering",),
     ("reports.bench",),
-    ("reports.commands", "reports.pytest_plugin", "reports.report_suite", "reports.examples_plugin", "reports.check_layer"),
+    ("reports.commands", "reports.layer_check"),
     ("reports.cli",),
 )
 INDEPENDENT = (("manual", "reference"), ("reference", "manual"))

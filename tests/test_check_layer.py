@@ -1,4 +1,4 @@
-"""reports.check_layer: a user's own NumPy layer against torch autograd and finite differences.
+"""reports.layer_check (check_layer): a user's own NumPy layer against torch autograd and finite differences.
 
 The demo folder docs/examples/layer/ runs through pytest (``pytester``); the
 unit tests plant bugs — a missing factor in one element, a wrong row, a wrong
@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from backprop_verify.reports.check_layer import LayerCheck, check_layer
+from backprop_verify.reports.layer_check import LayerCheck, check_layer
 
 pytest_plugins = ["pytester"]
 

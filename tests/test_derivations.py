@@ -76,11 +76,11 @@ def _sigmoid_rule(formula):
 
 def test_a_wrong_formula_is_found_wrong_and_a_wrong_condition_is_flagged():
     settings = ({"label": "a"}, {"label": "b"})
-    wrong = Derivation("t-wrong", "x", "σ' = σ", "", settings, _sigmoid_rule(lambda s: s), corrected="σ(1 − σ)")
+    wrong = Derivation("t-wrong", "x", "σ' = σ", settings, _sigmoid_rule(lambda s: s), corrected="σ(1 − σ)")
     assert evaluate(wrong, 99).verdict == WRONG and not evaluate(wrong, 99).inconsistent
-    right = Derivation("t-right", "x", "σ' = σ(1 − σ)", "", settings, _sigmoid_rule(lambda s: s * (1 - s)))
+    right = Derivation("t-right", "x", "σ' = σ(1 − σ)", settings, _sigmoid_rule(lambda s: s * (1 - s)))
     assert evaluate(right, 99).verdict == HOLDS
-    slightly_off = Derivation("t-off", "x", "σ' ≈", "", settings, _sigmoid_rule(lambda s: s * (1 - s) * (1 + 1e-8)))
+    slightly_off = Derivation("t-off", "x", "σ' ≈", settings, _sigmoid_rule(lambda s: s * (1 - s) * (1 + 1e-8)))
     assert evaluate(slightly_off, 99).verdict == WRONG  # 1e-8 relative is far beyond the float64 tolerance
 
     def depends(setting, rng):
@@ -89,7 +89,7 @@ def test_a_wrong_formula_is_found_wrong_and_a_wrong_condition_is_flagged():
         s = 1 / (1 + np.exp(-z.detach().numpy()))
         return (s * (1 - s) if setting["label"] == "a" else s), z.grad.numpy(), s * (1 - s)
 
-    claimed_b = Derivation("t-cond", "x", "", "", settings, depends,
+    claimed_b = Derivation("t-cond", "x", "", settings, depends,
                            condition=("label b", lambda s: s["label"] == "b"), corrected="σ(1 − σ)")
     result = evaluate(claimed_b, 99)
     assert result.verdict == "holds when label b" and "selects ['b']" in result.inconsistent

@@ -1,4 +1,4 @@
-"""pytest collects a user's worked-example files (reports/examples_plugin.py, the pytest11
+"""pytest collects a user's worked-example files (reports/textbook/examples_plugin.py, the pytest11
 entry point): run on the demo folder docs/examples/ with pytester."""
 import shutil
 from pathlib import Path

@@ -124,7 +124,7 @@ def test_check_layer_imports_from_backprop_verify(installed, user_project):
 
         result = check_layer(Tanh(), torch.tanh, inputs=[(3, 4)])
         assert reports.OWNER == "the user"
-        import backprop_verify.reports.check_layer as ours
+        import backprop_verify.reports.layer_check as ours
         assert ours.__file__.startswith(%r), ours.__file__
         print("ok", len(list(result)))
         """) % str(python.parent.parent)

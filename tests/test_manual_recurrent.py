@@ -1,15 +1,17 @@
-"""RNN, LSTM, GRU, Embedding and LastStep by hand against torch.nn, one line per option set.
+"""RNN, LSTM, GRU, Embedding and LastStep by hand against torch, one line per option set.
 
-One helper runs a manual recurrent layer and its torch mirror — ``torch.nn.RNN``
-/ ``LSTM`` / ``GRU`` (batch_first) with the same parameters copied in — on the
-same seeded data, in float64 and float32, with a random upstream gradient δ on
-every hidden state, and compares through the project's tolerance policy and
-``compare``: the outputs, ∂L/∂x, every parameter gradient, ∂L/∂h0 and ∂L/∂c0
-where they are given, and for the LSTM every c_t and the total ∂L/∂c_t (torch:
-``LSTMCell`` step by step, ``autograd.grad`` of the loss with respect to each
-c_t). Truncated BPTT is emulated on the torch side as its definition says: run
-chunks of k steps and pass the state ``detach()``-ed from one chunk to the next.
-The injected-bug tests at the end must see a failure.
+One harness, ``tests.layer_harness.check_manual`` — check_layer's core
+(``reports.layer_check.check``) — runs a manual recurrent layer against torch's
+own cell (``torch.nn.RNNCell`` / ``LSTMCell`` / ``GRUCell``, the parameters
+passed in as tensors) stepped through time, on seeded draws in float64 or
+float32, with a random upstream gradient δ on every hidden state, and compares
+through the one tolerance policy: the outputs, ∂L/∂x, every parameter gradient,
+∂L/∂h0 and ∂L/∂c0 where they are given (float64: also against finite
+differences), and for the LSTM every c_t and the total ∂L/∂c_t. Truncated BPTT
+is emulated on the torch side as its definition says: the state ``detach()``-ed
+every k steps. ``test_recurrent_grid`` runs the layer grids' variants,
+``test_recurrent`` the option sets below. The injected-bug tests at the end must
+see a failure.
 """
 from __future__ import annotations
 
@@ -19,28 +21,19 @@ import torch
 import torch.nn.functional as F
 
 from backprop_verify.manual.embedding import Embedding
-from backprop_verify.manual.recurrent import GRU, LSTM, RNN, LastStep, activate_gates, gate_scale
+from backprop_verify.manual.recurrent import GRU, LSTM, RNN, activate_gates, gate_scale
 from backprop_verify.reports.verification.compare import compare
 from backprop_verify.scenarios.trace import Trace
-from tests.helpers import layer_trace
+from tests.layer_harness import DTYPES, SEED, check_manual, grid_variants
 
-SEED = 0
-DTYPES = ("float64", "float32")
 BATCH, FEATURES, HIDDEN = 3, 4, 5
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 MANUAL = {"rnn": RNN, "lstm": LSTM, "gru": GRU}
-TORCH = {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}
 PARAMETER_NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 
 
-# ---------------------------------------------------------------------------
-# The helper
-# ---------------------------------------------------------------------------
-
-
 def draw(cell: str, steps: int, bias: bool, initial_state: bool, seed: int = SEED) -> dict:
-    """x (N, T, F), the parameters (PyTorch's U(−1/√H, 1/√H), widened ×2 to reach the nonlinearities'
-    curved parts), h0/c0 when given, and δ_out (N, T, H), all float64."""
+    """x (N, T, F), the parameters (PyTorch's U(−1/√H, 1/√H), widened ×2), h0/c0 when given, δ_out (N, T, H)."""
     rng = np.random.default_rng(seed)
     width, bound = GATES[cell] * HIDDEN, 2.0 / np.sqrt(HIDDEN)
     parameters = {"weight_ih": rng.uniform(-bound, bound, (width, FEATURES)),
@@ -57,109 +50,42 @@ def draw(cell: str, steps: int, bias: bool, initial_state: bool, seed: int = SEE
                 delta=rng.standard_normal((BATCH, steps, HIDDEN)))
 
 
-def manual_trace(layer, data: dict, dtype: str) -> Trace:
-    cast = {name: value.astype(dtype) for name, value in data["states"].items()}
-    output = layer.forward(data["x"].astype(dtype), cast.get("h0"), cast.get("c0"))
-    delta = data["delta"].astype(dtype)
-    input_gradient = layer.backward(delta.copy())
-    ours = layer_trace(layer, output, delta, input_gradient)
-    for name in cast:
-        ours.put(f"layers.0.{name}.grad", getattr(layer, f"{name}_grad"))
-    if isinstance(layer, LSTM):
-        ours.put("layers.0.cell", layer.cells)
-        ours.put("layers.0.cell.grad", layer.cells_grad)
-    arrays = [output, input_gradient, *layer.gradients] + [getattr(layer, f"{name}_grad") for name in cast]
-    assert {a.dtype for a in arrays} == {np.dtype(dtype)}, "dtype not kept"
-    assert output.shape == data["delta"].shape and input_gradient.shape == data["x"].shape
-    return ours
+def run(layer, data: dict) -> dict:
+    """Forward and backward of a manual layer: its output, ∂L/∂W_hh and ∂L/∂h0."""
+    output = layer.forward(data["x"], data["states"].get("h0"), data["states"].get("c0"))
+    layer.backward(data["delta"])
+    return {"output": output, "weight_hh.grad": layer.weight_hh_grad, "h0.grad": layer.h0_grad}
 
 
-def chunks(steps: int, bptt_chunk: int) -> list[slice]:
-    """The time slices torch runs one after the other, the state detached between them."""
-    size = bptt_chunk or steps
-    return [slice(start, start + size) for start in range(0, steps, size)]
-
-
-def torch_trace(cell: str, data: dict, dtype: str, nonlinearity: str, bptt_chunk: int) -> Trace:
-    torch_dtype = getattr(torch, dtype)
-    tensors = {name: torch.tensor(value, dtype=torch_dtype) for name, value in data["parameters"].items()}
-    options = {"nonlinearity": nonlinearity} if cell == "rnn" else {}
-    module = TORCH[cell](FEATURES, HIDDEN, batch_first=True, bias="bias_ih" in tensors, dtype=torch_dtype, **options)
-    with torch.no_grad():
-        for name, value in tensors.items():
-            getattr(module, f"{name}_l0").copy_(value)
-    x = torch.tensor(data["x"], dtype=torch_dtype, requires_grad=True)
-    states = {name: torch.tensor(value, dtype=torch_dtype, requires_grad=True)
-              for name, value in data["states"].items()}
-    delta = torch.tensor(data["delta"], dtype=torch_dtype)
-    steps = x.shape[1]
-
-    state = None                                    # torch's zeros
-    if states:
-        state = (states["h0"][None], states["c0"][None]) if cell == "lstm" else states["h0"][None]
-    outputs = []
-    for part in chunks(steps, bptt_chunk):
-        output, state = module(x[:, part], state)
-        outputs.append(output)
-        state = tuple(s.detach() for s in state) if cell == "lstm" else state.detach()
-    output = torch.cat(outputs, dim=1)
-    output.backward(delta)
-
-    theirs = Trace("torch")
-    theirs.put("layers.0.output", output.detach().numpy())
-    theirs.put("layers.0.output.grad", delta.numpy())
-    theirs.put("input.grad", x.grad.numpy())
-    for name in PARAMETER_NAMES:
-        if name in tensors:
-            theirs.put(f"layers.0.{name}.grad", getattr(module, f"{name}_l0").grad.numpy())
-    for name, value in states.items():
-        theirs.put(f"layers.0.{name}.grad", value.grad.numpy())
+def variant(cell: str, steps: int = 12, bias: bool = True, initial_state: bool = False, bptt_chunk: int = 0,
+            nonlinearity: str = "tanh") -> tuple[tuple[int, int, int], dict]:
+    """(input shape, options) of one option set: N = 3, F = 4, H = 5; ``initial_state`` gives h0 (and c0)."""
+    options = {"hidden_size": HIDDEN, "bias": bias, "bptt_chunk": bptt_chunk, "h0": initial_state}
     if cell == "lstm":
-        cells, cell_grads = lstm_cells(module, data, torch_dtype, bptt_chunk)
-        theirs.put("layers.0.cell", cells)
-        theirs.put("layers.0.cell.grad", cell_grads)
-    return theirs
+        options["c0"] = initial_state
+    if cell == "rnn":
+        options["nonlinearity"] = nonlinearity
+    return (BATCH, steps, FEATURES), options
 
 
-def lstm_cells(module, data: dict, torch_dtype, bptt_chunk: int):
-    """Every c_t and the total ∂L/∂c_t, from ``LSTMCell`` run step by step (the same detach rule)."""
-    cell = torch.nn.LSTMCell(FEATURES, HIDDEN, bias=module.bias, dtype=torch_dtype)
-    with torch.no_grad():
-        for name in PARAMETER_NAMES:
-            if hasattr(module, f"{name}_l0"):
-                getattr(cell, name).copy_(getattr(module, f"{name}_l0"))
-    x = torch.tensor(data["x"], dtype=torch_dtype)
-    delta = torch.tensor(data["delta"], dtype=torch_dtype)
-    zeros = torch.zeros(BATCH, HIDDEN, dtype=torch_dtype)
-    h = torch.tensor(data["states"]["h0"], dtype=torch_dtype) if data["states"] else zeros
-    c = torch.tensor(data["states"]["c0"], dtype=torch_dtype) if data["states"] else zeros
-    cells, loss = [], 0.0
-    for t in range(x.shape[1]):
-        if bptt_chunk and t and t % bptt_chunk == 0:
-            h, c = h.detach(), c.detach()
-        h, c = cell(x[:, t], (h, c))
-        cells.append(c)
-        loss = loss + (h * delta[:, t]).sum()
-    cell_grads = torch.autograd.grad(loss, cells)
-    return (torch.stack(cells, 1).detach().numpy(), torch.stack(cell_grads, 1).numpy())
-
-
-def failures(cell: str, steps: int = 12, bias: bool = True, initial_state: bool = False, bptt_chunk: int = 0,
-             nonlinearity: str = "tanh", dtype: str = "float64", layer_class=None) -> dict[str, str]:
-    """{address: row} for every address where the manual layer and torch disagree beyond the tolerance."""
-    data = draw(cell, steps, bias, initial_state)
-    parameters = {name: value.astype(dtype) for name, value in data["parameters"].items()}
-    options = {"nonlinearity": nonlinearity} if cell == "rnn" else {}
-    layer = (layer_class or MANUAL[cell])(**parameters, bptt_chunk=bptt_chunk, **options)
-    ours = manual_trace(layer, data, dtype)
-    theirs = torch_trace(cell, data, dtype, nonlinearity, bptt_chunk)
-    return {row.address: f"max_abs={row.max_abs:.2e} max_rel={row.max_rel:.2e} tol={row.tolerance:.0e}"
-            for row in compare(ours, theirs, dtype, "manual-torch") if not row.passed}
+def failing(cell: str, dtype: str, layer_class=None, **options) -> set[str]:
+    """The quantities (``output``, ``input.grad``, ``weight_hh.grad``, ``cell.grad``, …) that fail on some draw."""
+    result = check_manual(cell, *variant(cell, **options), dtype, layer_class=layer_class, raises=False)
+    return {row.quantity for row in result.failures}
 
 
 # ---------------------------------------------------------------------------
 # The cells
 # ---------------------------------------------------------------------------
+
+GRID = [(kind, *v) for kind in ("rnn", "lstm", "gru", "last_step") for v in grid_variants(kind)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kind, label, shape, options", GRID, ids=[f"{c[0]}-{c[1]}-s{SEED}" for c in GRID])
+def test_recurrent_grid(kind, label, shape, options, dtype):
+    check_manual(kind, shape, options, dtype)
+
 
 CELLS = [  # (id, cell, nonlinearity)
     ("rnn-tanh", "rnn", "tanh"),
@@ -189,22 +115,20 @@ OPTIONS = [  # (id, steps, bias, given h0/c0, bptt_chunk)
                          ids=[f"{case[0]}-s{SEED}" for case in OPTIONS])
 @pytest.mark.parametrize("cell_id, cell, nonlinearity", CELLS, ids=[case[0] for case in CELLS])
 def test_recurrent(cell_id, cell, nonlinearity, name, steps, bias, initial_state, bptt_chunk, dtype):
-    failed = failures(cell, steps, bias, initial_state, bptt_chunk, nonlinearity, dtype)
-    assert not failed, f"manual vs torch: {failed}"
+    check_manual(cell, *variant(cell, steps, bias, initial_state, bptt_chunk, nonlinearity), dtype)
 
 
 @pytest.mark.parametrize("cell", ("rnn", "lstm", "gru"))
 def test_truncation_changes_gradients_not_values(cell):
     """bptt_chunk cuts gradient paths only: the same outputs, a different ∂L/∂W_hh, ∂L/∂h0 from chunk 0 only."""
     data = draw(cell, 12, True, True)
-    layers = [MANUAL[cell](**data["parameters"], bptt_chunk=k) for k in (0, 3)]
-    full, truncated = (manual_trace(layer, data, "float64") for layer in layers)
-    assert np.array_equal(full["layers.0.output"], truncated["layers.0.output"])
-    assert not np.allclose(full["layers.0.weight_hh.grad"], truncated["layers.0.weight_hh.grad"])
+    full, truncated = (run(MANUAL[cell](**data["parameters"], bptt_chunk=k), data) for k in (0, 3))
+    assert np.array_equal(full["output"], truncated["output"])
+    assert not np.allclose(full["weight_hh.grad"], truncated["weight_hh.grad"])
     # ∂L/∂h0 with truncation at k = ∂L/∂h0 of the first k steps alone
     first_chunk = {**data, "x": data["x"][:, :3], "delta": data["delta"][:, :3]}
-    alone = manual_trace(MANUAL[cell](**data["parameters"]), first_chunk, "float64")
-    assert np.array_equal(alone["layers.0.h0.grad"], truncated["layers.0.h0.grad"])
+    alone = run(MANUAL[cell](**data["parameters"]), first_chunk)
+    assert np.array_equal(alone["h0.grad"], truncated["h0.grad"])
 
 
 def test_parameters_are_the_callers_arrays_and_names_follow_the_bias():
@@ -243,7 +167,7 @@ def test_gates_in_tanh_form_match_torch_far_out(dtype):
 
 
 # ---------------------------------------------------------------------------
-# Embedding and last step
+# Embedding (integer ids: no input gradient, outside check_layer's contract) and last step
 # ---------------------------------------------------------------------------
 
 
@@ -282,16 +206,7 @@ def test_embedding_refuses_ids_out_of_range_and_floats():
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_last_step(dtype):
-    rng = np.random.default_rng(SEED)
-    x, delta = rng.standard_normal((3, 4, 5)).astype(dtype), rng.standard_normal((3, 5)).astype(dtype)
-    layer = LastStep()
-    output, input_gradient = layer.forward(x), None
-    input_gradient = layer.backward(delta)
-    x_t = torch.tensor(x, requires_grad=True)
-    output_t = x_t[:, -1]
-    output_t.backward(torch.tensor(delta))
-    assert np.array_equal(output, output_t.detach().numpy()) and np.array_equal(input_gradient, x_t.grad.numpy())
-    assert input_gradient.dtype == np.dtype(dtype) and layer.parameter_names == ()
+    check_manual("last_step", (3, 4, 5), {}, dtype)
 
 
 # ---------------------------------------------------------------------------
@@ -382,22 +297,22 @@ class GRUResetOnHidden(GRU):
 @pytest.mark.parametrize("cell", ("rnn", "lstm", "gru"))
 def test_bptt_without_the_recurrent_term_is_caught(cell, dtype):
     """The W_hhᵀ δ_{t+1} term dropped: only ∂L/∂W_hh's "last step" contributions survive — wrong for T > 1."""
-    assert not failures(cell, dtype=dtype)
-    wrong = failures(cell, dtype=dtype, layer_class=without_recurrent_term(MANUAL[cell]))
-    assert "layers.0.output" not in wrong
-    assert {"input.grad", "layers.0.weight_hh.grad", "layers.0.weight_ih.grad"} <= set(wrong)
+    assert not failing(cell, dtype)
+    wrong = failing(cell, dtype, layer_class=without_recurrent_term(MANUAL[cell]))
+    assert "output" not in wrong
+    assert {"input.grad", "weight_hh.grad", "weight_ih.grad"} <= wrong
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_lstm_forget_gate_without_the_cell_state_is_caught(dtype):
-    assert not failures("lstm", initial_state=True, dtype=dtype)
-    wrong = failures("lstm", initial_state=True, dtype=dtype, layer_class=LSTMForgetGateWithoutCell)
-    assert "layers.0.output" not in wrong and "layers.0.cell" not in wrong
-    assert {"input.grad", "layers.0.weight_ih.grad", "layers.0.weight_hh.grad", "layers.0.cell.grad"} <= set(wrong)
+    assert not failing("lstm", dtype, initial_state=True)
+    wrong = failing("lstm", dtype, initial_state=True, layer_class=LSTMForgetGateWithoutCell)
+    assert "output" not in wrong and "cell" not in wrong
+    assert {"input.grad", "weight_ih.grad", "weight_hh.grad", "cell.grad"} <= wrong
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_gru_reset_gate_on_the_hidden_state_is_caught(dtype):
-    assert not failures("gru", initial_state=True, dtype=dtype)
-    wrong = failures("gru", initial_state=True, dtype=dtype, layer_class=GRUResetOnHidden)
-    assert {"layers.0.output", "input.grad", "layers.0.weight_hh.grad"} <= set(wrong)
+    assert not failing("gru", dtype, initial_state=True)
+    wrong = failing("gru", dtype, initial_state=True, layer_class=GRUResetOnHidden)
+    assert {"output", "input.grad", "weight_hh.grad"} <= wrong

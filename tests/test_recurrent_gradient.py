@@ -10,7 +10,7 @@ from backprop_verify.reports.verification.tolerance import tolerance
 
 @pytest.fixture(scope="module")
 def norms():
-    frame = recurrent_gradient()
+    frame = recurrent_gradient().curves
     return frame.pivot_table(index="step", columns=["network", "engine"], values="grad_norm")
 
 

@@ -12,9 +12,10 @@ import pytest
 
 from backprop_verify import manual
 from backprop_verify.reports.cli import build_parser, main as cli_main
-from backprop_verify.reports.commands.report import failure_line, main
+from backprop_verify.reports.commands.report import main
 from backprop_verify.reports.rendering import sections
-from backprop_verify.reports.rendering.table import csv_text, read_csv_text, rows_frame, validate_csv_text
+from backprop_verify.reports.rendering.table import (csv_text, failure_line, failure_lines, read_csv_text, rows_frame,
+                                                     validate_csv_text)
 from backprop_verify.reports.verification.compare import COLUMNS, compare
 from backprop_verify.scenarios.builtin import worked_example_paths
 from backprop_verify.scenarios.trace import Trace
@@ -142,8 +143,6 @@ def test_quiet_prints_only_the_totals_line(monkeypatch, tmp_path, capsys):
 
 
 def test_failure_lines_are_capped():
-    from backprop_verify.reports.commands.report import failure_lines
-
     rows = [{"scenario": f"s{i:03d}", "pair": "manual-torch", "dtype": "float64", "address": "loss",
              "max_abs": 1.0, "max_rel": 1.0, "tolerance": 1e-10, "passed": False, "note": "", "status": "fail",
              "worst_index": "", "value": 1.0, "reference_value": 0.0} for i in range(105)]

@@ -53,7 +53,7 @@ from backprop_verify.manual.engine import backward, build_loss, build_network, f
 from backprop_verify.reference.network import build_network as build_torch_network
 from backprop_verify.reports.verification.compare import compare
 from backprop_verify.scenarios.generator import random_scenario
-from backprop_verify.scenarios.catalog import layer_options
+from backprop_verify.scenarios.catalog import LAYERS, LOSSES, layer_options, recurrent_parameters
 from backprop_verify.scenarios.init import initialise_shape
 from backprop_verify.scenarios.model import Layer, Loss, Scenario
 from backprop_verify.scenarios.shapes import output_shape
@@ -180,12 +180,9 @@ class RecurrentBenchCase:
 
     def scenario(self, dtype: str) -> Scenario:
         rng = np.random.default_rng(self.seed)
-        gates = {"rnn": 1, "lstm": 4, "gru": 3}[self.cell]
-        bound = 1.0 / math.sqrt(self.hidden)
-        tensors = {name: rng.uniform(-bound, bound, shape) for name, shape in (
-            ("weight_ih", (gates * self.hidden, self.features)), ("weight_hh", (gates * self.hidden, self.hidden)),
-            ("bias_ih", (gates * self.hidden,)), ("bias_hh", (gates * self.hidden,)))}
-        layers = (Layer(self.cell, params=layer_options(self.cell, {"hidden_size": self.hidden}), tensors=tensors),
+        params = layer_options(self.cell, {"hidden_size": self.hidden})
+        tensors = recurrent_parameters(self.cell, params, (self.batch, self.steps, self.features), rng)
+        layers = (Layer(self.cell, params=params, tensors=tensors),
                   Layer("last_step"),
                   Layer("linear", weight=initialise_shape("xavier_normal", (self.classes, self.hidden), rng),
                         bias=np.zeros(self.classes)),
@@ -198,7 +195,7 @@ class RecurrentBenchCase:
     def flops(self) -> int:
         """2·N·T·G·H·(F + H) per product (the input and hidden projections of every step), ×3 less
         the input gradient of the first layer — the matmul work, gate arithmetic not counted."""
-        gates = {"rnn": 1, "lstm": 4, "gru": 3}[self.cell]
+        gates = LAYERS[self.cell].gates
         per_product = 2 * self.batch * self.steps * gates * self.hidden * (self.features + self.hidden)
         return 3 * per_product + 3 * 2 * self.batch * self.classes * self.hidden
 
@@ -266,7 +263,7 @@ def case_scenario(case: BenchCase, dtype: str) -> Scenario:
         layers.append(Layer("linear", weight=weight, bias=bias))
         layers.append(Layer(case.hidden if index < len(pairs) - 1 else case.output))
     x = rng.normal(0.0, 1.0, (case.batch, case.widths[0]))
-    if case.loss[0] in ("cross_entropy", "softmax_cross_entropy"):
+    if LOSSES[case.loss[0]].target_domain == "distribution":  # one-hot rows; real targets otherwise
         y = np.eye(case.widths[-1])[rng.integers(0, case.widths[-1], size=case.batch)]
     else:
         y = rng.normal(0.0, 1.0, (case.batch, case.widths[-1]))

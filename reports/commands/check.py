@@ -42,12 +42,16 @@ from pathlib import Path
 import pandas as pd
 
 from backprop_verify.reports.commands import options
+from backprop_verify.reports.rendering.table import failure_line
+from backprop_verify.reports.verification.compare import FAIL, compare
 from backprop_verify.reports.verification.tolerance import tolerance as tolerance_of
 from backprop_verify.reports.rendering.io import atomic_write_many, atomic_write_text, checkpoint
 from backprop_verify.reports.textbook import claims as claim_checks
 from backprop_verify.reports.textbook.derivations import derivation_text, evaluate_all, frame_of
-from backprop_verify.reports.textbook.errata import COLUMNS, DISAGREE, ERRATUM, MATCH, PASSING, ROUNDING, check_scenario
-from backprop_verify.scenarios.loader import DEFAULT_LIMITS, ScenarioError, load_scenario
+from backprop_verify.reports.textbook.errata import (COLUMNS, DISAGREE, ERRATUM, MATCH, PASSING, ROUNDING, ExampleCheck,
+                                                     check_example)
+from backprop_verify.scenarios.loader import DEFAULT_LIMITS, Limits, ScenarioError, load_scenario
+from backprop_verify.scenarios.model import Scenario
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -107,17 +111,12 @@ def _exact(value: float) -> str:
     return "nan" if isinstance(value, float) and math.isnan(value) else format(float(value), ".17g")
 
 
-def _engine_failure_lines(scenario) -> list[str]:
-    """Where manual and torch disagree anywhere in the scenario (float64): one line per address,
-    with its worst element (``reports.commands.report.failure_line``)."""
-    from backprop_verify import manual
-    from backprop_verify import reference
-    from backprop_verify.reports.commands.report import failure_line
-    from backprop_verify.reports.verification.compare import FAIL, compare
-
-    scenario = scenario if scenario.dtype == "float64" else scenario.astype("float64")
-    rows = compare(manual.run(scenario), reference.run(scenario), "float64", "manual-torch")
-    return [failure_line({"scenario": scenario.name, "pair": "manual-torch", **row._asdict()})
+def _engine_failure_lines(example: ExampleCheck) -> list[str]:
+    """Where manual and torch disagree anywhere in the example (float64): one line per address, with
+    its worst element (``reports.rendering.table.failure_line``), from the traces its verdicts were
+    judged on (no engine runs again)."""
+    rows = compare(example.manual, example.reference, "float64", "manual-torch")
+    return [failure_line({"scenario": example.scenario.name, "pair": "manual-torch", **row._asdict()})
             for row in rows if row.status == FAIL]
 
 
@@ -152,123 +151,192 @@ def _file_problems(files: list[str]) -> list[str]:
     return problems
 
 
-def main(args: argparse.Namespace) -> int:
+@dataclasses.dataclass
+class _Checked:
+    """Every example run: its verdicts (with the traces they were judged on) and its claims."""
+    examples: list[ExampleCheck] = dataclasses.field(default_factory=list)
+    claims: list[claim_checks.ClaimResult] = dataclasses.field(default_factory=list)
+
+    @property
+    def rows(self) -> list[dict]:
+        return [row for example in self.examples for row in example.rows]
+
+
+def _refused(args: argparse.Namespace) -> bool:
+    """Step 1: the FILE arguments and ``--out``, before anything is read (exit 2, one line each)."""
     if not args.files and not args.derivations:
         print("backprop-verify check: FILE: none given; expected at least one scenario file (or --derivations)",
               file=sys.stderr)
-        return 2
+        return True
     problems = _file_problems(args.files)
     problem = options.writable_folder(args.out)
     if problem:
         problems.append(f"--out: {problem}")
-    if options.refused("check", problems):
-        return 2
-    limits = dataclasses.replace(DEFAULT_LIMITS, **dict(args.limit))
+    return options.refused("check", problems)
+
+
+def _invalid(err: ScenarioError, what: str = "run or written") -> None:
+    print(f"backprop-verify check: {err}", file=sys.stderr)
+    print(f"nothing was {what}", file=sys.stderr)
+
+
+def _load_all(files: list[str], limits: Limits) -> list[Scenario] | None:
+    """Step 2: every file loaded and every claim's formula evaluated on zero arrays of the file's shapes
+    (no engine runs); None, after the message, if any file is invalid."""
     scenarios = []
-    for path in args.files:
+    for path in files:
         checkpoint()
         try:
             scenarios.append(load_scenario(path, limits))
         except ScenarioError as err:
-            print(f"backprop-verify check: {err}", file=sys.stderr)
-            print("nothing was run or written", file=sys.stderr)
-            return 2
+            _invalid(err)
+            return None
     for scenario in scenarios:
         checkpoint()
         try:
-            claim_checks.validate_claims(scenario, limits)  # zero arrays of the file's shapes: no engine runs
+            claim_checks.validate_claims(scenario, limits)
         except ScenarioError as err:
-            print(f"backprop-verify check: {err}", file=sys.stderr)
-            print("nothing was run or written", file=sys.stderr)
-            return 2
+            _invalid(err)
+            return None
+    return scenarios
 
-    out = Path(args.out)
-    quiet = args.quiet
-    rows: list[dict] = []
-    claim_results: list[claim_checks.ClaimResult] = []
-    disputed = []
+
+def _check_all(scenarios: list[Scenario], limits: Limits, quiet: bool) -> _Checked | None:
+    """Step 3: each example through both engines once (``errata.check_example``), its claims judged, its
+    table printed; None, after the message, if a claim's evaluation-time guard refuses the data."""
+    checked = _Checked()
     for scenario in scenarios:
         checkpoint()
-        scenario_rows = check_scenario(scenario)
-        rows += scenario_rows
+        example = check_example(scenario)
+        checked.examples.append(example)
         checkpoint()
         try:
-            scenario_claims = claim_checks.check_claims(scenario, limits)
+            claims = claim_checks.check_claims(scenario, limits)
         except ScenarioError as err:  # an evaluation-time guard on the data: refused, nothing written
-            print(f"backprop-verify check: {err}", file=sys.stderr)
-            print("nothing was written", file=sys.stderr)
-            return 2
-        claim_results += scenario_claims
-        if any(r["verdict"] == DISAGREE for r in scenario_rows):
-            disputed.append(scenario)
+            _invalid(err, "written")
+            return None
+        checked.claims += claims
         if not quiet:
-            print(f"{scenario.name} ({scenario.path})")
-            print(_table(scenario_rows) if scenario_rows else "  (no printed numbers to check)")
-            if scenario_claims:
-                print("  claims (each formula against autograd, on the file's data and seeded random draws):")
-                print(claim_checks.claims_text(scenario_claims))
-            print()
+            _print_example(scenario, example.rows, claims)
+    return checked
 
+
+def _print_example(scenario: Scenario, rows: list[dict], claims: list) -> None:
+    print(f"{scenario.name} ({scenario.path})")
+    print(_table(rows) if rows else "  (no printed numbers to check)")
+    if claims:
+        print("  claims (each formula against autograd, on the file's data and seeded random draws):")
+        print(claim_checks.claims_text(claims))
+    print()
+
+
+def _write(out: Path, checked: _Checked) -> None:
+    """Step 4: textbook.csv and claims.csv, in one atomic write."""
+    atomic_write_many({out / "textbook.csv": csv_text(checked.rows),
+                       out / "claims.csv": claim_checks.csv_text(checked.claims)})
+
+
+def _summarise(out: Path, checked: _Checked, quiet: bool) -> int:
+    """Step 5: the totals, then (unless ``--quiet``) the wrong claims, the rows judged at float64's
+    resolution, every verdict other than match and the failure lines; the exit status (0 or 1)."""
+    rows, claim_results, files = checked.rows, checked.claims, len(checked.examples)
+    counts = {v: sum(1 for r in rows if r["verdict"] == v) for v in (MATCH, ROUNDING, ERRATUM, DISAGREE)}
+    print(f"{len(rows)} printed number{'s' * (len(rows) != 1)} in {files} file{'s' * (files != 1)}: "
+          + ", ".join(f"{n} {v}" for v, n in counts.items()) + f"; rows in {out / 'textbook.csv'}")
+    wrong_claims = [r for r in claim_results if r.verdict == claim_checks.WRONG]
+    if claim_results:
+        print(f"{len(claim_results)} claim{'s' * (len(claim_results) != 1)}: "
+              f"{len(claim_results) - len(wrong_claims)} holds, {len(wrong_claims)} wrong; rows in {out / 'claims.csv'}")
+    if not quiet:
+        _print_wrong_claims(wrong_claims)
+        _print_findings(rows)
+        _print_failures(checked)
+    disagreements = [r for r in rows if r["verdict"] == DISAGREE]
+    if disagreements:
+        print(f"\nbackprop-verify check: manual and torch DISAGREE beyond the tolerance policy at "
+              f"{len(disagreements)} address(es); no verdict is given there — an engine is wrong "
+              f"(run `backprop-verify report` to locate it)", file=sys.stderr)
+    return 1 if wrong_claims or any(r["verdict"] not in PASSING for r in rows) else 0
+
+
+def _print_wrong_claims(wrong_claims: list) -> None:
+    if not wrong_claims:
+        return
+    print("\nWrong claims (the first draw that breaks each, with its own discrepancy; draw 0 is the file's "
+          "data; worst_rel is the worst over all draws):")
+    for r in wrong_claims:
+        print(f"  wrong  {r.example}  {r.at}: {r.statement} — formula {r.formula}; "
+              f"{claim_checks.first_breaking_draw(r)}; worst_rel {r.worst_rel:.2e} "
+              + ("(the file's data, its only draw)" if r.draws == 0 else f"(all draws, 0–{r.draws})"))
+
+
+def _print_findings(rows: list[dict]) -> None:
+    """The rows judged at float64's resolution, then every verdict other than match."""
+    beyond = [r for r in rows if r.get("resolution") is not None]
+    if beyond:
+        print("\nJudged at float64's resolution (printed with more digits than the engines' float64 values "
+              "resolve; match: the printed number reads as that float64):")
+        for r in beyond:
+            print(f"  {r['verdict']:8}  {r['example']}  {r['at']}: printed {r['printed']}, "
+                  f"computed {_computed(r)} — {r['note']}")
+    findings = [r for r in rows if r["verdict"] != MATCH]
+    if findings:
+        print("\nNot a match:")
+        for r in findings:
+            print(f"  {r['verdict']:8}  {r['example']}  {r['at']}: printed {r['printed']}, "
+                  f"computed {_computed(r)}" + (f" — {r['note']}" if r.get("note") else ""))
+
+
+def _print_failures(checked: _Checked) -> None:
+    """One line per erratum or disagreement, then, for an example whose engines disagree, every address
+    where they do (from the example's own traces)."""
+    failing = [r for r in checked.rows if r["verdict"] not in PASSING]
+    disputed = [e for e in checked.examples if any(r["verdict"] == DISAGREE for r in e.rows)]
+    if not failing and not disputed:
+        return
+    print("\nFailures (one line each: the address and element, both engines' values there, the tolerance):")
+    for r in failing:
+        print(_failure_line(r))
+    for example in disputed:
+        checkpoint()
+        for line in _engine_failure_lines(example):
+            print(line)
+
+
+def _derivations(out: Path) -> int:
+    """Step 6 (``--derivations``): the registry against autograd, derivations.csv; 1 only for an internal
+    inconsistency."""
+    checkpoint()
+    results = evaluate_all()
+    checkpoint()
+    atomic_write_text(out / "derivations.csv",
+                      frame_of(results).to_csv(index=False, float_format="%.3e", lineterminator="\n"))
+    print("\nDerivations (each formula against torch autograd over seeded random inputs):")
+    print(derivation_text(results))
+    print(f"rows in {out / 'derivations.csv'}")
+    inconsistent = [r for r in results if r.inconsistent]
+    for r in inconsistent:
+        print(f"backprop-verify check: derivation {r.id}: {r.inconsistent}", file=sys.stderr)
+    return 1 if inconsistent else 0
+
+
+def main(args: argparse.Namespace) -> int:
+    """Refuse bad arguments; load and validate every file; check each example (both engines once);
+    write textbook.csv and claims.csv; summarise; then, if asked, the derivations."""
+    if _refused(args):
+        return 2
+    limits = dataclasses.replace(DEFAULT_LIMITS, **dict(args.limit))
+    scenarios = _load_all(args.files, limits)
+    if scenarios is None:
+        return 2
+    out = Path(args.out)
     status = 0
     if scenarios:
-        atomic_write_many({out / "textbook.csv": csv_text(rows), out / "claims.csv": claim_checks.csv_text(claim_results)})
-        counts = {v: sum(1 for r in rows if r["verdict"] == v) for v in (MATCH, ROUNDING, ERRATUM, DISAGREE)}
-        print(f"{len(rows)} printed number{'s' * (len(rows) != 1)} in {len(scenarios)} file{'s' * (len(scenarios) != 1)}: " + ", ".join(f"{n} {v}" for v, n in counts.items())
-              + f"; rows in {out / 'textbook.csv'}")
-        wrong_claims = [r for r in claim_results if r.verdict == claim_checks.WRONG]
-        if claim_results:
-            print(f"{len(claim_results)} claim{'s' * (len(claim_results) != 1)}: "
-                  f"{len(claim_results) - len(wrong_claims)} holds, {len(wrong_claims)} wrong; rows in {out / 'claims.csv'}")
-        if wrong_claims and not quiet:
-            print("\nWrong claims (the first draw that breaks each, with its own discrepancy; draw 0 is the file's "
-                  "data; worst_rel is the worst over all draws):")
-            for r in wrong_claims:
-                print(f"  wrong  {r.example}  {r.at}: {r.statement} — formula {r.formula}; "
-                      f"{claim_checks.first_breaking_draw(r)}; worst_rel {r.worst_rel:.2e} "
-                      + ("(the file's data, its only draw)" if r.draws == 0 else f"(all draws, 0–{r.draws})"))
-        if wrong_claims:
-            status = 1
-        beyond = [] if quiet else [r for r in rows if r.get("resolution") is not None]
-        if beyond:
-            print("\nJudged at float64's resolution (printed with more digits than the engines' float64 values "
-                  "resolve; match: the printed number reads as that float64):")
-            for r in beyond:
-                print(f"  {r['verdict']:8}  {r['example']}  {r['at']}: printed {r['printed']}, "
-                      f"computed {_computed(r)} — {r['note']}")
-        findings = [] if quiet else [r for r in rows if r["verdict"] != MATCH]
-        if findings:
-            print("\nNot a match:")
-            for r in findings:
-                print(f"  {r['verdict']:8}  {r['example']}  {r['at']}: printed {r['printed']}, "
-                      f"computed {_computed(r)}" + (f" — {r['note']}" if r.get("note") else ""))
-        failing = [] if quiet else [r for r in rows if r["verdict"] not in PASSING]
-        if failing or (disputed and not quiet):
-            print("\nFailures (one line each: the address and element, both engines' values there, the tolerance):")
-            for r in failing:
-                print(_failure_line(r))
-            for scenario in disputed:
-                checkpoint()
-                for line in _engine_failure_lines(scenario):
-                    print(line)
-        disagreements = [r for r in rows if r["verdict"] == DISAGREE]
-        if disagreements:
-            print(f"\nbackprop-verify check: manual and torch DISAGREE beyond the tolerance policy at "
-                  f"{len(disagreements)} address(es); no verdict is given there — an engine is wrong "
-                  f"(run `backprop-verify report` to locate it)", file=sys.stderr)
-        if any(r["verdict"] not in PASSING for r in rows):
-            status = 1
-
+        checked = _check_all(scenarios, limits, args.quiet)
+        if checked is None:
+            return 2
+        _write(out, checked)
+        status = _summarise(out, checked, args.quiet)
     if args.derivations:
-        checkpoint()
-        results = evaluate_all()
-        checkpoint()
-        atomic_write_text(out / "derivations.csv", frame_of(results).to_csv(index=False, float_format="%.3e", lineterminator="\n"))
-        print("\nDerivations (each formula against torch autograd over seeded random inputs):")
-        print(derivation_text(results))
-        print(f"rows in {out / 'derivations.csv'}")
-        inconsistent = [r for r in results if r.inconsistent]
-        for r in inconsistent:
-            print(f"backprop-verify check: derivation {r.id}: {r.inconsistent}", file=sys.stderr)
-        if inconsistent:
-            status = 1
+        status = max(status, _derivations(out))
     return status

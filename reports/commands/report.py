@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
+import platform
 import re
 import shlex
 import signal
@@ -27,6 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy
 import torch
 from threadpoolctl import threadpool_limits  # installed with scikit-learn
 from tqdm import tqdm
@@ -37,14 +39,14 @@ from backprop_verify.reports.rendering.html import render_html
 from backprop_verify.reports.commands import options
 from backprop_verify.reports.rendering.io import atomic_write_many, checkpoint
 from backprop_verify.reports.rendering.plots import all_plots
-from backprop_verify.reports.rendering.sections import MAX_SECTIONS, build_sections
-from backprop_verify.reports.verification.compare import TRIAGE_MEANING
-from backprop_verify.reports.rendering.summary import ReportData, environment, render_changes_markdown, render_markdown
-from backprop_verify.reports.rendering.table import csv_text, markdown, read_csv_text, rows_frame
+from backprop_verify.reports.rendering.sections import MAX_SECTIONS, build_sections, keep_maps
+from backprop_verify.reports.verification.detail import KeptMaps
+from backprop_verify.reports.rendering.summary import ReportData, render_changes_markdown, render_markdown
+from backprop_verify.reports.rendering.table import csv_text, failure_lines, markdown, read_csv_text, rows_frame
 from backprop_verify.reports.textbook.derivations import derivation_verdicts
 from backprop_verify.reports.textbook.errata import errata_table
 from backprop_verify.reports.verification.digits import digits_table
-from backprop_verify.reports.verification.runner import report_rows
+from backprop_verify.reports.verification.runner import report_verification
 from backprop_verify.reports.verification.recurrent import recurrent_gradient
 from backprop_verify.reports.verification.vanishing import vanishing_gradient
 from backprop_verify.scenarios.builtin import report_scenarios
@@ -108,29 +110,56 @@ def _one_thread() -> None:
     threadpool_limits(1)
 
 
-def rows_in_process(scenarios: list) -> str:
-    """discrepancies.csv text, every scenario verified in this process."""
+def environment() -> dict[str, str]:
+    """Versions of Python, NumPy, PyTorch and the BLAS libraries in use."""
+    blas = numpy.show_config(mode="dicts").get("Build Dependencies", {}).get("blas", {})
+    torch_blas = re.search(r"BLAS_INFO=([^,\s]+)", torch.__config__.show())
+    return {
+        "Python": platform.python_version(),
+        "NumPy": numpy.__version__,
+        "PyTorch": torch.__version__,
+        "NumPy BLAS": f"{blas.get('name', 'unknown')} {blas.get('version', '')}".strip(),
+        "PyTorch BLAS": torch_blas.group(1) if torch_blas else "unknown",
+        "Machine": f"{platform.system()} {platform.machine()}",
+    }
+
+
+def rows_in_process(scenarios: list, detail: str | None = None,
+                    with_maps: bool = True) -> tuple[str, dict]:
+    """(discrepancies.csv text, {scenario name: difference maps}), every scenario verified in this
+    process, each engine once. The maps of the scenarios that will get a report.html section are taken
+    from their traces right after each is verified (``sections.keep_maps``); every other trace is
+    dropped at once, so memory stays bounded."""
     rows = []
+    kept = KeptMaps(MAX_SECTIONS)
     with _progress(len(scenarios), "verifying") as bar:
         for scenario in scenarios:
             checkpoint()
-            rows += report_rows(scenario)
+            verified = report_verification(scenario)
+            rows += verified.rows
+            if with_maps:
+                keep_maps(kept, verified, detail)
             bar.update(1)
-    return csv_text(rows_frame(rows))
+    return csv_text(rows_frame(rows)), kept.maps()
 
 
-def rows_with_xdist(args: argparse.Namespace, total: int) -> str:
-    """discrepancies.csv text from ``pytest -n WORKERS --pyargs backprop_verify.reports.report_suite --report-dir TMP``."""
+def rows_with_xdist(args: argparse.Namespace, total: int, with_maps: bool = True) -> tuple[str, dict]:
+    """(discrepancies.csv text, {scenario name: difference maps}) from ``pytest -n WORKERS --pyargs
+    backprop_verify.reports.commands.report_suite --report-dir TMP``. The workers take the maps of the
+    scenarios that will get a section from their own traces (``--report-maps``): the report's process
+    never runs an engine again for a section."""
     package = Path(reports.__file__).resolve().parent
     root = package.parent
     with tempfile.TemporaryDirectory(prefix="backprop-verify-") as scratch:
         progress = Path(scratch) / "progress"
         progress.touch()
         log = Path(scratch) / "pytest.log"
-        # By module name (--pyargs): the suite imports as backprop_verify.reports.report_suite wherever it is installed.
-        command = [sys.executable, "-m", "pytest", "--pyargs", "backprop_verify.reports.report_suite", "-q",
+        maps_file = Path(scratch) / "maps.npz"
+        # By module name (--pyargs): the suite imports as backprop_verify.reports.commands.report_suite
+        # wherever it is installed.
+        command = [sys.executable, "-m", "pytest", "--pyargs", "backprop_verify.reports.commands.report_suite", "-q",
                    "-p", "no:cacheprovider",
-                   "-p", "backprop_verify.reports.pytest_plugin", "-n", str(args.workers), f"--rootdir={root}",
+                   "-p", "backprop_verify.reports.commands.pytest_plugin", "-n", str(args.workers), f"--rootdir={root}",
                    "--report-dir", scratch, "--report-seed", str(args.seed), "--report-random", str(args.random),
                    "--report-random-conv", str(args.random_conv),
                    "--report-random-recurrent", str(args.random_recurrent),
@@ -139,6 +168,10 @@ def rows_with_xdist(args: argparse.Namespace, total: int) -> str:
                    f"--basetemp={Path(scratch) / 'basetemp'}"]
         if args.only:
             command += ["--report-only", args.only]
+        if with_maps:
+            command += ["--report-maps", str(maps_file)]
+            if getattr(args, "detail", None):
+                command += ["--report-detail", args.detail]
         # A report started from inside a pytest-xdist worker must not look like one to its own pytest.
         env = {k: v for k, v in os.environ.items()
                if not (k.startswith("PYTEST_XDIST_") or k == "PYTEST_CURRENT_TEST")}
@@ -164,7 +197,8 @@ def rows_with_xdist(args: argparse.Namespace, total: int) -> str:
         if not csv_path.is_file():
             raise RuntimeError("pytest finished without writing discrepancies.csv:\n"
                                + log.read_text(errors="replace")[-3000:])
-        return csv_path.read_text(encoding="utf-8")
+        maps = KeptMaps.load(maps_file, MAX_SECTIONS).maps() if with_maps and maps_file.is_file() else {}
+        return csv_path.read_text(encoding="utf-8"), maps
 
 
 def stop_process_group(process: subprocess.Popen, grace: float = 5.0) -> None:
@@ -233,9 +267,9 @@ def build_report(args: argparse.Namespace, timestamp: str | None = None, with_pl
         raise UsageError(f"--detail: {detail!r} matches no scenario of this run; expected a pattern that matches "
                          "at least one scenario name (re.search)")
     if args.workers > 1:
-        csv = rows_with_xdist(args, len(scenarios))
+        csv, maps = rows_with_xdist(args, len(scenarios), with_maps=with_plots)
     else:
-        csv = rows_in_process(scenarios)
+        csv, maps = rows_in_process(scenarios, detail, with_maps=with_plots)
     checkpoint()
     frame = read_csv_text(csv)  # the summary is computed from the file's own numbers
     missing = sorted({s.name for s in scenarios} - set(frame["scenario"]))
@@ -262,7 +296,8 @@ def build_report(args: argparse.Namespace, timestamp: str | None = None, with_pl
         files["changes.md"] = render_changes_markdown(data.changes, data.compared_to)
     if with_plots:
         checkpoint()
-        data.sections, data.sections_left_out = build_sections(frame, {s.name: s for s in scenarios}, detail)
+        data.sections, data.sections_left_out = build_sections(frame, {s.name: s for s in scenarios}, detail,
+                                                                        maps)
         checkpoint()
         plots = all_plots(data)
         checkpoint()
@@ -316,34 +351,3 @@ def main(args: argparse.Namespace) -> int:
         if regressed:
             print(markdown(data.changes[data.changes["change"].isin(diff.REGRESSIONS)].head(50)))
     return 1 if totals["failures"] or regressed else 0
-
-
-MAX_FAILURE_LINES = 100
-_SIDES = {"manual-torch": ("manual", "torch"), "manual-fd": ("manual", "fd"), "torch-fd": ("torch", "fd")}
-
-
-def failure_line(row) -> str:
-    """``FAIL scenario pair address[i,j]: manual V, torch R (|a−b| D, max_rel M, tolerance T) — triage: meaning``,
-    values %.17g; the triage (which side is the odd one out) when the row has one."""
-    side, reference_side = _SIDES.get(row["pair"], ("a", "b"))
-    element = f"{row['address']}{row['worst_index']}" if isinstance(row["worst_index"], str) else row["address"]
-    if row["value"] == row["value"] or row["reference_value"] == row["reference_value"]:  # not both NaN
-        values = f"{side} {row['value']:.17g}, {reference_side} {row['reference_value']:.17g}"
-    else:
-        values = "no element to compare"
-    note = f"; {row['note']}" if row["note"] else ""
-    triage = row.get("triage") or ""
-    odd_one_out = f" — {triage}: {TRIAGE_MEANING[triage]}" if triage in TRIAGE_MEANING else ""
-    return (f"FAIL {row['scenario']} {row['pair']} {element}: {values} (|a−b| {row['max_abs']:.3e}, "
-            f"max_rel {row['max_rel']:.3e}, tolerance {row['tolerance']:.1e}{note}){odd_one_out}")
-
-
-def failure_lines(frame, limit: int = MAX_FAILURE_LINES) -> list[str]:
-    """One line per failing row, worst max_rel first, at most ``limit`` (then one line saying how many more)."""
-    from backprop_verify.reports.rendering.table import failures
-
-    failed = failures(frame)
-    lines = [failure_line(row) for row in failed.head(limit).to_dict("records")]
-    if len(failed) > limit:
-        lines.append(f"… and {len(failed) - limit} more failures in discrepancies.csv")
-    return lines

@@ -15,8 +15,7 @@ from markupsafe import Markup, escape
 
 from backprop_verify.reports.rendering.diff import REGRESSIONS, counts
 from backprop_verify.reports.rendering.plots import PLOTS
-from backprop_verify.reports.rendering.summary import (DIGITS_SOURCE, ReportData, digits_table, recurrent_sentence, recurrent_table,
-                                       vanishing_table)
+from backprop_verify.reports.rendering.summary import ReportData, recurrent_sentence
 from backprop_verify.reports.rendering.plots import heatmap_legend_svg
 from backprop_verify.reports.rendering.sections import MAX_SECTIONS, MAX_SECTION_ROWS, SECTION_COLUMNS
 from backprop_verify.reports.rendering.table import cell
@@ -121,10 +120,10 @@ def render_html(data: ReportData, plots: dict[str, bytes]) -> str:
         components=Markup(table_html(by_component, fail_column="failures", table_id="components")),
         plots=[(name, caption, base64.b64encode(plots[name]).decode("ascii"))
                for name, caption in PLOTS.items() if name in plots],
-        vanishing=Markup(table_html(vanishing_table(data.vanishing), floatfmt=".3e")),
-        recurrent=Markup(table_html(recurrent_table(data.recurrent), floatfmt=".3e")),
+        vanishing=Markup(table_html(data.vanishing.table, floatfmt=".3e")),
+        recurrent=Markup(table_html(data.recurrent.table, floatfmt=".3e")),
         recurrent_sentence=recurrent_sentence(data.recurrent),
-        digits=Markup(table_html(digits_table(data.digits), floatfmt=".6g")), digits_source=DIGITS_SOURCE,
+        digits=Markup(table_html(data.digits.table, floatfmt=".6g")), digits_source=data.digits.source,
         errata=Markup(table_html(_bad_first(data.errata, "verdict"), floatfmt=".6g", fail_column="verdict",
                                  scroll=True)),
         derivations=Markup(table_html(_bad_first(data.derivations, "verdict"), floatfmt=".6g",

@@ -11,6 +11,8 @@
 from __future__ import annotations
 
 import io
+import struct
+import zlib
 
 import matplotlib.ticker
 import numpy as np
@@ -18,13 +20,13 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from backprop_verify.reports.rendering.summary import DIGITS_SOURCE
 from backprop_verify.reports.rendering.table import relative_pass
 from backprop_verify.reports.verification.compare import step_of
 from backprop_verify.reports.verification.tolerance import tolerance
 
 DTYPE_COLORS = {"float64": "#1f77b4", "float32": "#d62728"}
-ACTIVATION_COLORS = {"sigmoid": "#1f77b4", "relu": "#ff7f0e", "sigmoid+batch_norm": "#2ca02c"}
+# The experiments' networks take these in their own order (``VanishingGradient.labels``).
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
 REL_LABEL = "max|a−b| / max|b| per address (normwise, dimensionless)"
 
 PLOTS = {
@@ -139,25 +141,28 @@ def optimizer_steps(frame: pd.DataFrame, components: dict[str, list[str]]) -> by
     return _png(figure)
 
 
-def vanishing_gradient(vanishing: pd.DataFrame) -> bytes:
+def _color(labels: tuple[str, ...], label: str) -> str:
+    return PALETTE[labels.index(label) % len(PALETTE)] if label in labels else PALETTE[2]
+
+
+def vanishing_gradient(vanishing) -> bytes:
+    """``VanishingGradient``: each network's norms against the layer, torch's as crosses, and its bound."""
     figure = _figure(10.0, 5.0)
     axis = figure.subplots()
-    for activation in sorted(vanishing["activation"].unique(), reverse=True):
-        color = ACTIVATION_COLORS.get(activation, "#2ca02c")
-        part = vanishing[vanishing["activation"] == activation]
+    curves = vanishing.curves
+    for activation in sorted(curves["activation"].unique(), reverse=True):
+        color = _color(vanishing.labels, activation)
+        part = curves[curves["activation"] == activation]
         manual_part = part[part["engine"] == "manual"].sort_values("layer")
         torch_part = part[part["engine"] == "torch"].sort_values("layer")
         axis.plot(manual_part["layer"], manual_part["grad_norm"], "-o", color=color, linewidth=2, markersize=6,
                   label=f"{activation}, manual engine")
         axis.plot(torch_part["layer"], torch_part["grad_norm"], "x", color="black", markersize=9,
                   markeredgewidth=1.5, label=f"{activation}, torch autograd")
-    depth = int(vanishing["layer"].max())
-    sigmoid = vanishing[(vanishing["activation"] == "sigmoid") & (vanishing["engine"] == "manual")]
-    if not sigmoid.empty:
-        top = float(sigmoid.loc[sigmoid["layer"] == depth, "grad_norm"].iloc[0])
-        layers = np.arange(1, depth + 1)
-        axis.plot(layers, top * 0.25 ** (depth - layers), ":", color=ACTIVATION_COLORS["sigmoid"], linewidth=1.2,
-                  label="0.25^(depth−l): σ' ≤ 0.25 per layer")
+    depth = vanishing.depth
+    if vanishing.bound_of is not None:
+        axis.plot(vanishing.bound["layer"].to_numpy(), vanishing.bound["grad_norm"].to_numpy(), ":",
+                  color=_color(vanishing.labels, vanishing.bound_of), linewidth=1.2, label=vanishing.bound_label)
     axis.set_yscale("log")
     axis.set_xticks(range(1, depth + 1))
     axis.set_xlabel(f"linear layer l (1 = next to the input, {depth} = output)")
@@ -172,10 +177,12 @@ def vanishing_gradient(vanishing: pd.DataFrame) -> bytes:
 NETWORK_COLORS = {"tanh ρ=0.5": "#1f77b4", "tanh ρ=1.0": "#2ca02c", "tanh ρ=1.5": "#d62728", "lstm": "#9467bd"}
 
 
-def recurrent_gradient(recurrent: pd.DataFrame) -> bytes:
-    """‖∂L/∂h_t‖ against t, one line per network by the manual engine, torch's values as crosses."""
+def recurrent_gradient(experiment) -> bytes:
+    """``RecurrentGradient``: ‖∂L/∂h_t‖ against t, one line per network by the manual engine, torch's
+    values as crosses."""
     figure = _figure(10.0, 5.0)
     axis = figure.subplots()
+    recurrent = experiment.curves
     for network in dict.fromkeys(recurrent["network"]):
         color = NETWORK_COLORS.get(network, "#555555")
         part = recurrent[recurrent["network"] == network]
@@ -185,7 +192,7 @@ def recurrent_gradient(recurrent: pd.DataFrame) -> bytes:
                   label=f"{network}, manual engine")
         axis.plot(torch_part["step"], torch_part["grad_norm"], "x", color="black", markersize=8, markeredgewidth=1.2,
                   label="torch autograd" if network == recurrent["network"].iloc[0] else None)
-    steps = int(recurrent["step"].max())
+    steps = experiment.steps
     axis.set_yscale("log")
     axis.set_xticks(range(1, steps + 1))
     axis.set_xlabel(f"time step t (the loss is on step {steps})")
@@ -196,11 +203,13 @@ def recurrent_gradient(recurrent: pd.DataFrame) -> bytes:
     return _png(figure)
 
 
-def digits_loss(digits: pd.DataFrame) -> bytes:
+def digits_loss(digits) -> bytes:
+    """``DigitsCurves``: both engines' loss curves, and their relative difference (``differences``)."""
     figure = _figure(11.0, 4.8)
     left, right = figure.subplots(1, 2)
     colors = matplotlib.colormaps["tab10"]
-    for index, (optimizer, group) in enumerate(digits.groupby("optimizer", sort=True)):
+    differences = dict(tuple(digits.differences.groupby("optimizer", sort=False)))
+    for index, (optimizer, group) in enumerate(digits.curves.groupby("optimizer", sort=True)):
         label = optimizer or "run"
         wide = group.pivot_table(index="step", columns="engine", values="loss", aggfunc="first")
         if "manual" in wide:
@@ -208,11 +217,13 @@ def digits_loss(digits: pd.DataFrame) -> bytes:
                       label=f"{label}, manual engine")
         if "torch" in wide:
             left.plot(wide.index, wide["torch"], "--", color="black", linewidth=1.0, label=f"{label}, torch")
-        if {"manual", "torch"} <= set(wide.columns):
-            diff = (wide["manual"] - wide["torch"]).abs() / wide["torch"].abs()
-            nonzero = diff[diff > 0]
-            right.plot(nonzero.index, nonzero, "o", markersize=4, color=colors(index % 10),
-                       label=f"{label} ({int((diff == 0).sum())} of {len(diff)} updates identical, not drawn)")
+        if optimizer in differences:
+            part = differences[optimizer]
+            nonzero = part[part["rel_diff"] > 0]
+            right.plot(nonzero["step"].to_numpy(), nonzero["rel_diff"].to_numpy(), "o", markersize=4,
+                       color=colors(index % 10),
+                       label=f"{label} ({int((part['rel_diff'] == 0).sum())} of {len(part)} updates identical, "
+                             "not drawn)")
     left.set_xlabel("update t (one optimizer step)")
     left.set_ylabel("cross-entropy loss (nats per sample)")
     left.set_title("Digits 64→32→10: loss at each update")
@@ -226,7 +237,7 @@ def digits_loss(digits: pd.DataFrame) -> bytes:
     right.set_title("Relative difference of the two curves")
     right.grid(True, which="major", alpha=0.3)
     right.legend(fontsize=9)
-    figure.suptitle(f"scikit-learn's bundled 8×8 digits; curves from {DIGITS_SOURCE}", fontsize=10)
+    figure.suptitle(f"scikit-learn's bundled 8×8 digits; curves from {digits.source}", fontsize=10)
     return _png(figure)
 
 
@@ -289,9 +300,6 @@ def reduce_for_heatmap(matrix: np.ndarray) -> tuple[np.ndarray, int]:
 
 def png_rgb(pixels: np.ndarray) -> bytes:
     """An 8-bit RGB PNG of ``pixels`` (height, width, 3), deterministic bytes."""
-    import struct
-    import zlib
-
     height, width, _ = pixels.shape
     raw = b"".join(b"\x00" + row.tobytes() for row in np.ascontiguousarray(pixels, np.uint8))
 

@@ -16,8 +16,13 @@ how many were left out). A section holds
   channel) for N-D tensors, at most ``MAX_TILES`` of them (those holding the
   largest differences).
 
-The arrays are recomputed here (``reports.verification.detail``), in the
-report's process and only for the scenarios that get a section.
+The arrays are not computed here: they come from the traces each scenario was
+verified with, taken right after it was verified and only for the scenarios
+that will get a section (``keep_maps``: the first ``MAX_SECTIONS`` by
+``section_key``, so memory stays bounded), in the report's process or — with
+``report --workers N`` — in the pytest-xdist worker that verified the scenario,
+which ships them to the report (``reports.verification.detail.KeptMaps``). No
+engine runs again for a section.
 """
 from __future__ import annotations
 
@@ -30,7 +35,9 @@ import pandas as pd
 
 from backprop_verify.reports.rendering.io import checkpoint
 from backprop_verify.reports.rendering.plots import heatmap_png, reduce_for_heatmap
+from backprop_verify.reports.rendering.table import csv_text, read_csv_text, rows_frame
 from backprop_verify.reports.verification.compare import FAIL, FLOOR, NOT_JUDGED, PASS
+from backprop_verify.reports.verification.detail import KeptMaps, Maps, difference_maps
 from backprop_verify.scenarios.model import Scenario
 
 MAX_SECTIONS = 30
@@ -81,15 +88,48 @@ class Section:
     heatmaps: list[Heatmap]
 
 
+_REASONS = (FAIL, FLOOR, NOT_JUDGED)
+
+
+def section_key(name: str, statuses, detail: str | None = None) -> tuple[int, str] | None:
+    """Where a scenario's section stands on the page, (group, name) — failing scenarios first, then floor
+    passes, then not-judged rows, then ``--detail`` matches — or None if it gets no section."""
+    present = set(statuses)
+    for group, status in enumerate(_REASONS):
+        if status in present:
+            return group, name
+    if detail and re.search(detail, name):
+        return len(_REASONS), name
+    return None
+
+
 def section_names(frame: pd.DataFrame, detail: str | None = None) -> tuple[list[str], int]:
     """(names of the scenarios that get a section, in page order; how many more would have had one)."""
-    names: list[str] = []
-    for status in (FAIL, FLOOR, NOT_JUDGED):
-        names += sorted(set(frame.loc[frame["status"] == status, "scenario"]) - set(names))
-    if detail:
-        pattern = re.compile(detail)
-        names += sorted({n for n in frame["scenario"].unique() if pattern.search(n)} - set(names))
+    keys = [section_key(name, rows["status"], detail) for name, rows in frame.groupby("scenario", sort=False)]
+    names = [name for _, name in sorted(key for key in keys if key is not None)]
     return names[:MAX_SECTIONS], max(0, len(names) - MAX_SECTIONS)
+
+
+def heatmap_rows(rows: pd.DataFrame) -> pd.DataFrame:
+    """The rows of one scenario that get a heatmap: its ``HEATMAPS_PER_SECTION`` worst addresses
+    (``_ordered``) that name one array (not ``step*``)."""
+    ordered = _ordered(rows)
+    return ordered[~ordered["address"].str.contains("*", regex=False)].head(HEATMAPS_PER_SECTION)
+
+
+def keep_maps(kept: KeptMaps, verified, detail: str | None = None) -> None:
+    """Offer one verified scenario (a ``runner.Verification``) to ``kept``: if it will get a section and
+    is among the first ``kept.limit``, its heatmaps' |a − b| arrays are taken from its traces now.
+
+    The worst addresses are chosen from the rows as ``discrepancies.csv`` holds them (rounded to its
+    digits), exactly as ``build_sections`` orders them later."""
+    name = verified.scenario.name
+    key = section_key(name, [row["status"] for row in verified.rows], detail)
+    if key is None or not kept.wants(name, key):
+        return
+    rows = read_csv_text(csv_text(rows_frame(verified.rows)))
+    worst = heatmap_rows(rows)
+    kept.keep(name, key, difference_maps(verified, list(zip(worst["pair"], worst["address"]))))
 
 
 def _ordered(rows: pd.DataFrame) -> pd.DataFrame:
@@ -166,14 +206,13 @@ def heatmap(pair: str, address: str, status: str, worst_index: str, tolerance: f
 
 
 def build_sections(frame: pd.DataFrame, scenarios: dict[str, Scenario], detail: str | None = None,
-                   maps=None) -> tuple[list[Section], int]:
+                   maps: dict[str, Maps] | None = None) -> tuple[list[Section], int]:
     """(the sections, how many scenarios were left out by ``MAX_SECTIONS``).
 
-    ``maps(scenario, [(pair, address)])`` gives the |a − b| arrays
-    (default ``reports.verification.detail.difference_maps``).
+    ``maps``: {scenario name: its |a − b| arrays} (``KeptMaps.maps()``, filled by ``keep_maps`` while
+    the scenarios were verified); a section without them has no heatmaps.
     """
-    if maps is None:
-        from backprop_verify.reports.verification.detail import difference_maps as maps  # heavy: runs the engines
+    maps = maps or {}
     names, left_out = section_names(frame, detail)
     by_scenario = dict(tuple(frame.groupby("scenario", sort=False)))
     sections = []
@@ -186,9 +225,8 @@ def build_sections(frame: pd.DataFrame, scenarios: dict[str, Scenario], detail: 
         scenario = scenarios.get(name)
         heatmaps = []
         if scenario is not None:
-            worst = rows[~rows["address"].str.contains("*", regex=False)].head(HEATMAPS_PER_SECTION)
-            arrays = maps(scenario, list(zip(worst["pair"], worst["address"])))
-            for row in worst.itertuples(index=False):
+            arrays = maps.get(name, {})
+            for row in heatmap_rows(rows).itertuples(index=False):
                 found = arrays.get((row.pair, row.address))
                 if found is not None and np.ndim(found[0]) > 0:
                     heatmaps.append(heatmap(row.pair, row.address, row.status, row.worst_index, row.tolerance,

@@ -5,11 +5,8 @@ bytes except for the one line that starts with ``Generated:``.
 """
 from __future__ import annotations
 
-import platform
-import re
 from dataclasses import dataclass, field
 
-import numpy
 import pandas as pd
 
 from backprop_verify.reports.rendering.diff import counts
@@ -30,9 +27,9 @@ class ReportData:
     command: str
     timestamp: str
     environment: dict[str, str] = field(default_factory=dict)
-    vanishing: pd.DataFrame | None = None    # reports.verification.vanishing.vanishing_gradient()
-    recurrent: pd.DataFrame | None = None    # reports.verification.recurrent.recurrent_gradient()
-    digits: pd.DataFrame | None = None       # reports.verification.digits.digits_table()
+    vanishing: object = None                 # reports.verification.vanishing.VanishingGradient
+    recurrent: object = None                 # reports.verification.recurrent.RecurrentGradient
+    digits: object = None                    # reports.verification.digits.DigitsCurves
     errata: pd.DataFrame | None = None       # reports.textbook.errata.errata_table()
     derivations: pd.DataFrame | None = None  # reports.textbook.derivations.derivation_verdicts()
     changes: pd.DataFrame | None = None      # reports.rendering.diff.changes(), with --compare-to
@@ -60,22 +57,6 @@ class ReportData:
             "failures": int(failed(frame).sum()),
             "fd_scenarios": int(frame.loc[frame["pair"].str.endswith("-fd"), "scenario"].nunique()),
         }
-
-
-def environment() -> dict[str, str]:
-    """Versions of Python, NumPy, PyTorch and the BLAS libraries in use."""
-    import torch  # heavy: asked for only by the report command, which has loaded it already
-
-    blas = numpy.show_config(mode="dicts").get("Build Dependencies", {}).get("blas", {})
-    torch_blas = re.search(r"BLAS_INFO=([^,\s]+)", torch.__config__.show())
-    return {
-        "Python": platform.python_version(),
-        "NumPy": numpy.__version__,
-        "PyTorch": torch.__version__,
-        "NumPy BLAS": f"{blas.get('name', 'unknown')} {blas.get('version', '')}".strip(),
-        "PyTorch BLAS": torch_blas.group(1) if torch_blas else "unknown",
-        "Machine": f"{platform.system()} {platform.machine()}",
-    }
 
 
 # ---------------------------------------------------------------------------
@@ -143,92 +124,39 @@ def _errata_markdown(errata: pd.DataFrame | None) -> list[str]:
     return lines + ["Every verdict other than `match`:", "", markdown(notable, floatfmt=".6g"), ""]
 
 
-def vanishing_table(vanishing: pd.DataFrame) -> pd.DataFrame:
-    """Layer × (activation, engine) gradient norms, plus the manual/torch relative difference."""
-    wide = vanishing.pivot_table(index="layer", columns=["activation", "engine"], values="grad_norm",
-                                 aggfunc="first")
-    table = pd.DataFrame({"layer": wide.index.astype(int)})
-    for activation in sorted({a for a, _ in wide.columns}, reverse=True):
-        manual_norm = wide[(activation, "manual")].to_numpy()
-        torch_norm = wide[(activation, "torch")].to_numpy()
-        table[f"{activation} manual"] = manual_norm
-        table[f"{activation} torch"] = torch_norm
-        table[f"{activation} rel. diff"] = abs(manual_norm - torch_norm) / abs(torch_norm)
-    return table
+def recurrent_sentence(recurrent) -> str:
+    """‖∂L/∂h_1‖ / ‖∂L/∂h_T‖ per network, by the manual engine (``RecurrentGradient.ratios``)."""
+    ratios = [f"{network} {ratio:.2e}" for network, ratio in recurrent.ratios.items()]
+    return (f"‖∂L/∂h_1‖ relative to ‖∂L/∂h_{recurrent.steps}‖ (the loss on the last step): "
+            + "; ".join(ratios) + ".")
 
 
-def recurrent_table(recurrent: pd.DataFrame) -> pd.DataFrame:
-    """Step × (network, engine) ‖∂L/∂h_t‖, every network's manual and torch columns side by side."""
-    wide = recurrent.pivot_table(index="step", columns=["network", "engine"], values="grad_norm", aggfunc="first")
-    table = pd.DataFrame({"step": wide.index.astype(int)})
-    for network in dict.fromkeys(recurrent["network"]):
-        for engine in ("manual", "torch"):
-            table[f"{network} {engine}"] = wide[(network, engine)].to_numpy()
-    return table
-
-
-def recurrent_sentence(recurrent: pd.DataFrame) -> str:
-    """‖∂L/∂h_1‖ / ‖∂L/∂h_T‖ per network, by the manual engine."""
-    manual = recurrent[recurrent["engine"] == "manual"]
-    ratios = []
-    for network, group in manual.groupby("network", sort=False):
-        ordered = group.sort_values("step")["grad_norm"].to_numpy()
-        ratios.append(f"{network} {ordered[0] / ordered[-1]:.2e}")
-    steps = int(recurrent["step"].max())
-    return (f"‖∂L/∂h_1‖ relative to ‖∂L/∂h_{steps}‖ (the loss on the last step): " + "; ".join(ratios) + ".")
-
-
-def _recurrent_markdown(recurrent: pd.DataFrame) -> list[str]:
+def _recurrent_markdown(recurrent) -> list[str]:
     return ["‖∂L/∂h_t‖ against t for tanh RNNs whose W_hh has spectral radius ρ = 0.5, 1.0 and 1.5 and for an "
             "LSTM whose forget gate starts open, computed by both engines (reports.verification.recurrent): the "
             "gradient through the hidden state vanishes for ρ < 1 and explodes for ρ > 1.", "",
-            recurrent_sentence(recurrent), "", markdown(recurrent_table(recurrent), floatfmt=".3e"), ""]
+            recurrent_sentence(recurrent), "", markdown(recurrent.table, floatfmt=".3e"), ""]
 
 
-def _vanishing_markdown(vanishing: pd.DataFrame) -> list[str]:
-    table = vanishing_table(vanishing)
-    depth = int(table["layer"].max())
+def _vanishing_markdown(vanishing) -> list[str]:
+    depth = vanishing.depth
     lines = [f"‖∂L/∂W⁽ˡ⁾‖_F per linear layer l (1 = next to the input) of a {depth}-layer network, "
              "the same weights and data with sigmoid, with ReLU and with sigmoid after a BatchNorm behind every "
              "linear layer, computed by both engines. σ'(z) ≤ 0.25, so each sigmoid layer multiplies the backward "
              "signal by at most 0.25·‖W‖.", ""]
-    ratios = {name: table.iloc[0][f"{name} manual"] / table.iloc[-1][f"{name} manual"]
-              for name in ("sigmoid", "relu", "sigmoid+batch_norm") if f"{name} manual" in table.columns}
-    if ratios:
+    if vanishing.ratios:
         lines += ["Layer 1's gradient norm relative to layer " + f"{depth}'s: "
-                  + "; ".join(f"{name} {ratio:.2e}" for name, ratio in ratios.items()) + "."]
-        if {"sigmoid", "sigmoid+batch_norm"} <= set(ratios):
-            lines += [f"BatchNorm multiplies that ratio by {ratios['sigmoid+batch_norm'] / ratios['sigmoid']:.3g}."]
+                  + "; ".join(f"{name} {ratio:.2e}" for name, ratio in vanishing.ratios.items()) + "."]
+        if vanishing.remedy_factor is not None:
+            lines += [f"{vanishing.remedy} multiplies that ratio by {vanishing.remedy_factor:.3g}."]
         lines += [""]
-    lines += [markdown(table, floatfmt=".3e"), ""]
+    lines += [markdown(vanishing.table, floatfmt=".3e"), ""]
     return lines
 
 
-def digits_table(digits: pd.DataFrame) -> pd.DataFrame:
-    records = []
-    for optimizer, group in digits.groupby("optimizer", sort=True):
-        wide = group.pivot_table(index="step", columns="engine", values="loss", aggfunc="first")
-        if not {"manual", "torch"} <= set(wide.columns):
-            continue
-        diff = (wide["manual"] - wide["torch"]).abs() / wide["torch"].abs()
-        records.append({"optimizer": optimizer or "—", "steps": int(wide.index.max()),
-                        "first loss": float(wide["torch"].iloc[0]),
-                        "last loss (manual)": float(wide["manual"].iloc[-1]),
-                        "last loss (torch)": float(wide["torch"].iloc[-1]),
-                        "worst rel. diff": float(diff.max())})
-        if "accuracy" in group.columns:
-            accuracy = group.groupby("engine")["accuracy"].first()
-            records[-1].update({"test accuracy (manual)": float(accuracy.get("manual", float("nan"))),
-                                "test accuracy (torch)": float(accuracy.get("torch", float("nan")))})
-    return pd.DataFrame(records)
-
-
-DIGITS_SOURCE = "reports.verification.digits.digits_curves (mini-batches of 64, 10 epochs)"
-
-
-def _digits_markdown(digits: pd.DataFrame) -> list[str]:
-    return [f"scikit-learn's bundled 8×8 digits, 64→32→10; curves from {DIGITS_SOURCE}.", "",
-            markdown(digits_table(digits), floatfmt=".6g"), ""]
+def _digits_markdown(digits) -> list[str]:
+    return [f"scikit-learn's bundled 8×8 digits, 64→32→10; curves from {digits.source}.", "",
+            markdown(digits.table, floatfmt=".6g"), ""]
 
 
 def render_changes_markdown(changes: pd.DataFrame, compared_to: str) -> str:

@@ -8,7 +8,8 @@ import re
 
 import pandas as pd
 
-from backprop_verify.reports.verification.compare import COLUMNS, FAIL, FLOOR, NOT_JUDGED, PASS, STATUSES, TRIAGES, WORST_COLUMNS
+from backprop_verify.reports.verification.compare import (COLUMNS, FAIL, FLOOR, NOT_JUDGED, PASS, STATUSES, TRIAGE_MEANING,
+                                                          TRIAGES, WORST_COLUMNS)
 
 FLOAT_FORMAT = "%.6e"
 VALUE_FORMAT = "%.17g"  # value and reference_value: every digit, so the element's numbers read back exactly
@@ -228,3 +229,32 @@ def cell(value, floatfmt: str = ".2e") -> str:
         return "—"
     text = str(value)
     return text.replace("|", "\\|").replace("\n", " ")
+
+
+MAX_FAILURE_LINES = 100
+_SIDES = {"manual-torch": ("manual", "torch"), "manual-fd": ("manual", "fd"), "torch-fd": ("torch", "fd")}
+
+
+def failure_line(row) -> str:
+    """``FAIL scenario pair address[i,j]: manual V, torch R (|a−b| D, max_rel M, tolerance T) — triage: meaning``,
+    values %.17g; the triage (which side is the odd one out) when the row has one."""
+    side, reference_side = _SIDES.get(row["pair"], ("a", "b"))
+    element = f"{row['address']}{row['worst_index']}" if isinstance(row["worst_index"], str) else row["address"]
+    if row["value"] == row["value"] or row["reference_value"] == row["reference_value"]:  # not both NaN
+        values = f"{side} {row['value']:.17g}, {reference_side} {row['reference_value']:.17g}"
+    else:
+        values = "no element to compare"
+    note = f"; {row['note']}" if row["note"] else ""
+    triage = row.get("triage") or ""
+    odd_one_out = f" — {triage}: {TRIAGE_MEANING[triage]}" if triage in TRIAGE_MEANING else ""
+    return (f"FAIL {row['scenario']} {row['pair']} {element}: {values} (|a−b| {row['max_abs']:.3e}, "
+            f"max_rel {row['max_rel']:.3e}, tolerance {row['tolerance']:.1e}{note}){odd_one_out}")
+
+
+def failure_lines(frame, limit: int = MAX_FAILURE_LINES) -> list[str]:
+    """One line per failing row, worst max_rel first, at most ``limit`` (then one line saying how many more)."""
+    failed = failures(frame)
+    lines = [failure_line(row) for row in failed.head(limit).to_dict("records")]
+    if len(failed) > limit:
+        lines.append(f"… and {len(failed) - limit} more failures in discrepancies.csv")
+    return lines

@@ -48,6 +48,7 @@ from backprop_verify import manual
 from backprop_verify import reference
 from backprop_verify.reports.verification.compare import family_scales
 from backprop_verify.reports.verification.tolerance import absolute_floor, tolerance
+from backprop_verify.scenarios.catalog import LOSSES
 from backprop_verify.scenarios.formula import FAMILIES, FUNCTIONS, MAX_EXPONENT, FormulaError, family_index, parse_formula
 from backprop_verify.scenarios.loader import DEFAULT_LIMITS, Limits, ScenarioError
 from backprop_verify.scenarios.model import Claim, Scenario
@@ -55,7 +56,6 @@ from backprop_verify.scenarios.shapes import output_shape
 from backprop_verify.scenarios.trace import Trace, parse_element
 
 HOLDS, WRONG = "holds", "wrong"
-VERDICTS = (HOLDS, WRONG)
 COLUMNS = ("example", "statement", "at", "verdict", "worst_rel", "draws")
 CLAIM_STREAM = 0xC1A1
 MAX_WORK = 2**27  # entry-operations in one evaluation (the sum of every intermediate's size; × inner size for @)
@@ -323,9 +323,10 @@ def draw_data(scenario: Scenario, rng: np.random.Generator) -> tuple[np.ndarray,
 
     x: token ids uniform over the vocabulary for an embedding; U[0, 1) when every entry of the file's x is
     in [0, 1] (pixels, probabilities); N(0, 1) otherwise.
-    y: for cross_entropy / softmax_cross_entropy, one-hot rows when the file's rows are one-hot, random
-    distributions (rows summing to 1) when its rows sum to 1, U[0, 1) otherwise; for bce /
-    bce_with_logits, 0/1 targets when the file's are 0/1, U[0, 1) otherwise; for other losses U[0, 1)
+    y, by the loss's ``target_domain`` (``scenarios.catalog.LOSSES``): for a "distribution"
+    (cross_entropy, softmax_cross_entropy), one-hot rows when the file's rows are one-hot, random
+    distributions (rows summing to 1) when its rows sum to 1, U[0, 1) otherwise; for "unit" (bce,
+    bce_with_logits), 0/1 targets when the file's are 0/1, U[0, 1) otherwise; for "any" (mse) U[0, 1)
     when every target is in [0, 1], N(0, 1) otherwise.
     """
     x0, y0 = np.asarray(scenario.x, np.float64), np.asarray(scenario.y, np.float64)
@@ -336,9 +337,9 @@ def draw_data(scenario: Scenario, rng: np.random.Generator) -> tuple[np.ndarray,
         x = rng.random(x0.shape)
     else:
         x = rng.standard_normal(x0.shape)
-    kind = scenario.loss.type
+    domain = LOSSES[scenario.loss.type].target_domain
     binary = bool(np.all((y0 == 0) | (y0 == 1)))
-    if kind in ("cross_entropy", "softmax_cross_entropy"):
+    if domain == "distribution":
         if binary and np.all(y0.sum(axis=-1) == 1):
             classes = rng.integers(0, y0.shape[-1], size=y0.shape[:-1])
             y = (np.arange(y0.shape[-1]) == classes[..., None]).astype(np.float64)
@@ -347,7 +348,7 @@ def draw_data(scenario: Scenario, rng: np.random.Generator) -> tuple[np.ndarray,
             y /= y.sum(axis=-1, keepdims=True)
         else:
             y = rng.random(y0.shape)
-    elif kind in ("bce", "bce_with_logits"):
+    elif domain == "unit":
         y = rng.integers(0, 2, size=y0.shape).astype(np.float64) if binary else rng.random(y0.shape)
     else:
         y = rng.random(y0.shape) if _in_unit_interval(y0) else rng.standard_normal(y0.shape)
@@ -481,9 +482,3 @@ def claims_text(results: list[ClaimResult]) -> str:
             lines.append(f"      {first_breaking_draw(r)}; formula {r.formula}")
     return "\n".join(lines)
 
-
-def builtin_claims() -> list[ClaimResult]:
-    """Every claim of the built-in worked examples (``scenarios/worked_examples``), judged."""
-    from backprop_verify.scenarios.builtin import worked_examples
-
-    return [result for scenario in worked_examples() for result in check_claims(scenario)]

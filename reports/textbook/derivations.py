@@ -39,7 +39,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from backprop_verify.reports.textbook.claims import HOLDS as CLAIM_HOLDS, check_claims
 from backprop_verify.reports.verification.tolerance import absolute_floor, tolerance
+from backprop_verify.scenarios.builtin import worked_examples
 
 DERIVATION_SEED = 0
 DRAWS = 12
@@ -93,7 +95,6 @@ class Derivation:
     id: str
     document: str
     statement: str
-    reading: str
     settings: tuple[dict, ...]
     sample: Callable[[dict, np.random.Generator], tuple]
     condition: tuple[str, Callable[[dict], bool]] | None = None
@@ -587,7 +588,7 @@ DERIVATIONS: tuple[Derivation, ...] = (
     Derivation(
         "000-output-layer", "000",
         "∂L/∂W⁽ᴸ⁾ = ∂L/∂y⁽ᴸ⁾ · x⁽ᴸ⁻¹⁾ (with ∂y⁽ᴸ⁾/∂W⁽ᴸ⁾ = x⁽ᴸ⁻¹⁾), y⁽ᴸ⁾ = f(W⁽ᴸ⁾x⁽ᴸ⁻¹⁾ + b⁽ᴸ⁾)",
-        "outer product ∂L/∂y⁽ᴸ⁾ x⁽ᴸ⁻¹⁾ᵀ, L = ½Σ(y − t)², one sample; f varied",
+        # read as: outer product ∂L/∂y⁽ᴸ⁾ x⁽ᴸ⁻¹⁾ᵀ, L = ½Σ(y − t)², one sample; f varied
         _ACTS_000, _d000_output,
         condition=("the output activation is the identity (f' ≡ 1; ReLU only if every z > 0)",
                    lambda s: s["activation"] == "identity"),
@@ -596,8 +597,8 @@ DERIVATIONS: tuple[Derivation, ...] = (
     Derivation(
         "000-hidden-layer", "000",
         "∂L/∂W⁽ˡ⁾ = (∂L/∂y⁽ˡ⁺¹⁾ · ∂y⁽ˡ⁺¹⁾/∂x⁽ˡ⁾) · ∂x⁽ˡ⁾/∂W⁽ˡ⁾, with the document's ∂x⁽ˡ⁾/∂W⁽ˡ⁾ = x⁽ˡ⁻¹⁾",
-        "bracket = ∂L/∂x⁽ˡ⁾ exactly (through layer l+1, sigmoid); ∂x⁽ˡ⁾/∂W⁽ˡ⁾ read as the document defines it "
-        "for the output layer; hidden activation f⁽ˡ⁾ varied",
+        # read as: bracket = ∂L/∂x⁽ˡ⁾ exactly (through layer l+1, sigmoid); ∂x⁽ˡ⁾/∂W⁽ˡ⁾ read as the document defines it
+        #   for the output layer; hidden activation f⁽ˡ⁾ varied
         _HIDDEN_000, lambda s, r: _d000_hidden(s, r, read_exactly=False),
         condition=("the hidden activation f⁽ˡ⁾ is the identity", lambda s: s["activation"] == "identity"),
         corrected="∂L/∂W⁽ˡ⁾ = δ⁽ˡ⁾ x⁽ˡ⁻¹⁾ᵀ with δ⁽ˡ⁾ = f'⁽ˡ⁾(z⁽ˡ⁾) ⊙ (W⁽ˡ⁺¹⁾ᵀ δ⁽ˡ⁺¹⁾)",
@@ -605,62 +606,63 @@ DERIVATIONS: tuple[Derivation, ...] = (
     Derivation(
         "000-hidden-layer-chain", "000",
         "∂L/∂W⁽ˡ⁾ = (∂L/∂y⁽ˡ⁺¹⁾ · ∂y⁽ˡ⁺¹⁾/∂x⁽ˡ⁾) · ∂x⁽ˡ⁾/∂W⁽ˡ⁾, every factor the exact Jacobian",
-        "as the generic chain rule: ∂x⁽ˡ⁾_j/∂W⁽ˡ⁾_jk = f'(z_j) x⁽ˡ⁻¹⁾_k, so the f' the output-layer rule drops is kept",
+        # read as: as the generic chain rule: ∂x⁽ˡ⁾_j/∂W⁽ˡ⁾_jk = f'(z_j) x⁽ˡ⁻¹⁾_k, so the f' the output-layer rule
+        #   drops is kept
         _HIDDEN_000, lambda s, r: _d000_hidden(s, r, read_exactly=True),
     ),
     Derivation(
         "001-single-neuron-W", "001",
         "∂Loss/∂W = (y − t) · σ'(Wx + b) · x, y = σ(Wx + b), Loss = ½Σ(y − t)²",
-        "per sample, summed over the n samples of ½Σ",
+        # read as: per sample, summed over the n samples of ½Σ
         _N, lambda s, r: _d001_neuron({**s, "parameter": "W"}, r),
     ),
     Derivation(
         "001-single-neuron-b", "001",
         "∂Loss/∂b = (y − t) · σ'(Wx + b)",
-        "per sample, summed over the n samples of ½Σ",
+        # read as: per sample, summed over the n samples of ½Σ
         _N, lambda s, r: _d001_neuron({**s, "parameter": "b"}, r),
     ),
     Derivation(
         "001-mse-half-sum", "001",
         "Loss = ½ Σᵢ (yᵢ − tᵢ)², so ∂Loss/∂yᵢ = yᵢ − tᵢ (the factor (y − t) of the rule above)",
-        "derivative of the ½Σ loss with respect to each output",
+        # read as: derivative of the ½Σ loss with respect to each output
         _N, _d001_mse,
     ),
     Derivation(
         "002-three-factor-chain", "002",
         "∂C₀/∂w⁽ᴸ⁾ = ∂z⁽ᴸ⁾/∂w⁽ᴸ⁾ · ∂a⁽ᴸ⁾/∂z⁽ᴸ⁾ · ∂C₀/∂a⁽ᴸ⁾ = a⁽ᴸ⁻¹⁾ · σ'(z⁽ᴸ⁾) · 2(a⁽ᴸ⁾ − y), C₀ = (a⁽ᴸ⁾ − y)²",
-        "one neuron per layer, a⁽ᴸ⁻¹⁾ and y in [0, 1)",
+        # read as: one neuron per layer, a⁽ᴸ⁻¹⁾ and y in [0, 1)
         ({"label": "one neuron"},), _d002_chain,
     ),
     Derivation(
         "003-quadratic", "003",
         "f(w) = w² + 2w + 1: f'(w) = 2w + 2 = 2(w + 1)",
-        "at random w",
+        # read as: at random w
         ({"label": "w ~ N(0, 25)"},), _d003_quadratic,
     ),
     Derivation(
         "003-sigmoid-derivative", "003",
         "σ'(z) = 1/(1 + e⁻ᶻ) · e⁻ᶻ/(1 + e⁻ᶻ) = σ(z)(1 − σ(z))",
-        "both printed forms",
+        # read as: both printed forms
         ({"label": "quotient form", "form": "quotient"}, {"label": "σ(1 − σ) form", "form": "product"}),
         _d003_sigmoid_prime,
     ),
     Derivation(
         "003-mse-derivative", "003",
         "L = 1/(2n) (ŷ − y)², L' = 1/n (ŷ − y)",
-        "L = 1/(2n) Σᵢ (ŷᵢ − yᵢ)²; L' = ∂L/∂ŷᵢ",
+        # read as: L = 1/(2n) Σᵢ (ŷᵢ − yᵢ)²; L' = ∂L/∂ŷᵢ
         _N, _d003_mse_derivative,
     ),
     Derivation(
         "003-one-layer", "003",
         "∂L/∂w¹₁ = 1/n (ŷ − y) · 1 · σ(z¹₁)(1 − σ(z¹₁)) · x₁, z¹₁ = w¹₁ · x₁, ŷ = σ(z¹₁)",
-        "per sample, summed over the n samples of 1/(2n)Σ",
+        # read as: per sample, summed over the n samples of 1/(2n)Σ
         _N, _d003_one_layer,
     ),
     Derivation(
         "003-two-layer-output-weight", "003",
         "ŵ²₁ = w²₁ − η · 1/n (ŷ − y) · σ(z¹₁)(1 − σ(z¹₁)) · a¹₁, i.e. ∂L/∂w²₁ = 1/n (ŷ − y) σ(z¹₁)(1 − σ(z¹₁)) a¹₁",
-        "x (2) → w¹ → σ → w²₁ → σ = ŷ, no biases, L = 1/(2n)Σ(ŷ − y)²",
+        # read as: x (2) → w¹ → σ → w²₁ → σ = ŷ, no biases, L = 1/(2n)Σ(ŷ − y)²
         _N, _d003_two_layer_output,
         corrected="∂L/∂w²₁ = 1/n (ŷ − y) · σ(z²₁)(1 − σ(z²₁)) · a¹₁ (σ' at the output's own z²₁, as the chain "
                   "∂L/∂ŷ ∂ŷ/∂a²₁ ∂a²₁/∂z²₁ ∂z²₁/∂w²₁ written above it says)",
@@ -668,14 +670,14 @@ DERIVATIONS: tuple[Derivation, ...] = (
     Derivation(
         "003-two-layer-hidden-weight", "003",
         "∂L/∂w¹₁ = 1/n (ŷ − y) · σ(z²₁)(1 − σ(z²₁)) w²₁ · σ(z¹₁)(1 − σ(z¹₁)) x₁",
-        "x (2) → w¹ → σ → w²₁ → σ = ŷ, no biases, L = 1/(2n)Σ(ŷ − y)²",
+        # read as: x (2) → w¹ → σ → w²₁ → σ = ŷ, no biases, L = 1/(2n)Σ(ŷ − y)²
         _N, _d003_two_layer_hidden,
     ),
     Derivation(
         "003-three-layer-chain", "003",
         "∂L/∂w¹₁₁ = ∂L/∂ŷ · ∂ŷ/∂z³₁ · (∂z³₁/∂a²₁ · ∂a²₁/∂z²₁ · ∂z²₁/∂a¹₁) · ∂a¹₁/∂w¹₁₁",
-        "each factor exact (sigmoid units, ŷ = σ(z³₁), L = 1/(2n)Σ(ŷ − y)², n = 4); the width of the second "
-        "hidden layer varied: the chain follows the one path through a²₁",
+        # read as: each factor exact (sigmoid units, ŷ = σ(z³₁), L = 1/(2n)Σ(ŷ − y)², n = 4); the width of the second
+        #   hidden layer varied: the chain follows the one path through a²₁
         ({"label": "one unit in layer 2", "n": 4, "output": "sigmoid", "width2": 1},
          {"label": "two units in layer 2", "n": 4, "output": "sigmoid", "width2": 2}),
         _d003_three_layer_chain,
@@ -686,7 +688,7 @@ DERIVATIONS: tuple[Derivation, ...] = (
     Derivation(
         "003-three-layer-sum", "003",
         "∂L/∂w¹₁₁ = 1/n (ŷ − y) [Σᵢ₌₁² w³₁ᵢ σ'(z²ᵢ) w²ᵢ₁] σ'(z¹₁) x₁",
-        "2 → 2 → 2 → 1, sigmoid hidden layers, no biases, L = 1/(2n)Σ(ŷ − y)²; output unit varied, n = 4",
+        # read as: 2 → 2 → 2 → 1, sigmoid hidden layers, no biases, L = 1/(2n)Σ(ŷ − y)²; output unit varied, n = 4
         ({"label": "ŷ = z³₁ (linear output)", "n": 4, "output": "identity"},
          {"label": "ŷ = σ(z³₁)", "n": 4, "output": "sigmoid"}),
         _d003_three_layer,
@@ -697,7 +699,7 @@ DERIVATIONS: tuple[Derivation, ...] = (
     Derivation(
         "004-softmax-cross-entropy", "004",
         "∂L/∂z³ = a³ − t for a³ = softmax(z³), L = −Σ t log a³",
-        "3 samples × 4 classes, summed loss; targets varied",
+        # read as: 3 samples × 4 classes, summed loss; targets varied
         ({"label": "one-hot t", "targets": "one-hot"}, {"label": "t a distribution", "targets": "distribution"},
          {"label": "t not summing to 1", "targets": "unnormalised"}),
         _d004_shortcut,
@@ -708,19 +710,19 @@ DERIVATIONS: tuple[Derivation, ...] = (
     Derivation(
         "004-output-weights", "004",
         "∂L/∂w²_jk = (a³_j − t_j) · a²_k",
-        "x (3) → sigmoid (4) → softmax (3), biases, one-hot t",
+        # read as: x (3) → sigmoid (4) → softmax (3), biases, one-hot t
         ({"label": "one-hot t"},), _d004_output_weights,
     ),
     Derivation(
         "004-hidden-weights", "004",
         "∂L/∂a²_k = Σ_j (a³_j − t_j) w²_jk;  ∂L/∂w¹_kl = ∂L/∂a²_k · a²_k(1 − a²_k) · x_l",
-        "x (3) → sigmoid (4) → softmax (3), biases, one-hot t",
+        # read as: x (3) → sigmoid (4) → softmax (3), biases, one-hot t
         ({"label": "one-hot t"},), _d004_hidden_weights,
     ),
     Derivation(
         "cnn-input-gradient", "textbook",
         "δˡ⁻¹ = conv(δˡ, rot180(K), 'full')  (per channel pair, summed over the output channels)",
-        "x (1, 2, 7, 7) → conv2d with 3 kernels of 3×3, L = Σ z·δ; stride and padding varied",
+        # read as: x (1, 2, 7, 7) → conv2d with 3 kernels of 3×3, L = Σ z·δ; stride and padding varied
         _CONV_SETTINGS, _conv_input_rule,
         condition=("stride 1 and no padding", lambda s: s["stride"] == 1 and s["padding"] == 0),
         corrected="spread δ by the stride (s − 1 zeros between entries), take conv(·, rot180(K), 'full'), pad "
@@ -730,7 +732,7 @@ DERIVATIONS: tuple[Derivation, ...] = (
     Derivation(
         "cnn-kernel-gradient", "textbook",
         "∂L/∂K = conv(x, δ, 'valid')  (per channel pair)",
-        "x (1, 2, 7, 7) → conv2d with 3 kernels of 3×3, L = Σ z·δ; stride and padding varied",
+        # read as: x (1, 2, 7, 7) → conv2d with 3 kernels of 3×3, L = Σ z·δ; stride and padding varied
         _CONV_SETTINGS, _conv_kernel_rule,
         condition=("stride 1 and no padding", lambda s: s["stride"] == 1 and s["padding"] == 0),
         corrected="conv(x padded by p, δ spread by the stride, 'valid'), keeping the first kh × kw entries",
@@ -739,7 +741,7 @@ DERIVATIONS: tuple[Derivation, ...] = (
         "batchnorm-backward", "textbook",
         "∂L/∂x = γ/(mσ) · (m δ − Σδ − x̂ Σ(δ x̂)),  σ = √(σ²_B + ε), over the m values of each channel "
         "(Ioffe & Szegedy, 2015)",
-        "batch_norm with γ, β, ε = 1e-5; the batch's shape and the mode varied",
+        # read as: batch_norm with γ, β, ε = 1e-5; the batch's shape and the mode varied
         _BATCH_NORM_SETTINGS, _batch_norm_rule,
         condition=("the layer normalises with the batch's statistics (training mode)", lambda s: s["training"]),
         corrected="in evaluation mode the statistics are constants: ∂L/∂x = γ δ / √(running_var + ε)",
@@ -747,13 +749,13 @@ DERIVATIONS: tuple[Derivation, ...] = (
     Derivation(
         "rnn-bptt", "textbook",
         "∂L/∂W_hh = Σ_t δ_t h_(t−1)ᵀ,  δ_t = (∂L/∂h_t + W_hhᵀ δ_(t+1)) ⊙ f'(z_t)",
-        "tanh RNN, 3 hidden units, a loss term at every step, h_0 random; the number of steps varied",
+        # read as: tanh RNN, 3 hidden units, a loss term at every step, h_0 random; the number of steps varied
         _BPTT_STEPS, _bptt_sum,
     ),
     Derivation(
         "rnn-last-step-only", "textbook",
         "∂L/∂W_hh = δ_T h_(T−1)ᵀ  (the last step's term only)",
-        "tanh RNN, 3 hidden units, a loss term at every step, h_0 random; the number of steps varied",
+        # read as: tanh RNN, 3 hidden units, a loss term at every step, h_0 random; the number of steps varied
         _BPTT_STEPS, _bptt_last_term,
         condition=("the sequence has a single step, T = 1", lambda s: s["steps"] == 1),
         corrected="sum over every step: Σ_t δ_t h_(t−1)ᵀ, δ_t carrying W_hhᵀ δ_(t+1) back through the hidden state",
@@ -761,13 +763,13 @@ DERIVATIONS: tuple[Derivation, ...] = (
     Derivation(
         "rnn-truncated-bptt", "textbook",
         "truncated: ∂L̃/∂W_hh = Σ_t δ̃_t h_(t−1)ᵀ with the W_hhᵀ δ̃_(t+1) term dropped at every chunk boundary",
-        "tanh RNN, T = 6, the state detached every k steps (as torch's detach() between chunks)",
+        # read as: tanh RNN, T = 6, the state detached every k steps (as torch's detach() between chunks)
         _BPTT_CHUNKS, _bptt_truncated,
     ),
     Derivation(
         "batchnorm-backward-without-variance-term", "textbook",
         "∂L/∂x = γ/σ · (δ − mean(δ))  (the mean's path only, as if σ_B did not depend on x)",
-        "batch_norm with γ, β, ε = 1e-5; the batch's shape and the mode varied",
+        # read as: batch_norm with γ, β, ε = 1e-5; the batch's shape and the mode varied
         _BATCH_NORM_SETTINGS, lambda setting, rng: _batch_norm_rule(setting, rng, variance_term=False),
         corrected="add the variance's path: γ/(mσ) · (m δ − Σδ − x̂ Σ(δ x̂)) in training mode; "
                   "γ δ / √(running_var + ε) in evaluation mode",
@@ -792,9 +794,6 @@ def claim_frame(scenarios=None) -> pd.DataFrame:
     ``reports.textbook.claims``, as rows of ``frame_of``'s columns: id ``<example>:claim[k]``, the document's
     number from the file's ``[source] document``, ``holds_in`` the data sets, ``fails_in`` the first draw
     that breaks it."""
-    from backprop_verify.reports.textbook.claims import HOLDS as CLAIM_HOLDS, check_claims
-    from backprop_verify.scenarios.builtin import worked_examples
-
     rows = []
     for scenario in worked_examples() if scenarios is None else scenarios:
         document = str(scenario.source.get("document", ""))[:3]

@@ -98,7 +98,6 @@ from backprop_verify.scenarios.model import Expectation, Scenario
 from backprop_verify.scenarios.trace import Trace, parse_element
 
 MATCH, ROUNDING, ERRATUM, DISAGREE = "match", "rounding", "erratum", "disagree"
-VERDICTS = (MATCH, ROUNDING, ERRATUM, DISAGREE)
 PASSING = (MATCH, ROUNDING)
 COLUMNS = ("example", "at", "printed", "decimals", "manual", "reference", "verdict")
 
@@ -404,8 +403,18 @@ def check_row(check: NamedCheck, scenario: Scenario, manual_trace: Trace, refere
                 f"{check.formula}: {check.note}" if check.note else check.formula)
 
 
-def check_scenario(scenario: Scenario) -> list[dict]:
-    """One row per expectation of ``scenario`` and per named check of its example, in file order."""
+@dataclass(frozen=True)
+class ExampleCheck:
+    """A worked example judged: its rows and the float64 traces they were judged on (each engine run once)."""
+    scenario: Scenario           # in float64
+    rows: list[dict]
+    manual: Trace
+    reference: Trace
+
+
+def check_example(scenario: Scenario) -> ExampleCheck:
+    """One row per expectation of ``scenario`` and per named check of its example, in file order, with
+    the traces: whoever reports on the example afterwards (``check``'s failure lines) reuses them."""
     if scenario.dtype != "float64":
         scenario = scenario.astype("float64")
     manual_trace = manual.run(scenario)
@@ -413,7 +422,12 @@ def check_scenario(scenario: Scenario) -> list[dict]:
     rows = [expectation_row(scenario.name, e, scenario, manual_trace, reference_trace) for e in scenario.expects]
     rows += [check_row(c, scenario, manual_trace, reference_trace) for c in named_checks_for(scenario.name)]
     _referee(scenario, rows, manual_trace, reference_trace)
-    return rows
+    return ExampleCheck(scenario, rows, manual_trace, reference_trace)
+
+
+def check_scenario(scenario: Scenario) -> list[dict]:
+    """The rows of ``check_example(scenario)``."""
+    return check_example(scenario).rows
 
 
 def _referee(scenario: Scenario, rows: list[dict], manual_trace: Trace, reference_trace: Trace) -> None:

@@ -4,7 +4,9 @@ judgement (precision horizons).
 
 ``tolerance``  the one tolerance policy, keyed by dtype, engine pair and step
 ``compare``    Trace against Trace, address by address: ``Row`` with ``status``
-``runner``     ``verify`` / ``report_rows``: a scenario through every engine
+``runner``     ``verify`` / ``report_verification`` / ``report_rows``: a scenario through every
+               engine, once; the rows with the traces (``Verification``)
+``detail``     the |a − b| arrays of report.html's sections, from those traces
 ``horizon``    trajectories against torch.optim; the precision horizons
 ``digits``     the digits network trained by both engines
 ``vanishing``  document 003's vanishing gradient by both engines

@@ -3,14 +3,18 @@
 ``digits_curves(optimizer)`` trains ``scenarios.digits.digits_scenario`` with
 the manual engine and with torch.optim and returns both loss curves, the test
 accuracies, the wall times and the worst step discrepancy;
-``digits_table()`` gathers every ``OPTIMIZER_SETTINGS`` run into the frame the
-report plots. ``python -m reports.verification.digits`` prints both runs and
+``digits_table()`` gathers every ``OPTIMIZER_SETTINGS`` run into a
+``DigitsCurves``: the curves the report plots, the table it shows (first and
+last losses, worst relative difference, test accuracies) and the relative
+difference of the two curves at every update, so that rendering only formats. ``python -m reports.verification.digits`` prints both runs and
 checks that the bundled data equal ``sklearn.datasets.load_digits()``.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -22,6 +26,21 @@ from backprop_verify.reports.verification.horizon import compare_trajectory
 from backprop_verify.scenarios.digits import OPTIMIZER_SETTINGS, accuracy, bundled_digits, digits_data, digits_scenario
 
 DIGITS_COLUMNS = ["optimizer", "engine", "step", "loss", "accuracy"]
+DIFFERENCE_COLUMNS = ["optimizer", "step", "rel_diff"]
+DIGITS_SOURCE = "reports.verification.digits.digits_curves (mini-batches of 64, 10 epochs)"
+
+
+@dataclass(frozen=True)
+class DigitsCurves:
+    """The digits runs and their numbers."""
+    curves: pd.DataFrame        # DIGITS_COLUMNS: the loss at every update, the test accuracy, by engine
+    table: pd.DataFrame         # one row per optimizer: steps, first loss, last losses, worst rel. diff, accuracies
+    differences: pd.DataFrame   # DIFFERENCE_COLUMNS: |loss_manual − loss_torch| / |loss_torch| at every update
+    source: str = DIGITS_SOURCE
+
+    def copy(self) -> DigitsCurves:
+        return dataclasses.replace(self, curves=self.curves.copy(), table=self.table.copy(),
+                                   differences=self.differences.copy())
 
 
 def digits_curves(optimizer: str = "adam", epochs: int = 10, batch_size: int = 64, dtype: str = "float64") -> dict:
@@ -52,15 +71,52 @@ def digits_curves(optimizer: str = "adam", epochs: int = 10, batch_size: int = 6
     }
 
 
-def digits_table() -> pd.DataFrame:
-    """Columns optimizer, engine, step, loss, accuracy: the digits run of every
-    optimizer setting, by both engines (mini-batches of 64, 10 epochs).
-    Deterministic, so computed once per process; each caller gets a copy."""
+def digits_table() -> DigitsCurves:
+    """The digits run of every optimizer setting, by both engines (mini-batches of 64, 10 epochs),
+    with the numbers derived from them. Deterministic, so computed once per process; each caller
+    gets a copy."""
     return _digits_table().copy()
 
 
 @functools.lru_cache(maxsize=1)
-def _digits_table() -> pd.DataFrame:
+def _digits_table() -> DigitsCurves:
+    curves = _curves()
+    return DigitsCurves(curves=curves, table=summary_table(curves), differences=curve_differences(curves))
+
+
+def summary_table(curves: pd.DataFrame) -> pd.DataFrame:
+    """One row per optimizer: updates, first loss, last loss by each engine, the worst relative difference
+    of the two curves, the test accuracies."""
+    records = []
+    for optimizer, group in curves.groupby("optimizer", sort=True):
+        wide = group.pivot_table(index="step", columns="engine", values="loss", aggfunc="first")
+        if not {"manual", "torch"} <= set(wide.columns):
+            continue
+        diff = (wide["manual"] - wide["torch"]).abs() / wide["torch"].abs()
+        records.append({"optimizer": optimizer or "—", "steps": int(wide.index.max()),
+                        "first loss": float(wide["torch"].iloc[0]),
+                        "last loss (manual)": float(wide["manual"].iloc[-1]),
+                        "last loss (torch)": float(wide["torch"].iloc[-1]),
+                        "worst rel. diff": float(diff.max())})
+        if "accuracy" in group.columns:
+            accuracy = group.groupby("engine")["accuracy"].first()
+            records[-1].update({"test accuracy (manual)": float(accuracy.get("manual", float("nan"))),
+                                "test accuracy (torch)": float(accuracy.get("torch", float("nan")))})
+    return pd.DataFrame(records)
+
+
+def curve_differences(curves: pd.DataFrame) -> pd.DataFrame:
+    """|loss_manual − loss_torch| / |loss_torch| at every update of every optimizer both engines ran."""
+    parts = []
+    for optimizer, group in curves.groupby("optimizer", sort=True):
+        wide = group.pivot_table(index="step", columns="engine", values="loss", aggfunc="first")
+        if {"manual", "torch"} <= set(wide.columns):
+            diff = (wide["manual"] - wide["torch"]).abs() / wide["torch"].abs()
+            parts.append(pd.DataFrame({"optimizer": optimizer, "step": wide.index, "rel_diff": diff.to_numpy()}))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=DIFFERENCE_COLUMNS)
+
+
+def _curves() -> pd.DataFrame:
     records = []
     for optimizer in sorted(OPTIMIZER_SETTINGS):
         result = digits_curves(optimizer)

@@ -1,17 +1,25 @@
 """Run a scenario through every engine and compare: the rows of a report.
 
-``verify(scenario)`` gives the manual-torch rows (dicts with ``compare.COLUMNS``;
+``verify(scenario)`` runs each engine once and gives a ``Verification``: the
+traces (manual, torch and, where it applies, finite differences) and the manual-torch rows (dicts with ``compare.COLUMNS``;
 failing rows re-judged by the summation floor, ``cancellation``, the conditioning
 floor, ``conditioning``, and the summation floor again, now trusting the terms
 the conditioning floor passed) and, where the finite-difference
 oracle applies (``reference.fd_oracle.fd_applicable``), the manual-fd and
-torch-fd rows. ``report_rows(scenario)`` adds the trajectory judgement
-(``horizon``); every report row — in one process, in pytest-xdist workers and
-under ``pytest --report-dir`` — comes from it.
+torch-fd rows. ``report_verification(scenario)`` adds the trajectory judgement
+(``horizon``, on the same traces); ``report_rows(scenario)`` is its rows. Every
+report row — in one process, in pytest-xdist workers and under ``pytest
+--report-dir`` — comes from it, and everything downstream (the difference maps
+of report.html's sections) reuses its traces: no engine runs twice on a scenario.
+The deliberate extra runs are of *other* scenarios: the conditioning floor's
+rounding twin, the Richardson-refined oracle (steps h/2) and the precision
+horizon's perturbed references.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
+from dataclasses import dataclass
 
 from backprop_verify import manual
 from backprop_verify import reference
@@ -23,9 +31,33 @@ from backprop_verify.reports.verification.compare import (ALL_APART, BELOW_FD, F
 from backprop_verify.reports.verification.tolerance import PAIRS
 from backprop_verify.reports.verification.horizon import compare_trajectory, no_torch_reference_row
 from backprop_verify.scenarios.model import Scenario
+from backprop_verify.scenarios.trace import Trace
 
-def verify(scenario: Scenario, with_fd: bool = True) -> list[dict]:
-    """Rows for manual-torch and, where applicable, the fd pairs."""
+
+@dataclass(frozen=True)
+class Verification:
+    """One scenario verified: its rows (dicts with ``compare.COLUMNS``) and the traces they were computed
+    from — each engine run once. ``fd`` is None where the finite-difference oracle does not apply (or was
+    not asked for). Iterating a Verification gives its rows."""
+    scenario: Scenario
+    rows: list[dict]
+    manual: Trace
+    torch: Trace
+    fd: Trace | None = None
+
+    def __iter__(self):
+        return iter(self.rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def trace(self, engine: str) -> Trace | None:
+        """The trace of ``engine``: ``manual``, ``torch`` or ``fd`` (the sides of a pair such as ``manual-fd``)."""
+        return {"manual": self.manual, "torch": self.torch, "fd": self.fd}[engine]
+
+
+def verify(scenario: Scenario, with_fd: bool = True) -> Verification:
+    """Rows for manual-torch and, where applicable, the fd pairs, with the traces behind them."""
     manual_trace = manual.run(scenario)
     torch_trace = reference.run(scenario)
     compared = compare(manual_trace, torch_trace, scenario.dtype, "manual-torch")
@@ -38,12 +70,13 @@ def verify(scenario: Scenario, with_fd: bool = True) -> list[dict]:
     rows = _rows(scenario, "manual-torch", compared)
     if scenario.optimizer is not None and not has_torch_reference(scenario.optimizer.type):
         rows += _rows(scenario, "manual-torch", [no_torch_reference_row(scenario.optimizer.type)])
+    fd_trace = None
     if with_fd and fd_applicable(scenario):
         fd_trace = fd_oracle(scenario)
         refined = functools.cache(lambda: fd_refined(scenario, fd_trace))
         for pair, trace in (("manual-fd", manual_trace), ("torch-fd", torch_trace)):
             rows += _rows(scenario, pair, _against_fd(scenario, trace, fd_trace, refined, pair))
-    return triage(rows)
+    return Verification(scenario, triage(rows), manual_trace, torch_trace, fd_trace)
 
 
 _RANK = {PASS: 0, FLOOR: 1, FAIL: 2}
@@ -96,17 +129,24 @@ def _rows(scenario: Scenario, pair: str, compared: list[Row]) -> list[dict]:
              "reference_value": row.reference_value, "triage": ""} for row in compared]
 
 
-def report_rows(scenario: Scenario) -> list[dict]:
+def report_verification(scenario: Scenario) -> Verification:
     """``verify(scenario)``, with the trajectory judgement of ``step{t}`` addresses.
 
     When a manual-torch ``step{t}`` row fails, those rows are replaced by
-    ``horizon.compare_trajectory(scenario)``'s: steps after the precision
-    horizon are ``not_judged``, with a note.
+    ``horizon.compare_trajectory``'s, judged on the traces ``verify`` already
+    holds: steps after the precision horizon are ``not_judged``, with a note.
     """
-    rows = verify(scenario)
+    verified = verify(scenario)
+    rows = verified.rows
     stepped = [r for r in rows if r["pair"] == "manual-torch" and step_of(r["address"])]
     if scenario.optimizer is None or all(r["passed"] for r in stepped):
-        return rows
-    judged, _horizon = compare_trajectory(scenario)
+        return verified
+    judged, _horizon = compare_trajectory(scenario, verified.manual, verified.torch)
     kept = [r for r in rows if not (r["pair"] == "manual-torch" and step_of(r["address"]))]
-    return triage(kept + _rows(scenario, "manual-torch", [row for row in judged if step_of(row.address)]))
+    rows = triage(kept + _rows(scenario, "manual-torch", [row for row in judged if step_of(row.address)]))
+    return dataclasses.replace(verified, rows=rows)
+
+
+def report_rows(scenario: Scenario) -> list[dict]:
+    """The rows of ``report_verification(scenario)``: the report's rows of one scenario."""
+    return report_verification(scenario).rows

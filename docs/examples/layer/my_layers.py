@@ -4,7 +4,7 @@
 the kind that survives a glance: the input gradient is written with ``=`` where
 it must accumulate with ``+=``, so an input position covered by several windows
 keeps only the last window's contribution. ``test_my_layers.py`` checks both with
-``reports.check_layer.check_layer`` (docs/check_layer.md).
+``backprop_verify.check_layer`` (docs/check_layer.md).
 """
 import numpy as np
 

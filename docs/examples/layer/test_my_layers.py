@@ -12,7 +12,7 @@ import pytest
 import torch.nn.functional as F
 
 from my_layers import Conv1dNaive, Conv1dNaiveBuggy
-from backprop_verify.reports.check_layer import check_layer
+from backprop_verify import check_layer
 
 
 def test_conv1d_naive():

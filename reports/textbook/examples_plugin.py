@@ -64,11 +64,11 @@ class ExampleFile(pytest.File):
     """One worked-example file: an item per printed number and per named check."""
 
     def collect(self):
-        # Only here — a file was asked for — are the loader and (at run time) torch imported.
+        # Only here — a file was asked for — are the loader and the checks (and with them torch) imported:
+        # the plugin is loaded by every pytest run where backprop-verify is installed.
+        from backprop_verify.reports.textbook.claims import validate_claims
         from backprop_verify.reports.textbook.errata import named_checks_for
         from backprop_verify.scenarios.loader import ScenarioError, load_scenario
-
-        from backprop_verify.reports.textbook.claims import validate_claims
 
         try:
             self.scenario = load_scenario(self.path)
@@ -122,7 +122,8 @@ class ExampleItem(_FileItem):
     """One printed number (or named check)."""
 
     def runtest(self):
-        from backprop_verify.reports.textbook.errata import DISAGREE, ROUNDING, PASSING
+        # heavy (errata imports torch): loaded with the file's checks, never by an idle plugin
+        from backprop_verify.reports.textbook.errata import DISAGREE, PASSING, ROUNDING
 
         row = self.parent.rows()[self.name]
         if row["verdict"] == ROUNDING:

@@ -6,7 +6,7 @@ Options (group "backprop-verify"):
     After the run, write ``DIR/discrepancies.csv`` (atomically) with the rows
     of every scenario the run touched: each test that takes one Scenario
     argument (``tests/``: ``scenario``, from pytest-cases) or ``report_scenario`` argument
-    (``reports/report_suite.py``) contributes ``reports.verification.runner.report_rows(scenario)``
+    (``reports/commands/report_suite.py``) contributes ``reports.verification.runner.report_rows(scenario)``
     — manual-torch for every scenario, manual-fd and torch-fd where the
     finite-difference oracle applies — exactly the rows ``backprop-verify
     report`` writes for it, every column of ``compare.COLUMNS`` (the worst
@@ -15,12 +15,22 @@ Options (group "backprop-verify"):
     others (``--tx ssh=...``); the controller merges, de-duplicates and sorts.
 ``--report-seed N``, ``--report-random N``, ``--report-random-conv N``, ``--report-random-recurrent N``,
 ``--report-only REGEX``
-    The scenario set that ``reports/report_suite.py`` parametrizes over
+    The scenario set that ``reports/commands/report_suite.py`` parametrizes over
     (default: seed 0, 300 random nets, every scenario).
 ``--report-progress FILE``
     Append one byte to FILE per finished test (the report command's progress bar).
+``--report-maps FILE``, ``--report-detail REGEX``
+    ``report --workers N`` with report.html: the |a − b| arrays of the scenarios
+    that will get a section (failing, floor, not-judged rows, names matching
+    ``--report-detail``), taken from the traces the worker verified them with
+    (``reports.rendering.sections.keep_maps``), at most ``MAX_SECTIONS`` per
+    worker; they travel to the controller in ``workeroutput`` when the worker
+    finishes, and the controller writes the first ``MAX_SECTIONS`` of all of
+    them to FILE (``reports.verification.detail.KeptMaps.save``). So a section
+    never runs an engine again: each engine runs once per scenario.
 
-Load it with ``-p reports.pytest_plugin`` (``tests/conftest.py`` loads it for the test suite).
+Load it with ``-p backprop_verify.reports.commands.pytest_plugin`` (``tests/conftest.py`` loads it for the
+test suite).
 """
 from __future__ import annotations
 
@@ -31,14 +41,18 @@ import pytest
 
 from backprop_verify.reports.commands import options
 from backprop_verify.reports.rendering.io import atomic_write_text
+from backprop_verify.reports.rendering.sections import MAX_SECTIONS, keep_maps
 from backprop_verify.reports.rendering.table import csv_text, rows_frame
 from backprop_verify.reports.verification.compare import COLUMNS
+from backprop_verify.reports.verification.detail import KeptMaps
 from backprop_verify.scenarios.builtin import report_scenarios
 from backprop_verify.scenarios.generator import (DEFAULT_RANDOM_CONV_COUNT, DEFAULT_RANDOM_COUNT, DEFAULT_RANDOM_RECURRENT_COUNT,
                                  DEFAULT_SEED)
 from backprop_verify.scenarios.model import Scenario
 
 ROWS_PROPERTY = "backprop_verify_rows"
+MAPS_OUTPUT = "backprop_verify_maps"  # the key of a worker's kept difference maps in its workeroutput
+COLLECTOR = "backprop-verify-collector"
 
 
 def pytest_addoption(parser):
@@ -46,20 +60,24 @@ def pytest_addoption(parser):
     group.addoption("--report-dir", default=None, metavar="DIR",
                     help="write DIR/discrepancies.csv with the rows of every scenario this run verified")
     group.addoption("--report-seed", type=options.seed, default=DEFAULT_SEED, metavar="N",
-                    help=f"seed of the random architectures in reports/report_suite.py (default {DEFAULT_SEED})")
+                    help=f"seed of the random architectures in reports/commands/report_suite.py (default {DEFAULT_SEED})")
     group.addoption("--report-random-recurrent", type=options.random_count,
                     default=DEFAULT_RANDOM_RECURRENT_COUNT, metavar="N",
-                    help="number of random recurrent architectures in reports/report_suite.py "
+                    help="number of random recurrent architectures in reports/commands/report_suite.py "
                          f"(default {DEFAULT_RANDOM_RECURRENT_COUNT})")
     group.addoption("--report-random-conv", type=options.random_count, default=DEFAULT_RANDOM_CONV_COUNT, metavar="N",
-                    help="number of random convolutional architectures in reports/report_suite.py "
+                    help="number of random convolutional architectures in reports/commands/report_suite.py "
                          f"(default {DEFAULT_RANDOM_CONV_COUNT})")
     group.addoption("--report-random", type=options.random_count, default=DEFAULT_RANDOM_COUNT, metavar="N",
-                    help=f"number of random architectures in reports/report_suite.py (default {DEFAULT_RANDOM_COUNT})")
+                    help=f"number of random architectures in reports/commands/report_suite.py (default {DEFAULT_RANDOM_COUNT})")
     group.addoption("--report-only", type=options.only_pattern, default=None, metavar="REGEX",
-                    help="reports/report_suite.py: only scenarios whose name matches REGEX")
+                    help="reports/commands/report_suite.py: only scenarios whose name matches REGEX")
     group.addoption("--report-progress", default=None, metavar="FILE",
                     help="append one byte to FILE per finished test")
+    group.addoption("--report-maps", default=None, metavar="FILE",
+                    help="write the |a-b| arrays of the scenarios that get a report.html section to FILE (.npz)")
+    group.addoption("--report-detail", type=options.only_pattern, default=None, metavar="REGEX",
+                    help="with --report-maps: scenarios whose name matches REGEX get a section too")
 
 
 def pytest_generate_tests(metafunc):
@@ -77,6 +95,15 @@ def record_rows(item, rows: list[dict]) -> None:
     item.user_properties.append((ROWS_PROPERTY, [[row[c] for c in COLUMNS] for row in rows]))
 
 
+def record_verification(item, verified) -> None:
+    """``record_rows`` of a ``runner.Verification``; with ``--report-maps``, its section's difference
+    maps are kept too, from the traces it holds (no engine runs again)."""
+    record_rows(item, verified.rows)
+    collector = item.config.pluginmanager.get_plugin(COLLECTOR)
+    if collector is not None and collector.maps is not None:
+        keep_maps(collector.maps, verified, collector.detail)
+
+
 def _is_worker(config) -> bool:
     return hasattr(config, "workerinput")
 
@@ -90,6 +117,9 @@ class _Collector:
         self.progress = config.getoption("report_progress")
         self.verified: set[str] = set()
         self.rows: dict[tuple[str, str, str], list] = {}
+        self.maps_file = config.getoption("report_maps")
+        self.detail = config.getoption("report_detail")
+        self.maps = KeptMaps(MAX_SECTIONS) if self.maps_file else None
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_makereport(self, item, call):
@@ -110,10 +140,13 @@ class _Collector:
         if scenario.name in self.verified:
             return
         # heavy (imports torch): only processes that verify get here, never the xdist controller
-        from backprop_verify.reports.verification.runner import report_rows
+        from backprop_verify.reports.verification.runner import report_verification
 
         self.verified.add(scenario.name)
-        record_rows(report, report_rows(scenario))
+        verified = report_verification(scenario)
+        record_rows(report, verified.rows)
+        if self.maps is not None:
+            keep_maps(self.maps, verified, self.detail)
 
     def pytest_runtest_logreport(self, report):
         if _is_worker(self.config):
@@ -126,8 +159,21 @@ class _Collector:
             with open(self.progress, "ab") as handle:
                 handle.write(b".")
 
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node, error):
+        """xdist controller: a worker's kept maps, merged (the first MAX_SECTIONS of all are kept)."""
+        payload = getattr(node, "workeroutput", {}).get(MAPS_OUTPUT)
+        if payload and self.maps is not None:
+            self.maps.merge_payload(payload)
+
     def pytest_sessionfinish(self, session):
-        if _is_worker(self.config) or self.report_dir is None:
+        if _is_worker(self.config):
+            if self.maps is not None:
+                self.config.workeroutput[MAPS_OUTPUT] = self.maps.payload()
+            return
+        if self.maps is not None:
+            self.maps.save(Path(self.maps_file))
+        if self.report_dir is None:
             return
         frame = rows_frame([dict(zip(COLUMNS, row)) for row in self.rows.values()])
         path = Path(self.report_dir) / "discrepancies.csv"
@@ -154,4 +200,4 @@ def pytest_configure(config):
         import torch  # heavy: only in processes that verify, never in the xdist controller
 
         torch.set_num_threads(1)
-    config.pluginmanager.register(_Collector(config), "backprop-verify-collector")
+    config.pluginmanager.register(_Collector(config), COLLECTOR)

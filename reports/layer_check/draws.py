@@ -1,0 +1,40 @@
+"""The draws check_layer runs: the given arrays, seeded random draws, and draws at kinks (exact zeros, ties)."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def draw_plan(names, given, seed, draws, kinks, sample):
+    """[(draw name, float64 arrays, at kinks?, the draw's generator for its upstream gradient)]."""
+    if not (isinstance(seed, (int, np.integer)) and seed >= 0):
+        raise ValueError(f"check_layer: seed must be an integer >= 0, got {seed!r}")
+    shapes = [spec.shape if isinstance(spec, np.ndarray) else spec for spec in given]
+
+    def drawn(rng, shape, key):
+        value = np.array(sample(rng, shape), dtype=np.float64)
+        if value.shape != shape:
+            raise ValueError(f"check_layer: sample(rng, {shape}) returned shape {value.shape} for input {key!r}")
+        return value
+
+    plan = []
+    if any(isinstance(spec, np.ndarray) for spec in given):
+        rng = np.random.default_rng([int(seed), 0, 0])
+        arrays = [spec if isinstance(spec, np.ndarray) else drawn(rng, spec, key) for key, spec in zip(names, given)]
+        plan.append(("given", arrays, False, rng))
+    for index in range(draws):
+        rng = np.random.default_rng([int(seed), 1, index])
+        plan.append((f"random-{index}", [drawn(rng, shape, key) for key, shape in zip(names, shapes)], False, rng))
+    for index in range(kinks):
+        rng = np.random.default_rng([int(seed), 2, index])
+        plan.append((f"kink-{index}", [kinked(rng, shape, index) for shape in shapes], True, rng))
+    return plan
+
+
+def kinked(rng: np.random.Generator, shape: tuple[int, ...], index: int) -> np.ndarray:
+    """Inputs at non-differentiable points: integers in −2…2 (even draws), or a third exact
+    zeros among values drawn from a pool of three (odd draws): exact zeros and ties."""
+    if index % 2 == 0:
+        return rng.integers(-2, 3, size=shape).astype(np.float64)
+    values = rng.choice(rng.standard_normal(3), size=shape)
+    values[rng.random(shape) < 1 / 3] = 0.0
+    return values
