@@ -473,6 +473,10 @@ class LayerInfo:
     skeleton: str = ""
     random_excluded: str = ""
     records: tuple[str, ...] = ()
+    # A normalisation: ``statistics(layer, x)`` -> (μ, σ², m), μ and σ² broadcast against x (NumPy, the
+    # forward's statistics only) and m the size of each normalised group — read by the summation and
+    # conditioning floors (``reports.verification``); None for every other layer.
+    statistics: Callable[[Any, np.ndarray], tuple[np.ndarray, np.ndarray, int]] | None = None
 
 
 def _pair(default, minimum: int, doc: str) -> ParamSpec:
@@ -704,6 +708,31 @@ def _group_norm_tensors(options: dict, shape: Shape) -> dict[str, Shape]:
     if channels % groups:
         raise ShapeError(f"expected a divisor of the input channels ({channels}), got {groups}", "num_groups")
     return {"weight": (channels,), "bias": (channels,)} if options["affine"] else {}
+
+
+def _batch_norm_statistics(layer, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """Per channel over (N, H, W) in training mode; the running statistics in evaluation mode."""
+    channel = (1, x.shape[1]) + (1,) * (x.ndim - 2)
+    if layer.params.get("training", True):
+        axes = tuple(k for k in range(x.ndim) if k != 1)
+        return x.mean(axis=axes, keepdims=True), x.var(axis=axes, keepdims=True), x.size // x.shape[1]
+    return (np.asarray(layer.buffers["running_mean"], np.float64).reshape(channel),
+            np.asarray(layer.buffers["running_var"], np.float64).reshape(channel), 1)
+
+
+def _layer_norm_statistics(layer, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """Per sample over the trailing ``dims`` dimensions."""
+    axes = tuple(range(x.ndim - int(layer.params["dims"]), x.ndim))
+    return x.mean(axis=axes, keepdims=True), x.var(axis=axes, keepdims=True), int(np.prod([x.shape[k] for k in axes]))
+
+
+def _group_norm_statistics(layer, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """Per sample and group of C/G channels with their positions."""
+    groups = int(layer.params["num_groups"])
+    grouped = x.reshape(x.shape[0], groups, -1)
+    mean, variance = grouped.mean(axis=2, keepdims=True), grouped.var(axis=2, keepdims=True)
+    spread = lambda v: np.broadcast_to(v, grouped.shape).reshape(x.shape)  # noqa: E731
+    return spread(mean), spread(variance), grouped.shape[2]
 
 
 def _group_norm_shape(layer, shape: Shape) -> Shape:
@@ -1022,6 +1051,7 @@ LAYERS: dict[str, LayerInfo] = {
             fills={"weight": 1.0, "bias": 0.0, "running_mean": 0.0, "running_var": 1.0},
             nonnegative=("running_var",),
             tensor_shapes=_batch_norm_tensors, output_shape=_batch_norm_shape,
+            statistics=_batch_norm_statistics,
             grid=_BATCH_NORM_GRID, build=_batch_norm_build, draw=_batch_norm_draw,
         ),
         LayerInfo(
@@ -1037,6 +1067,7 @@ LAYERS: dict[str, LayerInfo] = {
             switch="elementwise_affine",
             fills={"weight": 1.0, "bias": 0.0},
             tensor_shapes=_layer_norm_tensors, output_shape=_layer_norm_shape,
+            statistics=_layer_norm_statistics,
             build=_layer_norm_build, draw=_layer_norm_draw,
             grid=(
                 LayerGridCase("features", (3, 4), {}),
@@ -1155,13 +1186,12 @@ LAYERS: dict[str, LayerInfo] = {
             bias_sum="channel",
             switch="affine",
             fills={"weight": 1.0, "bias": 0.0},
-            tensor_shapes=_group_norm_tensors, output_shape=_group_norm_shape,
+            tensor_shapes=_group_norm_tensors, output_shape=_group_norm_shape, statistics=_group_norm_statistics,
             build=_group_norm_build, draw=_group_norm_draw,
             random="",
-            random_excluded="not yet in the random convolutional networks: the summation and conditioning floors "
-                            "(reports.verification.cancellation, .conditioning) know batch_norm's and layer_norm's "
-                            "groups but not group_norm's, so a float32 bias before it can exceed the plain tolerance; "
-                            "``draw`` is ready for the day they do (set random=\"conv\")",
+            random_excluded="not yet in the random convolutional networks: joining the pool redraws every random "
+                            "convolutional architecture of every seed, so it waits for a sweep of the new draws "
+                            "(``draw`` is ready: set random=\"conv\")",
             grid=(
                 LayerGridCase("images-g2", (2, 4, 3, 3), {"num_groups": 2}),
                 LayerGridCase("one-group", (2, 3, 2, 2), {"num_groups": 1}),

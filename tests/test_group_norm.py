@@ -1,5 +1,7 @@
 """GroupNorm, added as one catalogue spec, one manual class and one torch function: the grid, the
 loader (no code of its own), the random convolutional networks, and injected bugs that the grid catches."""
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -114,9 +116,27 @@ def test_the_loader_names_the_field(layer, field, message):
 
 
 def test_group_norm_stays_out_of_random_networks_and_says_why():
-    """Its spec can draw it (``draw``), but it is not in the conv pool until the floors know its groups."""
+    """Its spec can draw it (``draw``), but joining the pool redraws every random conv architecture."""
     info = LAYERS["group_norm"]
-    assert "group_norm" not in CONV_EXTRAS and not info.random and "floors" in info.random_excluded
+    assert "group_norm" not in CONV_EXTRAS and not info.random and "redraws" in info.random_excluded
     rng = np.random.default_rng(0)
     drawn = [info.draw(rng, (2, 6, 4, 4))["params"]["num_groups"] for _ in range(30)]
     assert set(drawn) == {1, 2, 3, 6}
+
+
+def test_the_floors_know_group_norms_groups():
+    """The summation floor (its γ: Σ δ·x̂ per channel) and the normalisation's gain read the spec's
+    ``statistics``: a group of equal values has gain |γ|/√ε."""
+    from backprop_verify.reports.verification.cancellation import term_floors
+    from backprop_verify.reports.verification.conditioning import normalisation_gains
+
+    scenario = next(s for s in GRID if "images-g2" in s.name and s.dtype == "float64")
+    manual_trace, torch_trace = manual.run(scenario), reference.run(scenario)
+    floors = term_floors(scenario, manual_trace, torch_trace)
+    assert {"layers.0.weight.grad", "layers.0.bias.grad"} <= set(floors)
+    assert floors["layers.0.weight.grad"].rounding.shape == scenario.layers[0].weight.shape
+    equal = scenario.x.copy()
+    equal[0, :2] = 3.0  # sample 0's first group (channels 0 and 1): equal values, σ² = 0
+    gains = normalisation_gains(dataclasses.replace(scenario, x=equal), torch_trace)  # layer 0 reads x itself
+    largest = np.abs(scenario.layers[0].weight[:2]).max() / np.sqrt(scenario.layers[0].params["eps"])
+    assert gains[0] == pytest.approx(largest, rel=1e-9)

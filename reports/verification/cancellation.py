@@ -37,14 +37,14 @@ is Σ_r (|δa − δb|·|x_b| + |δ_a|·|x_a − x_b|) + 2·n·u·Σ_r |δ_b|·|
 conv2d kernel the terms are δ[n,o,i,j]·x[n,c,·,·] over n, i, j: the same bound
 with the sums laid out as the kernel's own gradient (computed on the absolute
 values by torch's ``conv2d_weight``). For the
-γ of batch_norm and layer_norm, the terms are δ·x̂ and x̂ is itself computed
+γ of a normalisation (batch_norm, layer_norm, group_norm), the terms are δ·x̂ and x̂ is itself computed
 inside each engine: the bound adds 2·Σ|δ|·e, e the rounding bound of x̂
 (``_normalised``) — a layer_norm over a dimension of size 1 has x̂ = 0 exactly,
 and an engine may leave 1e-14 of it.
 
 Which parameters are sums of which terms is the catalogue's ``bias_sum``
-(biases of linear, conv2d, batch_norm and layer_norm, and the γ of the two
-norms over the same axes); the weight of a linear layer sums δ_rj x_rk over
+(biases of linear, conv2d and the normalisations, and the γ of every
+layer with ``statistics`` over the same axes); the weight of a linear layer sums δ_rj x_rk over
 the rows r, a conv2d kernel δ·x over the samples and positions. Other gradients
 (recurrent parameters, inputs) are not covered here; the conditioning floor
 (``conditioning``) re-judges them.
@@ -98,8 +98,7 @@ def term_floors(scenario: Scenario, a: Trace, b: Trace) -> dict[str, Floor]:
                 count = size.size // max(1, terms.size)
                 floors[f"layers.{i}.bias.grad"] = Floor(apart.sum(axis=axes), 2.0 * count * unit * terms, count,
                                                         (address,))
-        if layer.type in ("batch_norm", "layer_norm") and layer.weight is not None \
-                and f"layers.{i}.weight.grad" in b:
+        if info.statistics is not None and layer.weight is not None and f"layers.{i}.weight.grad" in b:
             layer_input = scenario.x if i == 0 else b.get(f"layers.{i - 1}.output")
             found = None if layer_input is None else _normalised(layer, np.asarray(layer_input, np.float64), unit)
             if found is not None:
@@ -144,33 +143,26 @@ def _kernel_sum(layer, x: np.ndarray, delta: np.ndarray) -> np.ndarray:
 
 
 def _normalised(layer, x: np.ndarray, unit: float):
-    """|x̂| of a batch_norm / layer_norm input x, a bound on the rounding error of x̂ at every element,
-    the axes γ's gradient sums over, and m, the size of each normalised group — or None.
+    """|x̂| of a normalisation's input x (the catalogue's ``statistics``: batch_norm, layer_norm,
+    group_norm), a bound on the rounding error of x̂ at every element, the axes γ's gradient sums
+    over (the spec's ``bias_sum``), and m, the size of each normalised group — or None.
 
     x̂ = (x − μ)/σ: μ, a mean of m values, is within m·u·max|x| of the exact mean; x − μ adds
     u·|x − μ|; σ = √(σ² + ε) is within (m + 2)·u relatively. So |x̂ − fl(x̂)| ≤ (m + 2)·u·(max|x|/σ + |x̂|),
-    which is what a group of m equal values (x − μ = 0 exactly, σ = √ε) leaves of x̂ = 0.
+    with max|x| ≤ |μ| + √(m·σ²) over the group — what a group of m equal values (x − μ = 0 exactly,
+    σ = √ε) leaves of x̂ = 0.
     """
-    eps = float(layer.params.get("eps", 1e-5))
-    if layer.type == "batch_norm":
-        channel = (1, x.shape[1]) + (1,) * (x.ndim - 2)
-        if layer.params.get("training", True):
-            group_axes = tuple(k for k in range(x.ndim) if k != 1)
-            mean, variance = x.mean(axis=group_axes, keepdims=True), x.var(axis=group_axes, keepdims=True)
-        else:
-            group_axes = ()
-            mean = np.asarray(layer.buffers["running_mean"], np.float64).reshape(channel)
-            variance = np.asarray(layer.buffers["running_var"], np.float64).reshape(channel)
+    spec = LAYERS.get(layer.type)
+    if spec is None or spec.statistics is None:
+        return None
+    mean, variance, group = spec.statistics(layer, x)
+    if spec.bias_sum == "channel":
         sum_axes = tuple(k for k in range(x.ndim) if k != 1)
     else:
-        dims = int(layer.params.get("dims", 1))
-        group_axes = tuple(range(x.ndim - dims, x.ndim))
-        mean, variance = x.mean(axis=group_axes, keepdims=True), x.var(axis=group_axes, keepdims=True)
-        sum_axes = tuple(range(x.ndim - dims))
-    group = max(1, int(np.prod([x.shape[k] for k in group_axes])))
-    deviation = np.sqrt(variance + eps)
+        sum_axes = tuple(range(x.ndim - np.ndim(layer.weight)))
+    deviation = np.sqrt(variance + float(layer.params.get("eps", 1e-5)))
     normalised = np.abs(x - mean) / deviation
-    largest = np.abs(x).max(axis=group_axes, keepdims=True) if group_axes else np.abs(x)
+    largest = np.abs(mean) + np.sqrt(group * variance)
     error = (group + 2) * unit * (largest / deviation + normalised)
     return normalised, error, sum_axes, group
 

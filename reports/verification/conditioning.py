@@ -41,6 +41,7 @@ import numpy as np
 from backprop_verify import reference
 from backprop_verify.reports.verification.compare import FAIL, FLOOR, Row, family_scales, step_of
 from backprop_verify.reports.verification.tolerance import FLOOR_ULPS, UNIT_ROUNDOFF
+from backprop_verify.scenarios.catalog import LAYERS
 from backprop_verify.scenarios.model import Scenario
 from backprop_verify.scenarios.trace import Trace
 
@@ -48,30 +49,24 @@ _LAYER = re.compile(r"^layers\.([0-9]+)\.")
 
 
 def normalisation_gains(scenario: Scenario, trace: Trace) -> dict[int, float]:
-    """layer index -> the gain of a batch_norm / layer_norm there: max over its groups of
-    |γ|/√(σ² + ε), σ² the group's variance in ``trace`` (training-mode statistics; the running
-    variance in eval mode). A group of equal values has σ² = 0 and gain |γ|/√ε ≈ 316·|γ|."""
+    """layer index -> the gain of a normalisation there (a catalogue layer with ``statistics``:
+    batch_norm, layer_norm, group_norm): max over its groups of |γ|/√(σ² + ε), σ² the group's
+    variance in ``trace`` (training-mode statistics; the running variance in eval mode). A group of
+    equal values has σ² = 0 and gain |γ|/√ε ≈ 316·|γ|."""
     gains = {}
     for i, layer in enumerate(scenario.layers):
-        if layer.type not in ("batch_norm", "layer_norm"):
+        spec = LAYERS.get(layer.type)
+        if spec is None or spec.statistics is None:
             continue
         x = scenario.x if i == 0 else trace.get(f"layers.{i - 1}.output")
         if x is None:
             continue
         x = np.asarray(x, np.float64)
-        eps = float(layer.params.get("eps", 1e-5))
-        if layer.type == "batch_norm":
-            if layer.params.get("training", True):
-                variance = x.var(axis=tuple(k for k in range(x.ndim) if k != 1))
-            else:
-                variance = np.asarray(layer.buffers["running_var"], np.float64)
-            gamma = np.ones(x.shape[1]) if layer.weight is None else np.abs(np.asarray(layer.weight, np.float64))
-            gains[i] = float((gamma / np.sqrt(variance + eps)).max())
-        else:
-            dims = int(layer.params.get("dims", 1))
-            variance = x.var(axis=tuple(range(x.ndim - dims, x.ndim)))
-            gamma = 1.0 if layer.weight is None else float(np.abs(np.asarray(layer.weight, np.float64)).max())
-            gains[i] = float(gamma / np.sqrt(variance.min() + eps))
+        _, variance, _ = spec.statistics(layer, x)
+        gamma = np.ones(1) if layer.weight is None else np.abs(np.asarray(layer.weight, np.float64))
+        if layer.weight is not None and spec.bias_sum == "channel":
+            gamma = gamma.reshape((1, -1) + (1,) * (x.ndim - 2))
+        gains[i] = float((gamma / np.sqrt(variance + float(layer.params.get("eps", 1e-5)))).max())
     return gains
 
 
