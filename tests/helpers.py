@@ -12,18 +12,20 @@ def assert_traces_agree(a, b, dtype, pair, addresses=None):
     return rows
 
 
-def layer_trace(layer, output, delta, input_gradient):
-    """A one-layer Trace of a hand-written layer after forward and backward: its output,
-    the upstream gradient δ, ∂L/∂input and every parameter gradient."""
-    from backprop_verify.scenarios.trace import Trace
+def inject_activation_backward(monkeypatch, name, backward):
+    """Replace manual activation ``name``'s backward by ``backward(grad, a)``, a = its forward's output
+    (recorded on each forward): the injected bug of a test that must see a failure."""
+    from backprop_verify import manual
 
-    trace = Trace("manual")
-    trace.put("layers.0.output", output)
-    trace.put("layers.0.output.grad", delta)
-    trace.put("input.grad", input_gradient)
-    for name, gradient in zip(layer.parameter_names, layer.gradients):
-        trace.put(f"layers.0.{name}.grad", gradient)
-    return trace
+    cls = manual.activations.ACTIVATIONS[name]
+    forward = cls.forward
+
+    def recording_forward(self, z):
+        self._injected_a = forward(self, z)
+        return self._injected_a
+
+    monkeypatch.setattr(cls, "forward", recording_forward)
+    monkeypatch.setattr(cls, "backward", lambda self, grad: backward(grad, self._injected_a))
 
 
 def assert_file_rejected(folder, text, field, expected, name="my_example.toml"):

@@ -20,6 +20,7 @@ from backprop_verify.reports.verification.compare import compare
 from backprop_verify.scenarios.builtin import worked_examples
 from backprop_verify.scenarios.components import activation_scenarios
 from backprop_verify.scenarios.layer_grids import all_layer_scenarios
+from tests.helpers import inject_activation_backward
 
 _LAYER_SCENARIOS = all_layer_scenarios()
 
@@ -35,15 +36,7 @@ SQUARE_ERA_VARIANTS = {
 
 def _inject_wrong_sigmoid_derivative(monkeypatch):
     """Replace σ'(z) = σ(1−σ) by σ — the classic slip."""
-    cls = manual.activations.ACTIVATIONS["sigmoid"]
-    forward = cls.forward
-
-    def recording_forward(self, z):
-        self._injected_a = forward(self, z)
-        return self._injected_a
-
-    monkeypatch.setattr(cls, "forward", recording_forward)
-    monkeypatch.setattr(cls, "backward", lambda self, grad: grad * self._injected_a)
+    inject_activation_backward(monkeypatch, "sigmoid", lambda grad, a: grad * a)
 
 
 def _failures(scenario):

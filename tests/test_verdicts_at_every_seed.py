@@ -27,6 +27,7 @@ from backprop_verify.scenarios.catalog import ACTIVATIONS, LAYERS
 from backprop_verify.scenarios.generator import random_conv_scenario, random_scenario
 from backprop_verify.scenarios.model import Layer, Loss, Scenario
 from backprop_verify.scenarios.trace import Trace
+from tests.helpers import inject_activation_backward
 
 # (make, seed): manual and torch agree; finite differences straddle a max-pool tie of dropout's
 # zeros (4013), relu pre-activations exactly at 0 (4266: a sample whose relu outputs are all 0,
@@ -81,15 +82,7 @@ def test_a_relu_exactly_at_zero_is_blind_only_where_a_step_moves_it():
 def test_a_wrong_derivative_still_fails_beside_the_blind_spots(monkeypatch):
     """tanh′ = 1 − a² replaced by 1 − a in the max-pool-tie network: the fd rows that carry blind spots fail."""
     scenario = random_conv_scenario(KINKED["max_pool2d tie"][1])
-    tanh = manual.activations.ACTIVATIONS["tanh"]
-    forward = tanh.forward
-
-    def recording_forward(self, z):
-        self._injected_a = forward(self, z)
-        return self._injected_a
-
-    monkeypatch.setattr(tanh, "forward", recording_forward)
-    monkeypatch.setattr(tanh, "backward", lambda self, grad: grad * (1.0 - self._injected_a))
+    inject_activation_backward(monkeypatch, "tanh", lambda grad, a: grad * (1.0 - a))
     failed = {r["address"] for r in _failures(verify(scenario), "manual-fd")}
     assert {"layers.0.weight.grad", "input.grad"} <= failed
 

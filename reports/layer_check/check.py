@@ -59,26 +59,9 @@ def check(layer, torch_fn: Callable, inputs, dtype: str | Sequence[str] = "float
           kinks: int = DEFAULT_KINKS, fd: bool = True,
           sample: Callable[[np.random.Generator, tuple[int, ...]], np.ndarray] | None = None,
           raises: bool = True, observed: bool = False, require_read: bool = True) -> LayerCheck:
-    """Check ``layer``'s forward and backward against ``torch_fn`` and finite differences.
+    """``check_layer`` (its docstring lists the arguments), with two options the suite's own layer
+    tests (``tests/layer_harness.py``) use:
 
-    layer     an object with ``forward(*arrays)``, ``backward(grad_out)`` and, with
-              parameters, ``params`` / ``grads`` mappings (module docstring)
-    torch_fn  ``torch_fn(*inputs, **params)``: the same forward in torch
-    inputs    the inputs, in forward's order: a list of shapes (``[(4, 3)]``) or of
-              arrays (checked as given, then on random draws of their shapes); a
-              dict name → shape or array names them in the table (default names:
-              ``input`` for one, ``input0``, ``input1``, … for several)
-    dtype     ``"float64"``; ``"float32"`` checks float32 against torch in float32
-              and float64 (where finite differences apply); a tuple of dtypes checks
-              exactly those (finite differences only run with float64 among them)
-    params    parameter values to use (name → array; default: ``layer.params``)
-    seed      every random thing (inputs, upstream gradients) derives from it
-    draws     number of seeded random draws of the inputs
-    kinks     number of seeded draws at kinks (exact zeros, ties), judged against torch only
-    fd        run finite differences (float64, non-kink draws, at most
-              ``reference.fd_oracle.FD_MAX_ENTRIES`` entries)
-    sample    ``sample(rng, shape)`` draws one random input (default: standard normal)
-    raises    raise ``AssertionError`` with the table when a row fails (else return the rows)
     observed  also compare, layer against torch in every dtype (not by finite differences),
               the quantities ``layer.observed()`` and ``torch_fn.observed(output, grad_out)``
               return after each run, name → array: state such as running statistics, or
