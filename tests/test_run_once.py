@@ -148,3 +148,17 @@ def test_check_runs_each_engine_once_per_example_even_where_they_disagree(runs, 
 
 def test_the_collector_is_registered_under_its_name(pytestconfig):
     assert pytestconfig.pluginmanager.get_plugin(COLLECTOR) is not None
+
+
+def test_check_judges_draw_0_of_the_claims_on_the_example_s_own_traces(runs, tmp_path):
+    """An example with [[claim]]s and no optimizer: its claims' draw 0 is the file's own data, the same
+    computation as the example's check — both engines run on it once, not once more for the claims."""
+    counts, seen = runs
+    path = str(next(p for p in worked_example_paths() if str(p).endswith("seed003_learning_guesses.toml")))
+    assert check.main(build_parser().parse_args(["check", path, "--out", str(tmp_path), "--quiet"])) in (0, 1)
+    (example,) = [s for s in seen.values() if s.name.startswith("seed003") and s.claims]
+    on_the_file_s_data = [s for s in seen.values()
+                          if np.array_equal(s.x, example.x) and np.array_equal(s.y, example.y)]
+    for engine in ("manual", "torch"):
+        assert sum(counts[engine][id(s)] for s in on_the_file_s_data) == 1, engine
+    assert sum(counts["manual"].values()) > 1  # the claims' random draws did run

@@ -211,7 +211,7 @@ def _check_all(scenarios: list[Scenario], limits: Limits, quiet: bool) -> _Check
         checked.examples.append(example)
         checkpoint()
         try:
-            claims = claim_checks.check_claims(scenario, limits)
+            claims = claim_checks.check_claims(scenario, limits, first=(example.manual, example.reference))
         except ScenarioError as err:  # an evaluation-time guard on the data: refused, nothing written
             _invalid(err, "written")
             return None

@@ -401,15 +401,22 @@ def _judge(value: np.ndarray, truth: np.ndarray, address: str, scales: tuple[flo
     return difference <= bound, relative, ""
 
 
-def check_claims(scenario: Scenario, limits: Limits = DEFAULT_LIMITS) -> list[ClaimResult]:
+def check_claims(scenario: Scenario, limits: Limits = DEFAULT_LIMITS,
+                 first: tuple[Trace, Trace] | None = None) -> list[ClaimResult]:
     """Every claim of ``scenario`` judged (see the module docstring). Raises ``ScenarioError`` for a
-    formula that cannot be evaluated."""
+    formula that cannot be evaluated.
+
+    ``first``: the (manual, torch) float64 traces of ``scenario`` itself, already computed (``check``'s
+    ``errata.check_example``): draw 0 reuses them when they are the same computation — a float64
+    scenario without an optimizer — instead of running both engines on it again."""
     if not scenario.claims:
         return []
     validate_claims(scenario, limits)
     base = scenario if scenario.dtype == "float64" else scenario.astype("float64")
     base = dataclasses.replace(base, optimizer=None, expects=(), claims=())
     cache: dict[int, tuple[Scenario, Trace, Trace]] = {}
+    if first is not None and scenario.dtype == "float64" and scenario.optimizer is None:
+        cache[0] = (base, *first)
 
     def traces(draw: int):
         if draw not in cache:
