@@ -162,3 +162,15 @@ def test_check_judges_draw_0_of_the_claims_on_the_example_s_own_traces(runs, tmp
     for engine in ("manual", "torch"):
         assert sum(counts[engine][id(s)] for s in on_the_file_s_data) == 1, engine
     assert sum(counts["manual"].values()) > 1  # the claims' random draws did run
+
+
+def test_a_difference_map_takes_a_scalar_address():
+    """The loss is a 0-d address; its map is a 0-d array (a section may show the loss as its worst row)."""
+    from backprop_verify.reports.verification.detail import difference_map
+    from backprop_verify.scenarios.trace import Trace
+
+    a, b = Trace("manual", {"loss": np.array(1.5)}), Trace("torch", {"loss": np.array(1.25)})
+    difference, largest = difference_map(a, b, "loss")
+    assert difference.shape == () and float(difference) == 0.25 and largest == 1.25
+    nan = Trace("manual", {"loss": np.array(np.nan)})
+    assert float(difference_map(nan, b, "loss")[0]) == np.inf

@@ -94,7 +94,8 @@ def render_markdown(data: ReportData) -> str:
               "(1 = at the limit). `floor_passes`: addresses that passed only thanks to the absolute floor "
               "(`reports/verification/tolerance.py`) — their max_rel can be large (up to inf) because the reference values "
               "cancel to ~0, so they are counted here, not in the worst. `not_judged`: trajectory steps after the "
-              "precision horizon and optimizers without a torch.optim counterpart (`reports.verification.horizon`), counted, "
+              "precision horizon and optimizers without a torch.optim counterpart (`reports.verification.horizon`), and "
+              "finite-difference rows whose every element is a blind spot (its step crosses a kink), counted, "
               "not in the worst. `—`: no such address.", "",
               markdown(data.by_component), ""]
 

@@ -153,7 +153,7 @@ def floor_pass(frame: pd.DataFrame) -> pd.Series:
 
 def unjudged(frame: pd.DataFrame) -> pd.Series:
     """Rows reported but not judged (status ``not_judged``): trajectory steps
-    after the precision horizon, optimizers without a torch.optim counterpart."""
+    after the precision horizon, optimizers without a torch.optim counterpart, fd rows that are all blind spots."""
     return frame["status"].eq(NOT_JUDGED)
 
 

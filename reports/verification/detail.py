@@ -56,7 +56,7 @@ def difference_map(a: Trace, b: Trace, address: str) -> tuple[np.ndarray, float]
         return None
     x, y = np.asarray(a[address], np.float64), np.asarray(b[address], np.float64)
     with np.errstate(invalid="ignore", over="ignore"):
-        difference = np.abs(x - y)
+        difference = np.array(np.abs(x - y))  # an array even for a scalar address (loss): NumPy returns a scalar
     difference[(x == y) | (np.isnan(x) & np.isnan(y))] = 0.0
     difference[np.isnan(difference)] = np.inf
     finite = np.abs(y[np.isfinite(y)])
