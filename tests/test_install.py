@@ -27,6 +27,10 @@ pytestmark = pytest.mark.subprocess
 
 
 def _run(command, cwd, env=None):
+    """``command`` without this process's PYTHONPATH & co. (a PYTHONPATH naming this checkout would show
+    pip an installed backprop-verify, and the fresh environment this checkout's code)."""
+    if env is None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "PYTHON"))}
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
 
 
