@@ -66,7 +66,7 @@ from torch.func import vmap
 from backprop_verify.scenarios.catalog import LOSSES as LOSS_CATALOG
 from backprop_verify.scenarios.model import Scenario
 from backprop_verify.scenarios.shapes import output_shape
-from backprop_verify.scenarios.trace import BlindSpot, Trace
+from backprop_verify.scenarios.trace import BlindSpot, Trace, index_text
 from backprop_verify.reference.network import build_network
 from backprop_verify.scenarios.model import Layer
 
@@ -315,19 +315,22 @@ def fd_oracle(scenario: Scenario, step: float | None = None) -> Trace:
         sources = [j for j in range(start, n_layers) if j in kinks] + ([None] if loss_kink is not None else [])
         for source, code in zip(sources, base_codes):
             if position < code.numel():
-                where = _index_text(position, tuple(code.shape))
+                where = index_text(position, tuple(code.shape))
                 what = kinks[source][0] if source is not None else loss_kink[0]
                 at = f"layers.{source}{where}" if source is not None else f"the loss{where}"
                 break
             position -= code.numel()
-        return BlindSpot(crossed >= 0, f"fd step at {_index_text(first, crossed.shape)} crosses a {what} at {at}")
+        return BlindSpot(crossed >= 0, f"fd step at {index_text(first, tuple(crossed.shape))} crosses a {what} at {at}")
 
     # torch has no batching rule for the recurrent cells (aten::lstm_cell, rnn_tanh):
     # their scenarios evaluate the perturbed copies one after another.
     recurrent = any(layer.type in ("rnn", "lstm", "gru") for layer in cast.layers)
 
     def batched(one_copy: Callable[[torch.Tensor], tuple]) -> Callable[[torch.Tensor], tuple]:
-        flat = lambda copy: (lambda result: (result[0], one_code(result[1])))(one_copy(copy))
+        def flat(copy):
+            loss, codes = one_copy(copy)
+            return loss, one_code(codes)
+
         if recurrent:
             def loop(copies):
                 results = [flat(copy) for copy in copies]
@@ -386,8 +389,3 @@ def fd_refined(scenario: Scenario, coarse: Trace) -> Trace:
         earlier = refined.blind.get(address)
         refined.blind[address] = spot if earlier is None else BlindSpot(earlier.mask | spot.mask, earlier.first)
     return refined
-
-
-def _index_text(flat: int, shape: tuple[int, ...]) -> str:
-    """``[i,j,…]`` for element ``flat`` (C order) of an array of ``shape``; "" for a scalar."""
-    return "[" + ",".join(map(str, np.unravel_index(flat, shape))) + "]" if shape else ""

@@ -710,6 +710,10 @@ def _group_norm_tensors(options: dict, shape: Shape) -> dict[str, Shape]:
     return {"weight": (channels,), "bias": (channels,)} if options["affine"] else {}
 
 
+# The ε every normalisation adds to its variance (batch_norm, layer_norm, group_norm), PyTorch's default.
+_NORM_EPS = ParamSpec(1e-5, float, minimum=0.0, doc="ε added to the variance")
+
+
 def _batch_norm_statistics(layer, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
     """Per channel over (N, H, W) in training mode; the running statistics in evaluation mode."""
     channel = (1, x.shape[1]) + (1,) * (x.ndim - 2)
@@ -839,6 +843,15 @@ def _recurrent_draw(kind: str):
         return {"params": params, "tensors": recurrent_parameters(kind, params, shape, rng)}
 
     return draw
+
+
+def _recurrent_spec(name: str, formula: str, gates: int, options: dict[str, ParamSpec], data: tuple[str, ...],
+                    records: tuple[str, ...], grid: tuple, kink: str = "") -> "LayerInfo":
+    """The spec of one recurrent cell (rnn, lstm, gru): what the three share, its name and gate count once."""
+    return LayerInfo(name, formula, options, parameters=("weight_ih", "weight_hh", "bias_ih", "bias_hh"), data=data,
+                     random="recurrent", kink=kink, gates=gates, tensor_shapes=_recurrent_tensors(name, gates),
+                     output_shape=_recurrent_shape, build=_recurrent_build(name), draw=_recurrent_draw(name),
+                     records=records, grid=grid)
 
 
 def _pick(rng: np.random.Generator, options):
@@ -1038,7 +1051,7 @@ LAYERS: dict[str, LayerInfo] = {
             "batch_norm",
             "x̂ = (x − μ_B) / √(σ²_B + ε); y = γ x̂ + β, per feature (N, F) or channel (N, C, H, W)",
             {
-                "eps": ParamSpec(1e-5, float, minimum=0.0, doc="ε added to the variance"),
+                "eps": _NORM_EPS,
                 "momentum": ParamSpec(0.1, float, minimum=0.0, maximum=1.0,
                                       doc="running ← (1 − momentum)·running + momentum·batch statistic"),
                 "affine": ParamSpec(True, bool, doc="learn γ (weight) and β (bias)"),
@@ -1059,7 +1072,7 @@ LAYERS: dict[str, LayerInfo] = {
             "x̂ = (x − μ) / √(σ² + ε) over the trailing dims dimensions of each sample; y = γ x̂ + β",
             {
                 "dims": ParamSpec(1, int, minimum=1, doc="how many trailing dimensions are normalised"),
-                "eps": ParamSpec(1e-5, float, minimum=0.0, doc="ε added to the variance"),
+                "eps": _NORM_EPS,
                 "elementwise_affine": ParamSpec(True, bool, doc="learn γ (weight) and β (bias)"),
             },
             parameters=("weight", "bias"),
@@ -1078,17 +1091,13 @@ LAYERS: dict[str, LayerInfo] = {
                 LayerGridCase("eps0.1", (3, 4), {"eps": 0.1}),
             ),
         ),
-        LayerInfo(
+        _recurrent_spec(
             "rnn",
             "h_t = f(x_t W_ihᵀ + b_ih + h_(t−1) W_hhᵀ + b_hh), f = tanh or relu; output every h_t (N, T, H)",
-            _recurrent_options(nonlinearity=ParamSpec("tanh", str, choices=("tanh", "relu"), doc="f")),
-            parameters=("weight_ih", "weight_hh", "bias_ih", "bias_hh"),
-            data=("h0",),
-            random="recurrent",
-            kink="with nonlinearity = relu, a pre-activation at 0 (h_t = 0 there; PyTorch's f'(0) = 0)",
             gates=1,
-            tensor_shapes=_recurrent_tensors("rnn", 1), output_shape=_recurrent_shape,
-            build=_recurrent_build("rnn"), draw=_recurrent_draw("rnn"),
+            options=_recurrent_options(nonlinearity=ParamSpec("tanh", str, choices=("tanh", "relu"), doc="f")),
+            data=("h0",),
+            kink="with nonlinearity = relu, a pre-activation at 0 (h_t = 0 there; PyTorch's f'(0) = 0)",
             records=("h0.grad",),
             grid=(
                 LayerGridCase("tanh-t12", (2, 12, 3), {"hidden_size": 4}),
@@ -1100,16 +1109,12 @@ LAYERS: dict[str, LayerInfo] = {
                 LayerGridCase("sequence-loss", (2, 5, 3), {"hidden_size": 3, "sequence_loss": True}),
             ),
         ),
-        LayerInfo(
+        _recurrent_spec(
             "lstm",
             "gates (i, f, g, o); c_t = f ⊙ c_(t−1) + i ⊙ g; h_t = o ⊙ tanh(c_t); output every h_t (N, T, H)",
-            _recurrent_options(),
-            parameters=("weight_ih", "weight_hh", "bias_ih", "bias_hh"),
-            data=("h0", "c0"),
-            random="recurrent",
             gates=4,
-            tensor_shapes=_recurrent_tensors("lstm", 4), output_shape=_recurrent_shape,
-            build=_recurrent_build("lstm"), draw=_recurrent_draw("lstm"),
+            options=_recurrent_options(),
+            data=("h0", "c0"),
             records=("cell", "cell.grad", "h0.grad", "c0.grad"),
             grid=(
                 LayerGridCase("t12", (2, 12, 3), {"hidden_size": 4}),
@@ -1119,16 +1124,12 @@ LAYERS: dict[str, LayerInfo] = {
                 LayerGridCase("chunk1-h0-c0", (2, 4, 2), {"hidden_size": 2, "bptt_chunk": 1, "h0": True, "c0": True}),
             ),
         ),
-        LayerInfo(
+        _recurrent_spec(
             "gru",
             "gates (r, z, n); n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn)); h_t = (1 − z) ⊙ n + z ⊙ h_(t−1)",
-            _recurrent_options(),
-            parameters=("weight_ih", "weight_hh", "bias_ih", "bias_hh"),
-            data=("h0",),
-            random="recurrent",
             gates=3,
-            tensor_shapes=_recurrent_tensors("gru", 3), output_shape=_recurrent_shape,
-            build=_recurrent_build("gru"), draw=_recurrent_draw("gru"),
+            options=_recurrent_options(),
+            data=("h0",),
             records=("h0.grad",),
             grid=(
                 LayerGridCase("t12", (2, 12, 3), {"hidden_size": 4}),
@@ -1179,7 +1180,7 @@ LAYERS: dict[str, LayerInfo] = {
             "y = γ_c x̂ + β_c per channel c",
             {
                 "num_groups": ParamSpec(None, int, minimum=1, doc="G, the channel groups (a divisor of the channels)"),
-                "eps": ParamSpec(1e-5, float, minimum=0.0, doc="ε added to the variance"),
+                "eps": _NORM_EPS,
                 "affine": ParamSpec(True, bool, doc="learn γ (weight) and β (bias), one per channel"),
             },
             parameters=("weight", "bias"),

@@ -33,6 +33,7 @@ address takes no index.
 """
 from __future__ import annotations
 
+import functools
 import re
 from typing import NamedTuple
 
@@ -94,6 +95,18 @@ class Trace(dict):
         if any(i >= n for i, n in zip(index, value.shape)):
             raise KeyError(f"{spec!r}: index out of range for shape {value.shape}")
         return float(value[index])
+
+
+@functools.lru_cache(maxsize=8192)
+def index_text(flat: int, shape: tuple[int, ...]) -> str:
+    """The element ``flat`` (C order) of an array of ``shape`` in the address syntax: ``[3,0,1,1]``; "" for a scalar."""
+    if not shape:
+        return ""
+    index = []
+    for size in reversed(shape):
+        flat, i = divmod(flat, size)
+        index.append(i)
+    return "[" + ",".join(map(str, reversed(index))) + "]"
 
 
 def parse_element(spec: str) -> tuple[str, tuple[int, ...] | None]:

@@ -30,7 +30,7 @@ def test_an_ill_conditioned_address_is_a_floor_pass_not_a_failure():
     assert excused and all(r.status == "floor" for r in excused)
     assert max(r.max_rel / r.tolerance for r in excused) > 1  # these would fail without the floor
     assert not [r for r in rows if r.status == "fail"]
-    assert not [r for r in _manual_torch(verify(scenario, with_fd=False)) if r["status"] == "fail"]
+    assert not [r for r in _manual_torch(verify(scenario, with_fd=False).rows) if r["status"] == "fail"]
 
 
 def test_a_wrong_derivative_still_fails_where_the_floor_applies(monkeypatch):
@@ -46,7 +46,7 @@ def test_a_wrong_derivative_still_fails_where_the_floor_applies(monkeypatch):
         return self.inverse_std * (delta_normalised - delta_normalised.mean(axis=self.axes, keepdims=True))
 
     monkeypatch.setattr(LayerNorm, "backward", backward_without_variance_term)
-    rows = _manual_torch(verify(random_conv_scenario(ILL_CONDITIONED), with_fd=False))
+    rows = _manual_torch(verify(random_conv_scenario(ILL_CONDITIONED), with_fd=False).rows)
     failed = [r for r in rows if r["status"] == "fail"]
     assert failed and all(np.isfinite(r["max_rel"]) for r in failed)
     assert {r["address"] for r in failed} >= {"layers.0.weight.grad", "input.grad"}

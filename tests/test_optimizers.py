@@ -327,7 +327,7 @@ def test_ftrl_is_reported_without_torch_reference():
     scenario, _ = _ftrl_run()
     assert reference.OPTIMIZERS["ftrl"] is None
     assert not any(step_of(a) for a in reference.run(scenario))
-    marked = [r for r in verify(scenario, with_fd=False) if r["address"] == "step*"]
+    marked = [r for r in verify(scenario, with_fd=False).rows if r["address"] == "step*"]
     assert len(marked) == 1 and marked[0]["note"] == "no torch reference (ftrl)" and marked[0]["passed"]
     assert marked[0]["status"] == "not_judged"
 

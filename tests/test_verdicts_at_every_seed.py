@@ -56,7 +56,7 @@ def test_fd_steps_across_a_kink_are_blind_spots_not_failures(kink):
         row = next(r for r in rows if r.address == address)
         assert row.note.startswith(f"{spot.count} of {spot.mask.size} elements not judged: fd step at [")
         assert spot.count < spot.mask.size  # the rest of the address is judged
-    assert not _failures(verify(scenario))
+    assert not _failures(verify(scenario).rows)
 
 
 def test_a_relu_exactly_at_zero_is_blind_only_where_a_step_moves_it():
@@ -83,7 +83,7 @@ def test_a_wrong_derivative_still_fails_beside_the_blind_spots(monkeypatch):
     """tanh′ = 1 − a² replaced by 1 − a in the max-pool-tie network: the fd rows that carry blind spots fail."""
     scenario = random_conv_scenario(KINKED["max_pool2d tie"][1])
     inject_activation_backward(monkeypatch, "tanh", lambda grad, a: grad * (1.0 - a))
-    failed = {r["address"] for r in _failures(verify(scenario), "manual-fd")}
+    failed = {r["address"] for r in _failures(verify(scenario).rows, "manual-fd")}
     assert {"layers.0.weight.grad", "input.grad"} <= failed
 
 
@@ -109,7 +109,7 @@ def _structural_zero_scenario():
 
 def test_a_bias_before_batch_norm_is_judged_by_the_size_of_its_terms():
     scenario = _structural_zero_scenario()
-    rows = {r["address"]: r for r in verify(scenario, with_fd=False)}
+    rows = {r["address"]: r for r in verify(scenario, with_fd=False).rows}
     row = rows["layers.2.bias.grad"]
     assert row["status"] == "floor" and row["note"].startswith("within the summation floor"), row
     assert row["max_rel"] > 1e3 * row["tolerance"]  # relative to itself, the value is pure rounding
@@ -179,7 +179,7 @@ MUTANTS = {
 
 
 def test_the_cancelling_sum_passes_only_on_the_summation_floor():
-    rows = {r["address"]: r for r in verify(random_conv_scenario(CANCELLING), with_fd=False)}
+    rows = {r["address"]: r for r in verify(random_conv_scenario(CANCELLING), with_fd=False).rows}
     row = rows["layers.3.bias.grad"]
     assert row["status"] == "floor" and row["note"].startswith("within the summation floor"), row
     assert not _failures(list(rows.values()))
@@ -190,7 +190,7 @@ def test_every_injected_bug_still_fails_beside_the_summation_floor(monkeypatch, 
     cls, backward, seed, expected = MUTANTS[mutant]
     scenario = random_conv_scenario(seed)
     monkeypatch.setattr(cls, "backward", backward)
-    failed = {r["address"] for r in _failures(verify(scenario, with_fd=False))}
+    failed = {r["address"] for r in _failures(verify(scenario, with_fd=False).rows)}
     assert expected <= failed, failed
 
 
@@ -202,7 +202,7 @@ ZERO_NORMALISED = 161807
 def test_gamma_of_a_layer_norm_over_one_value_is_judged_by_the_rounding_of_x_hat():
     scenario = random_conv_scenario(ZERO_NORMALISED)
     assert scenario.layers[2].type == "layer_norm" and scenario.x.shape[0] == 1
-    rows = {r["address"]: r for r in verify(scenario, with_fd=False)}
+    rows = {r["address"]: r for r in verify(scenario, with_fd=False).rows}
     assert rows["layers.2.weight.grad"]["status"] == "floor"
     assert rows["layers.2.weight.grad"]["note"].startswith("within the summation floor")
     assert not _failures(list(rows.values()))
@@ -220,7 +220,7 @@ def test_a_wrong_gamma_gradient_still_fails_there(monkeypatch):
         return result
 
     monkeypatch.setattr(LayerNorm, "backward", gamma_as_beta)
-    failed = {r["address"] for r in _failures(verify(random_conv_scenario(ZERO_NORMALISED), with_fd=False))}
+    failed = {r["address"] for r in _failures(verify(random_conv_scenario(ZERO_NORMALISED), with_fd=False).rows)}
     assert "layers.2.weight.grad" in failed
 
 
@@ -231,7 +231,7 @@ ZERO_KERNEL = 7607928057567938765
 
 def test_a_conv_kernel_whose_gradient_cancels_is_judged_by_the_size_of_its_terms():
     scenario = random_conv_scenario(ZERO_KERNEL)
-    rows = {r["address"]: r for r in verify(scenario, with_fd=False)}
+    rows = {r["address"]: r for r in verify(scenario, with_fd=False).rows}
     assert rows["layers.3.weight.grad"]["status"] == "floor" and not _failures(list(rows.values()))
     # The summation floor covers the kernel: its terms (δ, 1e-15 of residue themselves) passed, and the
     # kernel differs by no more than they do.
@@ -254,7 +254,7 @@ def test_finite_differences_refine_where_curvature_dominates():
     scenario = random_conv_scenario(CURVED)
     coarse = compare(reference.run(scenario), fd_oracle(scenario), "float64", "torch-fd")
     assert [r for r in coarse if not r.passed]  # the plain central difference is off by its h² term
-    rows = verify(scenario)
+    rows = verify(scenario).rows
     refined = [r for r in rows if r["note"].startswith("fd refined by Richardson")]
     assert refined and all(r["status"] == "pass" and r["max_rel"] < 1e-8 for r in refined)
     assert not _failures(rows)
@@ -275,7 +275,7 @@ def test_a_wrong_derivative_still_fails_the_refined_oracle(monkeypatch):
 
     monkeypatch.setattr(softplus, "forward", recording_forward)
     monkeypatch.setattr(softplus, "backward", wrong_backward)
-    failed = _failures(verify(random_conv_scenario(CURVED)), "manual-fd")
+    failed = _failures(verify(random_conv_scenario(CURVED)).rows, "manual-fd")
     assert {"input.grad", "layers.0.weight.grad"} <= {r["address"] for r in failed}
     assert {r["triage"] for r in failed} == {"manual alone"}, [(r["address"], r["triage"]) for r in failed]
 
@@ -288,7 +288,7 @@ GAIN = 8204648868547699443
 def test_rounding_behind_a_normalisation_is_judged_with_its_gain():
     scenario = random_conv_scenario(GAIN)
     assert scenario.layers[5].type == "layer_norm" and scenario.layers[5].params["dims"] == 1
-    rows = {r["address"]: r for r in verify(scenario, with_fd=False)}
+    rows = {r["address"]: r for r in verify(scenario, with_fd=False).rows}
     row = rows["layers.4.output.grad"]
     assert row["status"] == "floor" and "normalisation's gain 333" in row["note"], row
     assert not _failures(list(rows.values()))
@@ -308,5 +308,5 @@ def test_a_wrong_normalisation_backward_still_fails_behind_the_gain(monkeypatch)
         return result + self.inverse_std * delta_normalised.mean(axis=self.axes, keepdims=True)
 
     monkeypatch.setattr(LayerNorm, "backward", without_mean_term)
-    failed = {r["address"] for r in _failures(verify(random_conv_scenario(GAIN), with_fd=False))}
+    failed = {r["address"] for r in _failures(verify(random_conv_scenario(GAIN), with_fd=False).rows)}
     assert {"layers.4.output.grad", "input.grad"} <= failed

@@ -13,7 +13,6 @@ Status (``Row.status``), the one thing code reads to decide anything:
 """
 from __future__ import annotations
 
-import functools
 import itertools
 import math
 import re
@@ -22,7 +21,7 @@ from typing import NamedTuple
 import numpy as np
 
 from backprop_verify.reports.verification.tolerance import absolute_floor, parameter_floor, tolerance
-from backprop_verify.scenarios.trace import Trace
+from backprop_verify.scenarios.trace import Trace, index_text
 
 _STEP = re.compile(r"^step([0-9]+)\.")
 
@@ -149,18 +148,6 @@ def _with_blind_spot(row: Row, spot) -> Row:
     if spot.count == spot.mask.size:
         return row._replace(status=NOT_JUDGED, note=note)
     return row._replace(note=note)
-
-
-@functools.lru_cache(maxsize=8192)
-def index_text(flat: int, shape: tuple[int, ...]) -> str:
-    """The element ``flat`` (C order) of an array of ``shape`` in the address syntax: ``[3,0,1,1]``; "" for a scalar."""
-    if not shape:
-        return ""
-    index = []
-    for size in reversed(shape):
-        flat, i = divmod(flat, size)
-        index.append(i)
-    return "[" + ",".join(map(str, reversed(index))) + "]"
 
 
 def _worst(x: np.ndarray, y: np.ndarray, flat: int) -> tuple[str, float, float]:

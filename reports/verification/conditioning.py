@@ -75,9 +75,8 @@ def amplification(address: str, gains: dict[int, float]) -> float:
     if not address.endswith(".grad"):
         return 1.0
     match = _LAYER.match(address)
-    position = int(match.group(1)) if match else -1  # input.grad: before every layer
-    if match and address.endswith(".output.grad"):
-        position = int(match.group(1))  # δ at layer j's output is upstream of layers j + 1, …
+    # layer j's output or parameter gradient is upstream of layers j + 1, …; input.grad of every layer
+    position = int(match.group(1)) if match else -1
     factor = 1.0
     for index, gain in gains.items():
         if index > position:

@@ -38,18 +38,12 @@ from backprop_verify.scenarios.trace import Trace
 class Verification:
     """One scenario verified: its rows (dicts with ``compare.COLUMNS``) and the traces they were computed
     from — each engine run once. ``fd`` is None where the finite-difference oracle does not apply (or was
-    not asked for). Iterating a Verification gives its rows."""
+    not asked for)."""
     scenario: Scenario
     rows: list[dict]
     manual: Trace
     torch: Trace
     fd: Trace | None = None
-
-    def __iter__(self):
-        return iter(self.rows)
-
-    def __len__(self) -> int:
-        return len(self.rows)
 
     def trace(self, engine: str) -> Trace | None:
         """The trace of ``engine``: ``manual``, ``torch`` or ``fd`` (the sides of a pair such as ``manual-fd``)."""
