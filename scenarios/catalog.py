@@ -477,6 +477,65 @@ class LayerInfo:
     # forward's statistics only) and m the size of each normalised group — read by the summation and
     # conditioning floors (``reports.verification``); None for every other layer.
     statistics: Callable[[Any, np.ndarray], tuple[np.ndarray, np.ndarray, int]] | None = None
+    # ``cost(layer, input_shape, output_shape)`` -> ``LayerCost``: what one forward pass costs, from the shapes
+    # alone (``scenarios.budget`` refuses a file whose run would exceed the limits ``memory`` and ``work``);
+    # None: an elementwise layer (``elementwise_cost``).
+    cost: Callable[[Any, Shape, Shape], "LayerCost"] | None = None
+
+
+# ----- cost (scenarios.budget): estimated from the shapes before anything is computed
+
+
+@dataclass(frozen=True)
+class LayerCost:
+    """One forward pass of one layer in one engine: ``flops`` floating-point operations; ``kept`` values an
+    engine holds for the backward pass beyond the output itself (caches, gates, a convolution's column
+    buffer); ``calls`` array operations, each with a fixed cost whatever its size (a recurrent layer makes
+    a few per time step)."""
+
+    flops: int
+    kept: int = 0
+    calls: int = 8
+
+
+def elementwise_cost(layer, input_shape: Shape, output_shape: Shape) -> LayerCost:
+    """A few operations per output value; the pre-activation, the derivative and a temporary kept."""
+    size = math.prod(output_shape)
+    return LayerCost(flops=8 * size, kept=3 * size)
+
+
+def _linear_cost(layer, input_shape: Shape, output_shape: Shape) -> LayerCost:
+    """z = x Wᵀ + b: 2·in multiply-adds per output value."""
+    return LayerCost(flops=2 * math.prod(output_shape) * (input_shape[-1] + 1))
+
+
+def _window_cost(layer, input_shape: Shape, output_shape: Shape) -> LayerCost:
+    """A convolution's 2·(C/groups)·kh·kw operations per output value, and its column buffer: every window
+    laid out once (PyTorch's float64 convolution lays out the whole batch's); pooling reads each window."""
+    window = math.prod(layer.params["kernel_size"])
+    positions = math.prod(output_shape) // output_shape[1]  # N·Ho·Wo
+    if layer.type == "conv2d":
+        per_position = input_shape[1] // layer.params["groups"] * window
+        return LayerCost(flops=2 * math.prod(output_shape) * per_position, kept=positions * input_shape[1] * window)
+    return LayerCost(flops=math.prod(output_shape) * window, kept=math.prod(output_shape) * window)
+
+
+def _recurrent_cost(gates: int):
+    """Per sample and step: the G gates' 2·G·H·(F + H) multiply-adds; 4·G + 6 vectors of H kept (each gate's
+    pre-activation and activation, their gradients, the cell state and its tanh, the step's output and their
+    gradients); a fixed number of array operations per step (the loop over time is the engines' own)."""
+    def cost(layer, input_shape: Shape, output_shape: Shape) -> LayerCost:
+        samples, steps, features = input_shape
+        hidden = layer.params["hidden_size"]
+        return LayerCost(flops=2 * samples * steps * gates * hidden * (features + hidden + 4),
+                         kept=samples * steps * (4 * gates + 6) * hidden, calls=12 * steps)
+    return cost
+
+
+def _normalisation_cost(layer, input_shape: Shape, output_shape: Shape) -> LayerCost:
+    """Mean, variance, x̂ and the affine map: about a dozen operations per value, x̂ and 1/σ kept."""
+    size = math.prod(output_shape)
+    return LayerCost(flops=12 * size, kept=2 * size)
 
 
 def _pair(default, minimum: int, doc: str) -> ParamSpec:
@@ -851,6 +910,7 @@ def _recurrent_spec(name: str, formula: str, gates: int, options: dict[str, Para
     return LayerInfo(name, formula, options, parameters=("weight_ih", "weight_hh", "bias_ih", "bias_hh"), data=data,
                      random="recurrent", kink=kink, gates=gates, tensor_shapes=_recurrent_tensors(name, gates),
                      output_shape=_recurrent_shape, build=_recurrent_build(name), draw=_recurrent_draw(name),
+                     cost=_recurrent_cost(gates),
                      records=records, grid=grid)
 
 
@@ -905,7 +965,7 @@ LAYERS: dict[str, LayerInfo] = {
     for layer in [
         LayerInfo(
             "linear", "z = x Wᵀ + b; W (out, in)", parameters=("weight", "bias"), bias_sum="trailing",
-            tensor_shapes=_linear_tensors, output_shape=_linear_shape,
+            tensor_shapes=_linear_tensors, output_shape=_linear_shape, cost=_linear_cost,
             grid=(LayerGridCase("plain", (3, 4), {"out": 3}),), build=_linear_build, skeleton=_CONV_SKELETON,
         ),
         LayerInfo(
@@ -921,7 +981,7 @@ LAYERS: dict[str, LayerInfo] = {
             },
             parameters=("weight", "bias"),
             bias_sum="channel",
-            tensor_shapes=_conv2d_tensors, output_shape=_windowed_shape, build=_conv2d_build,
+            tensor_shapes=_conv2d_tensors, output_shape=_windowed_shape, build=_conv2d_build, cost=_window_cost,
             skeleton=_CONV_SKELETON,
             grid=(
                 LayerGridCase("k3", (2, 2, 6, 6), {"out_channels": 3, "kernel_size": (3, 3)}),
@@ -978,7 +1038,7 @@ LAYERS: dict[str, LayerInfo] = {
             },
             kinked=True,
             kink="a tie between the maxima of a window: PyTorch passes δ to the first in row-major order",
-            tensor_shapes=_no_arrays, output_shape=_windowed_shape,
+            tensor_shapes=_no_arrays, output_shape=_windowed_shape, cost=_window_cost,
             build=_options_only("max_pool2d"), draw=_pool_draw("max_pool2d"),
             grid=(
                 LayerGridCase("k2", (2, 2, 6, 6), {"kernel_size": (2, 2)}),
@@ -1019,7 +1079,7 @@ LAYERS: dict[str, LayerInfo] = {
                 "ceil_mode": ParamSpec(False, bool, doc="round the output size up (a last, partial window)"),
                 "count_include_pad": ParamSpec(True, bool, doc="the padding counts in the divisor"),
             },
-            tensor_shapes=_no_arrays, output_shape=_windowed_shape,
+            tensor_shapes=_no_arrays, output_shape=_windowed_shape, cost=_window_cost,
             build=_options_only("avg_pool2d"), draw=_pool_draw("avg_pool2d"),
             grid=(
                 LayerGridCase("k2", (2, 2, 6, 6), {"kernel_size": (2, 2)}),
@@ -1064,7 +1124,7 @@ LAYERS: dict[str, LayerInfo] = {
             fills={"weight": 1.0, "bias": 0.0, "running_mean": 0.0, "running_var": 1.0},
             nonnegative=("running_var",),
             tensor_shapes=_batch_norm_tensors, output_shape=_batch_norm_shape,
-            statistics=_batch_norm_statistics,
+            statistics=_batch_norm_statistics, cost=_normalisation_cost,
             grid=_BATCH_NORM_GRID, build=_batch_norm_build, draw=_batch_norm_draw,
         ),
         LayerInfo(
@@ -1080,7 +1140,7 @@ LAYERS: dict[str, LayerInfo] = {
             switch="elementwise_affine",
             fills={"weight": 1.0, "bias": 0.0},
             tensor_shapes=_layer_norm_tensors, output_shape=_layer_norm_shape,
-            statistics=_layer_norm_statistics,
+            statistics=_layer_norm_statistics, cost=_normalisation_cost,
             build=_layer_norm_build, draw=_layer_norm_draw,
             grid=(
                 LayerGridCase("features", (3, 4), {}),
@@ -1187,7 +1247,7 @@ LAYERS: dict[str, LayerInfo] = {
             bias_sum="channel",
             switch="affine",
             fills={"weight": 1.0, "bias": 0.0},
-            tensor_shapes=_group_norm_tensors, output_shape=_group_norm_shape, statistics=_group_norm_statistics,
+            tensor_shapes=_group_norm_tensors, output_shape=_group_norm_shape, statistics=_group_norm_statistics, cost=_normalisation_cost,
             build=_group_norm_build, draw=_group_norm_draw,
             random="",
             random_excluded="not yet in the random convolutional networks: joining the pool redraws every random "

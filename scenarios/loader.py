@@ -14,6 +14,7 @@ import math
 import os
 import re
 import stat
+import sys
 import tomllib
 from dataclasses import dataclass
 from decimal import Decimal
@@ -21,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from backprop_verify.scenarios import budget
 from backprop_verify.scenarios.catalog import (ACTIVATIONS, DTYPES, INITIALIZERS, LAYERS, LOSSES, OPTIMIZERS, LayerInfo,
                                                ParamSpec)
 from backprop_verify.scenarios.init import default_bias, fans, initialise_shape, layer_rng
@@ -46,6 +48,9 @@ class Limits:
     ``trace_elements``  values a trajectory records: steps × (2 · parameters + running statistics)
     ``rank``            dimensions of a tensor written as nested lists
     ``printed_digits``  digits of a printed number
+    ``memory``          bytes the whole run holds at its peak, estimated from the shapes (``scenarios.budget``)
+    ``work``            operations the whole run performs, estimated likewise (forward and backward passes of
+                        both engines, every step, every claim draw; each array operation at least 10,000)
     """
 
     file_bytes: int = 16 * 2**20
@@ -55,9 +60,12 @@ class Limits:
     trace_elements: int = 2**26
     rank: int = 6
     printed_digits: int = 30
+    memory: int = 2 * 2**30
+    work: int = 10**11
 
 
 DEFAULT_LIMITS = Limits()
+MAX_NAME_LENGTH = 200
 # Expectation targets that are not Trace addresses but properties of the scenario.
 SCENARIO_QUANTITIES = ("updates_per_epoch", "parameter_count")
 
@@ -118,6 +126,9 @@ class _Reader:
     def number(self, value: Any, field: str, minimum: float | None = None, exclusive: bool = False) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             self.fail(field, f"expected a number, got {_kind(value)}")
+        if isinstance(value, int) and abs(value) > MAX_FLOAT_INTEGER:
+            self.fail(field, f"an integer of {_digits(value)} digits is beyond the range of a float (±1.8e308); "
+                             "expected a number a float64 can hold")
         if not math.isfinite(value):
             self.fail(field, f"expected a finite number, got {value}")
         if minimum is not None and (value <= minimum if exclusive else value < minimum):
@@ -127,6 +138,8 @@ class _Reader:
     def integer(self, value: Any, field: str, minimum: int | None = None) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
             self.fail(field, f"expected an integer, got {_kind(value)}")
+        if abs(value) > MAX_INTEGER:
+            self.fail(field, f"an integer of {_digits(value)} digits; expected an integer below 2**63")
         if minimum is not None and value < minimum:
             self.fail(field, f"expected an integer >= {minimum}, got {value}")
         return int(value)
@@ -224,9 +237,23 @@ class _Reader:
         return (numbers[0], numbers[-1])
 
 
+# The largest integer a float64 holds finitely (the first one above rounds to inf), and the largest
+# integer field any option, seed or count can use (NumPy's int64).
+MAX_FLOAT_INTEGER = int(np.finfo(np.float64).max)
+MAX_INTEGER = 2**63 - 1
+
+
+def _digits(value: int) -> str:
+    """How many decimal digits an integer has, without converting a huge one to text."""
+    digits = int(abs(value).bit_length() * math.log10(2)) + 1
+    return f"about {digits:,}" if digits > 4300 else f"{len(str(abs(value))):,}"
+
+
 def _kind(value: Any) -> str:
     if isinstance(value, bool):
         return f"a boolean ({str(value).lower()})"
+    if isinstance(value, int) and abs(value) > MAX_INTEGER:
+        return f"a number ({_digits(value)} digits)"
     if isinstance(value, (int, float)):
         return f"a number ({value})"
     if isinstance(value, str):
@@ -249,13 +276,63 @@ def load_scenario(path: str | os.PathLike, limits: Limits = DEFAULT_LIMITS) -> S
     except tomllib.TOMLDecodeError as err:
         raise ScenarioError(file, "", f"not valid TOML: {err}") from None
     except RecursionError:
-        raise ScenarioError(file, "", "arrays or tables nested too deeply to read; expected a scenario "
-                                      "(tensors of a few dimensions)") from None
+        field, line = _toml_position(text, _too_deep(text))
+        raise ScenarioError(file, field, f"arrays or inline tables nested more than {MAX_TOML_NESTING} deep on line "
+                                         f"{line}; expected a scenario (tensors of a few dimensions)") from None
+    except ValueError:  # tomllib's int() of a number with more digits than Python converts (4,300)
+        field, line = _toml_position(text, _huge_integer(text))
+        raise ScenarioError(file, field, f"an integer of more than {sys.get_int_max_str_digits():,} digits on "
+                                         f"line {line}; expected a number a float64 can hold") from None
     default_name = os.path.splitext(file)[0]
     try:
         return scenario_from_dict(data, file=file, default_name=default_name, path=path, limits=limits)
     except RecursionError:
         raise ScenarioError(file, "", "nested too deeply; expected a scenario (tensors of a few dimensions)") from None
+
+
+# Deeper than any scenario nests (a tensor of the largest rank a --limit allows, in a table), shallower
+# than the recursion that reading it would take: where the TOML reader gives up, this names the place.
+MAX_TOML_NESTING = 100
+_TOML_TOKEN = re.compile(r'"(?:[^"\\\n]|\\.)*"|\'[^\'\n]*\'|#[^\n]*|[\[\]{}]')
+_TOML_HEADER = re.compile(r"^[ \t]*\[\[?[ \t]*([^\]\n]*?)[ \t]*\]", re.MULTILINE)
+_TOML_KEY = re.compile(r"^[ \t]*([A-Za-z0-9_.\"' -]+?)[ \t]*=", re.MULTILINE)
+
+
+def _too_deep(text: str) -> int:
+    """The offset where arrays and inline tables first nest deeper than ``MAX_TOML_NESTING``."""
+    depth = 0
+    for token in _TOML_TOKEN.finditer(text):
+        bracket = token.group()
+        if bracket in "[{":
+            depth += 1
+            if depth > MAX_TOML_NESTING:
+                return token.start()
+        elif bracket in "]}":
+            depth = max(depth - 1, 0)
+    return len(text)
+
+
+def _huge_integer(text: str) -> int:
+    """The offset of the first integer with more digits than Python converts from text."""
+    match = re.search(r"[0-9_]{%d,}" % (sys.get_int_max_str_digits() + 1), text)
+    return match.start() if match else len(text)
+
+
+def _toml_position(text: str, offset: int) -> tuple[str, int]:
+    """(the field being assigned at ``offset`` — table header and key —, its line number), read from the text
+    itself: for errors the TOML reader raises without saying where."""
+    before = text[:offset]
+    line = before.count("\n") + 1
+    headers = list(_TOML_HEADER.finditer(before))
+    keys = list(_TOML_KEY.finditer(before))
+    key = keys[-1].group(1).strip() if keys else ""
+    table = headers[-1].group(1).strip() if headers else ""
+    if headers and headers[-1].group().lstrip().startswith("[["):  # the k-th [[layers]]: layers[k]
+        same = [h for h in headers if h.group().lstrip().startswith("[[") and h.group(1).strip() == table]
+        table = f"{table}[{len(same) - 1}]"
+    if keys and headers and keys[-1].start() < headers[-1].start():
+        key = ""
+    return ".".join(part for part in (table, key) if part), line
 
 
 def _read_text(path: str, file: str, limits: Limits) -> str:
@@ -273,8 +350,12 @@ def _read_text(path: str, file: str, limits: Limits) -> str:
         raise ScenarioError(file, "", f"is {info.st_size:,} bytes; expected at most {limits.file_bytes:,} "
                                       "(limit file_bytes; raise it with --limit file_bytes=N)")
     try:
-        with open(path, "rb") as handle:
-            raw = handle.read(limits.file_bytes + 1)
+        with open(path, "rb") as handle:  # in pieces: read(n) sets n bytes aside before it reads any
+            pieces, remaining = [], limits.file_bytes + 1
+            while remaining and (piece := handle.read(min(remaining, max(info.st_size + 1, 2**16)))):
+                pieces.append(piece)
+                remaining -= len(piece)
+            raw = b"".join(pieces)
     except OSError as err:
         raise ScenarioError(file, "", f"cannot be read ({err.strerror or err}); expected a scenario file") from None
     if len(raw) > limits.file_bytes:
@@ -298,6 +379,9 @@ def scenario_from_dict(data: dict, file: str = "<scenario>", default_name: str =
     r = _Reader(file, limits)
     r.unknown_keys(data, TOP_LEVEL_KEYS, "")
     name = r.string(data, "name", "name", default=default_name)
+    if len(name) > MAX_NAME_LENGTH:
+        r.fail("name", f"{len(name):,} characters; expected at most {MAX_NAME_LENGTH} (a name is an identifier: "
+                       "it heads every row, test id and --only match)")
     dtype = r.string(data, "dtype", "dtype", choices=DTYPES, default="float64")
     seed = r.integer(data.get("seed", 0), "seed", minimum=0)
     tags = data.get("tags", [])
@@ -321,8 +405,6 @@ def scenario_from_dict(data: dict, file: str = "<scenario>", default_name: str =
         r.fail("data.y", f"has {y.shape[0]} rows but data.x has {x.shape[0]}; expected one target row per input row")
 
     layers, shapes = _layers(r, data, x.shape, seed)
-    if layers[0].type == "embedding":
-        _check_token_ids(r, x, layers[0])
     out_shape = shapes[-1]
     if len(out_shape) not in (2, 3):
         r.fail("layers", f"the network's output has shape {out_shape}; losses take (N, features) or sequences "
@@ -336,10 +418,19 @@ def scenario_from_dict(data: dict, file: str = "<scenario>", default_name: str =
     r.within("layers", "the number of parameters",
              sum(value.size for layer in layers for value in layer.parameters.values()), "parameters")
 
-    loss = _loss(r, data, y, layers)
     optimizer = _optimizer(r, data, x.shape[0], layers) if "optimizer" in data else None
     expects = _expects(r, data, layers, shapes, x, optimizer)
     claims = _claims(r, data, layers, shapes, x)
+    # The whole run within the limits memory and work, from the shapes alone: before generated data exist.
+    cost = budget.estimate(layers, shapes, x.shape, optimizer,
+                           max((claim.draws for claim in claims), default=None))
+    refusal = budget.over_budget(cost, limits.memory, limits.work)
+    if refusal is not None:
+        r.fail(*refusal)
+    x, y = (tensor.generate() if isinstance(tensor, _Generated) else tensor for tensor in (x, y))
+    if layers[0].type == "embedding":
+        _check_token_ids(r, x, layers[0])
+    loss = _loss(r, data, y, layers)
 
     return Scenario(
         name=name, layers=tuple(layers), loss=loss, x=x.astype(dtype), y=y.astype(dtype),
@@ -659,7 +750,7 @@ DATA_GENERATORS = ("normal", "uniform", "one_hot")
 _DATA_STREAM = 0xDA7A
 
 
-def _data_tensor(r: _Reader, value: Any, field: str, seed: int, stream: int) -> np.ndarray:
+def _data_tensor(r: _Reader, value: Any, field: str, seed: int, stream: int) -> "np.ndarray | _Generated":
     if not isinstance(value, dict):
         if not isinstance(value, list) or not value or not all(isinstance(row, list) for row in value):
             r.fail(field, f"expected a non-empty list of rows (batch first: (N, F) or (N, C, H, W)), "
@@ -686,13 +777,30 @@ def _data_tensor(r: _Reader, value: Any, field: str, seed: int, stream: int) -> 
     if kind == "one_hot" and shape[-1] < 2:
         where = f"{field}.cols" if "cols" in value else f"{field}.shape"
         r.fail(where, f"one_hot needs at least 2 classes, got {shape[-1]}")
-    rng = np.random.default_rng([seed, _DATA_STREAM, stream])
-    if kind == "normal":
-        return rng.standard_normal(shape)
-    if kind == "uniform":
-        return rng.random(shape)
-    classes = rng.integers(0, shape[-1], size=shape[:-1])
-    return (np.arange(shape[-1]) == classes[..., None]).astype(np.float64)
+    return _Generated(kind, shape, (seed, _DATA_STREAM, stream))
+
+
+@dataclass(frozen=True)
+class _Generated:
+    """Data a file asks to be generated, by shape: drawn (``generate``) only once the whole run's cost is
+    known to be within the limits, so that a refused file allocates nothing of its size."""
+
+    kind: str
+    shape: tuple[int, ...]
+    key: tuple[int, ...]
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def generate(self) -> np.ndarray:
+        rng = np.random.default_rng(list(self.key))
+        if self.kind == "normal":
+            return rng.standard_normal(self.shape)
+        if self.kind == "uniform":
+            return rng.random(self.shape)
+        classes = rng.integers(0, self.shape[-1], size=self.shape[:-1])
+        return (np.arange(self.shape[-1]) == classes[..., None]).astype(np.float64)
 
 
 # --------------------------------------------------------------------------- printed numbers

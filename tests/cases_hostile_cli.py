@@ -142,6 +142,37 @@ def case_only_alternation():
     return _report("--only", "(x|xx)*y"), ("--only:", "exponential time")
 
 
+@case(id="report-only-adjacent-repeats")
+def case_only_adjacent_repeats():
+    # Polynomial, not exponential: each .* multiplies a failing match's work by the name's length.
+    return _report("--only", ".*.*.*.*.*.*.*.*.*.*.*.*!"), ("--only:", "two repeats in a row", "expected one")
+
+
+@case(id="report-detail-adjacent-repeats")
+def case_detail_adjacent_repeats():
+    return _report("--detail", ".*.*.*.*.*.*.*.*.*.*.*.*!"), ("--detail:", "two repeats in a row")
+
+
+@case(id="report-only-four-repeats")
+def case_only_four_repeats():
+    return _report("--only", ".*a.*a.*a.*a!"), ("--only:", "4 repeats of variable length", "at most 3")
+
+
+@case(id="report-only-thirty-optional-items")
+def case_only_optional_items():
+    return _report("--only", "a?" * 30 + "a" * 30), ("--only:", "30 optional items", "at most 8")
+
+
+@case(id="check-limit-rank-beyond-numpy")
+def case_limit_rank():
+    return ["check", "--limit", "rank=100", "x.toml"], ("--limit:", "from 1 to 64", "NumPy's largest number of dimensions")
+
+
+@case(id="check-limit-elements-beyond-memory")
+def case_limit_elements():
+    return ["check", "--limit", f"elements={2**62}", "x.toml"], ("--limit:", "float64 values this machine's")
+
+
 @case(id="report-only-too-long")
 def case_only_long():
     return _report("--only", "a" * 5000), ("--only:", "5000 characters", "at most 1000")

@@ -61,14 +61,49 @@ def case_random_bytes():
     return bytes(range(256)) * 4, "", "not UTF-8"
 
 
+# The TOML reader gives up without saying where: the message names the field and the line.
 @case(id="nested_arrays_500_deep")
 def case_deep_arrays():
-    return GOOD + "\n[junk]\nv = " + "[" * 500 + "]" * 500 + "\n", "", "nested too deeply"
+    return GOOD + "\n[junk]\nv = " + "[" * 500 + "]" * 500 + "\n", "junk.v", "nested more than 100 deep on line 27"
 
 
 @case(id="nested_inline_tables_500_deep")
 def case_deep_tables():
-    return GOOD + "\n[junk]\nv = " + "{a = " * 500 + "1" + "}" * 500 + "\n", "", "nested too deeply"
+    return (GOOD + "\n[junk]\nv = " + "{a = " * 500 + "1" + "}" * 500 + "\n", "junk.v",
+            "nested more than 100 deep on line 27")
+
+
+@case(id="nested_arrays_20000_deep_in_a_layer")
+def case_deep_arrays_in_a_layer():
+    deep = "[" * 20_000 + "]" * 20_000
+    return _edit('type = "sigmoid"', f'type = "sigmoid"\nnote = {deep}'), "layers[1].note", "on line 12"
+
+
+@case(id="integer_beyond_float_range")
+def case_integer_beyond_float_range():
+    return _edit("learning_rate = 0.01", "learning_rate = 1" + "0" * 400), "optimizer.learning_rate", \
+        "401 digits is beyond the range of a float"
+
+
+@case(id="integer_beyond_float_range_in_data")
+def case_integer_beyond_float_range_in_data():
+    return _edit("x = [[0.5, 0.6]]", "x = [[0.5, -1" + "0" * 309 + "]]"), "data.x[0][1]", "beyond the range of a float"
+
+
+@case(id="integer_of_5000_digits")
+def case_integer_of_5000_digits():
+    return _edit("learning_rate = 0.01", "learning_rate = 1" + "0" * 5000), "optimizer.learning_rate", \
+        "more than 4,300 digits on line 23"
+
+
+@case(id="integer_field_beyond_int64")
+def case_integer_field_beyond_int64():
+    return _edit("steps = 1", "steps = " + str(2**70)), "optimizer.steps", "expected an integer below 2**63"
+
+
+@case(id="name_of_1000_characters")
+def case_long_name():
+    return 'name = "' + "a" * 1000 + '"\n' + GOOD, "name", "expected at most 200"
 
 
 @case(id="data_nested_deeper_than_the_rank_limit")

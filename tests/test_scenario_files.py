@@ -60,7 +60,9 @@ def test_a_raised_limit_admits_what_the_default_refuses(tmp_path):
     text = GOOD.replace("steps = 1", "steps = 200000")
     assert_file_rejected(tmp_path, text, "optimizer.steps", "--limit steps=N")
     path = tmp_path / "my_example.toml"
-    assert load_scenario(path, Limits(steps=200000, trace_elements=2**30)).optimizer.steps == 200000
+    with pytest.raises(ScenarioError, match="limit work; raise it with --limit work=N"):
+        load_scenario(path, Limits(steps=200000, trace_elements=2**30))  # 200,000 steps: within those, not the work
+    assert load_scenario(path, Limits(steps=200000, trace_elements=2**30, work=10**12)).optimizer.steps == 200000
 
 
 def test_images_and_any_rank_addresses_load(tmp_path):

@@ -16,7 +16,11 @@ Limits (docs/report.md, "Limits of the options"):
   run over hosts with pytest's own ``--tx``, docs/report.md);
 * ``--only``: at most 1,000 characters, and no repeated group that itself
   repeats or alternates (``(a+)+``, ``(a|ab)*``): such patterns backtrack
-  exponentially (a character class, ``[ab]+``, does the same job safely).
+  exponentially (a character class, ``[ab]+``, does the same job safely); at most
+  3 repeats of variable length (``*``, ``+``, ``{m,n}``), never two in a row
+  (``.*.*``): a failing match costs the name's length to the power of their
+  number, and scenario names are at most 200 characters (the loader's limit);
+  at most 8 optional items (``x?``), each of which doubles that work.
 """
 from __future__ import annotations
 
@@ -29,11 +33,17 @@ import tempfile
 from pathlib import Path
 from re import _parser as parser  # the stdlib's own parse tree of a pattern (Python 3.11+)
 
+import numpy as np
+
+from backprop_verify.scenarios.budget import machine_memory, size_text
 from backprop_verify.scenarios.loader import DEFAULT_LIMITS
 
 MAX_SEED = 2**63 - 1
+NUMPY_MAX_RANK = 64 if int(np.__version__.split(".")[0]) >= 2 else 32  # NPY_MAXDIMS
 MAX_RANDOM = 10_000
 MAX_ONLY_LENGTH = 1_000
+MAX_VARIABLE_REPEATS = 3
+MAX_OPTIONAL_ITEMS = 8
 PROCESSES_PER_CPU = 4
 
 
@@ -66,12 +76,33 @@ def random_count(text: str) -> int:
 LIMIT_NAMES = tuple(field.name for field in dataclasses.fields(DEFAULT_LIMITS))
 
 
+def limit_ceilings() -> dict[str, tuple[int, str]]:
+    """The most each limit may be raised to, and why: what NumPy and this machine can honour."""
+    memory = machine_memory()
+    values = memory // 8
+    in_memory = f"the float64 values this machine's {size_text(memory)} of memory can hold"
+    return {
+        "file_bytes": (memory, f"this machine's {size_text(memory)} of memory"),
+        "elements": (values, in_memory),
+        "parameters": (values, in_memory),
+        "trace_elements": (values, in_memory),
+        "steps": (2**62, "a 64-bit count"),
+        "rank": (NUMPY_MAX_RANK, "NumPy's largest number of dimensions"),
+        "printed_digits": (sys.get_int_max_str_digits() or 4300, "the digits Python converts between text and number"),
+        "memory": (memory, f"this machine's {size_text(memory)} of memory"),
+        "work": (2**62, "a 64-bit count"),
+    }
+
+
 def limit(text: str) -> tuple[str, int]:
-    """``check --limit NAME=N``: one of ``scenarios.loader.Limits`` raised (or lowered) for this run."""
+    """``check --limit NAME=N``: one of ``scenarios.loader.Limits`` raised (or lowered) for this run, at most
+    to what NumPy and this machine can honour (``limit_ceilings``)."""
     name, equals, value = text.partition("=")
-    if not equals or name.strip() not in LIMIT_NAMES:
+    name = name.strip()
+    if not equals or name not in LIMIT_NAMES:
         raise argparse.ArgumentTypeError(f"{text!r}; expected NAME=N with NAME one of {', '.join(LIMIT_NAMES)}")
-    return name.strip(), _integer(value, 1, 2**62, f"{name.strip()} = an integer")
+    ceiling, why = limit_ceilings()[name]
+    return name, _integer(value, 1, ceiling, f"{name} = an integer", f" ({why})")
 
 
 def process_count(text: str) -> int:
@@ -105,6 +136,45 @@ def _nested_repeat(items, inside_repeat: bool = False) -> bool:
     return False
 
 
+_REPEATS = (parser.MAX_REPEAT, parser.MIN_REPEAT, getattr(parser, "POSSESSIVE_REPEAT", None))
+
+
+def _sequences(items):
+    """Every sequence of items in a parsed pattern: the pattern itself, and each group's, branch's,
+    repeat's and look-around's body, recursively."""
+    yield items
+    for op, value in items:
+        if op in _REPEATS:
+            yield from _sequences(value[2])
+        elif op is parser.SUBPATTERN:
+            yield from _sequences(value[-1])
+        elif op is parser.BRANCH:
+            for branch in value[1]:
+                yield from _sequences(branch)
+        elif op in (parser.ASSERT, parser.ASSERT_NOT):
+            yield from _sequences(value[1])
+
+
+def _repeat_counts(pattern: str) -> tuple[int, int, bool]:
+    """(repeats of variable length — ``*``, ``+``, ``{2,9}`` —, optional items — ``x?`` —, whether two
+    variable repeats follow each other directly, like ``.*.*`` or ``\\d+\\w*``). A failing match costs the
+    name's length to the power of the first, times 2 to the power of the second; adjacent repeats only
+    add cost (they match nothing the first could not)."""
+    variable = optional = 0
+    adjacent = False
+    for sequence in _sequences(parser.parse(pattern)):
+        previous = False
+        for op, value in sequence:
+            low, high = value[:2] if op in _REPEATS else (1, 1)
+            repeat = high != low and high > 1
+            variable += repeat
+            optional += (low, high) == (0, 1)
+            adjacent |= repeat and previous
+            if op is not parser.AT:  # an anchor between two repeats does not separate them
+                previous = repeat
+    return variable, optional, adjacent
+
+
 def only_pattern(text: str) -> str:
     """``--only``: a regular expression that cannot backtrack exponentially."""
     if len(text) > MAX_ONLY_LENGTH:
@@ -119,6 +189,17 @@ def only_pattern(text: str) -> str:
         raise argparse.ArgumentTypeError(f"{text!r} repeats a group that itself repeats or alternates (it can take "
                                          "exponential time); expected a pattern without nested repetition, e.g. "
                                          "[ab]+ instead of (a|b)+")
+    repeats, optional, adjacent = _repeat_counts(text)
+    if optional > MAX_OPTIONAL_ITEMS:
+        raise argparse.ArgumentTypeError(f"{text!r} has {optional} optional items (x?, x{{0,1}}); expected at most "
+                                         f"{MAX_OPTIONAL_ITEMS} (each one doubles the work of a failing match)")
+    if adjacent:
+        raise argparse.ArgumentTypeError(f"{text!r} has two repeats in a row (like .*.* — the work of a failing "
+                                         "match multiplies with each); expected one, e.g. .* instead of .*.*")
+    if repeats > MAX_VARIABLE_REPEATS:
+        raise argparse.ArgumentTypeError(f"{text!r} has {repeats} repeats of variable length (*, +, {{m,n}}); "
+                                         f"expected at most {MAX_VARIABLE_REPEATS} (each multiplies the work of a "
+                                         "failing match by the length of the name)")
     return text
 
 

@@ -42,12 +42,15 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from numpy.lib.array_utils import normalize_axis_tuple
 from simpleeval import SimpleEval
 
 from backprop_verify import manual
 from backprop_verify import reference
+from backprop_verify.reports.textbook.escape import spreadsheet_cell, terminal_text
 from backprop_verify.reports.verification.compare import family_scales
 from backprop_verify.reports.verification.tolerance import absolute_floor, tolerance
+from backprop_verify.scenarios import budget
 from backprop_verify.scenarios.catalog import LOSSES
 from backprop_verify.scenarios.formula import FAMILIES, FUNCTIONS, MAX_EXPONENT, FormulaError, family_index, parse_formula
 from backprop_verify.scenarios.loader import DEFAULT_LIMITS, Limits, ScenarioError
@@ -67,8 +70,12 @@ class _Evaluator(SimpleEval):
     """simpleeval with only the claim language: the nodes ``scenarios.formula`` accepts, NumPy float64
     arithmetic whose result shapes are checked before any array is allocated."""
 
-    def __init__(self, names: dict, families: dict, element_limit: int, work_limit: int = MAX_WORK):
+    def __init__(self, names: dict, families: dict, element_limit: int, work_limit: int = MAX_WORK,
+                 dry: bool = False):
         self.element_limit, self.work_limit, self.work = element_limit, work_limit, 0
+        # dry: every guard runs and every shape is worked out, but each result is zeros of its shape that
+        # allocate nothing — what ``validate_claims`` needs, at no cost beyond the formula's length.
+        self.dry = dry
         operators = {
             ast.Add: self._binary(np.add, "+"), ast.Sub: self._binary(np.subtract, "-"),
             ast.Mult: self._binary(np.multiply, "*"), ast.Div: self._binary(np.true_divide, "/"),
@@ -164,22 +171,34 @@ class _Evaluator(SimpleEval):
         self._produce(shape, what)
         return shape
 
+    @staticmethod
+    def _zeros(shape: tuple[int, ...]) -> np.ndarray:
+        """A dry evaluation's result of an array shape: zeros that allocate nothing (zero strides). Numbers
+        (0-d) are computed even when dry: exponents and their guard depend on them, and they cost nothing."""
+        return np.broadcast_to(np.float64(0.0), shape)
+
     def _binary(self, function, symbol: str):
         def apply(u, v):
-            self._broadcast(symbol, u, v)
+            shape = self._broadcast(symbol, u, v)
+            if self.dry and shape:
+                return self._zeros(shape)
             with np.errstate(all="ignore"):
                 return function(u, v)
         return apply
 
     def _comparison(self, function, symbol: str):
         def apply(u, v):
-            self._broadcast(symbol, u, v)
+            shape = self._broadcast(symbol, u, v)
+            if self.dry and shape:
+                return self._zeros(shape)
             return np.asarray(function(u, v), dtype=np.float64)  # 1.0 / 0.0
         return apply
 
     def _unary(self, function):
         def apply(u):
             self._produce(np.shape(u), "the result")
+            if self.dry and np.shape(u):
+                return self._zeros(np.shape(u))
             with np.errstate(all="ignore"):
                 return np.asarray(function(np.asarray(u, dtype=np.float64)), dtype=np.float64)
         return apply
@@ -206,15 +225,19 @@ class _Evaluator(SimpleEval):
             raise FormulaError(f"@: the leading dimensions of {su} and {sv} cannot be combined") from None
         shape = batch + left[-2:-1] * (len(su) > 1) + right[-1:] * (len(sv) > 1)
         self._produce(shape, "@", work=math.prod(shape) * left[-1])
+        if self.dry and shape:
+            return self._zeros(shape)
         return np.matmul(np.asarray(u, dtype=np.float64), np.asarray(v, dtype=np.float64))
 
     def _outer(self, u, v):
         shape = (int(np.size(u)), int(np.size(v)))
         self._produce(shape, "outer")
-        return np.outer(u, v)
+        return self._zeros(shape) if self.dry else np.outer(u, v)  # never 0-d
 
     def _where(self, condition, u, v):
-        self._broadcast("where", condition, u, v)
+        shape = self._broadcast("where", condition, u, v)
+        if self.dry and shape:
+            return self._zeros(shape)
         return np.where(np.asarray(condition) != 0, u, v)
 
     def _transpose(self, u):
@@ -225,6 +248,8 @@ class _Evaluator(SimpleEval):
         if u.ndim == 0:
             raise FormulaError("softmax needs an array (it normalises over the last axis)")
         self._produce(u.shape, "softmax", work=3 * u.size)
+        if self.dry:
+            return self._zeros(u.shape)
         with np.errstate(all="ignore"):
             e = np.exp(u - np.max(u, axis=-1, keepdims=True))
             return e / np.sum(e, axis=-1, keepdims=True)
@@ -233,6 +258,10 @@ class _Evaluator(SimpleEval):
         def apply(u, axis=None):
             self._produce((), function.__name__, work=int(np.size(u)))
             try:
+                if self.dry:  # the reduced shape alone: the axes checked and dropped
+                    shape = np.shape(u)
+                    dropped = normalize_axis_tuple(range(len(shape)) if axis is None else axis, len(shape))
+                    return self._zeros(tuple(n for k, n in enumerate(shape) if k not in dropped))
                 return np.asarray(function(np.asarray(u, dtype=np.float64), axis=axis))
             except (ValueError, IndexError) as err:  # numpy's AxisError is both
                 raise FormulaError(f"{function.__name__}(…, axis={axis}): {err} (shape {np.shape(u)})") from None
@@ -242,11 +271,19 @@ class _Evaluator(SimpleEval):
 def evaluate(formula: str, names: dict, families: dict, limits: Limits = DEFAULT_LIMITS) -> np.ndarray:
     """The formula's value over ``names`` (x, y, t, n) and ``families`` (W, b, z, a, delta: lists by layer,
     None where a layer has none). Raises ``FormulaError`` when it cannot be evaluated."""
+    return evaluate_with_work(formula, names, families, limits)[0]
+
+
+def evaluate_with_work(formula: str, names: dict, families: dict, limits: Limits = DEFAULT_LIMITS,
+                       dry: bool = False) -> tuple[np.ndarray, int]:
+    """``evaluate``'s value, and the entry-operations it takes (``MAX_WORK`` bounds them). ``dry``: every
+    shape and guard checked, the arithmetic left out (the value is zeros of the right shape)."""
     tree = parse_formula(formula, len(families["z"]))
-    evaluator = _Evaluator(names, families, limits.elements)
+    evaluator = _Evaluator(names, families, limits.elements, dry=dry)
     try:
         with np.errstate(all="ignore"):
-            return np.asarray(evaluator.eval(formula, previously_parsed=tree.body), dtype=np.float64)
+            value = np.asarray(evaluator.eval(formula, previously_parsed=tree.body), dtype=np.float64)
+            return value, evaluator.work
     except FormulaError:
         raise
     except RecursionError:
@@ -305,11 +342,23 @@ def validate_claims(scenario: Scenario, limits: Limits = DEFAULT_LIMITS) -> None
     if not scenario.claims:
         return
     names, families = _proxies(scenario)
+    formula_work = 0
     for k, claim in enumerate(scenario.claims):
         try:
-            evaluate(claim.formula, names, families, limits)
+            work = evaluate_with_work(claim.formula, names, families, limits, dry=True)[1]
         except FormulaError as err:
             raise ScenarioError(_file(scenario), f"claim[{k}].formula", str(err)) from None
+        formula_work += 2 * (claim.draws + 1) * work  # on both engines' quantities, at every draw
+    # The whole run within the limit ``work``: the loader's estimate (engines, steps, draws) and the formulas.
+    shapes = [z.shape for z in families["z"]]
+    cost = budget.estimate(scenario.layers, shapes, scenario.x.shape, scenario.optimizer,
+                           max(claim.draws for claim in scenario.claims))
+    cost = dataclasses.replace(cost, work=cost.work + formula_work,
+                               work_part=max(cost.work_part, ("claim", "evaluating the claims' formulas at every draw",
+                                                              formula_work), key=lambda part: part[2]))
+    refusal = budget.over_budget(cost, limits.memory, limits.work)
+    if refusal is not None:
+        raise ScenarioError(_file(scenario), *refusal)
 
 
 # --------------------------------------------------------------------------- draws
@@ -462,6 +511,8 @@ def _check_claim(scenario: Scenario, k: int, claim: Claim, traces, limits: Limit
 def csv_text(results: list[ClaimResult]) -> str:
     """claims.csv: one row per claim, columns ``example,statement,at,verdict,worst_rel,draws``."""
     frame = pd.DataFrame([r.row() for r in results], columns=list(COLUMNS))
+    for column in ("example", "statement", "at"):  # text from the file: one line, never a spreadsheet formula
+        frame[column] = [spreadsheet_cell(terminal_text(str(text))) for text in frame[column]]
     return frame.to_csv(index=False, float_format="%.3e", lineterminator="\n")
 
 
@@ -479,13 +530,13 @@ def claims_text(results: list[ClaimResult]) -> str:
     """The claims of one example as an indented table (statement, at, verdict, worst_rel over all
     draws), and the first breaking draw under each wrong one."""
     headers = ("statement", "at", "verdict", WORST_HEADER)
-    cells = [(r.statement, r.at, r.verdict, f"{r.worst_rel:.2e}") for r in results]
+    cells = [(terminal_text(r.statement), terminal_text(r.at), r.verdict, f"{r.worst_rel:.2e}") for r in results]
     widths = [max([len(h)] + [len(c[i]) for c in cells]) for i, h in enumerate(headers)]
     line = lambda values: "  " + "  ".join(v.ljust(w) for v, w in zip(values, widths)).rstrip()  # noqa: E731
     lines = [line(headers), line(["-" * w for w in widths])]
     for r, c in zip(results, cells):
         lines.append(line(c))
         if r.verdict == WRONG:
-            lines.append(f"      {first_breaking_draw(r)}; formula {r.formula}")
+            lines.append(f"      {first_breaking_draw(r)}; formula {terminal_text(r.formula)}")
     return "\n".join(lines)
 

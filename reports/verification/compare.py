@@ -253,13 +253,24 @@ def _compare_arrays(address: str, x: np.ndarray, y: np.ndarray, tol: float, atol
     same = bool(np.array_equal(x64, y64, equal_nan=True))
     # The worst element of a non-finite address: the first where the two differ (NaN against a number
     # or another infinity counts as infinitely far); the first non-finite one when they are identical.
+    # (At least 1-D: the loss is a 0-d array, and arithmetic on 0-d arrays gives scalars.)
+    x1, y1 = np.atleast_1d(x64), np.atleast_1d(y64)
     with np.errstate(invalid="ignore", over="ignore"):
-        difference = np.abs(x64 - y64)
-    difference[(x64 == y64) | (np.isnan(x64) & np.isnan(y64))] = 0.0
+        difference = np.abs(x1 - y1)
+    difference[(x1 == y1) | (np.isnan(x1) & np.isnan(y1))] = 0.0
     difference[np.isnan(difference)] = math.inf
-    flat = int(np.argmax(~np.isfinite(y64) | ~np.isfinite(x64))) if same else int(difference.argmax())
+    flat = int(np.argmax(~np.isfinite(y1) | ~np.isfinite(x1))) if same else int(difference.argmax())
     return Row(address, 0.0 if same else math.inf, 0.0 if same else math.inf, tol, PASS if same else FAIL,
-               "non-finite values" + (" (identical)" if same else ""), *_worst(x, y, flat))
+               _non_finite_note(x1, y1, flat, same), *_worst(x, y, flat))
+
+
+def _non_finite_note(x: np.ndarray, y: np.ndarray, flat: int, same: bool) -> str:
+    """What a row with inf or NaN says: agreeing non-finite values are agreement, and the row names them."""
+    count = int((~np.isfinite(x) | ~np.isfinite(y)).sum())
+    where = f"{count} of {y.size} elements" if y.size > 1 else "the value"
+    if same:
+        return f"non-finite values (identical): {where} {float(y[flat])} on both sides"
+    return f"non-finite values: {float(x[flat])} against {float(y[flat])} (first difference)"
 
 
 def _judge(address: str, max_abs: float, scale: float, tol: float, atol: float,
