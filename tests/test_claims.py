@@ -1,5 +1,6 @@
 """``[[claim]]``: a derivation stated as a formula, judged against autograd (reports/textbook/claims.py)."""
 import dataclasses
+import math
 import time
 import tracemalloc
 
@@ -11,7 +12,7 @@ from backprop_verify.reports.cli import main
 from backprop_verify.reports.textbook import claims
 from backprop_verify.reports.textbook.claims import HOLDS, WRONG, check_claims, data_set, draw_data, validate_claims
 from backprop_verify.reports.textbook.derivations import claim_frame
-from backprop_verify.scenarios import ScenarioError, load_scenario
+from backprop_verify.scenarios import ScenarioError, formula, load_scenario
 from backprop_verify.scenarios.builtin import worked_example_paths, worked_examples
 from backprop_verify.scenarios.formula import FUNCTIONS
 from tests.cases_claims import SIGMOID_NET, SOFTMAX_NET, claim
@@ -41,9 +42,20 @@ def test_an_invalid_claim_is_refused_when_the_file_is_loaded(tmp_path, text, fie
 
 
 @parametrize_with_cases("text,field,words", cases="tests.cases_claims", has_tag="hostile")
-def test_a_hostile_formula_is_refused_fast_and_without_allocating(tmp_path, text, field, words):
+def test_a_hostile_formula_is_refused_fast_and_without_allocating(tmp_path, monkeypatch, text, field, words):
+    """Work and memory are bounded here, not speed (speed is bench's): the tree nodes the language check
+    visits, the array entries the evaluator computes, the peak allocation; the clock only catches a hang."""
     path = tmp_path / "chapter.toml"
     path.write_text(text, encoding="utf-8")
+    checked, computed = [], []
+    check_node, produce = formula._check_node, claims._Evaluator._produce
+    monkeypatch.setattr(formula, "_check_node", lambda node, *rest: checked.append(node) or check_node(node, *rest))
+
+    def counted_produce(evaluator, shape, what, work=None):
+        produce(evaluator, shape, what, work)  # raises for a refused result: only what is computed counts
+        computed.append(math.prod(shape) if work is None else work)
+
+    monkeypatch.setattr(claims._Evaluator, "_produce", counted_produce)
     tracemalloc.start()
     start = time.perf_counter()
     try:
@@ -55,10 +67,10 @@ def test_a_hostile_formula_is_refused_fast_and_without_allocating(tmp_path, text
         tracemalloc.stop()
     assert err.value.file == "chapter.toml" and err.value.field == field, str(err.value)
     assert words in str(err.value)
-    # Work, not speed, is bounded here (speed is bench's): the guards refuse before evaluating, and a
-    # generous bound only catches a hang (the unguarded formulas would take hours).
-    assert elapsed < 30, elapsed
+    assert len(checked) <= 1_000, len(checked)  # a formula has at most 1,000 characters, so fewer nodes
+    assert sum(computed) <= 10**5, sum(computed)  # the refused arrays would hold 10⁹ entries; x holds 31,623
     assert peak < 64 * 2**20, peak  # the refused arrays would be gigabytes; the file itself is ≤ 200 kB
+    assert elapsed < 30, elapsed  # only against a hang: the unguarded formulas would take hours
 
 
 def test_an_evaluation_guard_on_the_data_is_an_invalid_file(tmp_path):
