@@ -1,4 +1,4 @@
-"""The embedding layer: a table lookup, with its backward beside its forward.
+"""The embedding layers: a table lookup, and a learned row per position; backward beside forward.
 
 Weight E (num_embeddings, embedding_dim), PyTorch's layout; the input is
 integer token ids (N, T), and the output row for id k is E[k]:
@@ -11,6 +11,12 @@ with δ = ∂L/∂a
     ∂L/∂E[k] = Σ_{(n, t) : ids[n, t] = k} δ[n, t]           (a repeated id adds its rows' δ)
 
 and rows never looked up get 0. The ids are integers: no input gradient.
+
+The positional embedding adds a learned row W[t] (W of shape (T_max, E)) to
+every sample's step t of a sequence x (N, T, E), T ≤ T_max:
+
+    a[n, t] = x[n, t] + W[t]
+    ∂L/∂W[t] = Σ_n δ[n, t]  for t < T (rows beyond T get 0),   ∂L/∂x = δ
 """
 from __future__ import annotations
 
@@ -18,7 +24,7 @@ import numpy as np
 
 from backprop_verify.manual.layers import Learned, copied, register_layer
 
-__all__ = ["Embedding"]
+__all__ = ["Embedding", "PositionalEmbedding"]
 
 
 @register_layer("embedding")
@@ -57,3 +63,36 @@ class Embedding(Learned):
 
     def __repr__(self) -> str:
         return f"Embedding(num_embeddings={self.num_embeddings}, embedding_dim={self.embedding_dim})"
+
+
+@register_layer("positional_embedding")
+class PositionalEmbedding(Learned):
+    """a[n, t] = x[n, t] + W[t]: x (N, T, E), T ≤ T_max.  Parameter ``weight`` W (T_max, E)."""
+
+    LEARNED = ("weight",)
+
+    @classmethod
+    def from_spec(cls, spec, dtype) -> "PositionalEmbedding":
+        """The layer for a scenario's ``positional_embedding`` entry, its weight copied into ``dtype``."""
+        return cls(copied(spec.weight, dtype))
+
+    def __init__(self, weight: np.ndarray):
+        if weight.ndim != 2:
+            raise ValueError(f"positional_embedding weight must be (T_max, E), got shape {weight.shape}")
+        self.weight = weight
+        self.weight_grad: np.ndarray | None = None
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """x (N, T, E) → x + W[:T]; caches T."""
+        self.steps = x.shape[1]
+        return x + self.weight[:self.steps]
+
+    def backward(self, delta: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
+        """δ (N, T, E) → δ; stores ∂L/∂W[t] = Σ_n δ[n, t] for t < T, 0 beyond."""
+        weight_grad = np.zeros_like(self.weight)
+        weight_grad[:self.steps] = delta.sum(axis=0)
+        self.weight_grad = weight_grad
+        return delta if input_grad else None
+
+    def __repr__(self) -> str:
+        return f"PositionalEmbedding(num_embeddings={self.weight.shape[0]}, embedding_dim={self.weight.shape[1]})"

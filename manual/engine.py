@@ -21,6 +21,14 @@ when update 1 takes the whole batch in order. Dropout masks come from
 Mini-batches come from ``scenarios.schedule.batch_schedule``, shared with the
 torch mirror.
 
+Beyond chains: a ``residual`` block's inner layers are recorded under
+``layers.{i}.layers.{j}.…`` like the top-level ones (outputs, gradients,
+parameters and their updates). A tied parameter (``Layer.tied``) is its
+owner's array itself (transposed where the shapes differ): the optimizer
+updates it once, under the owner's address, with the sum of every use's
+gradient (``tied_gradient``); the Trace shows each use's own share at the
+tied layer's address (``layers.{j}.weight.grad``, at the initial parameters).
+
 Everything runs in ``scenario.np_dtype``; the scenario's arrays are never
 mutated (weights are copied once, when the network is built).
 """
@@ -28,37 +36,55 @@ from __future__ import annotations
 
 import numpy as np
 
-from backprop_verify.manual import conv, normalization, pooling, recurrent  # noqa: F401 — their classes register
-from backprop_verify.manual.activations import ACTIVATIONS
+from backprop_verify.manual import attention, conv, normalization, pooling, recurrent  # noqa: F401 — they register
 from backprop_verify.manual.clipping import clip_grad_norm, clip_grad_value, clip_weights
 from backprop_verify.manual.dropout import Dropout
 from backprop_verify.manual.embedding import Embedding
-from backprop_verify.manual.layers import LAYERS, Learned
+from backprop_verify.manual.layers import LAYERS, Learned, attribute, build_layer
+from backprop_verify.manual.residual import Residual
 from backprop_verify.manual.losses import LOSSES
 from backprop_verify.manual.optimizers import OPTIMIZERS
 from backprop_verify.scenarios.catalog import LAYERS as LAYER_SPECS
 from backprop_verify.scenarios.masks import dropout_mask
-from backprop_verify.scenarios.model import Layer, Scenario
+from backprop_verify.scenarios.model import Scenario, walk_layers
 from backprop_verify.scenarios.schedule import batch_schedule, is_full_batch_in_order
-from backprop_verify.scenarios.trace import Trace
+from backprop_verify.scenarios.trace import Trace, split_address
 
 ENGINE_NAME = "manual"
 
 
-def build_layer(spec: Layer, dtype: np.dtype, where: str = ""):
-    """The hand-written layer (or activation) for one ``scenario.layers`` entry: the registered class's
-    ``from_spec`` (``manual.layers.LAYERS``: every layer class registers itself under its catalogue name)."""
-    if spec.type in LAYERS:
-        return LAYERS[spec.type].from_spec(spec, dtype)
-    if spec.type in ACTIVATIONS:
-        return ACTIVATIONS[spec.type](**spec.params)
-    raise ValueError(f"{where}unknown type {spec.type!r}; expected one of {sorted(LAYERS) + sorted(ACTIVATIONS)}")
+class Network(list):
+    """The layer objects in order, and ``ties``: {tied address: (owner address, transposed)} — each use of a
+    tied parameter beyond its owner's (``layers.5.weight`` → ``("layers.0.weight", False)``)."""
+
+    ties: dict[str, tuple[str, bool]] = {}
 
 
-def build_network(scenario: Scenario) -> list:
-    """One layer object per ``scenario.layers`` entry, parameters copied into ``scenario.np_dtype``."""
-    return [build_layer(spec, scenario.np_dtype, f"scenario {scenario.name!r}, layer {index}: ")
-            for index, spec in enumerate(scenario.layers)]
+def walk(network: list, prefix: str = "layers"):
+    """(address prefix, layer object) of every layer, a residual block's inner layers right after the block."""
+    for index, layer in enumerate(network):
+        path = f"{prefix}.{index}"
+        yield path, layer
+        if isinstance(layer, Residual):
+            yield from walk(layer.layers, f"{path}.layers")
+
+
+def build_network(scenario: Scenario) -> Network:
+    """One layer object per ``scenario.layers`` entry, parameters copied into ``scenario.np_dtype``; a tied
+    parameter is then replaced by its owner's array (``.T`` where the shapes differ, a view: the owner's
+    updates reach it)."""
+    network = Network(build_layer(spec, scenario.np_dtype, f"scenario {scenario.name!r}, layer {index}: ")
+                      for index, spec in enumerate(scenario.layers))
+    objects = dict(walk(network))
+    network.ties = {}
+    for path, spec in walk_layers(scenario.layers):
+        for name, owner in spec.tied.items():
+            owner_path, owner_name = split_address(owner)
+            shared = getattr(objects[owner_path], attribute(owner_name))
+            transposed = spec.is_transposed(name, shared)
+            setattr(objects[path], attribute(name), shared.T if transposed else shared)
+            network.ties[f"{path}.{name}"] = (owner, transposed)
+    return network
 
 
 def build_loss(scenario: Scenario):
@@ -113,26 +139,60 @@ def backward(network: list, grad_output: np.ndarray, input_grad: bool = True):
     return grads, grad
 
 
-def parameters(network: list) -> list[np.ndarray]:
-    """Every learned array, in layer order, weight before bias (the optimizer's order)."""
-    return [p for layer in network if isinstance(layer, Learned) for p in layer.parameters]
-
-
-def gradients(network: list) -> list[np.ndarray]:
-    return [g for layer in network if isinstance(layer, Learned) for g in layer.gradients]
+def _uses(network: list) -> list[tuple[str, Learned, str]]:
+    """(address, layer, name) of every learned array each layer uses, in layer order (a block's inner
+    layers in place), weight before bias — tied ones included."""
+    return [(f"{path}.{name}", layer, name) for path, layer in walk(network) if isinstance(layer, Learned)
+            for name in layer.parameter_names]
 
 
 def _parameter_addresses(network: list) -> list[str]:
-    """``layers.{i}.weight`` / ``.bias`` in the order of ``parameters(network)``."""
-    return [f"layers.{index}.{name}" for index, layer in enumerate(network) if isinstance(layer, Learned)
-            for name in layer.parameter_names]
+    """The addresses of ``parameters(network)``: every learned array but the tied uses."""
+    ties = getattr(network, "ties", {})
+    return [address for address, _layer, _name in _uses(network) if address not in ties]
+
+
+def parameters(network: list) -> list[np.ndarray]:
+    """Every learned array, in layer order, weight before bias (the optimizer's order); a tied one once."""
+    ties = getattr(network, "ties", {})
+    return [getattr(layer, attribute(name)) for address, layer, name in _uses(network) if address not in ties]
+
+
+def use_gradients(network: list) -> dict[str, np.ndarray]:
+    """address -> the gradient of each use after ``backward``, a tied use's own share at its own address."""
+    return {address: getattr(layer, f"{attribute(name)}_grad") for address, layer, name in _uses(network)}
+
+
+def tied_gradient(owner_gradient: np.ndarray, use_gradient: np.ndarray, transposed: bool) -> np.ndarray:
+    """One tensor used twice: ∂L/∂W = Σ over its uses, each use's share laid out as the owner's."""
+    return owner_gradient + (use_gradient.T if transposed else use_gradient)
+
+
+def gradients(network: list) -> list[np.ndarray]:
+    """∂L/∂(every parameter), in the order of ``parameters(network)``: a tied parameter's is the sum over
+    its uses."""
+    uses = use_gradients(network)
+    ties = getattr(network, "ties", {})
+    total = {address: grad for address, grad in uses.items() if address not in ties}
+    for address, (owner, transposed) in ties.items():
+        total[owner] = tied_gradient(total[owner], uses[address], transposed)
+    return [total[address] for address in _parameter_addresses(network)]
 
 
 def _put_state(trace: Trace, network: list, prefix: str) -> None:
     """Every layer's buffers (the catalogue's ``LayerInfo.buffers``: batch_norm's running statistics) as they are now."""
-    for index, layer in enumerate(network):
+    for path, layer in walk(network):
         for name in LAYER_SPECS[layer.name].buffers if layer.name in LAYER_SPECS else ():
-            trace.put(f"{prefix}layers.{index}.{name}", getattr(layer, name))
+            trace.put(f"{prefix}{path}.{name}", getattr(layer, name))
+
+
+def _put_outputs(trace: Trace, network: list, outputs: list, grads: list, prefix: str = "layers") -> None:
+    """Every layer's output and ∂L/∂output, a residual block's inner ones after the block's own."""
+    for index, layer in enumerate(network):
+        trace.put(f"{prefix}.{index}.output", outputs[index])
+        trace.put(f"{prefix}.{index}.output.grad", grads[index])
+        if isinstance(layer, Residual):
+            _put_outputs(trace, layer.layers, layer.outputs, layer.grads, f"{prefix}.{index}.layers")
 
 
 def clip_gradients(grads: list[np.ndarray], spec) -> list[np.ndarray]:
@@ -162,23 +222,21 @@ def run(scenario: Scenario) -> Trace:
     params = parameters(network)
     addresses = _parameter_addresses(network)
 
-    # Initial parameters, full batch: everything.
-    for address, param in zip(addresses, params):
-        trace.put(address, param)
+    # Initial parameters, full batch: everything (a tied parameter also as its use sees it).
+    for address, layer, name in _uses(network):
+        trace.put(address, getattr(layer, attribute(name)))
     x = network_input(network, x)
     outputs = forward(network, x, scenario.seed)
     loss = loss_fn.forward(loss_input(outputs[-1]), loss_input(target))
     grads, input_gradient = backward(network, loss_fn.backward().reshape(outputs[-1].shape))
     trace.put("loss", loss)
-    for index, layer in enumerate(network):
-        trace.put(f"layers.{index}.output", outputs[index])
-        trace.put(f"layers.{index}.output.grad", grads[index])
-    for address, grad in zip(addresses, gradients(network)):
-        trace.put(f"{address}.grad", grad)
+    _put_outputs(trace, network, outputs, grads)
+    for address, grad in {**use_gradients(network), **dict(zip(addresses, gradients(network)))}.items():
+        trace.put(f"{address}.grad", grad)  # a tied use's own share; the owner's the sum over its uses
     _put_state(trace, network, "")
-    for index, layer in enumerate(network):
+    for path, layer in walk(network):
         for name, value in (layer.recorded() if isinstance(layer, Learned) else {}).items():
-            trace.put(f"layers.{index}.{name}", value)  # mask, cell, cell.grad, h0.grad (``LayerInfo.records``)
+            trace.put(f"{path}.{name}", value)  # mask, cell, cell.grad, h0.grad, attention (``LayerInfo.records``)
     if input_gradient is not None:
         trace.put("input.grad", input_gradient)
     del outputs, grads
@@ -212,4 +270,5 @@ def run(scenario: Scenario) -> Trace:
     return trace
 
 
-__all__ = ["LAYERS", "run", "build_layer", "build_network", "build_loss", "forward", "backward", "parameters", "gradients", "clip_gradients"]
+__all__ = ["LAYERS", "Network", "run", "build_layer", "build_network", "build_loss", "forward", "backward",
+           "parameters", "gradients", "use_gradients", "tied_gradient", "walk", "clip_gradients"]

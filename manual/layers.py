@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from backprop_verify.manual.activations import ACTIVATIONS
 from backprop_verify.manual.registry import registrar
 
 # Layer type -> the hand-written class, keyed by ``scenarios.catalog.LAYERS``: every class
@@ -58,15 +59,31 @@ class Learned:
 
     @property
     def parameter_names(self) -> tuple[str, ...]:
-        return tuple(name for name in self.LEARNED if getattr(self, name, None) is not None)
+        return tuple(name for name in self.LEARNED if getattr(self, attribute(name), None) is not None)
 
     @property
     def parameters(self) -> list[np.ndarray]:
-        return [getattr(self, name) for name in self.parameter_names]
+        return [getattr(self, attribute(name)) for name in self.parameter_names]
 
     @property
     def gradients(self) -> list[np.ndarray]:
-        return [getattr(self, f"{name}_grad") for name in self.parameter_names]
+        return [getattr(self, f"{attribute(name)}_grad") for name in self.parameter_names]
+
+
+def attribute(name: str) -> str:
+    """The attribute that holds parameter ``name``: PyTorch's ``out_proj.weight`` is ``out_proj_weight``."""
+    return name.replace(".", "_")
+
+
+def build_layer(spec, dtype, where: str = ""):
+    """The hand-written layer (or activation) for one ``scenario.layers`` entry (a block's inner layers
+    too): the registered class's ``from_spec`` (``LAYERS``: every layer class registers itself under its
+    catalogue name), or the activation with the entry's options."""
+    if spec.type in LAYERS:
+        return LAYERS[spec.type].from_spec(spec, dtype)
+    if spec.type in ACTIVATIONS:
+        return ACTIVATIONS[spec.type](**spec.params)
+    raise ValueError(f"{where}unknown type {spec.type!r}; expected one of {sorted(LAYERS) + sorted(ACTIVATIONS)}")
 
 
 @register_layer("linear")
@@ -116,7 +133,7 @@ class Linear(Learned):
         return f"Linear(in={in_features}, out={out_features}, bias={self.bias is not None})"
 
 
-__all__ = ["LAYERS", "Flatten", "Learned", "Linear", "copied", "register_layer"]
+__all__ = ["LAYERS", "Flatten", "Learned", "Linear", "attribute", "build_layer", "copied", "register_layer"]
 
 
 @register_layer("flatten")

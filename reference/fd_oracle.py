@@ -64,11 +64,10 @@ import torch.nn.functional as F
 from torch.func import vmap
 
 from backprop_verify.scenarios.catalog import LOSSES as LOSS_CATALOG
-from backprop_verify.scenarios.model import Scenario
+from backprop_verify.scenarios.model import Layer, Scenario, walk_layers
 from backprop_verify.scenarios.shapes import output_shape
 from backprop_verify.scenarios.trace import BlindSpot, Trace, index_text
 from backprop_verify.reference.network import build_network
-from backprop_verify.scenarios.model import Layer
 
 __all__ = ["fd_oracle", "fd_refined", "fd_gradient", "fd_applicable", "FD_MAX_ENTRIES", "RELATIVE_STEP", "KINK_CODES",
            "LOSS_KINK_CODES"]
@@ -146,17 +145,28 @@ def fd_applicable(scenario: Scenario) -> bool:
     parameters)."""
     if scenario.dtype != "float64" or "kink" in scenario.tags or "no-fd" in scenario.tags:
         return False
-    if any(layer.params.get("bptt_chunk") for layer in scenario.layers):
+    if any(layer.params.get("bptt_chunk") for _path, layer in walk_layers(scenario.layers)):
         return False  # truncated BPTT computes a truncated gradient on purpose, not the loss's gradient
     entries = scenario.parameter_count + scenario.x.size
     if entries > FD_MAX_ENTRIES:
         return False
-    shape = scenario.x.shape
-    for layer in scenario.layers:
-        shape = output_shape(layer, shape)
-        if layer.has_parameters:
-            entries += math.prod(shape)
-    return entries <= FD_MAX_ENTRIES
+    return entries + _perturbed_outputs(scenario.layers, scenario.x.shape) <= FD_MAX_ENTRIES
+
+
+def _perturbed_outputs(layers, shape: tuple[int, ...], inside_block: bool = False) -> int:
+    """The entries of the outputs finite differences perturb beyond the parameters and the input: those of
+    the layers with parameters, of every layer inside a block, and the attention probabilities."""
+    entries = 0
+    for layer in layers:
+        output = output_shape(layer, shape)
+        if inside_block or layer.has_parameters or layer.layers:
+            entries += math.prod(output)
+        if layer.layers:
+            entries += _perturbed_outputs(layer.layers, shape, inside_block=True)
+        if layer.type == "multihead_attention":
+            entries += shape[0] * layer.params["num_heads"] * shape[1] ** 2
+        shape = output
+    return entries
 
 
 def _scale(theta: np.ndarray | torch.Tensor):
@@ -257,6 +267,14 @@ def fd_oracle(scenario: Scenario, step: float | None = None) -> Trace:
     singularity, see the module docstring) — so for entries with |θ| <= 1,
     ``step`` is the absolute step. Elements whose step crosses a kink are
     recorded in ``trace.blind`` (module docstring). No optimizer steps are traced.
+
+    Beyond chains, every address is perturbed where it lives, and the network
+    is run from the top-level layer that holds it (``Network.apply_path``'s
+    ``replaced``): a residual block's inner outputs and parameters
+    (``layers.{i}.layers.{j}.…``), the attention probabilities
+    (``layers.{i}.attention.grad``: P replaced, P V and everything after it
+    recomputed), a tied parameter's owner (every use sees the perturbed tensor:
+    the sum over the uses) and each tied use alone (its own share).
     """
     if step is not None and not step > 0:
         raise ValueError(f"fd_oracle: step must be positive, got {step!r}")
@@ -269,66 +287,77 @@ def fd_oracle(scenario: Scenario, step: float | None = None) -> Trace:
     network = build_network(cast, requires_grad=False, track_running_stats=False)
     x = network.inputs(cast.x)
     targets = network.tensor(cast.y)
+    inner_outputs: dict[str, torch.Tensor] = {}
+    network.recording = True  # the attention probabilities, to perturb
     with torch.no_grad():
-        outputs = network.forward(x)
+        outputs = network.forward(x, observe=lambda path, _signal, output: inner_outputs.__setitem__(path, output))
+    network.recording = False
+    records = {address: value for address, value in network.records.items()
+               if address.endswith((".attention", ".branch"))}
+    network.records.clear()
     per_sample = [math.prod(tensor.shape[1:]) for tensor in [x, *outputs]]
     work_per_copy = x.shape[0] * max(per_sample) * max(1, n_layers)
 
-    kinks = {}  # layer index -> (what the kink is, code)
-    for j, layer in enumerate(cast.layers):
+    kinks = {}  # layer path -> (what the kink is, code)
+    for path, layer in walk_layers(cast.layers):
         make = KINK_CODES.get(layer.type)
         found = make(layer) if make is not None else None
         if found is not None:
-            kinks[j] = found
+            kinks[path] = found
     loss_kink = LOSS_KINK_CODES.get(cast.loss.type)
 
-    def evaluate(start: int, signal: torch.Tensor, **replaced: torch.Tensor) -> tuple[torch.Tensor, list]:
-        """The loss and the branch codes (one tensor per kink) when ``signal`` is fed to layer
-        ``start`` with ``replaced`` tensors of that layer (start = n_layers: it is the output)."""
-        codes = []
-        for j in range(start, n_layers):
-            layer_input = signal
-            signal = network.apply(j, signal, **(replaced if j == start else {}))
-            if j in kinks:
-                codes.append(kinks[j][1](layer_input, signal))
+    def evaluate(start: int, signal: torch.Tensor, replaced: dict[str, torch.Tensor] | None = None
+                 ) -> tuple[torch.Tensor, list, list]:
+        """The loss, the branch codes (one tensor per kink) and where each comes from (a layer path, or None
+        for the loss) when ``signal`` is fed to top-level layer ``start`` with the tensors ``replaced`` by
+        address (start = n_layers: it is the output)."""
+        codes, sources = [], []
+
+        def observe(path: str, layer_input: torch.Tensor, output: torch.Tensor) -> None:
+            if path in kinks:
+                codes.append(kinks[path][1](layer_input, output))
+                sources.append(path)
+
+        for path in network.top[start:]:
+            signal = network.apply_path(path, signal, replaced, observe)
         if loss_kink is not None:
             codes.append(loss_kink[1](signal, targets))
-        return network.loss_of(signal, targets), codes
+            sources.append(None)
+        return network.loss_of(signal, targets), codes, sources
 
     def one_code(codes: list) -> torch.Tensor:
         return torch.cat([c.reshape(-1).to(torch.float64) for c in codes]) if codes else torch.zeros(0)
 
-    def central(address: str, theta: torch.Tensor, start: int, one_copy: Callable[[torch.Tensor], tuple],
+    def central(address: str, theta: torch.Tensor, one_copy: Callable[[torch.Tensor], tuple],
                 scale: torch.Tensor | None = None) -> None:
         steps = factor * (_scale(theta) if scale is None else scale)
-        _, base_codes = one_copy(theta)
+        _, base_codes, sources = one_copy(theta)
         gradient, crossed = _batched_central_difference(batched(one_copy), theta, steps, work_per_copy,
                                                         one_code(base_codes))
         trace.put(address, gradient.numpy())
         if (crossed >= 0).any():
-            trace.blind[address] = _blind_spot(crossed.numpy(), base_codes, start)
+            trace.blind[address] = _blind_spot(crossed.numpy(), base_codes, sources)
 
-    def _blind_spot(crossed: np.ndarray, base_codes: list, start: int) -> BlindSpot:
+    def _blind_spot(crossed: np.ndarray, base_codes: list, sources: list) -> BlindSpot:
         """Which kink the first crossing element's step crossed, and where."""
         first = int(np.flatnonzero(crossed.reshape(-1) >= 0)[0])
         position = int(crossed.reshape(-1)[first])
-        sources = [j for j in range(start, n_layers) if j in kinks] + ([None] if loss_kink is not None else [])
         for source, code in zip(sources, base_codes):
             if position < code.numel():
                 where = index_text(position, tuple(code.shape))
                 what = kinks[source][0] if source is not None else loss_kink[0]
-                at = f"layers.{source}{where}" if source is not None else f"the loss{where}"
+                at = f"{source}{where}" if source is not None else f"the loss{where}"
                 break
             position -= code.numel()
         return BlindSpot(crossed >= 0, f"fd step at {index_text(first, tuple(crossed.shape))} crosses a {what} at {at}")
 
     # torch has no batching rule for the recurrent cells (aten::lstm_cell, rnn_tanh):
     # their scenarios evaluate the perturbed copies one after another.
-    recurrent = any(layer.type in ("rnn", "lstm", "gru") for layer in cast.layers)
+    recurrent = any(layer.type in ("rnn", "lstm", "gru") for _path, layer in walk_layers(cast.layers))
 
     def batched(one_copy: Callable[[torch.Tensor], tuple]) -> Callable[[torch.Tensor], tuple]:
         def flat(copy):
-            loss, codes = one_copy(copy)
+            loss, codes, _sources = one_copy(copy)
             return loss, one_code(codes)
 
         if recurrent:
@@ -342,10 +371,17 @@ def fd_oracle(scenario: Scenario, step: float | None = None) -> Trace:
     if LOSS_CATALOG[cast.loss.type].input_domain == "probability":
         probability_scale = _PROBABILITY_SCALES.get(cast.loss.type, _PROBABILITY_SCALES["bce"])
 
+    def perturbed(start: int, signal: torch.Tensor, address: str) -> Callable[[torch.Tensor], tuple]:
+        """The loss as a function of the tensor at ``address`` alone, run from top-level layer ``start``."""
+        return lambda theta: evaluate(start, signal, {address: theta})
+
     with torch.no_grad():
         trace.put("loss", network.loss_of(outputs[-1], targets).numpy())
         for i, output in enumerate(outputs):
             trace.put(f"layers.{i}.output", output.numpy())
+        for path, output in inner_outputs.items():
+            if path.count(".") > 1:  # inside a block
+                trace.put(f"{path}.output", output.numpy())
 
         def step_scale(start: int, value: torch.Tensor) -> torch.Tensor | None:
             """Probability-aware steps for a tensor that reaches a loss on
@@ -357,16 +393,30 @@ def fd_oracle(scenario: Scenario, step: float | None = None) -> Trace:
             return None
 
         for i, output in enumerate(outputs):
-            central(f"layers.{i}.output.grad", output, i + 1,
-                    lambda perturbed, i=i: evaluate(i + 1, perturbed), step_scale(i + 1, output))
+            central(f"layers.{i}.output.grad", output, lambda perturbed_output, i=i: evaluate(i + 1, perturbed_output),
+                    step_scale(i + 1, output))
             layer_input = x if i == 0 else outputs[i - 1]
-            for name, value in {**network.parameters_of[i], **network.states_of[i]}.items():
-                central(f"layers.{i}.{name}.grad", value, i,
-                        lambda theta, i=i, name=name, layer_input=layer_input: evaluate(
-                            i, layer_input, **{name: theta}))
+            for path in [p for p in network.parameters_of if p == f"layers.{i}" or p.startswith(f"layers.{i}.")]:
+                if path != f"layers.{i}":
+                    central(f"{path}.output.grad", inner_outputs[path], perturbed(i, layer_input, f"{path}.output"))
+                tensors = {**network.parameters_of[path], **network.states_of[path],
+                           **{name: _tied_value(network, owner, transposed)
+                              for name, (owner, transposed) in network.ties.get(path, {}).items()}}
+                for name, value in tensors.items():
+                    central(f"{path}.{name}.grad", value, perturbed(i, layer_input, f"{path}.{name}"))
+                for record in ("branch", "attention"):
+                    if f"{path}.{record}" in records:
+                        central(f"{path}.{record}.grad", records[f"{path}.{record}"],
+                                perturbed(i, layer_input, f"{path}.{record}"))
         if not network.token_ids:  # token ids have no gradient
-            central("input.grad", x, 0, lambda perturbed: evaluate(0, perturbed), step_scale(0, x))
+            central("input.grad", x, lambda perturbed_input: evaluate(0, perturbed_input), step_scale(0, x))
     return trace
+
+
+def _tied_value(network, owner: str, transposed: bool) -> torch.Tensor:
+    """A tied parameter as its use sees it: the owner's tensor, transposed where the shapes differ."""
+    value = network.parameter(owner)
+    return value.t() if transposed else value
 
 
 def fd_refined(scenario: Scenario, coarse: Trace) -> Trace:

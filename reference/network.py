@@ -12,7 +12,8 @@ network.
 
 Three registries, keyed by the catalogue's names (``scenarios.catalog``):
 
-``LAYERS[type](layer, network, index) -> function(signal, parameters) -> output``
+``LAYERS[type](layer, network, path) -> function(signal, parameters) -> output`` (``path``: the
+layer's address prefix, ``layers.3`` or, inside a block, ``layers.3.layers.1``)
 ``ACTIVATIONS[name](params) -> callable(z) -> a`` (``params`` complete: the
 catalogue fills in the defaults, ``make_activation``)
 ``LOSSES[name](a, t, reduction) -> scalar tensor``
@@ -22,6 +23,7 @@ spec; an activation or a loss, one entry in the matching dict.
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Callable
 
 import numpy as np
@@ -30,7 +32,8 @@ import torch.nn.functional as F
 
 from backprop_verify.scenarios.catalog import activation_params
 from backprop_verify.scenarios.masks import dropout_mask
-from backprop_verify.scenarios.model import Layer, Loss, Scenario
+from backprop_verify.scenarios.model import Layer, Loss, Scenario, walk_layers
+from backprop_verify.scenarios.trace import split_address
 
 __all__ = [
     "ACTIVATIONS",
@@ -38,6 +41,7 @@ __all__ = [
     "LOSSES",
     "TORCH_DTYPES",
     "Network",
+    "attention_mask",
     "build_network",
     "loss_function",
     "make_activation",
@@ -186,14 +190,16 @@ def loss_function(loss: Loss) -> Callable[[torch.Tensor, torch.Tensor], torch.Te
 
 # --------------------------------------------------------------------------- layers
 #
-# ``LAYERS[type](layer, network, index) -> function(signal, parameters) -> output``:
-# the torch function layer ``index`` applies, with its learned tensors passed
-# in (``parameters["weight"]``, ``["bias"]``) so that the finite-difference
-# oracle can substitute perturbed copies. Every function is
-# ``torch.nn.functional``'s own.
+# ``LAYERS[type](layer, network, path) -> function(signal, parameters) -> output``:
+# the torch function the layer at ``path`` (``layers.3``, ``layers.3.layers.1``)
+# applies, with its learned tensors passed in (``parameters["weight"]``,
+# ``["bias"]``) so that the finite-difference oracle can substitute perturbed
+# copies. Every function is ``torch.nn.functional``'s own, or written from
+# torch operations where an intermediate must be a tensor of the graph (the
+# attention probabilities).
 
 
-LAYERS: dict[str, Callable[[Layer, "Network", int], Callable]] = {}
+LAYERS: dict[str, Callable[[Layer, "Network", str], Callable]] = {}
 
 
 def torch_layer(name: str):
@@ -210,12 +216,12 @@ def torch_layer(name: str):
 
 
 @torch_layer("linear")
-def _linear(layer: Layer, network: "Network", index: int):
+def _linear(layer: Layer, network: "Network", path: str):
     return lambda signal, parameters: F.linear(signal, parameters["weight"], parameters.get("bias"))
 
 
 @torch_layer("conv2d")
-def _conv2d(layer: Layer, network: "Network", index: int):
+def _conv2d(layer: Layer, network: "Network", path: str):
     options = layer.params
     return lambda signal, parameters: F.conv2d(signal, parameters["weight"], parameters.get("bias"),
                                                stride=options["stride"], padding=options["padding"],
@@ -223,7 +229,7 @@ def _conv2d(layer: Layer, network: "Network", index: int):
 
 
 @torch_layer("max_pool2d")
-def _max_pool2d(layer: Layer, network: "Network", index: int):
+def _max_pool2d(layer: Layer, network: "Network", path: str):
     options = layer.params
     return lambda signal, parameters: F.max_pool2d(signal, options["kernel_size"], options["stride"],
                                                    options["padding"], options["dilation"],
@@ -231,7 +237,7 @@ def _max_pool2d(layer: Layer, network: "Network", index: int):
 
 
 @torch_layer("avg_pool2d")
-def _avg_pool2d(layer: Layer, network: "Network", index: int):
+def _avg_pool2d(layer: Layer, network: "Network", path: str):
     options = layer.params
     return lambda signal, parameters: F.avg_pool2d(signal, options["kernel_size"], options["stride"],
                                                    options["padding"], ceil_mode=options["ceil_mode"],
@@ -239,17 +245,17 @@ def _avg_pool2d(layer: Layer, network: "Network", index: int):
 
 
 @torch_layer("flatten")
-def _flatten(layer: Layer, network: "Network", index: int):
+def _flatten(layer: Layer, network: "Network", path: str):
     return lambda signal, parameters: torch.flatten(signal, 1)
 
 
 @torch_layer("batch_norm")
-def _batch_norm(layer: Layer, network: "Network", index: int):
+def _batch_norm(layer: Layer, network: "Network", path: str):
     """Batch statistics in training mode — the running statistics updated in
     place unless the network does not track them (finite differences) — or
     the running statistics in evaluation mode."""
     options = layer.params
-    buffers = network.buffers_of[index]
+    buffers = network.buffers_of[path]
 
     def apply(signal, parameters):
         training = options["training"]
@@ -263,7 +269,7 @@ def _batch_norm(layer: Layer, network: "Network", index: int):
 
 
 @torch_layer("layer_norm")
-def _layer_norm(layer: Layer, network: "Network", index: int):
+def _layer_norm(layer: Layer, network: "Network", path: str):
     options = layer.params
     return lambda signal, parameters: F.layer_norm(signal, tuple(signal.shape[-options["dims"]:]),
                                                    parameters.get("weight"), parameters.get("bias"),
@@ -271,20 +277,21 @@ def _layer_norm(layer: Layer, network: "Network", index: int):
 
 
 @torch_layer("group_norm")
-def _group_norm(layer: Layer, network: "Network", index: int):
+def _group_norm(layer: Layer, network: "Network", path: str):
     options = layer.params
     return lambda signal, parameters: F.group_norm(signal, options["num_groups"], parameters.get("weight"),
                                                    parameters.get("bias"), eps=options["eps"])
 
 
 @torch_layer("dropout")
-def _dropout(layer: Layer, network: "Network", index: int):
-    """x · m / (1 − p) with the scenario's mask m (``scenarios.masks``) for the network's current update."""
+def _dropout(layer: Layer, network: "Network", path: str):
+    """x · m / (1 − p) with the scenario's mask m (``scenarios.masks``) for the network's current update
+    (a top-level layer: the loader keeps dropout out of blocks)."""
     p = layer.params["p"]
     scale = 0.0 if p == 1.0 else 1.0 / (1.0 - p)
 
     def apply(signal, parameters):
-        mask = network.mask(index, tuple(signal.shape), p)
+        mask = network.mask(int(path.split(".")[1]), tuple(signal.shape), p)
         return signal * (mask * scale)
 
     return apply
@@ -298,7 +305,7 @@ def _recurrent(kind: str):
     Truncated backpropagation through time (``bptt_chunk`` = k > 0): the state
     passed from one chunk of k steps to the next is ``detach()``-ed."""
 
-    def build(layer: Layer, network: "Network", index: int):
+    def build(layer: Layer, network: "Network", path: str):
         options = layer.params
         hidden, chunk = options["hidden_size"], options["bptt_chunk"]
         features = layer.tensors["weight_ih"].shape[1]
@@ -334,8 +341,8 @@ def _recurrent(kind: str):
                         module, weights, (signal[:, start:start + width], hidden_state.unsqueeze(0)))
                     outputs += list(part.unbind(1))
                     hidden_state = last[0]
-            if kind == "lstm":
-                network.cells[index] = cells
+            if kind == "lstm" and network.recording:
+                network.records[f"{path}.cell"] = cells
             return torch.stack(outputs, dim=1)
 
         return apply
@@ -344,17 +351,71 @@ def _recurrent(kind: str):
 
 
 @torch_layer("last_step")
-def _last_step(layer: Layer, network: "Network", index: int):
+def _last_step(layer: Layer, network: "Network", path: str):
     return lambda signal, tensors: signal[:, -1]
 
 
 @torch_layer("embedding")
-def _embedding(layer: Layer, network: "Network", index: int):
+def _embedding(layer: Layer, network: "Network", path: str):
     return lambda signal, tensors: F.embedding(signal, tensors["weight"])
 
 
 for _kind in ("rnn", "lstm", "gru"):
     torch_layer(_kind)(_recurrent(_kind))
+
+
+def attention_mask(steps: int, causal: bool, key_padding_mask: torch.Tensor | None) -> torch.Tensor | None:
+    """True where query t may not see key s, (N or 1, 1, T, T): s > t when causal, and the keys
+    ``key_padding_mask`` (N, T) marks True (``torch.nn.MultiheadAttention``'s conventions)."""
+    mask = torch.ones(steps, steps, dtype=torch.bool).triu(1)[None, None] if causal else None
+    if key_padding_mask is not None:
+        padding = key_padding_mask[:, None, None, :]
+        mask = padding if mask is None else mask | padding
+    return mask
+
+
+@torch_layer("multihead_attention")
+def _multihead_attention(layer: Layer, network: "Network", path: str):
+    """``torch.nn.functional.multi_head_attention_forward``'s computation (batch first), written out so that
+    the probabilities P are a tensor of the graph — recorded, with ∂L/∂P, as ``{path}.attention`` — and so
+    that the oracle can replace them (``parameters["attention"]``): the projections with ``F.linear`` on
+    the rows of ``in_proj_weight`` (q, k, v in that order), q scaled by √(1/d) before Q Kᵀ as torch scales
+    it, −∞ where masked before ``torch.softmax``, then P V and ``F.linear`` with ``out_proj``.
+    ``tests/test_attention_reference.py`` checks it against ``multi_head_attention_forward`` itself."""
+    options = layer.params
+    heads, causal = options["num_heads"], options["causal"]
+    padding = layer.masks.get("key_padding_mask")
+    padding = None if padding is None else torch.from_numpy(np.asarray(padding, dtype=bool))
+
+    def apply(signal, tensors):
+        batch, steps, width = signal.shape
+        head_width = width // heads
+        queries, keys, values = (part.reshape(batch, steps, heads, head_width).transpose(1, 2) for part in
+                                 F.linear(signal, tensors["in_proj_weight"], tensors.get("in_proj_bias")).chunk(3, -1))
+        scores = (queries * math.sqrt(1.0 / head_width)) @ keys.transpose(-2, -1)
+        mask = attention_mask(steps, causal, padding)
+        if mask is not None:
+            scores = scores.masked_fill(mask, float("-inf"))
+        probabilities = tensors.get("attention")
+        if probabilities is None:
+            probabilities = torch.softmax(scores, dim=-1)
+        if network.recording:
+            network.records[f"{path}.attention"] = probabilities
+        heads_output = (probabilities @ values).transpose(1, 2).reshape(batch, steps, width)
+        return F.linear(heads_output, tensors["out_proj.weight"], tensors.get("out_proj.bias"))
+
+    return apply
+
+
+@torch_layer("residual")
+def _residual(layer: Layer, network: "Network", path: str):
+    """x + f(x) as an addition: ``Network.apply_path`` runs f's layers and hands their output ``branch`` here."""
+    return lambda signal, branch: signal + branch
+
+
+@torch_layer("positional_embedding")
+def _positional_embedding(layer: Layer, network: "Network", path: str):
+    return lambda signal, tensors: signal + tensors["weight"][:signal.shape[1]]
 
 
 # --------------------------------------------------------------------------- the network
@@ -363,14 +424,18 @@ for _kind in ("rnn", "lstm", "gru"):
 class Network:
     """A scenario's layers and loss as torch tensors and functions, in the scenario's dtype.
 
-    ``parameters_of[i]`` holds layer i's learned tensors by name (``weight``,
-    ``bias``: a private copy), ``parameters`` all of them in layer order,
-    weight before bias — the order torch.optim is given them —
-    ``buffers_of[i]`` batch_norm's running statistics (updated in place by
-    training-mode passes when ``track_running_stats``), and ``functions[i]``
-    the function layer i applies. ``update`` selects the dropout masks of the
-    next forward pass (``scenarios.masks``). With ``requires_grad`` the
-    parameters require gradients.
+    Every layer is known by its address prefix, its *path* (``layers.3``; inside a residual block
+    ``layers.3.layers.1``): ``parameters_of[path]`` holds its learned tensors by name (``weight``,
+    ``bias``: a private copy; a tied parameter is not among them), ``ties[path]`` its tied ones
+    ({name: (owner address, transposed)}: the owner's tensor itself, ``.t()`` where the shapes differ),
+    ``buffers_of[path]`` batch_norm's running statistics (updated in place by training-mode passes when
+    ``track_running_stats``), ``states_of[path]`` a recurrent layer's given h0 / c0, ``functions[path]``
+    the function it applies and ``children[path]`` a block's inner layers. ``parameters`` holds every
+    learned tensor in layer order, weight before bias — the order torch.optim is given them. ``update``
+    selects the dropout masks of the next forward pass (``scenarios.masks``). With ``requires_grad``
+    the parameters require gradients. While ``recording``, the layers put the intermediate tensors the
+    Trace records into ``records`` (an LSTM's cell states, the attention probabilities) and every use
+    of a tied parameter into ``tied_uses``.
     """
 
     def __init__(self, scenario: Scenario, requires_grad: bool = True, track_running_stats: bool = True):
@@ -382,25 +447,36 @@ class Network:
         self.track_running_stats = track_running_stats
         self.update = 1
         self._masks: dict[tuple, torch.Tensor] = {}
-        self.parameters_of: dict[int, dict[str, torch.Tensor]] = {}
-        self.buffers_of: dict[int, dict[str, torch.Tensor]] = {}
-        self.states_of: dict[int, dict[str, torch.Tensor]] = {}
-        self.cells: dict[int, list[torch.Tensor]] = {}
+        self.parameters_of: dict[str, dict[str, torch.Tensor]] = {}
+        self.ties: dict[str, dict[str, tuple[str, bool]]] = {}
+        self.buffers_of: dict[str, dict[str, torch.Tensor]] = {}
+        self.states_of: dict[str, dict[str, torch.Tensor]] = {}
+        self.functions: dict[str, Callable] = {}
+        self.children: dict[str, list[str]] = {}
+        self.top = [f"layers.{i}" for i in range(len(scenario.layers))]
+        self.recording = False
+        self.records: dict[str, torch.Tensor | list[torch.Tensor]] = {}
+        self.tied_uses: dict[str, torch.Tensor] = {}
         self.token_ids = bool(scenario.layers) and scenario.layers[0].type == "embedding"
         self.parameters: list[torch.Tensor] = []
-        self.functions: list[Callable] = []
-        for i, layer in enumerate(scenario.layers):
-            self.parameters_of[i] = {name: self.tensor(value).requires_grad_(requires_grad)
-                                     for name, value in layer.parameters.items()}
-            self.parameters += self.parameters_of[i].values()
-            self.buffers_of[i] = {name: self.tensor(value) for name, value in layer.buffers.items()}
-            self.states_of[i] = {name: self.tensor(value).requires_grad_(requires_grad)
-                                 for name, value in layer.states.items()}
+        for path, layer in walk_layers(scenario.layers):
+            self.parameters_of[path] = {name: self.tensor(value).requires_grad_(requires_grad)
+                                        for name, value in layer.parameters.items()}
+            self.parameters += self.parameters_of[path].values()
+            self.buffers_of[path] = {name: self.tensor(value) for name, value in layer.buffers.items()}
+            self.states_of[path] = {name: self.tensor(value).requires_grad_(requires_grad)
+                                    for name, value in layer.states.items()}
+            if layer.layers:
+                self.children[path] = [f"{path}.layers.{j}" for j in range(len(layer.layers))]
             if layer.type in LAYERS:
-                self.functions.append(LAYERS[layer.type](layer, self, i))
+                self.functions[path] = LAYERS[layer.type](layer, self, path)
             else:
                 activation = make_activation(layer)
-                self.functions.append(lambda signal, parameters, activation=activation: activation(signal))
+                self.functions[path] = lambda signal, parameters, activation=activation: activation(signal)
+        for path, layer in walk_layers(scenario.layers):
+            for name, owner in layer.tied.items():
+                transposed = layer.is_transposed(name, self.parameter(owner))
+                self.ties.setdefault(path, {})[name] = (owner, transposed)
         loss_of = loss_function(scenario.loss)
         # A loss on sequences (N, T, C) treats every leading axis as samples.
         self.loss_of = lambda output, targets: loss_of(output.reshape(-1, output.shape[-1]),
@@ -427,26 +503,74 @@ class Network:
         """((layer, update, shape), mask) of every dropout mask drawn so far, in order."""
         return list(self._masks.items())
 
+    def parameter(self, address: str) -> torch.Tensor:
+        """The learned tensor at ``address`` (``layers.0.weight``, ``layers.2.out_proj.weight``)."""
+        path, name = split_address(address)
+        return self.parameters_of[path][name]
+
+    def tensors(self, path: str, replaced: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """The tensors the layer at ``path`` is given: its parameters and states, each tied one made from its
+        owner (``replaced``'s owner when the oracle perturbs it), and any of ``replaced`` at ``{path}.{name}``
+        (a parameter, a state, ``attention``)."""
+        ties = self.ties.get(path)
+        if not (self.states_of[path] or ties or replaced):
+            return self.parameters_of[path]
+        own = {**self.parameters_of[path], **self.states_of[path]}
+        for name, (owner, transposed) in (ties or {}).items():
+            shared = replaced[owner] if replaced and owner in replaced else self.parameter(owner)
+            use = shared.t() if transposed else shared.view_as(shared)  # a tensor of its own: this use's gradient
+            if self.recording:
+                self.tied_uses[f"{path}.{name}"] = use
+            own[name] = use
+        if replaced:
+            prefix = f"{path}."
+            for address, value in replaced.items():
+                name = address[len(prefix):] if address.startswith(prefix) else ""
+                if name and not name.startswith("layers.") and name != "output":
+                    own[name] = value
+        return own
+
+    def apply_path(self, path: str, signal: torch.Tensor, replaced: dict[str, torch.Tensor] | None = None,
+                   observe: Callable | None = None) -> torch.Tensor:
+        """The layer at ``path`` on ``signal`` — a residual block runs its own layers on a view of ``signal``
+        (its gradient, recorded as ``{path}.branch.grad``, is the branch's share: the skip path left out)
+        and adds ``signal`` back. ``replaced``: tensors the
+        oracle substitutes by address (``{path}.weight``, ``{path}.output``, ``{path}.attention`` …);
+        ``observe(path, input, output)`` is called after every layer, a block's inner ones included."""
+        if path in self.children:
+            branch = replaced.get(f"{path}.branch") if replaced else None
+            if branch is None:
+                branch = signal.view_as(signal)
+            if self.recording:
+                self.records[f"{path}.branch"] = branch
+            for child in self.children[path]:
+                branch = self.apply_path(child, branch, replaced, observe)
+            output = self.functions[path](signal, branch)
+        else:
+            output = self.functions[path](signal, self.tensors(path, replaced))
+        if replaced and f"{path}.output" in replaced:
+            output = replaced[f"{path}.output"]
+        if observe is not None:
+            observe(path, signal, output)
+        return output
+
     def apply(self, index: int, signal: torch.Tensor, **replaced: torch.Tensor) -> torch.Tensor:
         """Layer ``index`` on ``signal``, with any of its parameters or states replaced (finite differences)."""
-        return self.functions[index](signal, {**self._tensors(index), **replaced})
+        return self.apply_path(f"layers.{index}", signal, {f"layers.{index}.{name}": value
+                                                            for name, value in replaced.items()})
 
-    def _tensors(self, index: int) -> dict[str, torch.Tensor]:
-        return {**self.parameters_of[index], **self.states_of[index]} if self.states_of[index] \
-            else self.parameters_of[index]
-
-    def forward(self, signal: torch.Tensor, start: int = 0) -> list[torch.Tensor]:
+    def forward(self, signal: torch.Tensor, start: int = 0, observe: Callable | None = None) -> list[torch.Tensor]:
         """The outputs of layers ``start``, ``start + 1``, … when ``signal`` is fed to layer ``start``."""
         outputs = []
-        for index in range(start, len(self.functions)):
-            signal = self.functions[index](signal, self._tensors(index))
+        for path in self.top[start:]:
+            signal = self.apply_path(path, signal, None, observe)
             outputs.append(signal)
         return outputs
 
     def output(self, signal: torch.Tensor, start: int = 0) -> torch.Tensor:
         """The network's output when ``signal`` is fed to layer ``start`` (``signal`` itself past the last layer)."""
-        for index in range(start, len(self.functions)):
-            signal = self.functions[index](signal, self._tensors(index))
+        for path in self.top[start:]:
+            signal = self.apply_path(path, signal)
         return signal
 
     def loss(self, signal: torch.Tensor, targets: torch.Tensor, start: int = 0) -> torch.Tensor:

@@ -166,12 +166,23 @@ def run(scenario: Scenario) -> Trace:
 
 def _first_pass(trace: Trace, network, x: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, dict]:
     """Forward, loss, and one reverse pass (``autograd.grad``) for every recorded tensor at once; puts the
-    loss, outputs, parameters, their gradients, cell states and buffers in ``trace``. Returns the loss and
-    the gradients by address (update 1 reuses them)."""
-    outputs = network.forward(x)
+    loss, outputs, parameters, their gradients, the layers' records (cell states, attention probabilities)
+    and buffers in ``trace``. Returns the loss and the gradients by address (update 1 reuses them)."""
+    inner_outputs: dict[str, torch.Tensor] = {}
+
+    def observe(path: str, _signal, output: torch.Tensor) -> None:
+        inner_outputs[f"{path}.output"] = output
+
+    network.recording = True
+    try:
+        outputs = network.forward(x, observe=observe)
+    finally:
+        network.recording = False
     loss = network.loss_of(outputs[-1], targets)
-    recorded, cells = _recorded_tensors(network, outputs, x)
-    wanted = list(recorded.values()) + [c for steps in cells.values() for c in steps]
+    recorded = _recorded_tensors(network, inner_outputs, x)
+    records = dict(network.records)
+    network.records.clear()
+    wanted = list(recorded.values()) + [t for value in records.values() for t in _steps(value)]
     grads = torch.autograd.grad(loss, wanted, materialize_grads=True)
 
     trace.put("loss", _numpy(loss))
@@ -179,33 +190,46 @@ def _first_pass(trace: Trace, network, x: torch.Tensor, targets: torch.Tensor) -
         if address != "input" and not address.endswith((".h0", ".c0")):
             trace.put(address, _numpy(value))
         trace.put(f"{address}.grad", _numpy(grad))
-    cell_grads = iter(grads[len(recorded):])
-    for address, steps in cells.items():
-        trace.put(address, _numpy(torch.stack(steps, dim=1)))
-        trace.put(f"{address}.grad", _numpy(torch.stack([next(cell_grads) for _ in steps], dim=1)))
+    record_grads = iter(grads[len(recorded):])
+    for address, value in records.items():
+        steps = _steps(value)
+        gradients = [next(record_grads) for _ in steps]
+        if isinstance(value, list):  # an LSTM's cell states, one tensor per step: (N, T, H)
+            trace.put(address, _numpy(torch.stack(steps, dim=1)))
+            trace.put(f"{address}.grad", _numpy(torch.stack(gradients, dim=1)))
+        else:
+            if not address.endswith(".branch"):  # a block's branch starts from its input: only its gradient is new
+                trace.put(address, _numpy(value))
+            trace.put(f"{address}.grad", _numpy(gradients[0]))
     _put_state(trace, network, "")
-    return loss, dict(zip(recorded, grads))
+    owned = {address for address in recorded if address not in network.tied_uses}
+    network.tied_uses.clear()
+    return loss, {address: grad for address, grad in zip(recorded, grads) if address in owned}
 
 
-def _recorded_tensors(network, outputs: list[torch.Tensor], x: torch.Tensor) -> tuple[dict, dict]:
+def _steps(value) -> list[torch.Tensor]:
+    """A record's tensors: the list of an LSTM's cell states, or the one tensor."""
+    return value if isinstance(value, list) else [value]
+
+
+def _recorded_tensors(network, outputs: dict[str, torch.Tensor], x: torch.Tensor) -> dict[str, torch.Tensor]:
     """Every tensor whose gradient is recorded, by address, in the trace's order: each layer's output
-    and parameters, the given initial states, the input. An identity first layer returns x itself,
-    whose gradient is then dL/dx. An LSTM's cell states are T tensors each (the second dict), stacked
-    into (N, T, H) afterwards."""
+    and parameters (a block's inner layers right after the block's output; a tied parameter as its use
+    sees it, whose gradient is then that use's share), the given initial states, the input. An identity
+    first layer returns x itself, whose gradient is then dL/dx."""
     recorded: dict[str, torch.Tensor] = {}
-    cells: dict[str, list[torch.Tensor]] = {}
-    for i, output in enumerate(outputs):
-        recorded[f"layers.{i}.output"] = output
-        for name, tensor in network.parameters_of[i].items():
-            recorded[f"layers.{i}.{name}"] = tensor
-        if i in network.cells:
-            cells[f"layers.{i}.cell"] = network.cells[i]
-    for i, states in network.states_of.items():
+    for path in network.parameters_of:
+        recorded[f"{path}.output"] = outputs[f"{path}.output"]
+        for name, tensor in network.parameters_of[path].items():
+            recorded[f"{path}.{name}"] = tensor
+        for name in network.ties.get(path, {}):
+            recorded[f"{path}.{name}"] = network.tied_uses[f"{path}.{name}"]
+    for path, states in network.states_of.items():
         for name, tensor in states.items():
-            recorded[f"layers.{i}.{name}"] = tensor
+            recorded[f"{path}.{name}"] = tensor
     if not network.token_ids:
         recorded["input"] = x
-    return recorded, cells
+    return recorded
 
 
 def _make_optimizer(network, spec) -> torch.optim.Optimizer | None:
@@ -226,7 +250,7 @@ def _trajectory(trace: Trace, network, scenario: Scenario, inputs: torch.Tensor,
     if OPTIMIZERS[spec.type] is None:
         return  # no torch reference: no step{t} addresses
     optimizer = _make_optimizer(network, spec)
-    named = [(f"layers.{i}.{name}", tensor) for i, tensors in network.parameters_of.items()
+    named = [(f"{path}.{name}", tensor) for path, tensors in network.parameters_of.items()
              for name, tensor in tensors.items()]
     samples = inputs.shape[0]
     for t, indices in enumerate(batch_schedule(scenario), start=1):
@@ -279,9 +303,9 @@ def _update(trace: Trace, network, spec, optimizer, named: list, t: int, loss: t
 
 def _put_state(trace: Trace, network, prefix: str, masks: bool = True) -> None:
     """batch_norm's running statistics (and, for the first pass, dropout's masks) as they are now."""
-    for i, buffers in network.buffers_of.items():
+    for path, buffers in network.buffers_of.items():
         for name, tensor in buffers.items():
-            trace.put(f"{prefix}layers.{i}.{name}", _numpy(tensor))
+            trace.put(f"{prefix}{path}.{name}", _numpy(tensor))
     if masks:
         for (index, update, _shape), mask in network.masks_used():
             if update == 1:

@@ -424,7 +424,10 @@ class LayerInfo:
     gives the shape of each for an input shape and complete options (leaving out
     the arrays the options switch off), raising ``ShapeError`` where the input
     or the options do not fit. ``fills``: the value of each array a scenario
-    file may leave out (γ = 1, β = 0, running statistics 0 and 1);
+    file may leave out (γ = 1, β = 0, running statistics 0 and 1), or the name
+    of the initialiser that draws it as PyTorch does (``scenarios.init``:
+    multihead_attention's ``in_proj_weight`` "xavier_uniform"), drawn from the
+    layer's generator in the order of ``parameters``;
     ``switch``: the option that turns the parameters on (``affine``);
     ``nonnegative``: arrays a file must not give negative entries.
     ``output_shape(layer, input_shape)``: the output shape, checked against the
@@ -462,7 +465,7 @@ class LayerInfo:
     kink: str = ""
     gates: int = 0
     switch: str = ""
-    fills: dict[str, float] = field(default_factory=dict)
+    fills: dict[str, float | str] = field(default_factory=dict)
     nonnegative: tuple[str, ...] = ()
     tensor_shapes: Callable[[dict, Shape], dict[str, Shape]] | None = None
     output_shape: Callable[[Any, Shape], Shape] | None = None
@@ -947,6 +950,172 @@ def _dropout_draw(rng: np.random.Generator, shape: Shape) -> dict:
     return {"params": layer_options("dropout", {"p": float(_pick(rng, (0.2, 0.5)))})}
 
 
+# ----- beyond chains: attention, residual blocks, positional embeddings
+
+
+def _inner_output_shape(layer, shape: Shape) -> Shape:
+    """The output shape of one layer of a block (an activation keeps its input's shape)."""
+    return LAYERS[layer.type].output_shape(layer, shape) if layer.type in LAYERS else shape
+
+
+def _attention_tensors(options: dict, shape: Shape) -> dict[str, Shape]:
+    """PyTorch's names and shapes (``torch.nn.MultiheadAttention``, batch first): ``in_proj_weight`` (3E, E) —
+    the rows of W_q, W_k, W_v stacked in this order —, ``in_proj_bias`` (3E,), ``out_proj.weight`` (E, E),
+    ``out_proj.bias`` (E,); then the ``key_padding_mask`` (N, T) the layer may be given."""
+    if len(shape) != 3:
+        raise ShapeError(f"multihead_attention takes sequences (N, T, E), but its input has shape {shape}", "type")
+    batch, steps, features = shape
+    width, heads = options["embed_dim"], options["num_heads"]
+    if features != width:
+        raise ShapeError(f"expected the input's features, {features}, got {width}", "embed_dim")
+    if width % heads:
+        raise ShapeError(f"expected a divisor of embed_dim ({width}), got {heads}", "num_heads")
+    shapes = {"in_proj_weight": (3 * width, width)}
+    if options["bias"]:
+        shapes["in_proj_bias"] = (3 * width,)
+    shapes["out_proj.weight"] = (width, width)
+    if options["bias"]:
+        shapes["out_proj.bias"] = (width,)
+    return {**shapes, "key_padding_mask": (batch, steps)}
+
+
+def _attention_shape(layer, shape: Shape) -> Shape:
+    if len(shape) != 3:
+        raise ShapeError(f"multihead_attention takes sequences (N, T, E), got an input of shape {shape}")
+    width = layer.tensors["in_proj_weight"].shape[1]
+    if shape[2] != width:
+        raise ShapeError(f"in_proj_weight has shape {layer.tensors['in_proj_weight'].shape} (3·E, E) but the input "
+                         f"has {shape[2]} features")
+    if width % layer.params["num_heads"]:
+        raise ShapeError(f"num_heads = {layer.params['num_heads']} must divide embed_dim ({width})")
+    mask = layer.masks.get("key_padding_mask")
+    if mask is not None and mask.shape != shape[:2]:
+        raise ShapeError(f"key_padding_mask has shape {mask.shape}; expected (N, T) = {shape[:2]}")
+    return shape
+
+
+def key_padding_mask(rng: np.random.Generator, batch: int, steps: int) -> np.ndarray:
+    """A key_padding_mask (True: the key is ignored) that leaves every query a key: about a third of the keys
+    masked, never the first (with ``causal`` the first query sees the first key alone)."""
+    mask = rng.random((batch, steps)) < 1 / 3
+    mask[:, 0] = False
+    return mask
+
+
+def attention_parameters(options: dict, shape: Shape, rng: np.random.Generator,
+                         bias_scale: float = 0.0) -> dict[str, np.ndarray]:
+    """The parameters as ``torch.nn.MultiheadAttention`` draws them — ``in_proj_weight`` Xavier-uniform,
+    ``out_proj.weight`` U(±1/√E) (``torch.nn.Linear``'s), the biases 0 — in that order; with ``bias_scale``,
+    biases N(0, bias_scale²) instead (the grids: a bias of 0 would not show in the forward pass)."""
+    shapes = _attention_tensors(options, shape)
+    drawn = {"in_proj_weight": initialise_shape("xavier_uniform", shapes["in_proj_weight"], rng),
+             "out_proj.weight": initialise_shape("pytorch_default", shapes["out_proj.weight"], rng)}
+    for name in ("in_proj_bias", "out_proj.bias"):
+        if name in shapes:
+            drawn[name] = rng.normal(0.0, bias_scale, shapes[name]) if bias_scale else np.zeros(shapes[name])
+    return {name: drawn[name] for name in shapes if name in drawn}
+
+
+def _attention_build(options: dict, shape: Shape, rng: np.random.Generator) -> dict:
+    """PyTorch's draw with small non-zero biases; ``key_padding_mask`` (a grid switch): true draws one."""
+    options = dict(options)
+    masked = options.pop("key_padding_mask", False)
+    params = layer_options("multihead_attention", options)
+    masks = {"key_padding_mask": key_padding_mask(rng, shape[0], shape[1])} if masked else {}
+    return {"params": params, "tensors": attention_parameters(params, shape, rng, bias_scale=0.1), "masks": masks}
+
+
+def _attention_cost(layer, input_shape: Shape, output_shape: Shape) -> "LayerCost":
+    """The projections (2·E·3E and 2·E·E per position), Q Kᵀ and P V (2·T·E each per position), the softmax;
+    Q, K, V, the heads' output, P and dP kept."""
+    batch, steps, width = input_shape
+    positions, scores = batch * steps, batch * layer.params["num_heads"] * steps * steps
+    return LayerCost(flops=8 * positions * width * width + 4 * positions * steps * width + 5 * scores,
+                     kept=4 * positions * width + 2 * scores, calls=30)
+
+
+def _residual_cost(layer, input_shape: Shape, output_shape: Shape) -> "LayerCost":
+    """The block's layers' costs added up, with what a top-level layer's is counted for beside its cost
+    (``scenarios.budget``: its output and gradient, each parameter with its gradient and an optimizer's state)
+    kept by the block."""
+    flops, kept, calls, shape = math.prod(output_shape), 0, 1, input_shape
+    for inner in layer.layers:
+        inner_output = _inner_output_shape(inner, shape)
+        spec = LAYERS.get(inner.type)
+        cost = (spec.cost if spec is not None and spec.cost is not None else elementwise_cost)(inner, shape,
+                                                                                             inner_output)
+        parameters = sum(np.size(value) for value in inner.parameters.values())
+        flops, calls = flops + cost.flops, calls + cost.calls
+        kept += cost.kept + 2 * math.prod(inner_output) + 3 * parameters
+        shape = inner_output
+    return LayerCost(flops=flops, kept=kept, calls=calls)
+
+
+def _residual_shape(layer, shape: Shape) -> Shape:
+    """x + f(x): f (the block's layers) must give back the shape it was given."""
+    if not layer.layers:
+        raise ShapeError("a residual block needs at least one layer of its own ([[layers.layers]])")
+    inner = shape
+    for each in layer.layers:
+        inner = _inner_output_shape(each, inner)
+    if inner != shape:
+        raise ShapeError(f"the block's layers turn {shape} into {inner}; x + f(x) needs f(x) of the input's shape")
+    return shape
+
+
+def _residual_build(options: dict, shape: Shape, rng: np.random.Generator) -> dict:
+    """The block's layers (plain data, ``{"type": …, **fields}``), by the grid switch ``branch``: "mlp" (linear →
+    tanh → linear back to the input's width), "attention" (layer_norm → causal multihead_attention, a GPT
+    block's first half), "nested" (linear → a residual block of its own → gelu)."""
+    width = shape[-1]
+
+    def layer(kind: str, layer_shape: Shape, **options) -> dict:
+        return {"type": kind, **LAYERS[kind].build(options, layer_shape, rng)}
+
+    branch = options.get("branch", "mlp")
+    if branch == "mlp":
+        hidden = shape[:-1] + (width + 1,)
+        layers = [layer("linear", shape, out=width + 1), {"type": "tanh"}, layer("linear", hidden, out=width)]
+    elif branch == "attention":
+        layers = [layer("layer_norm", shape),
+                  layer("multihead_attention", shape, embed_dim=width, num_heads=2, causal=True)]
+    else:
+        inner = layer("residual", shape, branch="mlp")
+        layers = [layer("linear", shape, out=width), inner, {"type": "gelu"}]
+    return {"layers": layers}
+
+
+def _positional_tensors(options: dict, shape: Shape) -> dict[str, Shape]:
+    """``weight`` (T_max, E) = (num_embeddings, embedding_dim); the input (N, T, E), T ≤ T_max."""
+    if len(shape) != 3:
+        raise ShapeError(f"positional_embedding takes sequences (N, T, E), but its input has shape {shape}", "type")
+    if shape[2] != options["embedding_dim"]:
+        raise ShapeError(f"expected the input's features, {shape[2]}, got {options['embedding_dim']}",
+                         "embedding_dim")
+    if shape[1] > options["num_embeddings"]:
+        raise ShapeError(f"expected at least the input's {shape[1]} time steps (one learned row per position), "
+                         f"got {options['num_embeddings']}", "num_embeddings")
+    return {"weight": (options["num_embeddings"], options["embedding_dim"])}
+
+
+def _positional_shape(layer, shape: Shape) -> Shape:
+    positions, width = layer.weight.shape
+    if len(shape) != 3 or shape[2] != width or shape[1] > positions:
+        raise ShapeError(f"weight has shape {layer.weight.shape} (T_max, E): it takes sequences (N, T ≤ {positions}, "
+                         f"{width}), got an input of shape {shape}")
+    return shape
+
+
+def _positional_build(options: dict, shape: Shape, rng: np.random.Generator) -> dict:
+    params = layer_options("positional_embedding", options)
+    return {"weight": rng.normal(0.0, 1.0, _positional_tensors(params, shape)["weight"]), "params": params}
+
+
+_TRANSFORMER_SKELETON = ("placed by the transformer networks' structure (``scenarios.generator."
+                         "random_transformer_scenario``: embedding → positional_embedding → blocks of "
+                         "residual [layer_norm → multihead_attention] and residual [layer_norm → linear → gelu "
+                         "→ linear] → layer_norm → linear)")
+
 _CONV_SKELETON = "the skeleton of every convolutional network (conv2d → activation …, flatten → linear)"
 _RECURRENT_SKELETON = "placed by the recurrent networks' structure (optional embedding first, optional last_step)"
 
@@ -1261,6 +1430,68 @@ LAYERS: dict[str, LayerInfo] = {
                 LayerGridCase("batch1-rect-g3", (1, 6, 2, 5), {"num_groups": 3}),
                 LayerGridCase("no-affine", (2, 4, 2, 2), {"num_groups": 2, "affine": False}),
                 LayerGridCase("eps0.1", (2, 4, 3, 3), {"num_groups": 2, "eps": 0.1}),
+            ),
+        ),
+        LayerInfo(
+            "multihead_attention",
+            "per head h: Q = x W_qᵀ + b_q, K, V likewise (rows of in_proj); S = Q Kᵀ/√d, −∞ where masked "
+            "(causal: key after query; key_padding_mask: True); P = softmax(S) over the keys; O_h = P V; "
+            "a = concat_h(O_h) W_outᵀ + b_out",
+            {
+                "embed_dim": ParamSpec(None, int, minimum=1, doc="E, the input's and output's features"),
+                "num_heads": ParamSpec(None, int, minimum=1, doc="heads, a divisor of embed_dim (d = E / heads each)"),
+                "bias": ParamSpec(True, bool, doc="in_proj_bias and out_proj.bias"),
+                "causal": ParamSpec(False, bool, doc="query t attends to keys s ≤ t only"),
+            },
+            parameters=("in_proj_weight", "in_proj_bias", "out_proj.weight", "out_proj.bias"),
+            data=("key_padding_mask",),
+            switch="bias",
+            fills={"in_proj_weight": "xavier_uniform", "in_proj_bias": 0.0, "out_proj.weight": "pytorch_default",
+                   "out_proj.bias": 0.0},
+            records=("attention", "attention.grad"),
+            random="transformer", skeleton=_TRANSFORMER_SKELETON,
+            tensor_shapes=_attention_tensors, output_shape=_attention_shape, build=_attention_build,
+            cost=_attention_cost,
+            grid=(
+                LayerGridCase("e4-h2", (2, 3, 4), {"embed_dim": 4, "num_heads": 2}),
+                LayerGridCase("e4-h2-causal", (2, 4, 4), {"embed_dim": 4, "num_heads": 2, "causal": True}),
+                LayerGridCase("e3-h1-no-bias", (2, 3, 3), {"embed_dim": 3, "num_heads": 1, "bias": False}),
+                LayerGridCase("e4-h4-d1", (1, 3, 4), {"embed_dim": 4, "num_heads": 4}),
+                LayerGridCase("e4-h2-padding", (3, 4, 4), {"embed_dim": 4, "num_heads": 2,
+                                                           "key_padding_mask": True}),
+                LayerGridCase("e6-h3-causal-padding", (2, 5, 6), {"embed_dim": 6, "num_heads": 3, "causal": True,
+                                                                  "key_padding_mask": True}),
+                LayerGridCase("t1", (3, 1, 4), {"embed_dim": 4, "num_heads": 2, "causal": True}),
+            ),
+        ),
+        LayerInfo(
+            "residual",
+            "a = x + f(x), f the block's own layers in order (layers.{i}.layers.{j}); "
+            "δ_x = δ_a + (∂f/∂x)ᵀ δ_a",
+            random="transformer", skeleton=_TRANSFORMER_SKELETON,
+            records=("branch.grad",),
+            tensor_shapes=_no_arrays, output_shape=_residual_shape, build=_residual_build, cost=_residual_cost,
+            grid=(
+                LayerGridCase("mlp", (3, 4), {"branch": "mlp"}),
+                LayerGridCase("mlp-sequence", (2, 3, 4), {"branch": "mlp"}),
+                LayerGridCase("attention", (2, 3, 4), {"branch": "attention"}),
+                LayerGridCase("nested", (3, 3), {"branch": "nested"}),
+            ),
+        ),
+        LayerInfo(
+            "positional_embedding",
+            "a[n, t] = x[n, t] + W[t]: a learned row per position, W (T_max, E), T ≤ T_max",
+            {
+                "num_embeddings": ParamSpec(None, int, minimum=1, doc="T_max, the positions that have a row"),
+                "embedding_dim": ParamSpec(None, int, minimum=1, doc="E, the input's features"),
+            },
+            parameters=("weight",),
+            fills={"weight": "standard_normal"},
+            random="transformer", skeleton=_TRANSFORMER_SKELETON,
+            tensor_shapes=_positional_tensors, output_shape=_positional_shape, build=_positional_build,
+            grid=(
+                LayerGridCase("t3-of-5", (2, 3, 4), {"num_embeddings": 5, "embedding_dim": 4}),
+                LayerGridCase("t4-of-4", (3, 4, 2), {"num_embeddings": 4, "embedding_dim": 2}),
             ),
         ),
     ]

@@ -19,7 +19,8 @@ import math
 
 import numpy as np
 
-from backprop_verify.scenarios.catalog import ACTIVATIONS, LAYERS, LOSSES, LossInfo, layer_options
+from backprop_verify.scenarios.catalog import (ACTIVATIONS, LAYERS, LOSSES, LossInfo, attention_parameters,
+                                               key_padding_mask, layer_options)
 from backprop_verify.scenarios.init import initialise, initialise_shape, layer_rng
 from backprop_verify.scenarios.model import Layer, Loss, Scenario
 from backprop_verify.scenarios.shapes import ShapeError, output_shape
@@ -276,3 +277,99 @@ def random_recurrent_scenario(seed: int, *, dtype: str | None = None) -> Scenari
 def random_recurrent_scenarios(count: int, seed: int = DEFAULT_SEED) -> list[Scenario]:
     """``count`` recurrent scenarios with seeds seed, seed+1, …"""
     return [random_recurrent_scenario(seed + k) for k in range(count)]
+
+
+# --------------------------------------------------------------------------- transformer networks
+
+# How many seeded random transformer architectures, beside the other families.
+DEFAULT_RANDOM_TRANSFORMER_COUNT = 40
+_TRANSFORMER_STREAM = 0x7F0
+# The MLP's activation: GPT's GELU (erf or tanh form), and two more (relu's kink inside a block).
+TRANSFORMER_ACTIVATIONS = (("gelu", {"approximate": "none"}), ("gelu", {"approximate": "tanh"}), ("relu", {}),
+                           ("tanh", {}))
+
+
+def random_transformer_scenario(seed: int, *, dtype: str | None = None) -> Scenario:
+    """A random transformer: token ids → embedding (four times in five; else sequences (N, T, E) of
+    numbers) → optional positional_embedding (T_max ≥ T) → 1–2 blocks of residual [layer_norm →
+    multihead_attention] and residual [layer_norm → linear → activation → linear] → optional layer_norm →
+    linear head → softmax_cross_entropy (or mse) on every position. Drawn: heads 1–3 of width 1–3 (E ≥ 3),
+    causal or not, a key_padding_mask or not, attention biases or not, the MLP's width (1× or 2× E) and activation
+    (``TRANSFORMER_ACTIVATIONS``), ties — the head's weight to the embedding's, the MLP's second weight to
+    its first transposed — or none. Everything from ``default_rng([seed, 0x7F0])``; no optimizer."""
+    rng = np.random.default_rng([seed, _TRANSFORMER_STREAM])
+    batch, steps = int(rng.integers(1, 4)), int(rng.integers(1, 6))
+    heads = int(rng.integers(1, 4))
+    # E ≥ 3: a layer_norm over one or two features normalises every sample to 0 or ±1, and the layers
+    # before it would get a gradient of (nearly) 0 — nothing left to check there.
+    width = heads * max(int(rng.integers(1, 4)), -(-3 // heads))
+    blocks = int(rng.integers(1, 3))
+    causal, tokens = bool(rng.random() < 0.5), bool(rng.random() < 0.8)
+    tied, tied_back = tokens and bool(rng.random() < 0.5), bool(rng.random() < 0.3)
+    positional, padding, attention_bias = (bool(rng.random() < p) for p in (0.7, 0.3, 0.8))
+    activation, activation_params = _pick(rng, TRANSFORMER_ACTIVATIONS)
+    hidden, final_norm = width * int(rng.integers(1, 3)), bool(rng.random() < 0.7)
+    loss_type = "softmax_cross_entropy" if rng.random() < 0.7 else "mse"
+    reduction = _pick(rng, LOSSES[loss_type].reductions)
+    if dtype is None:
+        dtype = "float64" if rng.random() < 0.5 else "float32"
+    vocabulary = int(rng.integers(2, 8))
+    shape = (batch, steps, width)
+    layers: list[Layer] = []
+    if tokens:
+        layers.append(Layer("embedding", weight=rng.normal(0.0, 1.0, (vocabulary, width)),
+                            params=layer_options("embedding", {"num_embeddings": vocabulary, "embedding_dim": width})))
+        x = rng.integers(0, vocabulary, (batch, steps)).astype(np.float64)
+    else:
+        x = rng.normal(0.0, 1.0, shape)
+    if positional:
+        positions = steps + int(rng.integers(0, 3))
+        layers.append(Layer("positional_embedding", weight=rng.normal(0.0, 1.0, (positions, width)),
+                            params=layer_options("positional_embedding", {"num_embeddings": positions,
+                                                                          "embedding_dim": width})))
+    mask = key_padding_mask(rng, batch, steps) if padding else None
+
+    def layer_norm() -> Layer:
+        return Layer("layer_norm", weight=rng.uniform(0.5, 1.5, width), bias=rng.normal(0.0, 0.1, width),
+                     params=layer_options("layer_norm", {}))
+
+    def linear(n_in: int, n_out: int) -> Layer:
+        return Layer("linear", weight=initialise("pytorch_default", n_out, n_in, rng), bias=rng.normal(0.0, 0.1, n_out))
+
+    for _block in range(blocks):
+        options = layer_options("multihead_attention", {"embed_dim": width, "num_heads": heads, "causal": causal,
+                                                        "bias": attention_bias})
+        attention = Layer("multihead_attention", params=options,
+                          tensors=attention_parameters(options, shape, rng, bias_scale=0.1),
+                          masks={} if mask is None else {"key_padding_mask": mask})
+        layers.append(Layer("residual", layers=(layer_norm(), attention)))
+        first = linear(width, hidden)
+        if tied_back:  # the second weight is the first's transpose: (hidden, E) read as (E, hidden)
+            second = Layer("linear", weight=first.weight.T.copy(), bias=rng.normal(0.0, 0.1, width),
+                           tied={"weight": f"layers.{len(layers)}.layers.1.weight"})
+        else:
+            second = linear(hidden, width)
+        layers.append(Layer("residual", layers=(layer_norm(), first, Layer(activation, params=dict(activation_params)),
+                                                second)))
+    if final_norm:
+        layers.append(layer_norm())
+    classes = vocabulary if tied or (tokens and loss_type != "mse") else int(rng.integers(1, 5)) + (
+        loss_type != "mse")
+    if tied:
+        layers.append(Layer("linear", weight=layers[0].weight.copy(), tied={"weight": "layers.0.weight"}))
+    else:
+        layers.append(linear(width, classes))
+    if loss_type == "mse":
+        y = rng.normal(0.0, 1.0, (batch, steps, classes))
+    else:
+        y = (np.arange(classes) == rng.integers(0, classes, (batch, steps))[..., None]).astype(np.float64)
+    name = (f"random-transformer-s{seed}-blocks{blocks}-h{heads}-e{width}-{'causal' if causal else 'full'}"
+            f"-{_slug(activation, activation_params)}{'-tied' if tied else ''}{'-tied_back' if tied_back else ''}"
+            f"{'-padding' if padding else ''}-{loss_type}-{reduction}-{'f64' if dtype == 'float64' else 'f32'}")
+    return Scenario(name=name, layers=tuple(layers), loss=Loss(loss_type, reduction), x=x, y=y, dtype="float64",
+                    seed=seed, source={"title": "seeded random transformer architecture"}).astype(dtype)
+
+
+def random_transformer_scenarios(count: int, seed: int = DEFAULT_SEED) -> list[Scenario]:
+    """``count`` transformer scenarios with seeds seed, seed+1, …"""
+    return [random_transformer_scenario(seed + k) for k in range(count)]

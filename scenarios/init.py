@@ -63,8 +63,27 @@ def initialise_shape(name: str, shape: tuple[int, ...], rng: np.random.Generator
         return rng.uniform(-bound, bound, shape)
     if name == "zeros":
         return np.zeros(shape)
+    if name == "standard_normal":  # torch.nn.Embedding's N(0, 1); a spec's fill, not a file's ``init``
+        return rng.standard_normal(shape)
     raise ValueError(f"unknown initialiser {name!r}")
 
 
-def layer_rng(seed: int, layer_index: int) -> np.random.Generator:
+# Separates the indices of a layer inside a block in a generator's entropy: ``[seed, i, 0x5EB, j]`` for
+# layer j of block i. Without it, [seed, i, 0] would be [seed, i] (``SeedSequence`` pads with zeros).
+_NESTED_STREAM = 0x5EB
+
+
+def layer_rng(seed: int, layer_index: int | tuple[int, ...]) -> np.random.Generator:
+    """Layer ``layer_index``'s generator, ``default_rng([seed, i])``; for a layer inside a block, its path
+    of indices (i, j, …): ``default_rng([seed, i, 0x5EB, j, …])``."""
+    if isinstance(layer_index, tuple):
+        first, *inner = layer_index
+        return np.random.default_rng([seed, first, *(word for j in inner for word in (_NESTED_STREAM, j))])
     return np.random.default_rng([seed, layer_index])
+
+
+def shifted(layer_index: int | tuple[int, ...], offset: int) -> int | tuple[int, ...]:
+    """A second stream of the same layer (its bias: offset 1000): the first index moved by ``offset``."""
+    if isinstance(layer_index, tuple):
+        return (layer_index[0] + offset, *layer_index[1:])
+    return layer_index + offset

@@ -25,9 +25,10 @@ import numpy as np
 from backprop_verify.scenarios import budget
 from backprop_verify.scenarios.catalog import (ACTIVATIONS, DTYPES, INITIALIZERS, LAYERS, LOSSES, OPTIMIZERS, LayerInfo,
                                                ParamSpec)
-from backprop_verify.scenarios.init import default_bias, fans, initialise_shape, layer_rng
+from backprop_verify.scenarios.init import default_bias, fans, initialise_shape, layer_rng, shifted
 from backprop_verify.scenarios.formula import FormulaError, parse_formula
-from backprop_verify.scenarios.model import Claim, Expectation, Layer, Loss, Optimizer, Scenario
+from backprop_verify.scenarios.model import (Claim, Expectation, Layer, Loss, Optimizer, Scenario, learned_arrays,
+                                             walk_layers)
 from backprop_verify.scenarios.shapes import ShapeError, output_shape
 from backprop_verify.scenarios.trace import is_trace_address, parse_element
 
@@ -446,30 +447,92 @@ def _layers(r: _Reader, data: dict, input_shape: tuple[int, ...], seed: int) -> 
         r.fail("layers", "missing; expected at least one [[layers]] table")
     if not isinstance(raw, list) or not raw or not all(isinstance(l, dict) for l in raw):
         r.fail("layers", "expected a non-empty array of [[layers]] tables")
+    layers, shapes = _layer_list(r, raw, "layers", tuple(input_shape), seed, (), {})
+    r.within("layers", "the number of parameters", sum(value.size for value in learned_arrays(layers).values()),
+             "parameters")  # a block's inner layers included
+    return layers, shapes
+
+
+def _layer_list(r: _Reader, raw: list, where: str, shape: tuple[int, ...], seed: int, block: tuple[int, ...],
+                learned: dict[str, np.ndarray]) -> tuple[list[Layer], list[tuple]]:
+    """The layers of ``raw`` (the file's ``[[layers]]``, or a block's ``[[layers.layers]]`` at ``where``) and
+    the output shape of each. ``block``: the indices of the enclosing blocks (() at the top); a layer's
+    generator is ``layer_rng(seed, i)`` at the top and ``layer_rng(seed, (i, j, …))`` inside a block.
+    ``learned``: every parameter read so far by address (what ``tied_to`` may name), extended here."""
     layer_types = tuple(LAYERS) + tuple(ACTIVATIONS)
-    layers, shapes, shape = [], [], tuple(input_shape)
+    layers, shapes = [], []
+    address = "layers" if not block else "layers." + ".layers.".join(map(str, block)) + ".layers"
     for i, spec in enumerate(raw):
-        field = f"layers[{i}]"
+        field = f"{where}[{i}]"
+        index = (*block, i) if block else i
         kind = r.string(spec, "type", f"{field}.type", choices=layer_types)
+        if "tied_to" in spec and kind not in _TIEABLE:
+            r.fail(f"{field}.tied_to", f"{kind} has no weight to tie; expected tied_to on a layer of type "
+                                       f"{' or '.join(_TIEABLE)}")
         if kind == "linear":
             if len(shape) not in (2, 3):
                 r.fail(f"{field}.type", f"linear takes (N, features) or sequences (N, T, features), but its input "
                                         f"has shape {shape}; add a flatten layer before it")
-            layer = _linear(r, spec, field, shape[-1], seed, i)
+            layer = _linear(r, spec, field, shape[-1], seed, index, learned)
         elif kind in ACTIVATIONS:
             info = ACTIVATIONS[kind]
             r.unknown_keys(spec, {"type", *info.params}, field)
             layer = Layer(type=kind, params=r.params(spec, info.params, field))
+        elif kind == "residual":
+            layer = _residual(r, spec, field, shape, seed, index, learned)
+        elif block and kind == "dropout":
+            r.fail(f"{field}.type", "dropout inside a residual block: its masks are drawn per top-level layer "
+                                    "(scenarios.masks); expected dropout outside the block")
         else:
-            layer = _LAYER_READERS.get(kind, _from_spec)(r, spec, field, shape, seed, i, LAYERS[kind])
+            reader = _LAYER_READERS.get(kind, _from_spec)
+            extra = {"learned": learned} if reader is _from_spec else {}
+            layer = reader(r, spec, field, shape, seed, index, LAYERS[kind], **extra)
         try:
             shape = output_shape(layer, shape)
         except ShapeError as err:
             r.fail(field, f"{err} (input of shape {shape})")
         r.within(field, f"the output of shape {shape}: its number of entries", math.prod(shape), "elements")
+        learned.update({f"{address}.{i}.{name}": value for name, value in layer.parameters.items()})
         layers.append(layer)
         shapes.append(shape)
     return layers, shapes
+
+
+# Residual blocks inside residual blocks, at most this deep (each level is a pass of recursion in both engines).
+MAX_BLOCK_DEPTH = 16
+# The layers ``tied_to`` may stand on: each has a ``weight`` that can be another layer's.
+_TIEABLE = ("linear", "positional_embedding", "layer_norm", "batch_norm", "group_norm")
+
+
+def _residual(r: _Reader, spec: dict, field: str, shape: tuple[int, ...], seed: int, index: int | tuple,
+              learned: dict[str, np.ndarray]) -> Layer:
+    """``residual``: a = x + f(x), f the block's own ``[[layers.layers]]`` (nestable), read like the file's."""
+    r.unknown_keys(spec, {"type", "layers"}, field)
+    raw = spec.get("layers")
+    if not isinstance(raw, list) or not raw or not all(isinstance(l, dict) for l in raw):
+        r.fail(f"{field}.layers", "missing or empty; expected the block's layers as [[layers.layers]] tables "
+                                  "(an array of tables inside this one)")
+    block = index if isinstance(index, tuple) else (index,)
+    if len(block) > MAX_BLOCK_DEPTH:
+        r.fail(f"{field}.layers", f"residual blocks nested {len(block)} deep; expected at most {MAX_BLOCK_DEPTH}")
+    inner, _shapes = _layer_list(r, raw, f"{field}.layers", shape, seed, block, learned)
+    return Layer(type="residual", layers=tuple(inner))
+
+
+def _tied(r: _Reader, spec: dict, field: str, learned: dict[str, np.ndarray], fits) -> tuple[str, np.ndarray]:
+    """``tied_to``: the address of an earlier layer's parameter, and that parameter as this layer uses it —
+    itself, or transposed where only the transpose has a shape ``fits`` (a square one is never transposed)."""
+    address = spec["tied_to"]
+    if not isinstance(address, str) or address not in learned:
+        named = ", ".join(list(learned)[:8]) + (", …" if len(learned) > 8 else "")
+        r.fail(f"{field}.tied_to", f"{address!r} is not a parameter of an earlier layer; expected the address of "
+                                   f"one ({named or 'no earlier layer has parameters'})")
+    owner = learned[address]
+    for candidate in (owner, owner.T):
+        problem = fits(candidate.shape)
+        if problem is None:
+            return address, np.array(candidate)
+    r.fail(f"{field}.tied_to", f"{address} has shape {owner.shape}; {fits(owner.shape)} (or the transpose)")
 
 
 def _weight_and_bias(r: _Reader, spec: dict, field: str, shape: tuple[int, ...], seed: int, index: int,
@@ -491,21 +554,31 @@ def _weight_and_bias(r: _Reader, spec: dict, field: str, shape: tuple[int, ...],
         scale = r.number(spec["scale"], f"{field}.scale", 0.0, exclusive=True) if "scale" in spec else None
         r.within(f"{field}.weight", f"the number of entries of shape {shape}", math.prod(shape), "elements")
         weight = initialise_shape(init, shape, layer_rng(seed, index), scale)
+    return weight, _bias(r, spec, field, shape, seed, index)
+
+
+def _bias(r: _Reader, spec: dict, field: str, shape: tuple[int, ...], seed: int,
+          index: int | tuple) -> np.ndarray | None:
+    """The bias of a weight of ``shape`` (out, in, …): a list, ``true`` (PyTorch's default draw, from
+    the layer's second generator), ``false`` (none) or ``"zeros"``."""
     value = spec.get("bias", False)
     if value is False:
-        return weight, None
+        return None
     if value is True:
-        return weight, default_bias((shape[0],), fans(shape)[0], layer_rng(seed, 1000 + index))
+        return default_bias((shape[0],), fans(shape)[0], layer_rng(seed, shifted(index, 1000)))
     if value == "zeros":
-        return weight, np.zeros(shape[0])
+        return np.zeros(shape[0])
     bias = r.vector(value, f"{field}.bias")
     if bias.shape[0] != shape[0]:
         r.fail(f"{field}.bias", f"expected {shape[0]} entries (one per output unit), got {bias.shape[0]}")
-    return weight, bias
+    return bias
 
 
-def _linear(r: _Reader, spec: dict, field: str, width: int, seed: int, index: int) -> Layer:
-    r.unknown_keys(spec, {"type", "weight", "bias", "init", "in", "out", "scale"}, field)
+def _linear(r: _Reader, spec: dict, field: str, width: int, seed: int, index: int | tuple,
+            learned: dict[str, np.ndarray]) -> Layer:
+    r.unknown_keys(spec, {"type", "weight", "bias", "init", "in", "out", "scale", "tied_to"}, field)
+    if "tied_to" in spec:
+        return _tied_linear(r, spec, field, width, seed, index, learned)
     if "weight" in spec:
         for key in ("in", "out", "scale"):
             if key in spec:
@@ -532,6 +605,28 @@ def _linear(r: _Reader, spec: dict, field: str, width: int, seed: int, index: in
     return Layer(type="linear", weight=weight, bias=bias)
 
 
+def _tied_linear(r: _Reader, spec: dict, field: str, width: int, seed: int, index: int | tuple,
+                 learned: dict[str, np.ndarray]) -> Layer:
+    """A linear layer whose weight is another layer's (``tied_to``): (out, in) = the owner's shape, or its
+    transpose's (``out``, when given, must agree); the bias is its own."""
+    for key in ("weight", "init", "scale"):
+        if key in spec:
+            r.fail(f"{field}.{key}", "not allowed with tied_to (the weight is the tied parameter)")
+    if "in" in spec and r.integer(spec["in"], f"{field}.in", minimum=1) != width:
+        r.fail(f"{field}.in", f"expected {width} (the width of the previous layer), got {spec['in']}")
+    out = r.integer(spec["out"], f"{field}.out", minimum=1) if "out" in spec else None
+
+    def fits(shape: tuple[int, ...]) -> str | None:
+        if len(shape) == 2 and shape[1] == width and out in (None, shape[0]):
+            return None
+        rows = "out" if out is None else out
+        return f"expected a matrix ({rows}, {width}) (out, in) for an input of {width} features"
+
+    address, weight = _tied(r, spec, field, learned, fits)
+    return Layer(type="linear", weight=weight, bias=_bias(r, spec, field, weight.shape, seed, index),
+                 tied={"weight": address})
+
+
 def _tensor_shapes(r: _Reader, info: LayerInfo, params: dict, shape: tuple[int, ...], field: str) -> dict:
     """The spec's shapes of the layer's arrays for this input, its ``ShapeError`` reported at the option it names."""
     try:
@@ -540,16 +635,33 @@ def _tensor_shapes(r: _Reader, info: LayerInfo, params: dict, shape: tuple[int, 
         r.fail(f"{field}.{err.field}" if err.field else field, str(err))
 
 
-def _from_spec(r: _Reader, spec: dict, field: str, shape: tuple[int, ...], seed: int, index: int,
-               info: LayerInfo) -> Layer:
+def _from_spec(r: _Reader, spec: dict, field: str, shape: tuple[int, ...], seed: int, index: int | tuple,
+               info: LayerInfo, learned: dict[str, np.ndarray] | None = None) -> Layer:
     """Any layer whose arrays a file gives as lists or leaves out: its options (``info.params``), then
     each parameter and buffer of the shape the spec gives (``info.tensor_shapes``), checked, or the
-    spec's fill (γ = 1, β = 0, running statistics 0 and 1). A parameter the options switch off
-    (``info.switch``) is refused. Pooling, flatten, dropout, last_step and the normalisation layers
-    are read here."""
-    r.unknown_keys(spec, {"type", *info.parameters, *info.buffers, *info.params}, field)
+    spec's fill — a constant (γ = 1, β = 0, running statistics 0 and 1) or an initialiser drawn from
+    the layer's generator (multihead_attention's weights, as PyTorch draws them; every such array is
+    drawn in order whether given or not, so a given one leaves the others as they were). A parameter the
+    options switch off (``info.switch``) is refused; ``tied_to`` makes ``weight`` an earlier layer's.
+    PyTorch's dotted names may be written as TOML's dotted keys (``out_proj.weight = [[…]]``, read as a
+    table ``out_proj``). Pooling, flatten, dropout, last_step, the normalisation layers, attention and
+    the positional embedding are read here."""
+    spec = _dotted_names(r, spec, info, field)
+    tieable = {"tied_to"} if "weight" in info.parameters and learned is not None else set()
+    r.unknown_keys(spec, {"type", *info.parameters, *info.buffers, *info.params, *tieable}, field)
     params = r.params(spec, info.params, field)
     shapes = _tensor_shapes(r, info, params, shape, field)
+    tied = {}
+    if "tied_to" in spec:
+        if "weight" in spec:
+            r.fail(f"{field}.weight", "not allowed with tied_to (the weight is the tied parameter)")
+        if "weight" not in shapes:
+            r.fail(f"{field}.tied_to", f"only allowed with {info.switch} = true (the layer has no weight otherwise)")
+        wanted_weight = shapes["weight"]
+        address, tied_weight = _tied(r, spec, field, learned, lambda got: None if got == wanted_weight else
+                                     f"expected a weight of shape {wanted_weight}")
+        tied = {"weight": address}
+    rng = layer_rng(seed, index)
     arrays = {}
     for name in info.parameters + info.buffers:
         if name not in shapes:
@@ -557,8 +669,13 @@ def _from_spec(r: _Reader, spec: dict, field: str, shape: tuple[int, ...], seed:
                 r.fail(f"{field}.{name}", f"only allowed with {info.switch} = true")
             continue
         wanted = shapes[name]
+        fill = info.fills.get(name)
+        drawn = initialise_shape(fill, wanted, rng) if isinstance(fill, str) else None
+        if name in tied:
+            arrays[name] = tied_weight
+            continue
         if name not in spec:
-            arrays[name] = np.full(wanted, info.fills[name])
+            arrays[name] = drawn if drawn is not None else np.full(wanted, fill)
             continue
         value = r.tensor(spec[name], f"{field}.{name}", rank=len(wanted))
         if value.shape != wanted:
@@ -567,7 +684,56 @@ def _from_spec(r: _Reader, spec: dict, field: str, shape: tuple[int, ...], seed:
             r.fail(f"{field}.{name}", "expected variances >= 0" if "var" in name else "expected entries >= 0")
         arrays[name] = value
     return Layer(type=info.name, weight=arrays.get("weight"), bias=arrays.get("bias"), params=params,
-                 buffers={name: arrays[name] for name in info.buffers if name in arrays})
+                 buffers={name: arrays[name] for name in info.buffers if name in arrays},
+                 tensors={name: arrays[name] for name in info.parameters
+                          if name in arrays and name not in ("weight", "bias")}, tied=tied)
+
+
+def _dotted_names(r: _Reader, spec: dict, info: LayerInfo, field: str) -> dict:
+    """``spec`` with PyTorch's dotted parameter names whole: TOML reads ``out_proj.weight = …`` as a table
+    ``out_proj = {weight = …}``; its keys are checked against the spec's names."""
+    prefixes = {name.split(".")[0] for name in info.parameters if "." in name}
+    flat = {}
+    for key, value in spec.items():
+        if key in prefixes and isinstance(value, dict):
+            allowed = {name.split(".", 1)[1] for name in info.parameters if name.startswith(f"{key}.")}
+            r.unknown_keys(value, allowed, f"{field}.{key}")
+            flat.update({f"{key}.{name}": entry for name, entry in value.items()})
+        else:
+            flat[key] = value
+    return flat
+
+
+def _multihead_attention(r: _Reader, spec: dict, field: str, shape: tuple[int, ...], seed: int,
+                         index: int | tuple, info: LayerInfo) -> Layer:
+    """Options and parameters as every spec's (``_from_spec``: PyTorch's draw for what the file leaves
+    out), and the optional ``key_padding_mask``: (N, T) of true / false, true where a key is ignored; every
+    query must keep a key (with ``causal``, the first key of every sample)."""
+    layer = _from_spec(r, {key: value for key, value in spec.items() if key != "key_padding_mask"}, field, shape,
+                       seed, index, info)
+    if "key_padding_mask" not in spec:
+        return layer
+    where = f"{field}.key_padding_mask"
+    raw = spec["key_padding_mask"]
+    batch, steps = shape[0], shape[1]
+    if not isinstance(raw, list) or len(raw) != batch or not all(isinstance(row, list) for row in raw):
+        r.fail(where, f"expected {batch} rows (one per sample of data.x) of {steps} true / false values, "
+                      f"got {_kind(raw) if not isinstance(raw, list) else f'{len(raw)} entries'}")
+    for n, row in enumerate(raw):
+        if len(row) != steps:
+            r.fail(f"{where}[{n}]", f"has {len(row)} entries; expected {steps} (one per time step)")
+        for t, entry in enumerate(row):
+            if not isinstance(entry, bool):
+                r.fail(f"{where}[{n}][{t}]", f"expected true (the key is ignored) or false, got {_kind(entry)}")
+    mask = np.array(raw, dtype=bool)
+    for n in range(batch):
+        if layer.params["causal"] and mask[n, 0]:
+            r.fail(f"{where}[{n}][0]", "true, but with causal = true the first query sees the first key alone; "
+                                       "expected false")
+        if mask[n].all():
+            r.fail(f"{where}[{n}]", "masks every key of this sample; expected at least one false (a query needs "
+                                    "a key to attend to)")
+    return dataclasses.replace(layer, masks={"key_padding_mask": mask})
 
 
 # The layers whose file form is their own: a weight a file may leave to an initialiser (``init``,
@@ -657,7 +823,7 @@ def _check_token_ids(r: _Reader, x: np.ndarray, layer: Layer) -> None:
 
 
 _LAYER_READERS = {"conv2d": _conv2d, "rnn": _recurrent, "lstm": _recurrent, "gru": _recurrent,
-                  "embedding": _embedding}
+                  "embedding": _embedding, "multihead_attention": _multihead_attention}
 
 
 def _loss(r: _Reader, data: dict, y: np.ndarray, layers: list[Layer]) -> Loss:
@@ -697,6 +863,9 @@ def _optimizer(r: _Reader, data: dict, samples: int, layers: list[Layer]) -> Opt
     if 0 < batch_size < samples and any(layer.states for layer in layers):
         r.fail("optimizer.batch_size", "the layers' given h0 / c0 belong to the samples of data.x; expected "
                                        "batch_size = 0 (the whole batch) with initial states")
+    if 0 < batch_size < samples and any(layer.masks for _path, layer in walk_layers(layers)):
+        r.fail("optimizer.batch_size", "a key_padding_mask belongs to the samples of data.x; expected "
+                                       "batch_size = 0 (the whole batch) with a key_padding_mask")
     if batch_size > samples:
         r.fail("optimizer.batch_size", f"expected at most {samples} (the number of samples in data.x), got {batch_size}")
     flags = {}
@@ -727,8 +896,8 @@ def _optimizer(r: _Reader, data: dict, samples: int, layers: list[Layer]) -> Opt
 def _check_steps(r: _Reader, field: str, steps: int, layers: list[Layer]) -> None:
     """The number of updates, and the values their trajectory records, within the limits."""
     r.within(field, "the number of updates", steps, "steps")
-    recorded = sum(2 * value.size for layer in layers for value in layer.parameters.values())
-    recorded += sum(value.size for layer in layers for value in layer.buffers.values())
+    recorded = sum(2 * value.size for value in learned_arrays(layers).values())
+    recorded += sum(value.size for _path, layer in walk_layers(layers) for value in layer.buffers.values())
     r.within(field, f"the number of values {steps:,} updates record", steps * max(1, recorded), "trace_elements")
 
 
@@ -973,7 +1142,34 @@ def _claims(r: _Reader, data: dict, layers: list[Layer], shapes: list[tuple], x:
     return tuple(out)
 
 
-_LAYER_ADDRESS = re.compile(r"^(?:step(?P<step>[0-9]+)\.)?(?:layers\.(?P<layer>[0-9]+)\.(?P<what>[a-z_.]+)|loss)$")
+_LAYER_ADDRESS = re.compile(r"^(?:step(?P<step>[0-9]+)\.)?(?:(?P<path>layers\.[0-9]+(?:\.layers\.[0-9]+)*)\."
+                            r"(?P<what>[a-z_.]+)|loss)$")
+
+
+def _locate(path: str, layers: list[Layer], shapes: list[tuple],
+            input_shape: tuple[int, ...]) -> tuple[Layer, tuple, tuple] | None:
+    """(the layer at ``path``, its output shape, its input shape), following ``layers.{i}.layers.{j}…`` into
+    blocks; None where there is no such layer."""
+    indices = [int(k) for k in path.split(".")[1::2]]
+    for depth, index in enumerate(indices):
+        if index >= len(layers):
+            return None
+        layer, layer_input = layers[index], input_shape if index == 0 else shapes[index - 1]
+        if depth == len(indices) - 1:
+            return layer, shapes[index], layer_input
+        if not layer.layers:
+            return None
+        layers, shapes, input_shape = list(layer.layers), _inner_shapes(layer.layers, layer_input), layer_input
+    return None
+
+
+def _inner_shapes(layers, shape: tuple[int, ...]) -> list[tuple]:
+    """The output shape of each of a block's layers, the block's input of ``shape``."""
+    shapes = []
+    for layer in layers:
+        shape = output_shape(layer, shape)
+        shapes.append(shape)
+    return shapes
 
 
 def _address_shape(address: str, layers: list[Layer], shapes: list[tuple], x: np.ndarray,
@@ -993,43 +1189,63 @@ def _address_shape(address: str, layers: list[Layer], shapes: list[tuple], x: np
     step = m.group("step")
     if step is not None and (optimizer is None or not 1 <= int(step) <= optimizer.steps):
         return None
-    if m.group("layer") is None:
+    if m.group("path") is None:
         return ()  # loss, step{t}.loss
-    index, what = int(m.group("layer")), m.group("what")
-    if index >= len(layers):
+    found = _locate(m.group("path"), layers, shapes, x.shape)
+    if found is None:
         return None
-    layer = layers[index]
+    layer, layer_output, layer_input = found
+    what = m.group("what")
     if what in ("output", "output.grad"):
-        return None if step is not None else shapes[index]
+        return None if step is not None else layer_output
     name = what.removesuffix(".grad")
     if name in layer.parameters:
         return layer.parameters[name].shape
+    if name in layer.tied and step is None:  # a tied use: its value and its own share of the gradient
+        return layer.weight.shape
     if name in layer.buffers and not what.endswith(".grad"):
         return layer.buffers[name].shape
     if what == "mask" and layer.type == "dropout" and step is None:
-        return shapes[index]
+        return layer_output
     if what in ("cell", "cell.grad") and layer.type == "lstm" and step is None:
-        return shapes[index]
+        return layer_output
+    if what == "branch.grad" and layer.type == "residual" and step is None:
+        return layer_input
+    if what in ("attention", "attention.grad") and layer.type == "multihead_attention" and step is None:
+        batch, steps = layer_input[0], layer_input[1]
+        return (batch, layer.params["num_heads"], steps, steps)
     if what.endswith(".grad") and name in layer.states and step is None:
         return layer.states[name].shape
     return None
 
 
 def _why_missing(address: str, layers: list[Layer], optimizer: Optimizer | None) -> str:
-    m = re.match(r"^(?:step(?P<step>[0-9]+)\.)?(?:layers\.(?P<layer>[0-9]+)\.(?P<what>[a-z_.]+))?", address)
-    step, layer, what = m.group("step"), m.group("layer"), m.group("what")
+    m = re.match(r"^(?:step(?P<step>[0-9]+)\.)?(?:(?P<path>layers\.[0-9]+(?:\.layers\.[0-9]+)*)\.(?P<what>[a-z_.]+))?",
+                 address)
+    step, path, what = m.group("step"), m.group("path"), m.group("what")
     if step is not None:
         if optimizer is None:
             return "this scenario has no [optimizer], so it records no step{t} addresses"
         steps = optimizer.steps
         if not 1 <= int(step) <= steps:
             return f"expected a step from 1 to {steps} (the [optimizer] makes {steps} updates)"
-    if layer is not None:
-        i = int(layer)
-        if i >= len(layers):
-            return f"expected a layer index from 0 to {len(layers) - 1}"
-        if what and what.startswith(("weight", "bias")) and not layers[i].has_parameters:
-            return f"layer {i} is {layers[i].type!r}, which has no parameters"
-        if what and what.startswith("bias"):
+    if path is not None:
+        *outer, last = (int(k) for k in path.split(".")[1::2])
+        within, where = layers, "layers"
+        for index in outer:
+            if index >= len(within) or not within[index].layers:
+                return f"{where}.{index} is not a residual block with layers of its own"
+            within, where = within[index].layers, f"{where}.{index}.layers"
+        if last >= len(within):
+            return f"expected a layer index from 0 to {len(within) - 1}" + (f" in {where}" if outer else "")
+        layer = within[last]
+        i = f"{where}.{last}".removeprefix("layers.") if not outer else f"{where}.{last}"
+        name = (what or "").removesuffix(".grad")
+        if name in layer.tied and step is not None:
+            return (f"{path}.{name} is tied to {layer.tied[name]}: its updates are recorded there "
+                    f"(step{{t}}.{layer.tied[name]})")
+        if what and what.startswith(("weight", "bias")) and not layer.has_parameters and not layer.tied:
+            return f"layer {i} is {layer.type!r}, which has no parameters"
+        if what and what.startswith("bias") and not layer.tied:
             return f"layer {i} has no bias"
     return "expected an address this scenario's Trace records"

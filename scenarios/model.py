@@ -39,6 +39,22 @@ class Layer:
     buffers: dict[str, np.ndarray] = field(default_factory=dict)
     tensors: dict[str, np.ndarray] = field(default_factory=dict)
     states: dict[str, np.ndarray] = field(default_factory=dict)
+    # A block's own layers (``residual``: output x + f(x), f these layers in order), addressed
+    # ``layers.{i}.layers.{j}…``; empty for every other layer.
+    layers: tuple["Layer", ...] = ()
+    # Boolean arrays the layer is given, never learned nor differentiated: multihead_attention's
+    # ``key_padding_mask`` (N, T), True where a key is ignored (PyTorch's convention).
+    masks: dict[str, np.ndarray] = field(default_factory=dict)
+    # Weight tying: own parameter name -> the address of the parameter it is (``"layers.0.weight"``).
+    # The array under that name is the owner's, transposed where the shapes differ (a square one is
+    # never transposed); it is not a parameter of its own (``parameters`` leaves it out), and its
+    # gradient is added to the owner's.
+    tied: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self):
+        # A block's layers may be given as plain data, {"type": …, **fields} (a catalogue spec's ``build``).
+        inner = tuple(each if isinstance(each, Layer) else Layer(**each) for each in self.layers)
+        object.__setattr__(self, "layers", inner)
 
     @property
     def is_linear(self) -> bool:
@@ -46,19 +62,42 @@ class Layer:
 
     @property
     def has_parameters(self) -> bool:
-        return self.weight is not None or self.bias is not None or bool(self.tensors)
+        return bool(self.parameters)
 
     @property
     def parameters(self) -> dict[str, np.ndarray]:
-        """The learned arrays by name (``weight`` before ``bias``, then ``tensors``), those the layer has."""
+        """The learned arrays by name (``weight`` before ``bias``, then ``tensors``), those the layer has and
+        owns (a tied one is its owner's; a block's inner layers hold their own)."""
         named = {name: value for name, value in (("weight", self.weight), ("bias", self.bias)) if value is not None}
-        return {**named, **self.tensors}
+        return {name: value for name, value in {**named, **self.tensors}.items() if name not in self.tied}
+
+    def is_transposed(self, name: str, owner: np.ndarray) -> bool:
+        """Whether tied parameter ``name`` is its owner's array transposed (the shapes differ)."""
+        own = self.weight if name == "weight" else self.bias if name == "bias" else self.tensors[name]
+        return tuple(np.shape(own)) != tuple(np.shape(owner))
 
     def with_parameters(self, change) -> "Layer":
-        """The layer with ``change(array)`` applied to every learned array."""
+        """The layer with ``change(array)`` applied to every learned array, a block's inner layers' too."""
         cast = lambda a: None if a is None else change(a)  # noqa: E731
         return dataclasses.replace(self, weight=cast(self.weight), bias=cast(self.bias),
-                                   tensors={name: change(value) for name, value in self.tensors.items()})
+                                   tensors={name: change(value) for name, value in self.tensors.items()},
+                                   layers=tuple(inner.with_parameters(change) for inner in self.layers))
+
+
+def walk_layers(layers, prefix: str = "layers"):
+    """(address prefix, layer) of every layer, a block's inner layers right after the block:
+    ``("layers.0", …)``, ``("layers.1", residual)``, ``("layers.1.layers.0", …)``, …"""
+    for index, layer in enumerate(layers):
+        path = f"{prefix}.{index}"
+        yield path, layer
+        if layer.layers:
+            yield from walk_layers(layer.layers, f"{path}.layers")
+
+
+def learned_arrays(layers) -> dict[str, np.ndarray]:
+    """Every learned array by address (``layers.1.layers.0.weight``), a block's inner layers' included,
+    each tied array once (under its owner's address)."""
+    return {f"{path}.{name}": value for path, layer in walk_layers(layers) for name, value in layer.parameters.items()}
 
 
 @dataclass(frozen=True)
@@ -182,11 +221,13 @@ class Scenario:
 
     @property
     def parameter_count(self) -> int:
-        return sum(value.size for layer in self.layers for value in layer.parameters.values())
+        """The learned numbers: every weight and bias, a block's inner layers' included, a tied one once."""
+        return sum(value.size for value in learned_arrays(self.layers).values())
 
     def component_names(self) -> list[str]:
-        """Every layer, activation, loss and optimizer this scenario exercises."""
-        names = [f"layer:{l.type}" if l.type in LAYERS else f"activation:{l.type}" for l in self.layers]
+        """Every layer, activation, loss and optimizer this scenario exercises (a block's inner layers too)."""
+        names = [f"layer:{l.type}" if l.type in LAYERS else f"activation:{l.type}"
+                 for _path, l in walk_layers(self.layers)]
         names.append(f"loss:{self.loss.type}")
         if self.optimizer is not None:
             names.append(f"optimizer:{self.optimizer.type}")
@@ -195,10 +236,13 @@ class Scenario:
     def astype(self, dtype: str) -> "Scenario":
         """The same scenario with every array cast to ``dtype``."""
         cast = lambda a: None if a is None else np.asarray(a, dtype=dtype)  # noqa: E731
-        layers = tuple(
-            dataclasses.replace(l.with_parameters(cast),
-                                buffers={name: cast(value) for name, value in l.buffers.items()},
-                                states={name: cast(value) for name, value in l.states.items()})
-            for l in self.layers
-        )
+
+        def cast_layer(l: Layer) -> Layer:
+            return dataclasses.replace(l, weight=cast(l.weight), bias=cast(l.bias),
+                                       tensors={name: cast(value) for name, value in l.tensors.items()},
+                                       buffers={name: cast(value) for name, value in l.buffers.items()},
+                                       states={name: cast(value) for name, value in l.states.items()},
+                                       layers=tuple(cast_layer(inner) for inner in l.layers))
+
+        layers = tuple(cast_layer(l) for l in self.layers)
         return dataclasses.replace(self, layers=layers, x=cast(self.x), y=cast(self.y), dtype=dtype)

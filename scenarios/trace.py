@@ -20,6 +20,13 @@ Addresses (the same on every side — manual, torch, finite differences):
                                ``bias_ih``, ``bias_hh``, their ``.grad`` and ``step{t}.`` forms)
 ``layers.{i}.cell``            an LSTM's cell states c_t, (N, T, H); ``.cell.grad`` ∂L/∂c_t
 ``layers.{i}.h0.grad``         ∂L/∂h0 of a recurrent layer whose h0 is given (likewise ``c0``)
+``layers.{i}.in_proj_weight``  multihead_attention's parameters (likewise ``in_proj_bias``,
+                               ``out_proj.weight``, ``out_proj.bias``, their ``.grad`` and ``step{t}.`` forms)
+``layers.{i}.attention``       multihead_attention's probabilities P (N, heads, T, T);
+                               ``.attention.grad`` ∂L/∂P
+``layers.{i}.branch.grad``     a residual block's branch's share of ∂L/∂x, (∂f/∂x)ᵀ δ (the skip path's
+                               share is δ, ``layers.{i}.output.grad``)
+``layers.{i}.layers.{j}.…``    every address above of layer j inside block i (``residual``), nestable
 ``input.grad``                 dL/dx
 ``step{t}.loss``               the loss computed in update t (before it is applied)
 ``step{t}.layers.{i}.weight``  the weight after t updates (likewise ``.bias``)
@@ -41,11 +48,14 @@ import numpy as np
 
 _ELEMENT = re.compile(r"^(?P<address>[A-Za-z0-9_.]+?)(?:\[(?P<index>[^\]]*)\])?$", re.ASCII)
 _INDEX = re.compile(r"^ *[0-9]+ *$", re.ASCII)
-_PARAMETER = r"(?:weight|bias|weight_ih|weight_hh|bias_ih|bias_hh)"
+_PARAMETER = (r"(?:weight|bias|weight_ih|weight_hh|bias_ih|bias_hh|in_proj_weight|in_proj_bias|out_proj\.weight"
+              r"|out_proj\.bias)")
+# A layer, or a layer inside a block (``layers.2.layers.0``, nestable).
+_LAYER_PATH = r"layers\.[0-9]+(?:\.layers\.[0-9]+)*"
 _ADDRESS = re.compile(
-    rf"^(?:loss|input\.grad|layers\.(?P<layer>[0-9]+)\.(?:output|output\.grad|{_PARAMETER}|{_PARAMETER}\.grad"
-    r"|running_mean|running_var|mask|cell|cell\.grad|h0\.grad|c0\.grad))$"
-    rf"|^step(?P<step>[0-9]+)\.(?:loss|layers\.[0-9]+\.(?:{_PARAMETER}|{_PARAMETER}\.grad|running_mean"
+    rf"^(?:loss|input\.grad|{_LAYER_PATH}\.(?:output|output\.grad|{_PARAMETER}|{_PARAMETER}\.grad"
+    r"|running_mean|running_var|mask|cell|cell\.grad|h0\.grad|c0\.grad|attention|attention\.grad|branch\.grad))$"
+    rf"|^step(?P<step>[0-9]+)\.(?:loss|{_LAYER_PATH}\.(?:{_PARAMETER}|{_PARAMETER}\.grad|running_mean"
     r"|running_var))$",
     re.ASCII,
 )
@@ -125,6 +135,14 @@ def parse_element(spec: str) -> tuple[str, tuple[int, ...] | None]:
     if not all(_INDEX.match(part) for part in parts):
         raise ValueError(f"{spec!r}: expected one integer index per dimension, separated by commas")
     return m.group("address"), tuple(int(part) for part in parts)
+
+
+def split_address(address: str) -> tuple[str, str]:
+    """A layer's address and what follows: ``"layers.2.layers.0.weight"`` → ``("layers.2.layers.0", "weight")``;
+    PyTorch's dotted parameter names stay whole: ``"layers.1.out_proj.weight"`` → ``("layers.1", "out_proj.weight")``."""
+    parts = address.split(".")
+    cut = max(k for k in range(0, len(parts) - 1, 2) if parts[k] == "layers") + 2
+    return ".".join(parts[:cut]), ".".join(parts[cut:])
 
 
 def is_trace_address(address: str) -> bool:

@@ -143,6 +143,10 @@ SEED_CLAIMS = {
     ("seed004-two_layer_sigmoid_softmax", 2): (HOLDS, None),
     ("seed004-two_layer_sigmoid_softmax", 3): (HOLDS, None),
     ("seed004-two_layer_sigmoid_softmax", 4): (HOLDS, None),
+    ("example-attention_three_tokens", 0): (HOLDS, None),   # a = softmax(X Xᵀ/√d) X
+    ("example-attention_three_tokens", 1): (HOLDS, None),   # ∂E/∂W_o = δᵀ (P V)
+    ("example-attention_three_tokens", 2): (HOLDS, None),   # the softmax's whole Jacobian
+    ("example-attention_three_tokens", 3): (WRONG, 0),      # its diagonal only: wrong on the file's data
 }
 
 
@@ -158,9 +162,10 @@ def test_the_seeds_claims_have_the_verdicts_of_the_hand_derivations(seed_claims)
 def test_the_seeds_claims_are_in_the_report_s_derivation_table(seed_claims):
     frame = claim_frame()
     assert list(frame["id"]) == [f"{name}:claim[{k}]" for name, k in seed_claims]
-    wrong = frame[frame["verdict"] == WRONG]
-    assert list(wrong["id"]) == ["seed003-vanishing_gradient_sigmoid:claim[3]"]
-    assert wrong.iloc[0]["document"] == "003" and wrong.iloc[0]["fails_in"].startswith("draw 1:")
+    wrong = frame[frame["verdict"] == WRONG].set_index("id")
+    assert list(wrong.index) == ["example-attention_three_tokens:claim[3]", "seed003-vanishing_gradient_sigmoid:claim[3]"]
+    seed003 = wrong.loc["seed003-vanishing_gradient_sigmoid:claim[3]"]
+    assert seed003["document"] == "003" and seed003["fails_in"].startswith("draw 1:")
 
 
 # ----------------------------------------------------------------------------- the check command

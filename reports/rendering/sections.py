@@ -27,6 +27,7 @@ engine runs again for a section.
 from __future__ import annotations
 
 import base64
+import functools
 import re
 from dataclasses import dataclass, field
 
@@ -36,9 +37,11 @@ import pandas as pd
 from backprop_verify.reports.rendering.io import checkpoint
 from backprop_verify.reports.rendering.plots import heatmap_png, reduce_for_heatmap
 from backprop_verify.reports.rendering.table import csv_text, read_csv_text, rows_frame
-from backprop_verify.reports.verification.compare import FAIL, FLOOR, NOT_JUDGED, PASS
+from backprop_verify import manual, reference
+from backprop_verify.reports.verification.compare import FAIL, FLOOR, NOT_JUDGED, PASS, compare
 from backprop_verify.reports.verification.detail import KeptMaps, Maps, difference_maps
 from backprop_verify.scenarios.model import Scenario
+from backprop_verify.scenarios.transformer import gpt_gradient_flow_scenarios
 
 MAX_SECTIONS = 30
 MAX_SECTION_ROWS = 100
@@ -143,25 +146,34 @@ def architecture(scenario: Scenario) -> str:
     """The network on one line: input, each layer with its sizes and options, the loss, the optimizer."""
     shape = "×".join(str(n) for n in np.shape(scenario.x))
     parts = [f"x {shape} {scenario.dtype}"]
-    for layer in scenario.layers:
-        text = layer.type
-        if layer.weight is not None and np.ndim(layer.weight) == 2 and layer.type == "linear":
-            out, inputs = np.shape(layer.weight)
-            text += f" {inputs}→{out}"
-        elif layer.weight is not None and np.ndim(layer.weight) == 4:
-            out, inputs, kh, kw = np.shape(layer.weight)
-            text += f" {inputs}→{out} {kh}×{kw}"
-        options = [f"{k}={_short(v)}" for k, v in sorted(layer.params.items())
-                   if k not in ("in_features", "out_features")]
-        if options:
-            text += "(" + ", ".join(options) + ")"
-        parts.append(text)
+    parts += [_layer_text(layer) for layer in scenario.layers]
     parts.append(f"{scenario.loss.type}({scenario.loss.reduction})")
     line = " → ".join(parts)
     if scenario.optimizer is not None:
         line += f"; {scenario.optimizer.label()} lr={scenario.optimizer.learning_rate:g}, " \
                 f"{scenario.optimizer.steps} update{'s' * (scenario.optimizer.steps != 1)}"
     return line
+
+
+def _layer_text(layer) -> str:
+    """One layer with its sizes and options; a residual block as ``residual[its layers]``; a tie as
+    ``tied_to …``."""
+    if layer.layers:
+        return f"{layer.type}[" + " → ".join(_layer_text(inner) for inner in layer.layers) + "]"
+    text = layer.type
+    if layer.weight is not None and np.ndim(layer.weight) == 2 and layer.type == "linear":
+        out, inputs = np.shape(layer.weight)
+        text += f" {inputs}→{out}"
+    elif layer.weight is not None and np.ndim(layer.weight) == 4:
+        out, inputs, kh, kw = np.shape(layer.weight)
+        text += f" {inputs}→{out} {kh}×{kw}"
+    options = [f"{k}={_short(v)}" for k, v in sorted(layer.params.items())
+               if k not in ("in_features", "out_features")]
+    options += [f"{name} tied_to {owner}" for name, owner in layer.tied.items()]
+    options += [f"{name} given" for name in layer.masks]
+    if options:
+        text += "(" + ", ".join(options) + ")"
+    return text
 
 
 def _short(value) -> str:
@@ -203,6 +215,59 @@ def heatmap(pair: str, address: str, status: str, worst_index: str, tolerance: f
                           columns * pixels, rows * pixels, block))
     max_ratio = float(np.max(ratio)) if ratio.size else 0.0
     return Heatmap(pair, address, status, tuple(difference.shape), worst_index, allowed, max_ratio, tiles, left_out)
+
+
+# ----------------------------------------------------------------------------- the "attention" section
+#
+# Per residual block of the GPT-style networks: the gradient that reaches the block's input along the skip
+# path, δ = ∂L/∂a (``layers.{i}.output.grad``), against the one that comes back through the branch,
+# (∂f/∂x)ᵀ δ (``layers.{i}.branch.grad``) — their Frobenius norms by each engine, and whether the engines
+# agree at both addresses (the tolerance policy, manual-torch).
+
+ATTENTION_COLUMNS = ["scenario", "block", "branch", "skip_manual", "skip_torch", "branch_manual", "branch_torch",
+                     "branch_over_skip", "engines_agree"]
+
+
+def _branch_kind(layer) -> str:
+    kinds = [inner.type for inner in layer.layers]
+    if "multihead_attention" in kinds:
+        return "attention"
+    return "mlp" if "linear" in kinds else "+".join(kinds)
+
+
+def attention_table(scenarios: list[Scenario] | None = None) -> pd.DataFrame:
+    """``ATTENTION_COLUMNS``, one row per residual block of ``scenarios`` (default: the GPT-style networks of
+    ``scenarios.transformer.gpt_gradient_flow_scenarios``), from one run of each engine per scenario.
+    Deterministic, so the default table is computed once per process; each caller gets a copy."""
+    if scenarios is None:
+        return _default_attention_table().copy()
+    return _attention_table(scenarios)
+
+
+@functools.lru_cache(maxsize=1)
+def _default_attention_table() -> pd.DataFrame:
+    return _attention_table(gpt_gradient_flow_scenarios())
+
+
+def _attention_table(scenarios: list[Scenario]) -> pd.DataFrame:
+    records = []
+    for scenario in scenarios:
+        traces = {"manual": manual.run(scenario), "torch": reference.run(scenario)}
+        blocks = [(f"layers.{i}", layer) for i, layer in enumerate(scenario.layers) if layer.type == "residual"]
+        wanted = [f"{path}.{what}" for path, _layer in blocks for what in ("output.grad", "branch.grad")]
+        verdicts = {row.address: row.passed for row in compare(traces["manual"], traces["torch"], scenario.dtype,
+                                                               "manual-torch", wanted)}
+        for path, layer in blocks:
+            norm = {(what, engine): float(np.linalg.norm(np.asarray(trace[f"{path}.{what}"], np.float64)))
+                    for engine, trace in traces.items() for what in ("output.grad", "branch.grad")}
+            records.append({
+                "scenario": scenario.name, "block": path, "branch": _branch_kind(layer),
+                "skip_manual": norm["output.grad", "manual"], "skip_torch": norm["output.grad", "torch"],
+                "branch_manual": norm["branch.grad", "manual"], "branch_torch": norm["branch.grad", "torch"],
+                "branch_over_skip": norm["branch.grad", "torch"] / norm["output.grad", "torch"],
+                "engines_agree": "yes" if verdicts[f"{path}.output.grad"] and verdicts[f"{path}.branch.grad"] else "NO",
+            })
+    return pd.DataFrame(records, columns=ATTENTION_COLUMNS)
 
 
 def build_sections(frame: pd.DataFrame, scenarios: dict[str, Scenario], detail: str | None = None,
