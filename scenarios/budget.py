@@ -32,6 +32,7 @@ import os
 from dataclasses import dataclass
 
 from backprop_verify.scenarios.catalog import LAYERS, elementwise_cost
+from backprop_verify.scenarios.model import walk_layers
 
 BYTES = 8          # float64: ``check`` and every claim draw compute in float64
 ENGINES = 2        # manual and torch, each with its own Trace
@@ -70,14 +71,17 @@ def estimate(layers, shapes, input_shape, optimizer=None, claim_draws: int | Non
         cost = (info.cost if info is not None and info.cost is not None else elementwise_cost)(
             layer, shape, output_shape)
         count = sum(value.size for value in layer.parameters.values())
-        # The output, its gradient, what the backward pass needs; each parameter, its gradient, an optimizer's state.
-        held_by_layer.append(ENGINES * BYTES * (2 * math.prod(output_shape) + cost.kept + 3 * count))
+        # The output, its gradient and a temporary of the backward pass; what the backward pass needs; each
+        # parameter, its gradient, an optimizer's state (a block's cost holds its inner layers' share).
+        held_by_layer.append(ENGINES * BYTES * (3 * math.prod(output_shape) + cost.kept + 3 * count))
         done_by_layer.append(ENGINES * (1 + BACKWARD) * (cost.flops + CALL_COST * cost.calls))
+        count = sum(value.size for _, each in walk_layers([layer]) for value in each.parameters.values())
         parameters += count
         if count:  # finite differences perturb the parameters, the input and these layers' outputs
             perturbed += count + math.prod(output_shape)
         shape = tuple(output_shape)
-    run_memory = ENGINES * BYTES * 2 * math.prod(input_shape) + sum(held_by_layer)
+    # The input and its gradient; the loss's own values on the network's output (a softmax's, its gradient).
+    run_memory = ENGINES * BYTES * (2 * math.prod(input_shape) + 3 * math.prod(shape)) + sum(held_by_layer)
     run_work = sum(done_by_layer)
     memory_parts = [_layers_part(held_by_layer, layers, run_memory, "outputs, gradients and backward caches")]
     work_parts = [_layers_part(done_by_layer, layers, run_work, "forward and backward passes")]

@@ -502,9 +502,10 @@ class LayerCost:
 
 
 def elementwise_cost(layer, input_shape: Shape, output_shape: Shape) -> LayerCost:
-    """A few operations per output value; the pre-activation, the derivative and a temporary kept."""
+    """A few operations per output value; the pre-activation, the derivative and the temporaries of a formula
+    such as GELU's (erf, exp, their products) held at once."""
     size = math.prod(output_shape)
-    return LayerCost(flops=8 * size, kept=3 * size)
+    return LayerCost(flops=8 * size, kept=5 * size)
 
 
 def _linear_cost(layer, input_shape: Shape, output_shape: Shape) -> LayerCost:
@@ -1027,16 +1028,17 @@ def _attention_build(options: dict, shape: Shape, rng: np.random.Generator) -> d
 
 def _attention_cost(layer, input_shape: Shape, output_shape: Shape) -> "LayerCost":
     """The projections (2·E·3E and 2·E·E per position), Q Kᵀ and P V (2·T·E each per position), the softmax;
-    Q, K, V, the heads' output, P and dP kept."""
+    kept: Q, K, V, the heads' output and their gradients; the scores, P, dP and dS, and P and its gradient
+    recorded in the Trace."""
     batch, steps, width = input_shape
     positions, scores = batch * steps, batch * layer.params["num_heads"] * steps * steps
     return LayerCost(flops=8 * positions * width * width + 4 * positions * steps * width + 5 * scores,
-                     kept=4 * positions * width + 2 * scores, calls=30)
+                     kept=8 * positions * width + 6 * scores, calls=30)
 
 
 def _residual_cost(layer, input_shape: Shape, output_shape: Shape) -> "LayerCost":
     """The block's layers' costs added up, with what a top-level layer's is counted for beside its cost
-    (``scenarios.budget``: its output and gradient, each parameter with its gradient and an optimizer's state)
+    (``scenarios.budget``: its output, gradient and a temporary, each parameter with its gradient and an optimizer's state)
     kept by the block."""
     flops, kept, calls, shape = math.prod(output_shape), 0, 1, input_shape
     for inner in layer.layers:
@@ -1046,7 +1048,7 @@ def _residual_cost(layer, input_shape: Shape, output_shape: Shape) -> "LayerCost
                                                                                              inner_output)
         parameters = sum(np.size(value) for value in inner.parameters.values())
         flops, calls = flops + cost.flops, calls + cost.calls
-        kept += cost.kept + 2 * math.prod(inner_output) + 3 * parameters
+        kept += cost.kept + 3 * math.prod(inner_output) + 3 * parameters
         shape = inner_output
     return LayerCost(flops=flops, kept=kept, calls=calls)
 
