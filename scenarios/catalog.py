@@ -1038,8 +1038,8 @@ def _attention_cost(layer, input_shape: Shape, output_shape: Shape) -> "LayerCos
 
 def _residual_cost(layer, input_shape: Shape, output_shape: Shape) -> "LayerCost":
     """The block's layers' costs added up, with what a top-level layer's is counted for beside its cost
-    (``scenarios.budget``: its output, gradient and a temporary, each parameter with its gradient and an optimizer's state)
-    kept by the block."""
+    (``scenarios.budget``: its output, gradient and a temporary, each parameter with its gradient and an
+    optimizer's state) kept by the block."""
     flops, kept, calls, shape = math.prod(output_shape), 0, 1, input_shape
     for inner in layer.layers:
         inner_output = _inner_output_shape(inner, shape)
@@ -1418,7 +1418,8 @@ LAYERS: dict[str, LayerInfo] = {
             bias_sum="channel",
             switch="affine",
             fills={"weight": 1.0, "bias": 0.0},
-            tensor_shapes=_group_norm_tensors, output_shape=_group_norm_shape, statistics=_group_norm_statistics, cost=_normalisation_cost,
+            tensor_shapes=_group_norm_tensors, output_shape=_group_norm_shape, statistics=_group_norm_statistics,
+            cost=_normalisation_cost,
             build=_group_norm_build, draw=_group_norm_draw,
             random="",
             random_excluded="not yet in the random convolutional networks: joining the pool redraws every random "
