@@ -19,6 +19,7 @@ Adding a component means adding one entry to the matching registry.
 """
 from __future__ import annotations
 
+import inspect
 from typing import Callable
 
 import numpy as np
@@ -232,6 +233,35 @@ def _recorded_tensors(network, outputs: dict[str, torch.Tensor], x: torch.Tensor
     return recorded
 
 
+def _without_compiler(optimizer_class: type) -> None:
+    """Let ``optimizer_class``'s methods run without importing ``torch._dynamo`` (about 2.5 s, the largest
+    part of a ``check``'s start-up): ``add_param_group``, ``zero_grad`` and the state-dict methods are
+    wrapped to switch TorchDynamo off, and the wrapper imports it on its first call to find the switch.
+    The reference never compiles, so each wrapper is told, once, that its switched-off form is the function
+    itself (where a torch version wraps differently, nothing is changed and the import merely costs time)."""
+    for klass in optimizer_class.__mro__:
+        for attribute in vars(klass).values():
+            function = getattr(attribute, "__wrapped__", None)
+            code = getattr(attribute, "__code__", None)
+            if function is not None and code is not None and "__dynamo_disable" in code.co_consts + code.co_names:
+                function.__dynamo_disable = function
+
+
+def optimizer_step(optimizer: torch.optim.Optimizer) -> None:
+    """``optimizer.step()`` as its decorator runs it — gradients off — without the decorator's
+    ``torch._dynamo.graph_break()`` calls, which only mark a graph boundary for ``torch.compile`` and
+    import TorchDynamo to do so (``_without_compiler``). A step hook or profiler record is not used here."""
+    step = inspect.unwrap(type(optimizer).step)
+    if step is type(optimizer).step or optimizer.defaults.get("differentiable"):
+        optimizer.step()
+        return
+    with torch.no_grad():
+        step(optimizer)
+
+
+_without_compiler(torch.optim.Optimizer)
+
+
 def _make_optimizer(network, spec) -> torch.optim.Optimizer | None:
     """torch.optim's optimizer for the scenario's spec, options completed from the catalogue (None:
     nothing to learn)."""
@@ -291,7 +321,7 @@ def _update(trace: Trace, network, spec, optimizer, named: list, t: int, loss: t
     _put_state(trace, network, f"step{t}.", masks=False)
     if optimizer is not None:
         with _ScalarDtype(network.torch_dtype):
-            optimizer.step()
+            optimizer_step(optimizer)
     if spec.clip_weights is not None:
         low, high = spec.clip_weights
         with torch.no_grad():

@@ -1,0 +1,62 @@
+"""What a `check` needs to start: no TorchDynamo for an optimizer step (importing it costs seconds), and the
+step taken without it is torch.optim's own step, number for number."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from backprop_verify.reference.torch_engine import OPTIMIZERS, optimizer_step
+from backprop_verify.scenarios.catalog import optimizer_options
+
+STEPS = 3
+
+
+def _trained(name: str, step) -> list[torch.Tensor]:
+    generator = torch.Generator().manual_seed(7)
+    parameters = [torch.nn.Parameter(torch.randn(4, 3, generator=generator, dtype=torch.float64)),
+                  torch.nn.Parameter(torch.randn(3, generator=generator, dtype=torch.float64))]
+    optimizer = OPTIMIZERS[name](parameters, 0.05, **optimizer_options(name, {}))
+    for t in range(STEPS):
+        optimizer.zero_grad(set_to_none=True)
+        loss = (parameters[0].sin().sum() + parameters[1].pow(3).sum()) * (t + 1)
+        loss.backward()
+        step(optimizer)
+    return [p.detach().clone() for p in parameters]
+
+
+@pytest.mark.parametrize("name", [name for name, make in OPTIMIZERS.items() if make is not None])
+def test_the_step_without_the_compiler_is_torch_optim_s_step(name):
+    plain = _trained(name, lambda optimizer: optimizer.step())
+    direct = _trained(name, optimizer_step)
+    assert all(torch.equal(a, b) for a, b in zip(plain, direct)), name
+
+
+def test_a_step_does_not_record_gradients():
+    """``step`` runs under no_grad as its decorator would: the parameters stay leaves."""
+    parameter = torch.nn.Parameter(torch.ones(2, dtype=torch.float64))
+    optimizer = torch.optim.SGD([parameter], lr=0.1)
+    parameter.grad = torch.ones(2, dtype=torch.float64)
+    optimizer_step(optimizer)
+    assert parameter.grad_fn is None and parameter.is_leaf and torch.equal(parameter.detach(), torch.full((2,), 0.9,
+                                                                                                       dtype=torch.float64))
+
+
+def test_running_every_worked_example_with_its_optimizer_leaves_torch_dynamo_unimported():
+    """In a fresh interpreter (other tests may import it): the worked examples, trajectories included."""
+    code = (
+        "import sys\n"
+        "from backprop_verify import reference\n"
+        "from backprop_verify.scenarios.builtin import worked_examples\n"
+        "steps = 0\n"
+        "for scenario in worked_examples():\n"
+        "    steps += scenario.optimizer.steps if scenario.optimizer else 0\n"
+        "    reference.run(scenario)\n"
+        "assert steps > 0, 'no worked example takes an optimizer step'\n"
+        "print('torch._dynamo' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False", done.stdout + done.stderr
