@@ -269,8 +269,8 @@ def _non_finite_note(x: np.ndarray, y: np.ndarray, flat: int, same: bool) -> str
     count = int((~np.isfinite(x) | ~np.isfinite(y)).sum())
     where = f"{count} of {y.size} elements" if y.size > 1 else "the value"
     if same:
-        return f"non-finite values (identical): {where} {float(y[flat])} on both sides"
-    return f"non-finite values: {float(x[flat])} against {float(y[flat])} (first difference)"
+        return f"non-finite values (identical): {where} {float(y.flat[flat])} on both sides"
+    return f"non-finite values: {float(x.flat[flat])} against {float(y.flat[flat])} (first difference)"
 
 
 def _judge(address: str, max_abs: float, scale: float, tol: float, atol: float,
