@@ -31,19 +31,26 @@ tied layer's address (``layers.{j}.weight.grad``, at the initial parameters).
 
 Everything runs in ``scenario.np_dtype``; the scenario's arrays are never
 mutated (weights are copied once, when the network is built).
+
+The driver asks nothing of the hand-written classes beyond the engine protocol
+(``manual.protocol``): ``run(scenario, engine)`` runs any ``Engine`` — manual's
+own is ``MANUAL``, registered through that same declaration — and reads each
+layer's kind (dropout's mask, an embedding's token ids, a block's inner
+layers, the buffers) from the scenario's entry and the catalogue, never from
+the class.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from backprop_verify.manual import attention, conv, normalization, pooling, recurrent  # noqa: F401 — they register
+from backprop_verify.manual import (attention, conv, dropout, embedding, normalization, pooling,  # noqa: F401
+                                    recurrent, residual)  # — they register
+from backprop_verify.manual.activations import ACTIVATIONS
 from backprop_verify.manual.clipping import clip_grad_norm, clip_grad_value, clip_weights
-from backprop_verify.manual.dropout import Dropout
-from backprop_verify.manual.embedding import Embedding
-from backprop_verify.manual.layers import LAYERS, Learned, attribute, build_layer
-from backprop_verify.manual.residual import Residual
+from backprop_verify.manual.layers import LAYERS, attribute, build_layer
 from backprop_verify.manual.losses import LOSSES
 from backprop_verify.manual.optimizers import OPTIMIZERS
+from backprop_verify.manual.protocol import Engine
 from backprop_verify.scenarios.catalog import LAYERS as LAYER_SPECS
 from backprop_verify.scenarios.masks import dropout_mask
 from backprop_verify.scenarios.model import Scenario, walk_layers
@@ -52,29 +59,52 @@ from backprop_verify.scenarios.trace import Trace, split_address
 
 ENGINE_NAME = "manual"
 
+# The hand-written engine, declared through the protocol any engine uses: every layer, activation, loss
+# and optimizer of the catalogue (``tests/test_engine_protocol.py`` checks that none is missing).
+MANUAL = Engine(ENGINE_NAME, LAYERS, ACTIVATIONS, LOSSES, OPTIMIZERS)
+
 
 class Network(list):
-    """The layer objects in order, and ``ties``: {tied address: (owner address, transposed)} — each use of a
-    tied parameter beyond its owner's (``layers.5.weight`` → ``("layers.0.weight", False)``)."""
+    """The layer objects in order; ``specs``: {address prefix: the scenario's entry} and ``kinds``: {address
+    prefix: its type} of every layer, a block's inner layers included; ``ties``: {tied address: (owner
+    address, transposed)} — each use of a tied parameter beyond its owner's (``layers.5.weight`` →
+    ``("layers.0.weight", False)``)."""
 
+    specs: dict = {}
+    kinds: dict[str, str] = {}
     ties: dict[str, tuple[str, bool]] = {}
 
 
-def walk(network: list, prefix: str = "layers"):
-    """(address prefix, layer object) of every layer, a residual block's inner layers right after the block."""
+def kind_of(network: list, path: str, layer) -> str:
+    """The scenario type of the layer at ``path``: from the network's ``kinds``, else the class's registered
+    ``name`` (manual's classes carry it)."""
+    return getattr(network, "kinds", {}).get(path) or getattr(layer, "name", "")
+
+
+def _is_layer(kind: str) -> bool:
+    """A catalogue layer (its backward takes ``input_grad``), not an activation."""
+    return kind in LAYER_SPECS
+
+
+def walk(network: list, prefix: str = "layers", kinds: dict[str, str] | None = None):
+    """(address prefix, layer object) of every layer, a residual block's inner layers (its ``layers``) right
+    after the block."""
+    kinds = getattr(network, "kinds", {}) if kinds is None else kinds
     for index, layer in enumerate(network):
         path = f"{prefix}.{index}"
         yield path, layer
-        if isinstance(layer, Residual):
-            yield from walk(layer.layers, f"{path}.layers")
+        if (kinds.get(path) or getattr(layer, "name", "")) == "residual":
+            yield from walk(layer.layers, f"{path}.layers", kinds)
 
 
-def build_network(scenario: Scenario) -> Network:
-    """One layer object per ``scenario.layers`` entry, parameters copied into ``scenario.np_dtype``; a tied
-    parameter is then replaced by its owner's array (``.T`` where the shapes differ, a view: the owner's
-    updates reach it)."""
-    network = Network(build_layer(spec, scenario.np_dtype, f"scenario {scenario.name!r}, layer {index}: ")
+def build_network(scenario: Scenario, engine: Engine = MANUAL) -> Network:
+    """One layer object per ``scenario.layers`` entry, built by ``engine`` with its parameters copied into
+    ``scenario.np_dtype``; a tied parameter is then replaced by its owner's array (``.T`` where the shapes
+    differ, a view: the owner's updates reach it)."""
+    network = Network(engine.build_layer(spec, scenario.np_dtype, f"scenario {scenario.name!r}, layer {index}: ")
                       for index, spec in enumerate(scenario.layers))
+    network.specs = dict(walk_layers(scenario.layers))
+    network.kinds = {path: spec.type for path, spec in network.specs.items()}
     objects = dict(walk(network))
     network.ties = {}
     for path, spec in walk_layers(scenario.layers):
@@ -87,32 +117,40 @@ def build_network(scenario: Scenario) -> Network:
     return network
 
 
-def build_loss(scenario: Scenario):
-    if scenario.loss.type not in LOSSES:
+def build_loss(scenario: Scenario, engine: Engine = MANUAL):
+    """``engine``'s loss for the scenario, with its reduction."""
+    if scenario.loss.type not in engine.losses:
         raise ValueError(
-            f"scenario {scenario.name!r}: unknown loss {scenario.loss.type!r}; expected one of {sorted(LOSSES)}"
+            f"scenario {scenario.name!r}: unknown loss {scenario.loss.type!r}; expected one of {sorted(engine.losses)}"
         )
-    return LOSSES[scenario.loss.type](scenario.loss.reduction)
+    return engine.losses[scenario.loss.type](scenario.loss.reduction)
 
 
 def forward(network: list, x: np.ndarray, seed: int = 0, update: int = 1) -> list[np.ndarray]:
     """The output of every layer: z for a linear layer, a for an activation.
 
-    A dropout layer first receives its mask for this pass (``scenarios.masks``:
-    the scenario's ``seed``, the layer, the ``update``, the input's shape).
+    A dropout layer (a layer whose catalogue spec is given a ``mask``) first
+    receives its mask for this pass (``scenarios.masks``: the scenario's
+    ``seed``, the layer, the ``update``, the input's shape).
     """
     outputs = []
+    specs = getattr(network, "specs", {})
     for index, layer in enumerate(network):
-        if isinstance(layer, Dropout):
-            layer.mask = dropout_mask(seed, index, update, x.shape, layer.p).astype(x.dtype)
+        path = f"layers.{index}"
+        kind = kind_of(network, path, layer)
+        if _is_layer(kind) and "mask" in LAYER_SPECS[kind].data:
+            p = specs[path].params["p"] if path in specs else layer.p
+            layer.mask = dropout_mask(seed, index, update, x.shape, p).astype(x.dtype)
         x = layer.forward(x, **getattr(layer, "initial_states", {}))  # h0 / c0 given to a recurrent layer
         outputs.append(x)
     return outputs
 
 
 def network_input(network: list, x: np.ndarray) -> np.ndarray:
-    """The network's input: token ids (int64) in front of an embedding, else ``x`` itself."""
-    return x.astype(np.int64) if network and isinstance(network[0], Embedding) else x
+    """The network's input: token ids (int64) in front of an embedding (a layer whose spec takes
+    ``token_ids``), else ``x`` itself."""
+    kind = kind_of(network, "layers.0", network[0]) if network else ""
+    return x.astype(np.int64) if _is_layer(kind) and LAYER_SPECS[kind].grid_inputs == "token_ids" else x
 
 
 def loss_input(output: np.ndarray) -> np.ndarray:
@@ -132,18 +170,18 @@ def backward(network: list, grad_output: np.ndarray, input_grad: bool = True):
     for index in range(len(network) - 1, -1, -1):
         grads[index] = grad
         layer = network[index]
-        if index == 0 and isinstance(layer, Learned):  # layers (not activations) can skip ∂L/∂x
+        if index == 0 and _is_layer(kind_of(network, "layers.0", layer)):  # a layer can skip ∂L/∂x
             grad = layer.backward(grad, input_grad=input_grad)
         else:
             grad = layer.backward(grad)
     return grads, grad
 
 
-def _uses(network: list) -> list[tuple[str, Learned, str]]:
+def _uses(network: list) -> list[tuple[str, object, str]]:
     """(address, layer, name) of every learned array each layer uses, in layer order (a block's inner
     layers in place), weight before bias — tied ones included."""
-    return [(f"{path}.{name}", layer, name) for path, layer in walk(network) if isinstance(layer, Learned)
-            for name in layer.parameter_names]
+    return [(f"{path}.{name}", layer, name) for path, layer in walk(network)
+            for name in getattr(layer, "parameter_names", ())]
 
 
 def _parameter_addresses(network: list) -> list[str]:
@@ -182,17 +220,22 @@ def gradients(network: list) -> list[np.ndarray]:
 def _put_state(trace: Trace, network: list, prefix: str) -> None:
     """Every layer's buffers (the catalogue's ``LayerInfo.buffers``: batch_norm's running statistics) as they are now."""
     for path, layer in walk(network):
-        for name in LAYER_SPECS[layer.name].buffers if layer.name in LAYER_SPECS else ():
+        kind = kind_of(network, path, layer)
+        for name in LAYER_SPECS[kind].buffers if _is_layer(kind) else ():
             trace.put(f"{prefix}{path}.{name}", getattr(layer, name))
 
 
-def _put_outputs(trace: Trace, network: list, outputs: list, grads: list, prefix: str = "layers") -> None:
-    """Every layer's output and ∂L/∂output, a residual block's inner ones after the block's own."""
+def _put_outputs(trace: Trace, network: list, outputs: list, grads: list, prefix: str = "layers",
+                 kinds: dict[str, str] | None = None) -> None:
+    """Every layer's output and ∂L/∂output, a residual block's inner ones (its ``outputs`` and ``grads``)
+    after the block's own."""
+    kinds = getattr(network, "kinds", {}) if kinds is None else kinds
     for index, layer in enumerate(network):
-        trace.put(f"{prefix}.{index}.output", outputs[index])
-        trace.put(f"{prefix}.{index}.output.grad", grads[index])
-        if isinstance(layer, Residual):
-            _put_outputs(trace, layer.layers, layer.outputs, layer.grads, f"{prefix}.{index}.layers")
+        path = f"{prefix}.{index}"
+        trace.put(f"{path}.output", outputs[index])
+        trace.put(f"{path}.output.grad", grads[index])
+        if (kinds.get(path) or getattr(layer, "name", "")) == "residual":
+            _put_outputs(trace, layer.layers, layer.outputs, layer.grads, f"{path}.layers", kinds)
 
 
 def clip_gradients(grads: list[np.ndarray], spec) -> list[np.ndarray]:
@@ -204,8 +247,9 @@ def clip_gradients(grads: list[np.ndarray], spec) -> list[np.ndarray]:
     return grads
 
 
-def run(scenario: Scenario) -> Trace:
-    """Forward, backward and (optionally) the optimizer trajectory of ``scenario``.
+def run(scenario: Scenario, engine: Engine = MANUAL) -> Trace:
+    """Forward, backward and (optionally) the optimizer trajectory of ``scenario``, through ``engine``'s
+    classes (``manual.protocol``; the hand-written ones by default). The Trace carries the engine's name.
 
     Training loop, one update t = 1..steps on the batch ``batch_schedule`` gives::
 
@@ -216,9 +260,9 @@ def run(scenario: Scenario) -> Trace:
     dtype = scenario.np_dtype
     x = np.asarray(scenario.x, dtype=dtype)  # read-only here: no copy needed
     target = np.asarray(scenario.y, dtype=dtype)
-    network = build_network(scenario)
-    loss_fn = build_loss(scenario)
-    trace = Trace(engine=ENGINE_NAME)
+    network = build_network(scenario, engine)
+    loss_fn = build_loss(scenario, engine)
+    trace = Trace(engine=engine.name)
     params = parameters(network)
     addresses = _parameter_addresses(network)
 
@@ -235,7 +279,8 @@ def run(scenario: Scenario) -> Trace:
         trace.put(f"{address}.grad", grad)  # a tied use's own share; the owner's the sum over its uses
     _put_state(trace, network, "")
     for path, layer in walk(network):
-        for name, value in (layer.recorded() if isinstance(layer, Learned) else {}).items():
+        recorded = getattr(layer, "recorded", None) if _is_layer(kind_of(network, path, layer)) else None
+        for name, value in (recorded() if recorded is not None else {}).items():
             trace.put(f"{path}.{name}", value)  # mask, cell, cell.grad, h0.grad, attention (``LayerInfo.records``)
     if input_gradient is not None:
         trace.put("input.grad", input_gradient)
@@ -243,11 +288,10 @@ def run(scenario: Scenario) -> Trace:
 
     spec = scenario.optimizer
     if spec is not None:
-        if spec.type not in OPTIMIZERS:
-            raise ValueError(
-                f"scenario {scenario.name!r}: unknown optimizer {spec.type!r}; expected one of {sorted(OPTIMIZERS)}"
-            )
-        optimizer = OPTIMIZERS[spec.type](params, spec.learning_rate, **spec.options)
+        if spec.type not in engine.optimizers:
+            raise ValueError(f"scenario {scenario.name!r}: unknown optimizer {spec.type!r}; expected one of "
+                             f"{sorted(engine.optimizers)}")
+        optimizer = engine.optimizers[spec.type](params, spec.learning_rate, **spec.options)
         samples = x.shape[0]
         for step, indices in enumerate(batch_schedule(scenario), start=1):
             full = is_full_batch_in_order(indices, samples)
@@ -270,5 +314,5 @@ def run(scenario: Scenario) -> Trace:
     return trace
 
 
-__all__ = ["LAYERS", "Network", "run", "build_layer", "build_network", "build_loss", "forward", "backward",
-           "parameters", "gradients", "use_gradients", "tied_gradient", "walk", "clip_gradients"]
+__all__ = ["LAYERS", "MANUAL", "Network", "kind_of", "run", "build_layer", "build_network", "build_loss", "forward",
+           "backward", "parameters", "gradients", "use_gradients", "tied_gradient", "walk", "clip_gradients"]

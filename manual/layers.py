@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from backprop_verify.manual.activations import ACTIVATIONS
+from backprop_verify.manual.protocol import building
 from backprop_verify.manual.registry import registrar
 
 # Layer type -> the hand-written class, keyed by ``scenarios.catalog.LAYERS``: every class
@@ -78,7 +79,14 @@ def attribute(name: str) -> str:
 def build_layer(spec, dtype, where: str = ""):
     """The hand-written layer (or activation) for one ``scenario.layers`` entry (a block's inner layers
     too): the registered class's ``from_spec`` (``LAYERS``: every layer class registers itself under its
-    catalogue name), or the activation with the entry's options."""
+    catalogue name), or the activation with the entry's options.
+
+    While an engine builds a network (``manual.protocol.Engine.build_layer``), the entry is that engine's
+    to build: a ``Residual`` in an engine that replaces some of manual's classes holds the engine's
+    inner layers, not manual's."""
+    engine = building.get()
+    if engine is not None:
+        return engine.build_layer(spec, dtype, where)
     if spec.type in LAYERS:
         return LAYERS[spec.type].from_spec(spec, dtype)
     if spec.type in ACTIVATIONS:

@@ -12,6 +12,12 @@ instead, ``default_rng([seed, 2i])`` and its bias from ``default_rng([seed,
 1000 + i])`` (the architecture and the data still come from the first one):
 the built-in trajectories (``scenarios.trajectories``) use it, because their
 networks are the ones the documented measurements were made on.
+
+``allowed`` (every family): the layer types, activations and losses an engine
+under test supports (``manual.protocol.Engine.supported_names``); the family
+then draws only from those, and raises ``NotDrawable`` when its skeleton needs
+one that is missing. None — the default — draws from the whole catalogue, and
+the draws are exactly those without the argument.
 """
 from __future__ import annotations
 
@@ -45,14 +51,53 @@ HIDDEN_ACTIVATIONS = hidden_activations()
 RANDOM_LOSSES = tuple(sorted(LOSSES))  # the losses random networks draw from: all of them
 
 
+class NotDrawable(ValueError):
+    """A random family cannot be drawn from the ``allowed`` components: the message names what it needs."""
+
+
+def _needs(family: str, allowed: frozenset[str] | None, *names: str) -> None:
+    """Every one of ``names`` is allowed (or nothing is restricted), else ``NotDrawable``."""
+    missing = [name for name in names if allowed is not None and name not in allowed]
+    if missing:
+        raise NotDrawable(f"the {family} family needs {', '.join(missing)}")
+
+
+def _activations(pool, allowed: frozenset[str] | None, family: str):
+    """``pool`` ((name, params) pairs) restricted to the ``allowed`` activations (all of it for None)."""
+    if allowed is None:
+        return pool
+    kept = tuple((name, params) for name, params in pool if name in allowed)
+    if not kept:
+        raise NotDrawable(f"the {family} family needs one of the activations {', '.join(sorted({n for n, _ in pool}))}")
+    return kept
+
+
+def _losses(allowed: frozenset[str] | None, family: str, hidden, pool=RANDOM_LOSSES) -> tuple[str, ...]:
+    """``pool`` restricted to the ``allowed`` losses whose output layer is allowed too (the hidden
+    activations ``hidden`` end the network where the loss names none)."""
+    if allowed is None:
+        return pool
+    def ends(loss: str) -> bool:
+        output = LOSSES[loss].output_layer
+        return output in allowed if output else any(name in allowed for name, _ in hidden)
+    kept = tuple(loss for loss in pool if loss in allowed and ends(loss))
+    if not kept:
+        raise NotDrawable(f"the {family} family needs one of the losses {', '.join(pool)} with its output layer")
+    return kept
+
+
 def random_scenario(seed: int, *, max_depth: int = 6, max_width: int = 32, max_batch: int = 16,
-                    dtype: str | None = None, layer_streams: bool = False) -> Scenario:
+                    dtype: str | None = None, layer_streams: bool = False,
+                    allowed: frozenset[str] | None = None) -> Scenario:
     """A random dense network: 1..max_depth linear layers, each followed by an
-    activation, a loss suited to the output, a batch of inputs and targets."""
+    activation, a loss suited to the output, a batch of inputs and targets
+    (components among ``allowed``, when given)."""
+    _needs("dense", allowed, "linear")
+    hidden_pool = _activations(HIDDEN_ACTIVATIONS, allowed, "dense")
     rng = np.random.default_rng(seed)
     depth = int(rng.integers(1, max_depth + 1))
-    activation, params = _pick(rng, HIDDEN_ACTIVATIONS)
-    loss_type = _pick(rng, RANDOM_LOSSES)
+    activation, params = _pick(rng, hidden_pool)
+    loss_type = _pick(rng, _losses(allowed, "dense", [(activation, params)]))
     reduction = _pick(rng, LOSSES[loss_type].reductions)
     batch = int(rng.integers(1, max_batch + 1))
     if dtype is None:
@@ -115,9 +160,9 @@ def _slug(activation: str, params: dict) -> str:
     return activation
 
 
-def random_scenarios(count: int, seed: int = DEFAULT_SEED) -> list[Scenario]:
+def random_scenarios(count: int, seed: int = DEFAULT_SEED, allowed: frozenset[str] | None = None) -> list[Scenario]:
     """``count`` scenarios with seeds seed, seed+1, …"""
-    return [random_scenario(seed + k) for k in range(count)]
+    return [random_scenario(seed + k, allowed=allowed) for k in range(count)]
 
 
 # --------------------------------------------------------------------------- convolutional networks
@@ -142,18 +187,23 @@ CONV_EXTRAS = random_pool("conv")
 _CONV_STREAM = 0xC0
 
 
-def random_conv_scenario(seed: int, *, max_blocks: int = 2, dtype: str | None = None) -> Scenario:
+def random_conv_scenario(seed: int, *, max_blocks: int = 2, dtype: str | None = None,
+                         allowed: frozenset[str] | None = None) -> Scenario:
     """A random convolutional network, valid by construction: 1..max_blocks of
     conv2d → activation → (one of ``CONV_EXTRAS`` or nothing), then flatten →
     linear → the loss's output layer. Everything — shapes, options, weights,
     data — from ``default_rng([seed, 0xC0])``; a drawn option that would not
-    fit the input (``scenarios.shapes``) is redrawn smaller."""
+    fit the input (``scenarios.shapes``) is redrawn smaller. Components among
+    ``allowed``, when given."""
+    _needs("convolutional", allowed, "conv2d", "flatten", "linear")
+    hidden_pool = _activations(HIDDEN_ACTIVATIONS, allowed, "convolutional")
+    extra_pool = CONV_EXTRAS if allowed is None else tuple(kind for kind in CONV_EXTRAS if kind in allowed)
     rng = np.random.default_rng([seed, _CONV_STREAM])
     batch = int(rng.integers(1, 5))
     shape: tuple[int, ...] = (batch, int(rng.integers(1, 4)), int(rng.integers(5, 11)), int(rng.integers(5, 11)))
     input_shape = shape
-    activation, params = _pick(rng, HIDDEN_ACTIVATIONS)
-    loss_type = _pick(rng, RANDOM_LOSSES)
+    activation, params = _pick(rng, hidden_pool)
+    loss_type = _pick(rng, _losses(allowed, "convolutional", [(activation, params)]))
     reduction = _pick(rng, LOSSES[loss_type].reductions)
     if dtype is None:
         dtype = "float64" if rng.random() < 0.5 else "float32"
@@ -164,7 +214,7 @@ def random_conv_scenario(seed: int, *, max_blocks: int = 2, dtype: str | None = 
         conv = _random_conv(rng, shape, init)
         layers += [conv, Layer(activation, params=dict(params))]
         shape = output_shape(conv, shape)
-        extra = _random_extra(rng, shape)
+        extra = _random_extra(rng, shape, extra_pool)
         if extra is not None:
             layers.append(extra)
             extras.append(extra.type)
@@ -208,15 +258,16 @@ def _random_conv(rng: np.random.Generator, shape: tuple[int, ...], init: str) ->
     raise AssertionError(f"no conv2d fits {shape}")  # unreachable: padding k − 1 always fits
 
 
-def _random_extra(rng: np.random.Generator, shape: tuple[int, ...]) -> Layer | None:
-    """One of ``CONV_EXTRAS`` suited to ``shape``, or None."""
-    kind = _pick(rng, (None,) + CONV_EXTRAS)
+def _random_extra(rng: np.random.Generator, shape: tuple[int, ...], extras=CONV_EXTRAS) -> Layer | None:
+    """One of ``extras`` (``CONV_EXTRAS``) suited to ``shape``, or None."""
+    kind = _pick(rng, (None,) + tuple(extras))
     return None if kind is None else draw_layer(kind, rng, shape)
 
 
-def random_conv_scenarios(count: int, seed: int = DEFAULT_SEED) -> list[Scenario]:
+def random_conv_scenarios(count: int, seed: int = DEFAULT_SEED,
+                          allowed: frozenset[str] | None = None) -> list[Scenario]:
     """``count`` convolutional scenarios with seeds seed, seed+1, …"""
-    return [random_conv_scenario(seed + k) for k in range(count)]
+    return [random_conv_scenario(seed + k, allowed=allowed) for k in range(count)]
 
 
 
@@ -226,20 +277,25 @@ RECURRENT_CELLS = random_pool("recurrent")
 _RECURRENT_STREAM = 0x5E0
 
 
-def random_recurrent_scenario(seed: int, *, dtype: str | None = None) -> Scenario:
+def random_recurrent_scenario(seed: int, *, dtype: str | None = None,
+                              allowed: frozenset[str] | None = None) -> Scenario:
     """A random recurrent network: optional embedding of token ids → 1–2 recurrent
     layers (rnn tanh/relu, lstm, gru; full or truncated backpropagation through
     time) → optional last_step → linear → the loss's output layer; without
     last_step the loss is taken over every time step (N, T, C). Everything from
-    ``default_rng([seed, 0x5E0])``."""
+    ``default_rng([seed, 0x5E0])``; components among ``allowed``, when given."""
+    _needs("recurrent", allowed, "linear")
+    cells_pool = RECURRENT_CELLS if allowed is None else tuple(kind for kind in RECURRENT_CELLS if kind in allowed)
+    if not cells_pool:
+        raise NotDrawable(f"the recurrent family needs one of the layers {', '.join(RECURRENT_CELLS)}")
     rng = np.random.default_rng([seed, _RECURRENT_STREAM])
     batch, steps = int(rng.integers(1, 4)), int(rng.integers(1, 9))
-    loss_type = _pick(rng, RANDOM_LOSSES)
+    loss_type = _pick(rng, _losses(allowed, "recurrent", [("tanh", {})]))
     reduction = _pick(rng, LOSSES[loss_type].reductions)
     if dtype is None:
         dtype = "float64" if rng.random() < 0.5 else "float32"
     layers: list[Layer] = []
-    if rng.random() < 0.3:
+    if rng.random() < 0.3 and (allowed is None or "embedding" in allowed):
         vocabulary, features = int(rng.integers(2, 7)), int(rng.integers(1, 5))
         layers.append(Layer("embedding", weight=rng.normal(0.0, 1.0, (vocabulary, features)),
                             params=layer_options("embedding", {"num_embeddings": vocabulary,
@@ -250,14 +306,14 @@ def random_recurrent_scenario(seed: int, *, dtype: str | None = None) -> Scenari
         x = rng.normal(0.0, 1.0, (batch, steps, features))
     cells = []
     for _depth in range(int(rng.integers(1, 3))):
-        kind = _pick(rng, RECURRENT_CELLS)
+        kind = _pick(rng, cells_pool)
         layer = draw_layer(kind, rng, (batch, steps, features))
         layers.append(layer)
         chunk = layer.params["bptt_chunk"]
         cells.append(kind + (f"-chunk{chunk}" if chunk else ""))
         hidden = layer.params["hidden_size"]
         features = hidden
-    last = bool(rng.random() < 0.5)
+    last = bool(rng.random() < 0.5) and (allowed is None or "last_step" in allowed)
     if last:
         layers.append(Layer("last_step"))
     width = int(rng.integers(_fewest_outputs(LOSSES[loss_type]), 5))
@@ -274,9 +330,10 @@ def random_recurrent_scenario(seed: int, *, dtype: str | None = None) -> Scenari
                     seed=seed, source={"title": "seeded random recurrent architecture"}).astype(dtype)
 
 
-def random_recurrent_scenarios(count: int, seed: int = DEFAULT_SEED) -> list[Scenario]:
+def random_recurrent_scenarios(count: int, seed: int = DEFAULT_SEED,
+                               allowed: frozenset[str] | None = None) -> list[Scenario]:
     """``count`` recurrent scenarios with seeds seed, seed+1, …"""
-    return [random_recurrent_scenario(seed + k) for k in range(count)]
+    return [random_recurrent_scenario(seed + k, allowed=allowed) for k in range(count)]
 
 
 # --------------------------------------------------------------------------- transformer networks
@@ -289,14 +346,21 @@ TRANSFORMER_ACTIVATIONS = (("gelu", {"approximate": "none"}), ("gelu", {"approxi
                            ("tanh", {}))
 
 
-def random_transformer_scenario(seed: int, *, dtype: str | None = None) -> Scenario:
+def random_transformer_scenario(seed: int, *, dtype: str | None = None,
+                                allowed: frozenset[str] | None = None) -> Scenario:
     """A random transformer: token ids → embedding (four times in five; else sequences (N, T, E) of
     numbers) → optional positional_embedding (T_max ≥ T) → 1–2 blocks of residual [layer_norm →
     multihead_attention] and residual [layer_norm → linear → activation → linear] → optional layer_norm →
     linear head → softmax_cross_entropy (or mse) on every position. Drawn: heads 1–3 of width 1–3 (E ≥ 3),
     causal or not, a key_padding_mask or not, attention biases or not, the MLP's width (1× or 2× E) and activation
     (``TRANSFORMER_ACTIVATIONS``), ties — the head's weight to the embedding's, the MLP's second weight to
-    its first transposed — or none. Everything from ``default_rng([seed, 0x7F0])``; no optimizer."""
+    its first transposed — or none. Everything from ``default_rng([seed, 0x7F0])``; no optimizer.
+    Components among ``allowed``, when given (no embedding, positional embedding or mse without them)."""
+    _needs("transformer", allowed, "residual", "layer_norm", "multihead_attention", "linear")
+    activations = _activations(TRANSFORMER_ACTIVATIONS, allowed, "transformer")
+    losses = tuple(loss for loss in ("softmax_cross_entropy", "mse") if allowed is None or loss in allowed)
+    if not losses:
+        raise NotDrawable("the transformer family needs one of the losses softmax_cross_entropy, mse")
     rng = np.random.default_rng([seed, _TRANSFORMER_STREAM])
     batch, steps = int(rng.integers(1, 4)), int(rng.integers(1, 6))
     heads = int(rng.integers(1, 4))
@@ -305,11 +369,14 @@ def random_transformer_scenario(seed: int, *, dtype: str | None = None) -> Scena
     width = heads * max(int(rng.integers(1, 4)), -(-3 // heads))
     blocks = int(rng.integers(1, 3))
     causal, tokens = bool(rng.random() < 0.5), bool(rng.random() < 0.8)
+    tokens = tokens and (allowed is None or "embedding" in allowed)
     tied, tied_back = tokens and bool(rng.random() < 0.5), bool(rng.random() < 0.3)
     positional, padding, attention_bias = (bool(rng.random() < p) for p in (0.7, 0.3, 0.8))
-    activation, activation_params = _pick(rng, TRANSFORMER_ACTIVATIONS)
+    positional = positional and (allowed is None or "positional_embedding" in allowed)
+    activation, activation_params = _pick(rng, activations)
     hidden, final_norm = width * int(rng.integers(1, 3)), bool(rng.random() < 0.7)
     loss_type = "softmax_cross_entropy" if rng.random() < 0.7 else "mse"
+    loss_type = loss_type if loss_type in losses else losses[0]
     reduction = _pick(rng, LOSSES[loss_type].reductions)
     if dtype is None:
         dtype = "float64" if rng.random() < 0.5 else "float32"
@@ -370,6 +437,7 @@ def random_transformer_scenario(seed: int, *, dtype: str | None = None) -> Scena
                     seed=seed, source={"title": "seeded random transformer architecture"}).astype(dtype)
 
 
-def random_transformer_scenarios(count: int, seed: int = DEFAULT_SEED) -> list[Scenario]:
+def random_transformer_scenarios(count: int, seed: int = DEFAULT_SEED,
+                                 allowed: frozenset[str] | None = None) -> list[Scenario]:
     """``count`` transformer scenarios with seeds seed, seed+1, …"""
-    return [random_transformer_scenario(seed + k) for k in range(count)]
+    return [random_transformer_scenario(seed + k, allowed=allowed) for k in range(count)]
