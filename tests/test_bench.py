@@ -3,14 +3,23 @@
 No timing is asserted here (times depend on the machine and its load); the
 benchmark's figures live in its own command. What is checked: the command's
 exit code, the CSV's columns and rows, that every measured quantity is a
-positive finite number, and the FLOP count against hand-counted products.
+positive finite number, the FLOP count against hand-counted products, that the
+conv-layer and fused-LSTM measurements compute what the manual engine computes
+(each with an injected bug it must catch), and that the kernels are named.
 """
 import csv
 import math
 import re
 
+import numpy as np
+import pytest
+import torch
+
+from backprop_verify.manual.engine import backward, build_loss, build_network, forward
 from backprop_verify.reports.bench import measure as bench
+from backprop_verify.reports.bench import run as bench_run
 from backprop_verify.reports.cli import main
+from backprop_verify.reports.verification.tolerance import tolerance
 
 REQUIRED = ("case", "dtype", "batch", "manual_s", "torch_s", "ratio", "manual_gflops", "peak_gflops", "pct_of_peak")
 
@@ -57,4 +66,92 @@ def test_bench_quick_writes_a_well_formed_csv(tmp_path, capsys):
     assert share and 0 < int(share.group(1)) < 100
     assert not [r for r in rows if r["section"] == "suite"]  # --quick skips the test-suite timing
     assert any("thread" in r["note"] for r in rows if r["section"] == "machine")
+    assert any(r["note"].startswith("kernels: NumPy ") for r in rows if r["section"] == "machine")
     assert "ratio" in capsys.readouterr().out
+
+
+# --- the conv-layer and fused-LSTM measurements compute what they claim to time ----------------------------
+
+# 2×9×9 images: conv 4@3×3 pad 1 → BatchNorm → ReLU → max pool 2 → conv 5@3×3 → ReLU → flatten → 7 → 3
+TINY_CNN = bench.ConvBenchCase("cnn-tiny", (2, 9, 9), 3, ((4, 3, 1, True, 2), (5, 3, 0, False, 0)), (7, 3))
+TINY_LSTM = bench.RecurrentBenchCase("lstm-tiny-fused", "lstm", 3, 4, 5, 6, classes=3, torch_fused=True)
+
+
+def _close(pairs, dtype) -> bool:
+    """The (manual, torch) arrays agree normwise, over all of them at once: max|a − b| ≤ tolerance · max|b|
+    (one scale for a layer's gradients: a conv bias in front of BatchNorm has a gradient of rounding noise)."""
+    pairs = [(a, b.detach().numpy() if isinstance(b, torch.Tensor) else b) for a, b in pairs]
+    if any(b is None for _, b in pairs):
+        return False
+    error = max(float(np.max(np.abs(a - b))) for a, b in pairs)
+    return error <= tolerance(dtype) * max(float(np.max(np.abs(b))) for _, b in pairs)
+
+
+def _conv_layers_agree(dtype) -> bool:
+    manual_layers, torch_layers, _ = bench.conv_layer_steps(TINY_CNN.scenario(dtype))
+    manual_layers()
+    torch_layers()
+    assert set(manual_layers.gradients) == set(torch_layers.gradients) == {0, 4}   # the two conv2d layers
+    assert manual_layers.gradients[0][2] is None                               # the first: no ∂L/∂x, as in a step
+    return all(_close([(a, b) for a, b in zip(manual_layers.gradients[index], torch_layers.gradients[index])
+                       if a is not None], dtype) for index in manual_layers.gradients)
+
+
+@pytest.mark.parametrize("dtype", bench.DTYPES)
+def test_conv_layer_steps_compute_the_same_gradients_and_count_their_flops_by_hand(dtype):
+    assert _conv_layers_agree(dtype)
+    # conv 2→4, 3×3, padding 1 on 9×9 (out 9×9), batch 3: 2·3·81·4·18 per product, forward and ∂L/∂W;
+    # conv 4→5, 3×3 on the pooled 4×4 (out 2×2): 2·3·4·5·36 per product, and ∂L/∂x too.
+    assert bench.conv_layer_steps(TINY_CNN.scenario(dtype))[2] == 2 * 34_992 + 3 * 4_320
+
+
+def test_the_conv_layer_comparison_catches_a_torch_side_reading_the_kernel_turned(monkeypatch):
+    conv2d = torch.nn.functional.conv2d
+    monkeypatch.setattr(bench.F, "conv2d", lambda x, w, *args, **kwargs: conv2d(x, w.flip(2, 3), *args, **kwargs))
+    assert not _conv_layers_agree("float64")
+
+
+def _fused_lstm_agrees(dtype) -> bool:
+    scenario = TINY_LSTM.scenario(dtype)
+    step = bench.fused_lstm_step(scenario)
+    loss = step()
+    network, loss_of = build_network(scenario), build_loss(scenario)
+    outputs = forward(network, np.asarray(scenario.x, dtype=scenario.np_dtype))
+    manual_loss = loss_of.forward(outputs[-1], np.asarray(scenario.y, dtype=scenario.np_dtype))
+    backward(network, loss_of.backward())
+    lstm, linear = network[0], network[2]
+    pairs = [(np.asarray(manual_loss), loss)] + [
+        (getattr(lstm, f"{name}_grad"), step.parameters[name].grad) for name in ("weight_ih", "weight_hh", "bias_ih")
+    ] + [(linear.weight_grad, step.parameters["linear.weight"].grad), (linear.bias_grad, step.parameters["linear.bias"].grad)]
+    return _close(pairs[:1], dtype) and _close(pairs[1:4], dtype) and _close(pairs[4:], dtype)
+
+
+@pytest.mark.parametrize("dtype", bench.DTYPES)
+def test_the_fused_lstm_step_computes_the_manual_engines_loss_and_gradients(dtype):
+    assert _fused_lstm_agrees(dtype)
+
+
+def test_the_fused_lstm_comparison_catches_a_linear_layer_without_its_bias(monkeypatch):
+    linear = torch.nn.functional.linear
+    monkeypatch.setattr(bench.F, "linear", lambda x, w, b=None: linear(x, w))
+    assert not _fused_lstm_agrees("float64")
+
+
+def test_conv_layer_rows_and_the_summary_name_the_kernels(capsys):
+    plan = bench_run.Plan(quick=True)
+    plan.conv_cases, plan.repeats, plan.min_sample_s = [TINY_CNN], 2, 0.0
+    rows = bench_run.conv_layer_rows(plan, threads=1)
+    assert [(r["section"], r["case"], r["dtype"]) for r in rows] == [("conv_layers", "cnn-tiny", d) for d in bench.DTYPES]
+    for row in rows:
+        assert row["manual_s"] > 0 and row["torch_s"] > 0 and row["peak_gflops"] > 0
+        assert row["pct_of_peak"] == pytest.approx(100 * row["manual_gflops"] / row["peak_gflops"])
+        assert "1024x1024, interleaved" in row["note"]
+    header = bench_run.machine_header(1, plan)
+    kernels = [line for line in header if line.startswith("kernels: ")]
+    assert len(kernels) == 1 and "NumPy " in kernels[0] and "torch " in kernels[0]
+    blas = next(pool for pool in bench.threadpool_info() if pool.get("user_api") == "blas"
+                and "numpy" in pool.get("filepath", ""))
+    assert blas["internal_api"] in kernels[0] and (blas.get("architecture") or "") in kernels[0]
+    table = bench_run.summary_table(rows, header)
+    assert table.splitlines()[0] == f"ratio = manual / torch; {kernels[0]}"
+    assert "cnn-tiny (conv layers)" in table

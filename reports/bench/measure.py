@@ -1,6 +1,6 @@
 """Measurements behind ``backprop-verify bench``: the manual engine against torch autograd.
 
-Four kinds of figure, all taken in one run on one machine:
+Five kinds of figure, all taken in one run on one machine:
 
 * forward+backward time of the manual engine and of torch autograd on the same
   network with the same weights (``manual_step``, ``torch_step``), repetitions
@@ -16,7 +16,12 @@ Four kinds of figure, all taken in one run on one machine:
   (one forward+backward of each, nothing recorded or compared) on them, so the
   share of the Trace and comparison machinery is a fraction that the
   machine's load does not move;
-* the wall time of the default test suite (``suite_wall_time``).
+* the wall time of the default test suite (``suite_wall_time``);
+* the convolutional layers alone (``conv_layer_steps``): the manual engine's
+  conv2d forward and backward against torch's ``F.conv2d`` and autograd on the
+  same inputs and δ, with their fraction of the matmul peak — the fraction of
+  NumPy's own peak is the measure of the im2col engine, whatever kernels torch
+  has (``kernel_description`` names both sides').
 
 The timed step is what training does: forward, loss, backward to every
 parameter — without ∂L/∂x (torch's input does not require a gradient; the
@@ -45,12 +50,14 @@ from typing import Callable
 
 import numpy as np
 import torch
-from threadpoolctl import threadpool_info, threadpool_limits  # installed with scikit-learn
+import torch.nn.functional as F
+from threadpoolctl import threadpool_info, threadpool_limits
 
 from backprop_verify import manual
 from backprop_verify import reference
 from backprop_verify.manual.engine import backward, build_loss, build_network, forward
 from backprop_verify.reference.network import build_network as build_torch_network
+from backprop_verify.reference.network import loss_function
 from backprop_verify.reports.verification.compare import compare
 from backprop_verify.scenarios.generator import random_scenario
 from backprop_verify.scenarios.catalog import LAYERS, LOSSES, layer_options, recurrent_parameters
@@ -168,6 +175,7 @@ class RecurrentBenchCase:
     hidden: int
     classes: int = 10
     seed: int = 0
+    torch_fused: bool = False  # the torch side: torch.nn.LSTM's fused kernel instead of the reference's network
 
     @property
     def case_id(self) -> str:
@@ -175,8 +183,9 @@ class RecurrentBenchCase:
 
     @property
     def description(self) -> str:
+        against = "; torch: torch.nn.LSTM (fused)" if self.torch_fused else ""
         return (f"{self.cell}, {self.steps} steps of {self.features} features, hidden {self.hidden}, last step → "
-                f"{self.classes}; softmax_cross_entropy (mean)")
+                f"{self.classes}; softmax_cross_entropy (mean){against}")
 
     def scenario(self, dtype: str) -> Scenario:
         rng = np.random.default_rng(self.seed)
@@ -246,6 +255,8 @@ CONV_CASES: tuple[ConvBenchCase, ...] = (
 RECURRENT_CASES: tuple[RecurrentBenchCase, ...] = (
     RecurrentBenchCase("rnn-tanh-t32", "rnn", 64, 32, 64, 128),
     RecurrentBenchCase("lstm-t32", "lstm", 64, 32, 64, 128),
+    # the same network, torch side torch.nn.LSTM: its fused kernel (the reference steps LSTMCell to record every c_t)
+    RecurrentBenchCase("lstm-t32-fused", "lstm", 64, 32, 64, 128, torch_fused=True),
 )
 CASES = CASES + CONV_CASES + RECURRENT_CASES
 QUICK_CASES: tuple[BenchCase, ...] = CASES[:3]
@@ -314,6 +325,91 @@ def torch_step(scenario: Scenario) -> Callable[[], None]:
         network.loss(x, target).backward()
 
     return step
+
+
+def torch_step_for(case, scenario: Scenario) -> Callable[[], None]:
+    """The case's torch side: ``fused_lstm_step`` for a ``torch_fused`` case, else ``torch_step``."""
+    return fused_lstm_step(scenario) if getattr(case, "torch_fused", False) else torch_step(scenario)
+
+
+def fused_lstm_step(scenario: Scenario) -> Callable[[], torch.Tensor]:
+    """One forward + loss + backward of a scenario lstm → last_step → linear → identity network, the
+    LSTM as one ``torch.nn.LSTM`` (its fused kernel), on the scenario's weights. Returns the loss;
+    ``step.parameters`` maps the scenario's names (weight_ih, …, linear.weight) to the tensors."""
+    recurrent, last, linear, identity = scenario.layers
+    if (recurrent.type, last.type, linear.type, identity.type) != ("lstm", "last_step", "linear", "identity"):
+        raise ValueError(f"{scenario.name}: fused_lstm_step takes lstm → last_step → linear → identity")
+    dtype = torch.float64 if scenario.dtype == "float64" else torch.float32
+    features, hidden = recurrent.tensors["weight_ih"].shape[1], recurrent.params["hidden_size"]
+    module = torch.nn.LSTM(features, hidden, bias=recurrent.params["bias"], batch_first=True, dtype=dtype)
+    with torch.no_grad():
+        for name, tensor in recurrent.tensors.items():
+            getattr(module, f"{name}_l0").copy_(torch.from_numpy(np.asarray(tensor)))
+    weight = torch.tensor(np.asarray(linear.weight), dtype=dtype, requires_grad=True)
+    bias = torch.tensor(np.asarray(linear.bias), dtype=dtype, requires_grad=True)
+    x = torch.tensor(np.asarray(scenario.x), dtype=dtype)
+    target = torch.tensor(np.asarray(scenario.y), dtype=dtype)
+    loss_of = loss_function(scenario.loss)
+
+    def step() -> torch.Tensor:
+        module.zero_grad(set_to_none=True)
+        weight.grad = bias.grad = None
+        outputs, _ = module(x)
+        loss = loss_of(F.linear(outputs[:, -1], weight, bias), target)
+        loss.backward()
+        return loss
+
+    step.parameters = {**{name: getattr(module, f"{name}_l0") for name in recurrent.tensors},
+                       "linear.weight": weight, "linear.bias": bias}
+    return step
+
+
+def conv_layer_steps(scenario: Scenario) -> tuple[Callable[[], None], Callable[[], None], int]:
+    """(manual, torch, FLOPs): forward and backward of the scenario's conv2d layers alone, each on
+    the input and δ it sees in one training step of the manual engine.
+
+    Manual: ``Conv2d.forward`` then ``backward`` (∂L/∂x skipped for a first layer, as in the step);
+    torch: ``F.conv2d`` and ``torch.autograd.grad`` for the same gradients. FLOPs as
+    ``training_flops`` counts them. Each closure keeps its last gradients in ``step.gradients``
+    (layer index → [∂L/∂W, ∂L/∂b, ∂L/∂x or None]), for checking that both compute the same.
+    """
+    network = build_network(scenario)
+    loss = build_loss(scenario)
+    x = np.asarray(scenario.x, dtype=scenario.np_dtype)
+    outputs = forward(network, x)
+    loss.forward(outputs[-1], np.asarray(scenario.y, dtype=scenario.np_dtype))
+    deltas, _ = backward(network, loss.backward(), input_grad=False)
+    inputs = [x] + outputs[:-1]
+    first_learned = next(index for index, spec in enumerate(scenario.layers) if spec.weight is not None)
+    convs = [(index, network[index], inputs[index], deltas[index], index != first_learned)
+             for index, spec in enumerate(scenario.layers) if spec.type == "conv2d"]
+    dtype = torch.float64 if scenario.dtype == "float64" else torch.float32
+    flops = sum((3 if input_grad else 2) * 2 * delta.size * math.prod(layer.weight.shape[1:])
+                for _, layer, _, delta, input_grad in convs)
+
+    def manual() -> None:
+        for index, layer, signal, delta, input_grad in convs:
+            layer.forward(signal)
+            input_gradient = layer.backward(delta, input_grad=input_grad)
+            manual.gradients[index] = [layer.weight_grad, layer.bias_grad, input_gradient]
+
+    def tensor(array, requires_grad=False):
+        return None if array is None else torch.tensor(array, dtype=dtype, requires_grad=requires_grad)
+
+    tensors = [(index, tensor(signal, input_grad), tensor(layer.weight, True), tensor(layer.bias, True),
+                tensor(delta), layer) for index, layer, signal, delta, input_grad in convs]
+
+    def with_torch() -> None:
+        for index, signal, weight, bias, delta, layer in tensors:
+            z = F.conv2d(signal, weight, bias, stride=layer.stride, padding=layer.padding, dilation=layer.dilation,
+                         groups=layer.groups)
+            wanted = [t for t in (weight, bias, signal) if t is not None and t.requires_grad]
+            found = iter(torch.autograd.grad(z, wanted, delta))
+            with_torch.gradients[index] = [next(found) if t is not None and t.requires_grad else None
+                                           for t in (weight, bias, signal)]
+
+    manual.gradients, with_torch.gradients = {}, {}
+    return manual, with_torch, flops
 
 
 # --------------------------------------------------------------------------- timing
@@ -407,13 +503,28 @@ def thread_limit(threads: int):
         torch.set_num_threads(previous)
 
 
-def blas_description() -> str:
-    """NumPy's BLAS and its thread count, e.g. 'openblas 0.3.31 (Haswell), 1 thread'."""
+def kernel_description() -> str:
+    """What the two engines' products run on: NumPy's BLAS and its kernel set (threadpoolctl),
+    torch's CPU capability (ATen's vector kernels) and libraries, the CPU's vector extensions."""
+    flags: set[str] = set()
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo") as handle:
+            flags = next((set(line.split(":", 1)[1].split()) for line in handle if line.startswith("flags")), set())
+    vector = [flag for flag in ("avx512f", "avx2", "fma") if flag in flags]
+    libraries = [name for name, present in (("oneDNN", torch.backends.mkldnn.is_available()),
+                                            ("MKL", torch.backends.mkl.is_available())) if present]
+    cpu = (f"; CPU {' '.join(vector)}" + ("" if "avx512f" in flags else " (no AVX-512)")) if flags else ""
+    return (f"NumPy {blas_description(threads=False)}; torch {torch.backends.cpu.get_cpu_capability()} kernels"
+            + (f", {', '.join(libraries)}" if libraries else "") + cpu)
+
+
+def blas_description(threads: bool = True) -> str:
+    """NumPy's BLAS, its kernel set and thread count, e.g. 'openblas 0.3.31 (Haswell kernels), 1 thread(s)'."""
     for pool in threadpool_info():
         if pool.get("user_api") == "blas" and "numpy" in pool.get("filepath", ""):
             arch = pool.get("architecture")
-            return (f"{pool.get('internal_api')} {pool.get('version')}" + (f" ({arch})" if arch else "")
-                    + f", {pool.get('num_threads')} thread(s)")
+            return (f"{pool.get('internal_api')} {pool.get('version')}" + (f" ({arch} kernels)" if arch else "")
+                    + (f", {pool.get('num_threads')} thread(s)" if threads else ""))
     return "unknown BLAS"
 
 

@@ -5,6 +5,10 @@ One row per measurement; ``section`` says which kind:
 * ``fwd_bwd`` — forward + loss + backward of one network in one dtype: median
   seconds per step of each engine with the interquartile range, their ratio,
   the achieved matmul GFLOP/s and its fraction of the matmul peak;
+* ``conv_layers`` — the same for the conv2d layers of a convolutional case
+  alone (forward and backward on the input and δ of one step): the im2col
+  engine's fraction of NumPy's own matmul peak, here a 1024×1024 matmul timed
+  interleaved with the layers;
 * ``peak`` — NumPy's matmul peak for a dtype: a 4096×4096 matmul (1024 with
   ``--quick``) timed in the same interleaved loop as the large network, median
   in ``peak_gflops``, best in ``note``;
@@ -13,7 +17,7 @@ One row per measurement; ``section`` says which kind:
   architectures (``random_bare``) and building those scenarios alone
   (``random_build``);
 * ``suite`` — wall time of the default test suite, serial and with ``-n 2``;
-* ``machine`` — where and how: CPU, NumPy's BLAS, torch, the thread count (in ``note``).
+* ``machine`` — where and how: CPU, NumPy's BLAS, torch, the kernels each runs, the thread count (in ``note``).
 
 Figures from a shared machine are noisy: compare the ratios within one run
 (repetitions are interleaved, so both engines see the same load), not the
@@ -67,6 +71,7 @@ class Plan:
         self.verifications = 100 if quick else 500
         self.throughput_repeats = 2 if quick else 5
         self.suite = not quick
+        self.conv_cases = [case for case in self.cases if isinstance(case, bench.ConvBenchCase)]
 
 
 LARGE_FLOPS = 1e9
@@ -100,6 +105,7 @@ def measure(plan: Plan, threads: int) -> list[dict]:
                               f"best {peaks[dtype][1]:.1f} GFLOP/s"))
     for case, dtype, timings in timed:
         rows.append(fwd_bwd_row(case, dtype, timings, peaks[dtype], threads))
+    rows += conv_layer_rows(plan, threads)
 
     measured = bench.verification_throughput(plan.verifications, repeats=plan.throughput_repeats)
     for case, timing, what in (
@@ -125,10 +131,36 @@ def measure(plan: Plan, threads: int) -> list[dict]:
     return rows
 
 
+CONV_PEAK_SIZE = 1024
+"""The matmul timed interleaved with the conv layers: NumPy's 1024×1024 product runs within 2 % of
+the 4096×4096 one's GFLOP/s (CPU time, one thread) and lasts a few of the layers' passes."""
+
+
+def conv_layer_rows(plan: Plan, threads: int) -> list[dict]:
+    """One ``conv_layers`` row per convolutional case and dtype: the conv2d layers alone
+    (``measure.conv_layer_steps``), the two engines and NumPy's ``CONV_PEAK_SIZE`` matmul interleaved,
+    so that the fraction of the peak is taken under the same load as the layers."""
+    rows = []
+    for case in plan.conv_cases:
+        for dtype in bench.DTYPES:
+            manual_layers, torch_layers, flops = bench.conv_layer_steps(case.scenario(dtype))
+            peak_step, peak_flops = bench.matmul_step(dtype, CONV_PEAK_SIZE)
+            timings = bench.time_interleaved({"manual": manual_layers, "torch": torch_layers, "peak": peak_step},
+                                             plan.repeats, plan.min_sample_s, warmup=3)
+            peak = timings.pop("peak")
+            peaks = (peak_flops / peak.median / 1e9, peak_flops / min(peak.samples) / 1e9)
+            rows.append(timing_row("conv_layers", case.case_id, case.batch, dtype, timings, flops, peaks, threads,
+                                   "the conv2d layers alone: forward, ∂L/∂W, ∂L/∂b, ∂L/∂x but the first; "
+                                   f"{flops / 1e6:.3g} MFLOP per pass; peak: NumPy A @ B, "
+                                   f"{CONV_PEAK_SIZE}x{CONV_PEAK_SIZE}, interleaved, best {peaks[1]:.1f} GFLOP/s"))
+            print(_progress(f"{case.case_id} conv layers", dtype, timings), flush=True)
+    return rows
+
+
 def time_case(case: bench.BenchCase | bench.ConvBenchCase | bench.RecurrentBenchCase, dtype: str, plan: Plan) -> dict[str, bench.Timing]:
     """Interleaved timings of the manual and torch steps (and, for a large case, the matmul peak)."""
     scenario = case.scenario(dtype)
-    steps = {"manual": bench.manual_step(scenario), "torch": bench.torch_step(scenario)}
+    steps = {"manual": bench.manual_step(scenario), "torch": bench.torch_step_for(case, scenario)}
     if case.flops() < LARGE_FLOPS:
         return bench.time_interleaved(steps, plan.repeats, plan.min_sample_s, warmup=3)
     for step in steps.values():  # warm up the networks only: the matmul needs none
@@ -141,10 +173,17 @@ def time_case(case: bench.BenchCase | bench.ConvBenchCase | bench.RecurrentBench
 def fwd_bwd_row(case: bench.BenchCase | bench.ConvBenchCase | bench.RecurrentBenchCase, dtype: str, timings: dict[str, bench.Timing],
                 peak: tuple[float, float], threads: int) -> dict:
     """One ``fwd_bwd`` row; ``peak`` is (median, best) GFLOP/s of the matmul in this dtype."""
-    manual, torch = timings["manual"], timings["torch"]
     flops = case.flops()
+    return timing_row("fwd_bwd", case.case_id, case.batch, dtype, timings, flops, peak, threads,
+                      f"{case.description}; {flops / 1e6:.3g} MFLOP per step")
+
+
+def timing_row(section: str, case_id: str, batch: int, dtype: str, timings: dict[str, bench.Timing], flops: int,
+               peak: tuple[float, float], threads: int, note: str) -> dict:
+    """A row of the manual and torch timings of ``flops`` matmul FLOPs; ``peak`` is (median, best) GFLOP/s."""
+    manual, torch = timings["manual"], timings["torch"]
     gflops = {name: (flops / t.median / 1e9, flops / min(t.samples) / 1e9) for name, t in timings.items()}
-    return _row(section="fwd_bwd", case=case.case_id, dtype=dtype, batch=case.batch,
+    return _row(section=section, case=case_id, dtype=dtype, batch=batch,
                 threads=threads, repeats=len(manual.samples),
                 manual_s=manual.median, manual_iqr_s=manual.iqr, manual_min_s=min(manual.samples),
                 torch_s=torch.median, torch_iqr_s=torch.iqr, torch_min_s=min(torch.samples),
@@ -154,7 +193,7 @@ def fwd_bwd_row(case: bench.BenchCase | bench.ConvBenchCase | bench.RecurrentBen
                 torch_pct_of_peak=100.0 * gflops["torch"][0] / peak[0],
                 best_pct_of_peak=100.0 * gflops["manual"][1] / peak[1],
                 torch_best_pct_of_peak=100.0 * gflops["torch"][1] / peak[1],
-                note=f"{case.description}; {flops / 1e6:.3g} MFLOP per step")
+                note=note)
 
 
 def _row(**values) -> dict:
@@ -171,6 +210,7 @@ def machine_header(threads: int, plan: Plan) -> list[str]:
         f"{platform.machine()}, {os.cpu_count() or 1} CPUs; Python {platform.python_version()}",
         f"NumPy {np.__version__}: {bench.blas_description()}",
         f"torch {torch.__version__}: {torch.get_num_threads()} intra-op thread(s)",
+        f"kernels: {bench.kernel_description()}",
         f"both engines: {threads} thread(s); repetitions interleaved; times are medians in seconds per step",
     ]
 
@@ -187,9 +227,10 @@ def to_csv(rows: list[dict], header: list[str]) -> str:
     return buffer.getvalue()
 
 
-def _progress(case: bench.BenchCase, dtype: str, timings: dict[str, bench.Timing]) -> str:
+def _progress(case, dtype: str, timings: dict[str, bench.Timing]) -> str:
     manual, torch = timings["manual"].median, timings["torch"].median
-    return (f"  {case.case_id:<26} {dtype:<8} manual {_seconds(manual)}  "
+    label = case if isinstance(case, str) else case.case_id
+    return (f"  {label:<26} {dtype:<8} manual {_seconds(manual)}  "
             f"torch {_seconds(torch)}  ratio {manual / torch:.2f}")
 
 
@@ -201,23 +242,26 @@ def _seconds(value: float) -> str:
     return f"{value:8.3f} s "
 
 
-def summary_table(rows: list[dict]) -> str:
-    """A Markdown table of the fwd_bwd rows, then one line per other measurement."""
-    fwd = [r for r in rows if r["section"] == "fwd_bwd"]
+def summary_table(rows: list[dict], header: list[str] = ()) -> str:
+    """The kernels each side runs (from ``header``, ``machine_header``'s lines), a Markdown table of
+    the fwd_bwd and conv_layers rows, then one line per other measurement."""
+    timed = [r for r in rows if r["section"] in ("fwd_bwd", "conv_layers")]
     frame = pd.DataFrame({
-        "case": [r["case"] for r in fwd],
-        "dtype": [r["dtype"] for r in fwd],
-        "batch": [r["batch"] for r in fwd],
-        "manual": [_seconds(r["manual_s"]).strip() for r in fwd],
-        "torch": [_seconds(r["torch_s"]).strip() for r in fwd],
-        "ratio": [f"{r['ratio']:.2f}" for r in fwd],
-        "manual GFLOP/s": [f"{r['manual_gflops']:.3g}" for r in fwd],
-        "% of peak": [f"{r['pct_of_peak']:.0f}" for r in fwd],
-        "torch % of peak": [f"{r['torch_pct_of_peak']:.0f}" for r in fwd],
-        "best %": [f"{r['best_pct_of_peak']:.0f}" for r in fwd],
-        "torch best %": [f"{r['torch_best_pct_of_peak']:.0f}" for r in fwd],
+        "case": [r["case"] + (" (conv layers)" if r["section"] == "conv_layers" else "") for r in timed],
+        "dtype": [r["dtype"] for r in timed],
+        "batch": [r["batch"] for r in timed],
+        "manual": [_seconds(r["manual_s"]).strip() for r in timed],
+        "torch": [_seconds(r["torch_s"]).strip() for r in timed],
+        "ratio": [f"{r['ratio']:.2f}" for r in timed],
+        "manual GFLOP/s": [f"{r['manual_gflops']:.3g}" for r in timed],
+        "% of peak": [f"{r['pct_of_peak']:.0f}" for r in timed],
+        "torch % of peak": [f"{r['torch_pct_of_peak']:.0f}" for r in timed],
+        "best %": [f"{r['best_pct_of_peak']:.0f}" for r in timed],
+        "torch best %": [f"{r['torch_best_pct_of_peak']:.0f}" for r in timed],
     })
-    lines = [markdown(frame), ""]
+    kernels = [line for line in header if line.startswith("kernels: ")]
+    lines = [f"ratio = manual / torch; {kernels[0]}" if kernels else "ratio = manual / torch", "",
+             markdown(frame), ""]
     for r in rows:
         if r["section"] == "peak":
             lines.append(f"matmul peak {r['dtype']}: {r['peak_gflops']:.1f} GFLOP/s ({r['note']})")
@@ -229,4 +273,4 @@ def summary_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["COLUMNS", "Plan", "machine_header", "measure", "summary_table", "to_csv"]
+__all__ = ["COLUMNS", "Plan", "conv_layer_rows", "machine_header", "measure", "summary_table", "timing_row", "to_csv"]

@@ -49,6 +49,6 @@ def _run(args: argparse.Namespace) -> int:
         rows = measure(plan, args.threads)
     atomic_write_text(out / "bench.csv", to_csv(rows, header))
     print()
-    print(summary_table(rows))
+    print(summary_table(rows, header))
     print(f"\n{len(rows)} rows in {out / 'bench.csv'} ({time.perf_counter() - started:.1f} s)")
     return 0
