@@ -69,7 +69,7 @@ def read_csv_text(text: str) -> pd.DataFrame:
     return frame
 
 
-PAIRS = ("manual-torch", "manual-fd", "torch-fd")
+PAIRS = ("manual-torch", "manual-fd", "torch-fd", "engine-torch", "engine-fd")  # engine-…: --engine's
 DTYPES = ("float64", "float32")
 _FLOAT = re.compile(r"|[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|inf|nan|NaN)")
 
@@ -232,7 +232,8 @@ def cell(value, floatfmt: str = ".2e") -> str:
 
 
 MAX_FAILURE_LINES = 100
-_SIDES = {"manual-torch": ("manual", "torch"), "manual-fd": ("manual", "fd"), "torch-fd": ("torch", "fd")}
+_SIDES = {"manual-torch": ("manual", "torch"), "manual-fd": ("manual", "fd"), "torch-fd": ("torch", "fd"),
+          "engine-torch": ("engine", "torch"), "engine-fd": ("engine", "fd")}
 
 
 def failure_line(row) -> str:
@@ -247,6 +248,8 @@ def failure_line(row) -> str:
     note = f"; {row['note']}" if row["note"] else ""
     triage = row.get("triage") or ""
     odd_one_out = f" — {triage}: {TRIAGE_MEANING[triage]}" if triage in TRIAGE_MEANING else ""
+    if side == "engine":  # the triage's "manual" is the engine under test (the column keeps its values)
+        odd_one_out = odd_one_out.replace("manual", "engine").replace("the hand derivation", "the engine")
     return (f"FAIL {row['scenario']} {row['pair']} {element}: {values} (|a−b| {row['max_abs']:.3e}, "
             f"max_rel {row['max_rel']:.3e}, tolerance {row['tolerance']:.1e}{note}){odd_one_out}")
 
