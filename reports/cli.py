@@ -2,22 +2,24 @@
 
 Each subcommand is a module of ``reports.commands`` with
 ``add_arguments(parser)`` and ``main(args) -> int`` (the exit code); this file
-only dispatches. Only the module of the command being run is imported: each
-loads the engines (torch) it needs, and the others need not be paid for.
+only dispatches. Only the module of the command being run is imported, and it
+imports the engines (torch) only once its options and files are known to be
+good: a refused command line costs a fraction of a second.
 
 Errors in the command line are one line, ``backprop-verify COMMAND: OPTION:
 PROBLEM; expected WHAT``, exit 2 (no usage text, no traceback).
 
 SIGINT and SIGTERM are handled alike (``reports.rendering.io``: recorded, then
-raised at the next checkpoint): the command stops, removes what it had
-started (temporary files and folders, pytest-xdist workers), leaves the
-previous files as they were, prints one line and exits 130 (SIGINT) or 143
-(SIGTERM).
+raised at the next checkpoint; ``check`` raises them where they land): the
+command stops, removes what it had started (temporary files and folders, its
+lock on the output folder, pytest-xdist workers), leaves the previous files as
+they were, prints one line and exits 130 (SIGINT) or 143 (SIGTERM) at once.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import signal
 import sys
 
@@ -72,40 +74,49 @@ def main(argv: list[str] | None = None) -> int:
     # First: a SIGTERM during the imports below takes the same path. As the program (argv None), the
     # handlers stay until the process exits; called with argv (tests, other programs), they are restored.
     with interrupt_handlers(restore=argv is not None):
-        status = _main(sys.argv[1:] if argv is None else argv)
+        status, interrupted = _main(sys.argv[1:] if argv is None else argv)
     if argv is None and hasattr(signal, "pthread_sigmask"):
         # The work is done (or was stopped): the exit status stands. Python's finalisation resets the
         # handlers to the defaults, so a signal during it would turn status into a death by signal after
         # complete files were written; blocked, it is discarded when the process exits.
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    if argv is None and interrupted:
+        # Stopped, and everything the command had started is cleaned up (its finally blocks ran): exit now.
+        # The interpreter's finalisation with torch and pandas loaded takes a second or more, which a
+        # SIGTERM's sender should not have to wait for.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
     return status
 
 
-def _main(argv: list[str]) -> int:
+def _main(argv: list[str]) -> tuple[int, bool]:
+    """(the exit status, whether SIGINT or SIGTERM stopped the command)."""
     chosen = [word for word in argv if word in SUBCOMMANDS][:1]
     command = f"backprop-verify {chosen[0]}" if chosen else "backprop-verify"
     try:
         try:
-            args, extra = build_parser(chosen).parse_known_args(argv)  # imports the command: seconds, for torch
+            args, extra = build_parser(chosen).parse_known_args(argv)  # imports the command module
             if extra:
                 raise UsageError(f"{command}: {' '.join(extra)}: unrecognized arguments; expected the arguments "
                                  f"`{command} --help` lists")
         except UsageError as err:
             print(err, file=sys.stderr)
-            return 2
+            return 2, False
+        args.command_line = ["backprop-verify", *argv]  # recorded in the output folder's manifest.json
         checkpoint()
         status = int(args.handler(args) or 0)
     except KeyboardInterrupt as err:
         signum = err.signum if isinstance(err, Interrupted) else int(signal.SIGINT)
         print(f"{command}: interrupted by {signal.Signals(signum).name}; nothing was written, "
               "the previous files are unchanged", file=sys.stderr)
-        return 128 + signum
+        return 128 + signum, True
     late = pending_interrupt()
     if late is not None:
         # The signal came while the files were being renamed into place: they are complete.
         print(f"{command}: {signal.Signals(late).name} arrived after the files were written; they are complete",
               file=sys.stderr)
-    return status
+    return status, False
 
 
 if __name__ == "__main__":

@@ -23,13 +23,28 @@ Exit codes: 0 every verdict is match or rounding and every claim holds; 1 any er
 engine, reported loudly and never averaged; finite differences, where they
 apply, say which side they take); 2 an invalid file or option (a FILE that
 is not a regular file — a folder, a FIFO, a device —, the same FILE twice, an
-``--out`` that cannot be written), checked before anything runs; 130 Ctrl-C,
-143 SIGTERM (nothing written).
+``--out`` that cannot be written, an ``--out`` another run is writing into),
+checked before anything runs; 130 Ctrl-C, 143 SIGTERM (nothing written).
 
 ``--derivations`` also runs the registry of the documents' gradient formulas
 (``reports.textbook.derivations``) against autograd, prints their verdicts and writes
 ``derivations.csv``; their verdicts describe the documents and do not change
 the exit code (except an internal inconsistency, exit 1).
+
+The files go into ``--out`` together, with ``manifest.json`` last, once
+everything is computed; the folder is the run's while it runs
+(``reports.rendering.io.RunFolder``: a second run into it is refused, exit 2),
+and the files of the folder's earlier ``check`` run that this one does not
+write (``derivations.csv`` before a run without ``--derivations``) are removed.
+
+Ctrl-C and SIGTERM stop ``check`` at once, wherever they land (inside a claim's
+evaluation or an engine run too: ``immediate_interrupts``; neither engine calls
+Python code from inside torch), except while its files are being renamed into
+place.
+
+The arguments and every file are checked before torch (or pandas) is imported:
+the engines, the claims and the tables are imported inside the functions that
+use them, so a refusal costs a fraction of a second.
 """
 from __future__ import annotations
 
@@ -39,19 +54,12 @@ import math
 import sys
 from pathlib import Path
 
-import pandas as pd
-
 from backprop_verify.reports.commands import options
-from backprop_verify.reports.rendering.table import failure_line
-from backprop_verify.reports.verification.compare import FAIL, compare
-from backprop_verify.reports.verification.tolerance import tolerance as tolerance_of
-from backprop_verify.reports.rendering.io import atomic_write_many, atomic_write_text, checkpoint
-from backprop_verify.reports.textbook import claims as claim_checks
-from backprop_verify.reports.textbook.derivations import derivation_text, evaluate_all, frame_of
-from backprop_verify.reports.textbook.errata import (COLUMNS, DISAGREE, ERRATUM, MATCH, PASSING, ROUNDING, ExampleCheck,
-                                                     check_example)
+from backprop_verify.reports.rendering.io import FolderRefused, RunFolder, immediate_interrupts
 from backprop_verify.scenarios.loader import DEFAULT_LIMITS, Limits, ScenarioError, load_scenario
 from backprop_verify.scenarios.model import Scenario
+
+TEXTBOOK, CLAIMS, DERIVATIONS = "textbook.csv", "claims.csv", "derivations.csv"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -67,7 +75,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="print only the totals line (no tables, no failure lines)")
 
 
+# The functions below that judge or print verdicts import ``reports.textbook.errata`` (and the claims, the
+# comparison, pandas) where they run: those modules import torch, which only a run that goes ahead needs.
+
 def _computed(row: dict) -> str:
+    from backprop_verify.reports.textbook.errata import DISAGREE
+
     if row["verdict"] == DISAGREE:
         return f"manual {_number(row['manual'])} ≠ torch {_number(row['reference'])}"
     if row.get("resolution") is not None:  # printed beyond float64's resolution: every digit float64 has
@@ -93,6 +106,9 @@ def _table(rows: list[dict]) -> str:
 
 def _failure_line(row: dict) -> str:
     """An erratum or a disagreement at a printed number: where, both engines' values, the tolerance."""
+    from backprop_verify.reports.textbook.errata import DISAGREE
+    from backprop_verify.reports.verification.tolerance import tolerance as tolerance_of
+
     if row["verdict"] == DISAGREE:
         tolerance = f"tolerance {tolerance_of('float64', 'manual-torch'):.0e} relative (the engines disagree)"
     elif row.get("exact"):
@@ -111,10 +127,13 @@ def _exact(value: float) -> str:
     return "nan" if isinstance(value, float) and math.isnan(value) else format(float(value), ".17g")
 
 
-def _engine_failure_lines(example: ExampleCheck) -> list[str]:
+def _engine_failure_lines(example) -> list[str]:
     """Where manual and torch disagree anywhere in the example (float64): one line per address, with
     its worst element (``reports.rendering.table.failure_line``), from the traces its verdicts were
-    judged on (no engine runs again)."""
+    judged on (no engine runs again). ``example``: an ``errata.ExampleCheck``."""
+    from backprop_verify.reports.rendering.table import failure_line
+    from backprop_verify.reports.verification.compare import FAIL, compare
+
     rows = compare(example.manual, example.reference, "float64", "manual-torch")
     return [failure_line({"scenario": example.scenario.name, "pair": "manual-torch", **row._asdict()})
             for row in rows if row.status == FAIL]
@@ -122,6 +141,10 @@ def _engine_failure_lines(example: ExampleCheck) -> list[str]:
 
 def csv_text(rows: list[dict]) -> str:
     """The textbook.csv contents: one line per verdict, in file and check order."""
+    import pandas as pd
+
+    from backprop_verify.reports.textbook.errata import COLUMNS
+
     frame = pd.DataFrame([{k: r[k] for k in COLUMNS} for r in rows], columns=list(COLUMNS))
     return frame.to_csv(index=False, float_format="%.15g", lineterminator="\n")
 
@@ -153,9 +176,11 @@ def _file_problems(files: list[str]) -> list[str]:
 
 @dataclasses.dataclass
 class _Checked:
-    """Every example run: its verdicts (with the traces they were judged on) and its claims."""
-    examples: list[ExampleCheck] = dataclasses.field(default_factory=list)
-    claims: list[claim_checks.ClaimResult] = dataclasses.field(default_factory=list)
+    """Every example run: its verdicts (``errata.ExampleCheck``, with the traces they were judged on), its
+    claims (``claims.ClaimResult``) and, with ``--derivations``, the registry's results."""
+    examples: list = dataclasses.field(default_factory=list)
+    claims: list = dataclasses.field(default_factory=list)
+    derivations: list | None = None
 
     @property
     def rows(self) -> list[dict]:
@@ -181,18 +206,20 @@ def _invalid(err: ScenarioError, what: str = "run or written") -> None:
 
 
 def _load_all(files: list[str], limits: Limits) -> list[Scenario] | None:
-    """Step 2: every file loaded and every claim's formula evaluated on zero arrays of the file's shapes
-    (no engine runs); None, after the message, if any file is invalid."""
+    """Step 2: every file loaded (NumPy only), then every claim's formula evaluated on zero arrays of the
+    file's shapes (no engine runs); None, after the message, if any file is invalid."""
     scenarios = []
     for path in files:
-        checkpoint()
         try:
             scenarios.append(load_scenario(path, limits))
         except ScenarioError as err:
             _invalid(err)
             return None
+    if not any(scenario.claims for scenario in scenarios):
+        return scenarios
+    from backprop_verify.reports.textbook import claims as claim_checks  # torch: the files are read and good
+
     for scenario in scenarios:
-        checkpoint()
         try:
             claim_checks.validate_claims(scenario, limits)
         except ScenarioError as err:
@@ -204,12 +231,13 @@ def _load_all(files: list[str], limits: Limits) -> list[Scenario] | None:
 def _check_all(scenarios: list[Scenario], limits: Limits, quiet: bool) -> _Checked | None:
     """Step 3: each example through both engines once (``errata.check_example``), its claims judged, its
     table printed; None, after the message, if a claim's evaluation-time guard refuses the data."""
+    from backprop_verify.reports.textbook import claims as claim_checks
+    from backprop_verify.reports.textbook.errata import check_example
+
     checked = _Checked()
     for scenario in scenarios:
-        checkpoint()
         example = check_example(scenario)
         checked.examples.append(example)
-        checkpoint()
         try:
             claims = claim_checks.check_claims(scenario, limits, first=(example.manual, example.reference))
         except ScenarioError as err:  # an evaluation-time guard on the data: refused, nothing written
@@ -222,6 +250,8 @@ def _check_all(scenarios: list[Scenario], limits: Limits, quiet: bool) -> _Check
 
 
 def _print_example(scenario: Scenario, rows: list[dict], claims: list) -> None:
+    from backprop_verify.reports.textbook import claims as claim_checks
+
     print(f"{scenario.name} ({scenario.path})")
     print(_table(rows) if rows else "  (no printed numbers to check)")
     if claims:
@@ -230,23 +260,37 @@ def _print_example(scenario: Scenario, rows: list[dict], claims: list) -> None:
     print()
 
 
-def _write(out: Path, checked: _Checked) -> None:
-    """Step 4: textbook.csv and claims.csv, in one atomic write."""
-    atomic_write_many({out / "textbook.csv": csv_text(checked.rows),
-                       out / "claims.csv": claim_checks.csv_text(checked.claims)})
+def _files(checked: _Checked, examples: bool) -> dict[str, str]:
+    """Step 5's files: textbook.csv and claims.csv (if any FILE was given), derivations.csv (with
+    ``--derivations``)."""
+    files = {}
+    if examples:
+        from backprop_verify.reports.textbook import claims as claim_checks
+
+        files[TEXTBOOK] = csv_text(checked.rows)
+        files[CLAIMS] = claim_checks.csv_text(checked.claims)
+    if checked.derivations is not None:
+        from backprop_verify.reports.textbook.derivations import frame_of
+
+        files[DERIVATIONS] = frame_of(checked.derivations).to_csv(index=False, float_format="%.3e",
+                                                                  lineterminator="\n")
+    return files
 
 
 def _summarise(out: Path, checked: _Checked, quiet: bool) -> int:
-    """Step 5: the totals, then (unless ``--quiet``) the wrong claims, the rows judged at float64's
+    """Step 6: the totals, then (unless ``--quiet``) the wrong claims, the rows judged at float64's
     resolution, every verdict other than match and the failure lines; the exit status (0 or 1)."""
+    from backprop_verify.reports.textbook import claims as claim_checks
+    from backprop_verify.reports.textbook.errata import DISAGREE, ERRATUM, MATCH, PASSING, ROUNDING
+
     rows, claim_results, files = checked.rows, checked.claims, len(checked.examples)
     counts = {v: sum(1 for r in rows if r["verdict"] == v) for v in (MATCH, ROUNDING, ERRATUM, DISAGREE)}
     print(f"{len(rows)} printed number{'s' * (len(rows) != 1)} in {files} file{'s' * (files != 1)}: "
-          + ", ".join(f"{n} {v}" for v, n in counts.items()) + f"; rows in {out / 'textbook.csv'}")
+          + ", ".join(f"{n} {v}" for v, n in counts.items()) + f"; rows in {out / TEXTBOOK}")
     wrong_claims = [r for r in claim_results if r.verdict == claim_checks.WRONG]
     if claim_results:
         print(f"{len(claim_results)} claim{'s' * (len(claim_results) != 1)}: "
-              f"{len(claim_results) - len(wrong_claims)} holds, {len(wrong_claims)} wrong; rows in {out / 'claims.csv'}")
+              f"{len(claim_results) - len(wrong_claims)} holds, {len(wrong_claims)} wrong; rows in {out / CLAIMS}")
     if not quiet:
         _print_wrong_claims(wrong_claims)
         _print_findings(rows)
@@ -260,6 +304,8 @@ def _summarise(out: Path, checked: _Checked, quiet: bool) -> int:
 
 
 def _print_wrong_claims(wrong_claims: list) -> None:
+    from backprop_verify.reports.textbook import claims as claim_checks
+
     if not wrong_claims:
         return
     print("\nWrong claims (the first draw that breaks each, with its own discrepancy; draw 0 is the file's "
@@ -272,6 +318,8 @@ def _print_wrong_claims(wrong_claims: list) -> None:
 
 def _print_findings(rows: list[dict]) -> None:
     """The rows judged at float64's resolution, then every verdict other than match."""
+    from backprop_verify.reports.textbook.errata import MATCH
+
     beyond = [r for r in rows if r.get("resolution") is not None]
     if beyond:
         print("\nJudged at float64's resolution (printed with more digits than the engines' float64 values "
@@ -290,6 +338,8 @@ def _print_findings(rows: list[dict]) -> None:
 def _print_failures(checked: _Checked) -> None:
     """One line per erratum or disagreement, then, for an example whose engines disagree, every address
     where they do (from the example's own traces)."""
+    from backprop_verify.reports.textbook.errata import DISAGREE, PASSING
+
     failing = [r for r in checked.rows if r["verdict"] not in PASSING]
     disputed = [e for e in checked.examples if any(r["verdict"] == DISAGREE for r in e.rows)]
     if not failing and not disputed:
@@ -298,22 +348,17 @@ def _print_failures(checked: _Checked) -> None:
     for r in failing:
         print(_failure_line(r))
     for example in disputed:
-        checkpoint()
         for line in _engine_failure_lines(example):
             print(line)
 
 
-def _derivations(out: Path) -> int:
-    """Step 6 (``--derivations``): the registry against autograd, derivations.csv; 1 only for an internal
-    inconsistency."""
-    checkpoint()
-    results = evaluate_all()
-    checkpoint()
-    atomic_write_text(out / "derivations.csv",
-                      frame_of(results).to_csv(index=False, float_format="%.3e", lineterminator="\n"))
+def _print_derivations(out: Path, results: list) -> int:
+    """Step 7 (``--derivations``): the registry's verdicts; 1 only for an internal inconsistency."""
+    from backprop_verify.reports.textbook.derivations import derivation_text
+
     print("\nDerivations (each formula against torch autograd over seeded random inputs):")
     print(derivation_text(results))
-    print(f"rows in {out / 'derivations.csv'}")
+    print(f"rows in {out / DERIVATIONS}")
     inconsistent = [r for r in results if r.inconsistent]
     for r in inconsistent:
         print(f"backprop-verify check: derivation {r.id}: {r.inconsistent}", file=sys.stderr)
@@ -321,22 +366,37 @@ def _derivations(out: Path) -> int:
 
 
 def main(args: argparse.Namespace) -> int:
-    """Refuse bad arguments; load and validate every file; check each example (both engines once);
-    write textbook.csv and claims.csv; summarise; then, if asked, the derivations."""
+    """Refuse bad arguments; load and validate every file; take the output folder; check each example
+    (both engines once) and, if asked, the derivations; publish the files and the manifest together;
+    summarise. From the first step to the publishing, a signal stops the command where it lands."""
     if _refused(args):
         return 2
     limits = dataclasses.replace(DEFAULT_LIMITS, **dict(args.limit))
-    scenarios = _load_all(args.files, limits)
+    with immediate_interrupts():
+        scenarios = _load_all(args.files, limits)
     if scenarios is None:
         return 2
     out = Path(args.out)
-    status = 0
-    if scenarios:
-        checked = _check_all(scenarios, limits, args.quiet)
-        if checked is None:
-            return 2
-        _write(out, checked)
-        status = _summarise(out, checked, args.quiet)
-    if args.derivations:
-        status = max(status, _derivations(out))
+    writes = ((TEXTBOOK, CLAIMS) if scenarios else ()) + ((DERIVATIONS,) if args.derivations else ())
+    command_line = getattr(args, "command_line", None) or ["backprop-verify", "check"]
+    try:
+        with RunFolder.claim(out, "check", command_line) as folder:
+            folder.expect(outputs=(TEXTBOOK, CLAIMS, DERIVATIONS), writes=writes)
+            with immediate_interrupts():
+                checked = _check_all(scenarios, limits, args.quiet) if scenarios else _Checked()
+                if checked is None:
+                    return 2
+                if args.derivations:
+                    from backprop_verify.reports.textbook.derivations import evaluate_all  # torch
+
+                    checked.derivations = evaluate_all()
+                files = _files(checked, examples=bool(scenarios))
+            folder.publish(files)
+    except FolderRefused as err:
+        options.refused("check", [f"--out: {err}"])
+        return 2
+    # The files are written: from here a signal is only recorded (reports.cli then says the files are complete).
+    status = _summarise(out, checked, args.quiet) if scenarios else 0
+    if checked.derivations is not None:
+        status = max(status, _print_derivations(out, checked.derivations))
     return status

@@ -3,7 +3,9 @@
 Options (group "backprop-verify"):
 
 ``--report-dir DIR``
-    After the run, write ``DIR/discrepancies.csv`` (atomically) with the rows
+    After the run, write ``DIR/discrepancies.csv`` (atomically, with
+    ``DIR/manifest.json``: ``reports.rendering.io.RunFolder``, the folder held
+    by this run from start to end — another run into DIR is refused) with the rows
     of every scenario the run touched: each test that takes one Scenario
     argument (``tests/``: ``scenario``, from pytest-cases) or ``report_scenario`` argument
     (``reports/commands/report_suite.py``) contributes ``reports.verification.runner.report_rows(scenario)``
@@ -28,21 +30,33 @@ Options (group "backprop-verify"):
     finishes, and the controller writes the first ``MAX_SECTIONS`` of all of
     them to FILE (``reports.verification.detail.KeptMaps.save``). So a section
     never runs an engine again: each engine runs once per scenario.
+``--report-parent-pipe FD``
+    ``report --workers N`` only: FD is the read end of a pipe whose write end
+    only the report's process holds, so the run dies with that process however
+    it ends (kill -9 included). The controller watches it (a read returns at
+    end-of-file the moment the report is gone), then removes ``--report-dir``
+    (only a ``.backprop-verify-scratch.*`` folder) and kills its process group;
+    each xdist worker asks the kernel for SIGKILL when the controller dies
+    (Linux ``PR_SET_PDEATHSIG``; elsewhere a thread watching its parent pid).
 
 Load it with ``-p backprop_verify.reports.commands.pytest_plugin`` (``tests/conftest.py`` loads it for the
 test suite).
 """
 from __future__ import annotations
 
+import ctypes
 import os
+import shutil
+import signal
+import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from backprop_verify.reports.commands import options
-from backprop_verify.reports.rendering.io import atomic_write_text
-from backprop_verify.reports.rendering.sections import MAX_SECTIONS, keep_maps
-from backprop_verify.reports.rendering.table import csv_text, rows_frame
+from backprop_verify.reports.rendering.io import SCRATCH_PREFIX, FolderRefused, RunFolder
 from backprop_verify.reports.verification.compare import COLUMNS
 from backprop_verify.reports.verification.detail import KeptMaps
 from backprop_verify.scenarios.builtin import report_scenarios
@@ -53,6 +67,9 @@ from backprop_verify.scenarios.model import Scenario
 ROWS_PROPERTY = "backprop_verify_rows"
 MAPS_OUTPUT = "backprop_verify_maps"  # the key of a worker's kept difference maps in its workeroutput
 COLLECTOR = "backprop-verify-collector"
+CSV = "discrepancies.csv"
+CONTROLLER_PID = "backprop_verify_controller_pid"  # workerinput: the controller a worker must die with
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 def pytest_addoption(parser):
@@ -78,6 +95,9 @@ def pytest_addoption(parser):
                     help="write the |a-b| arrays of the scenarios that get a report.html section to FILE (.npz)")
     group.addoption("--report-detail", type=options.only_pattern, default=None, metavar="REGEX",
                     help="with --report-maps: scenarios whose name matches REGEX get a section too")
+    group.addoption("--report-parent-pipe", type=int, default=None, metavar="FD",
+                    help="(report --workers) end this run, its workers and its scratch --report-dir when FD, "
+                         "the read end of a pipe, reaches end-of-file: the report's process is gone")
 
 
 def pytest_generate_tests(metafunc):
@@ -101,6 +121,8 @@ def record_verification(item, verified) -> None:
     record_rows(item, verified.rows)
     collector = item.config.pluginmanager.get_plugin(COLLECTOR)
     if collector is not None and collector.maps is not None:
+        from backprop_verify.reports.rendering.sections import keep_maps  # matplotlib: only where maps are kept
+
         keep_maps(collector.maps, verified, collector.detail)
 
 
@@ -119,7 +141,21 @@ class _Collector:
         self.rows: dict[tuple[str, str, str], list] = {}
         self.maps_file = config.getoption("report_maps")
         self.detail = config.getoption("report_detail")
-        self.maps = KeptMaps(MAX_SECTIONS) if self.maps_file else None
+        if self.maps_file:
+            from backprop_verify.reports.rendering.sections import MAX_SECTIONS  # matplotlib: only with maps
+
+            self.maps = KeptMaps(MAX_SECTIONS)
+        else:
+            self.maps = None
+        self.folder = None
+        if self.report_dir is not None and not _is_worker(config):
+            # The folder is this run's from now to pytest_unconfigure; refused before any test runs.
+            self.folder = RunFolder.claim(self.report_dir, "pytest", ["pytest", *config.invocation_params.args])
+            try:
+                self.folder.expect(outputs=(CSV,), writes=(CSV,))
+            except FolderRefused:
+                self.folder.close()
+                raise
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_makereport(self, item, call):
@@ -146,6 +182,8 @@ class _Collector:
         verified = report_verification(scenario)
         record_rows(report, verified.rows)
         if self.maps is not None:
+            from backprop_verify.reports.rendering.sections import keep_maps
+
             keep_maps(self.maps, verified, self.detail)
 
     def pytest_runtest_logreport(self, report):
@@ -175,10 +213,15 @@ class _Collector:
             self.maps.save(Path(self.maps_file))
         if self.report_dir is None:
             return
+        from backprop_verify.reports.rendering.table import csv_text, rows_frame  # pandas: only to write
+
         frame = rows_frame([dict(zip(COLUMNS, row)) for row in self.rows.values()])
-        path = Path(self.report_dir) / "discrepancies.csv"
-        atomic_write_text(path, csv_text(frame))
-        self.written = (path, len(frame))
+        self.folder.publish({CSV: csv_text(frame)})
+        self.written = (Path(self.report_dir) / CSV, len(frame))
+
+    def pytest_unconfigure(self, config):
+        if self.folder is not None:
+            self.folder.close()
 
     def pytest_terminal_summary(self, terminalreporter):
         written = getattr(self, "written", None)
@@ -191,7 +234,69 @@ def _verifies_here(config) -> bool:
     return _is_worker(config) or not config.getoption("numprocesses", default=None)
 
 
+def _watch_parent_pipe(fd: int, scratch: Path | None) -> None:
+    """The controller of ``report --workers``: when the read end ``fd`` reaches end-of-file — the report's
+    process, the only holder of the write end, is gone, however it ended — remove ``scratch`` and kill this
+    process group (this controller and its xdist workers: report started them in a session of their own)."""
+    def watch():
+        while True:
+            try:
+                if not os.read(fd, 4096):
+                    break
+            except InterruptedError:
+                continue
+            except OSError:
+                break
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+        if os.getpgrp() == os.getpid():
+            os.killpg(os.getpid(), signal.SIGKILL)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="backprop-verify: report's pipe", daemon=True).start()
+
+
+def _die_with(controller: int) -> None:
+    """An xdist worker of ``report --workers``: SIGKILL when its controller dies. Linux: the kernel sends it
+    (``prctl(PR_SET_PDEATHSIG)``; then, if the controller died before that call, exit now); elsewhere a
+    thread polls the parent pid."""
+    if sys.platform.startswith("linux"):
+        try:
+            armed = ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
+        except (OSError, AttributeError):
+            armed = False
+        if armed:
+            if os.getppid() != controller:
+                os._exit(1)
+            return
+
+    def watch():
+        while os.getppid() == controller:
+            time.sleep(0.2)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="backprop-verify: controller", daemon=True).start()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node):
+    """xdist controller: a worker of ``report --workers`` learns whose death it must not outlive."""
+    if node.config.getoption("report_parent_pipe") is not None:
+        node.workerinput[CONTROLLER_PID] = os.getpid()
+
+
 def pytest_configure(config):
+    if _is_worker(config) and config.workerinput.get(CONTROLLER_PID):
+        _die_with(config.workerinput[CONTROLLER_PID])
+    elif config.getoption("report_parent_pipe") is not None:
+        try:
+            os.fstat(config.getoption("report_parent_pipe"))
+        except OSError:
+            raise pytest.UsageError(f"--report-parent-pipe: {config.getoption('report_parent_pipe')} is not an open "
+                                    "file descriptor; expected the read end of the pipe report --workers passes")
+        report_dir = config.getoption("report_dir")
+        scratch = Path(report_dir) if report_dir and Path(report_dir).name.startswith(SCRATCH_PREFIX) else None
+        _watch_parent_pipe(config.getoption("report_parent_pipe"), scratch)
     if (config.getoption("report_dir") or config.getoption("report_progress")) and _verifies_here(config):
         # One BLAS/torch thread: the same arithmetic in every process, so the
         # rows do not depend on how the run is spread.
@@ -200,4 +305,8 @@ def pytest_configure(config):
         import torch  # heavy: only in processes that verify, never in the xdist controller
 
         torch.set_num_threads(1)
-    config.pluginmanager.register(_Collector(config), COLLECTOR)
+    try:
+        collector = _Collector(config)
+    except FolderRefused as err:
+        raise pytest.UsageError(f"--report-dir: {err}") from None
+    config.pluginmanager.register(collector, COLLECTOR)

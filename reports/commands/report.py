@@ -3,20 +3,29 @@
 Writes into ``--out`` (default ``reports/out``), all files replaced together
 (``reports.rendering.io.atomic_write_many``) only once everything is computed:
 ``discrepancies.csv``, ``summary.md``, ``report.html``, the PNG plots of
-``reports.rendering.plots.PLOTS`` and, with ``--compare-to``, ``changes.md``.
+``reports.rendering.plots.PLOTS``, with ``--compare-to``, ``changes.md``, and
+last ``manifest.json`` (the run, its command line, every file it wrote). The
+folder is the run's (``reports.rendering.io.RunFolder``): a second run into it
+is refused while this one runs, and the files of the earlier report that this
+one does not write (``report.html`` and the plots before a ``--no-plots`` run,
+``changes.md`` before a run without ``--compare-to``) are removed.
 
 Exit codes: 0 every address passed (and nothing regressed); 1 a failure, or a
-regression against ``--compare-to``; 2 bad options or a broken run; 130 Ctrl-C,
-143 SIGTERM (previous files untouched, no temporary file, folder or worker left).
+regression against ``--compare-to``; 2 bad options, a folder another run holds
+or a broken run; 130 Ctrl-C, 143 SIGTERM (previous files untouched, no
+temporary file, folder or worker left).
 
 Every option, the output folder's writability and the ``--compare-to`` table
 are checked before any work starts (``reports.commands.options``,
-``reports.rendering.diff.read_old``).
+``reports.rendering.diff.read_old``), and before torch is imported: a refusal
+costs a fraction of a second. The engines, pandas and matplotlib are imported
+inside the functions that use them, once the run is known to go ahead.
 """
 from __future__ import annotations
 
 import argparse
 import datetime
+import importlib
 import os
 import platform
 import re
@@ -28,30 +37,27 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy
-import torch
-from threadpoolctl import threadpool_limits  # installed with scikit-learn
-from tqdm import tqdm
-
 from backprop_verify import reports
-from backprop_verify.reports.rendering import diff
-from backprop_verify.reports.rendering.html import render_html
 from backprop_verify.reports.commands import options
-from backprop_verify.reports.rendering.io import atomic_write_many, checkpoint
-from backprop_verify.reports.rendering.plots import all_plots
-from backprop_verify.reports.rendering.sections import MAX_SECTIONS, build_sections, keep_maps
-from backprop_verify.reports.verification.detail import KeptMaps
-from backprop_verify.reports.rendering.summary import ReportData, render_changes_markdown, render_markdown
-from backprop_verify.reports.rendering.table import csv_text, failure_lines, markdown, read_csv_text, rows_frame
-from backprop_verify.reports.textbook.derivations import derivation_verdicts
-from backprop_verify.reports.textbook.errata import errata_table
-from backprop_verify.reports.verification.digits import digits_table
-from backprop_verify.reports.verification.runner import report_verification
-from backprop_verify.reports.verification.recurrent import recurrent_gradient
-from backprop_verify.reports.verification.vanishing import vanishing_gradient
-from backprop_verify.scenarios.builtin import report_scenarios
+from backprop_verify.reports.rendering.io import SCRATCH_PREFIX, FolderRefused, RunFolder, checkpoint
 from backprop_verify.scenarios.generator import (DEFAULT_RANDOM_CONV_COUNT, DEFAULT_RANDOM_COUNT, DEFAULT_RANDOM_RECURRENT_COUNT,
                                  DEFAULT_SEED)
+
+# Every file a report can write (the plots' names come from ``reports.rendering.plots.PLOTS``).
+TABLES = ("discrepancies.csv", "summary.md")
+PAGE = "report.html"
+CHANGES = "changes.md"
+
+
+class _Lazy:
+    """A value of a help text computed only when ``--help`` is printed (argparse formats ``%(name)s`` from
+    the action's attributes): its module imports matplotlib, which a refusal must not pay for."""
+
+    def __init__(self, module: str, name: str):
+        self.module, self.name = module, name
+
+    def __str__(self) -> str:
+        return str(getattr(importlib.import_module(self.module), self.name))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -77,9 +83,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="only scenarios whose name matches REGEX (re.search)")
     parser.add_argument("--no-plots", dest="plots", action="store_false",
                         help="skip the PNG plots and report.html (discrepancies.csv and summary.md only)")
-    parser.add_argument("--detail", type=options.only_pattern, default=None, metavar="REGEX",
-                        help="report.html: also a section (addresses, heatmaps of |a-b|) for every scenario whose "
-                             f"name matches REGEX (re.search); at most {MAX_SECTIONS} sections in all")
+    detail = parser.add_argument(
+        "--detail", type=options.only_pattern, default=None, metavar="REGEX",
+        help="report.html: also a section (addresses, heatmaps of |a-b|) for every scenario whose name matches "
+             "REGEX (re.search); at most %(max_sections)s sections in all")
+    detail.max_sections = _Lazy("backprop_verify.reports.rendering.sections", "MAX_SECTIONS")
     parser.add_argument("--quiet", action="store_true",
                         help="print only the totals line (no per-component table, no failure lines)")
 
@@ -100,18 +108,26 @@ def reproduce_command(args: argparse.Namespace) -> str:
 
 
 def _progress(total: int, description: str):
+    from tqdm import tqdm
+
     return tqdm(total=total, desc=description, unit="scenario", file=sys.stderr,
                 disable=not sys.stderr.isatty(), dynamic_ncols=True, leave=False)
 
 
 def _one_thread() -> None:
     """One BLAS/torch thread, as in the pytest workers: the same arithmetic either way."""
+    import torch
+    from threadpoolctl import threadpool_limits  # installed with scikit-learn
+
     torch.set_num_threads(1)
     threadpool_limits(1)
 
 
 def environment() -> dict[str, str]:
     """Versions of Python, NumPy, PyTorch and the BLAS libraries in use."""
+    import numpy
+    import torch
+
     blas = numpy.show_config(mode="dicts").get("Build Dependencies", {}).get("blas", {})
     torch_blas = re.search(r"BLAS_INFO=([^,\s]+)", torch.__config__.show())
     return {
@@ -130,6 +146,11 @@ def rows_in_process(scenarios: list, detail: str | None = None,
     process, each engine once. The maps of the scenarios that will get a report.html section are taken
     from their traces right after each is verified (``sections.keep_maps``); every other trace is
     dropped at once, so memory stays bounded."""
+    from backprop_verify.reports.rendering.sections import MAX_SECTIONS, keep_maps
+    from backprop_verify.reports.rendering.table import csv_text, rows_frame
+    from backprop_verify.reports.verification.detail import KeptMaps
+    from backprop_verify.reports.verification.runner import report_verification  # torch
+
     rows = []
     kept = KeptMaps(MAX_SECTIONS)
     with _progress(len(scenarios), "verifying") as bar:
@@ -143,18 +164,30 @@ def rows_in_process(scenarios: list, detail: str | None = None,
     return csv_text(rows_frame(rows)), kept.maps()
 
 
-def rows_with_xdist(args: argparse.Namespace, total: int, with_maps: bool = True) -> tuple[str, dict]:
+def rows_with_xdist(args: argparse.Namespace, total: int, with_maps: bool = True,
+                    scratch_parent: Path | None = None) -> tuple[str, dict]:
     """(discrepancies.csv text, {scenario name: difference maps}) from ``pytest -n WORKERS --pyargs
-    backprop_verify.reports.commands.report_suite --report-dir TMP``. The workers take the maps of the
+    backprop_verify.reports.commands.report_suite --report-dir SCRATCH``. The workers take the maps of the
     scenarios that will get a section from their own traces (``--report-maps``): the report's process
-    never runs an engine again for a section."""
+    never runs an engine again for a section.
+
+    SCRATCH is a ``.backprop-verify-scratch.*`` folder in ``scratch_parent`` (the output folder, whose next
+    run removes it if this process is killed; the system's temporary folder if None). The pytest run dies
+    with this process, even by kill -9: it holds the read end of a pipe whose write end only this process
+    has (``--report-parent-pipe``); when it reads end-of-file, the controller removes SCRATCH and ends its
+    process group, and each worker is killed by the kernel when the controller dies
+    (``reports.commands.pytest_plugin``)."""
+    from backprop_verify.reports.rendering.sections import MAX_SECTIONS
+    from backprop_verify.reports.verification.detail import KeptMaps
+
     package = Path(reports.__file__).resolve().parent
     root = package.parent
-    with tempfile.TemporaryDirectory(prefix="backprop-verify-") as scratch:
+    with tempfile.TemporaryDirectory(prefix=SCRATCH_PREFIX, dir=scratch_parent) as scratch:
         progress = Path(scratch) / "progress"
         progress.touch()
         log = Path(scratch) / "pytest.log"
         maps_file = Path(scratch) / "maps.npz"
+        parent_pipe, parent_alive = os.pipe()  # both ends close-on-exec; pass_fds hands the read end on
         # By module name (--pyargs): the suite imports as backprop_verify.reports.commands.report_suite
         # wherever it is installed.
         command = [sys.executable, "-m", "pytest", "--pyargs", "backprop_verify.reports.commands.report_suite", "-q",
@@ -163,7 +196,7 @@ def rows_with_xdist(args: argparse.Namespace, total: int, with_maps: bool = True
                    "--report-dir", scratch, "--report-seed", str(args.seed), "--report-random", str(args.random),
                    "--report-random-conv", str(args.random_conv),
                    "--report-random-recurrent", str(args.random_recurrent),
-                   "--report-progress", str(progress),
+                   "--report-progress", str(progress), "--report-parent-pipe", str(parent_pipe),
                    # pytest's own temporary folders inside the scratch folder, removed with it
                    f"--basetemp={Path(scratch) / 'basetemp'}"]
         if args.only:
@@ -177,18 +210,26 @@ def rows_with_xdist(args: argparse.Namespace, total: int, with_maps: bool = True
                if not (k.startswith("PYTEST_XDIST_") or k == "PYTEST_CURRENT_TEST")}
         for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
             env[variable] = "1"
-        with open(log, "wb") as log_file, _progress(total, f"verifying ({args.workers} workers)") as bar:
-            # Its own session and process group: a Ctrl-C on the terminal reaches this process only, and
-            # stopping the run ends the whole group — the pytest controller and every xdist worker.
-            process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                       cwd=root, env=env, start_new_session=True)
-            try:
-                while process.poll() is None:
-                    checkpoint()
-                    time.sleep(0.2)
-                    bar.update(progress.stat().st_size - bar.n)
-            finally:
-                stop_process_group(process)
+        try:
+            with open(log, "wb") as log_file, _progress(total, f"verifying ({args.workers} workers)") as bar:
+                # Its own session and process group: a Ctrl-C on the terminal reaches this process only, and
+                # stopping the run ends the whole group — the pytest controller and every xdist worker.
+                process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT,
+                                           stdin=subprocess.DEVNULL, cwd=root, env=env, start_new_session=True,
+                                           pass_fds=(parent_pipe,))
+                os.close(parent_pipe)
+                parent_pipe = None
+                try:
+                    while process.poll() is None:
+                        checkpoint()
+                        time.sleep(0.2)
+                        bar.update(progress.stat().st_size - bar.n)
+                finally:
+                    stop_process_group(process)
+        finally:
+            for end in (parent_pipe, parent_alive):
+                if end is not None:
+                    os.close(end)
         # pytest: 0 all passed, 1 some tests failed (failing rows are data); anything else broke.
         if process.returncode not in (0, 1):
             tail = log.read_text(errors="replace")[-3000:]
@@ -249,15 +290,10 @@ def _group_alive(group: int) -> bool:
     return False
 
 
-def build_report(args: argparse.Namespace, timestamp: str | None = None, with_plots: bool = True,
-                 old=None):
-    """(files to write: name -> bytes or text, ReportData). Writes nothing.
+def selected_scenarios(args: argparse.Namespace) -> list:
+    """The run's scenarios (NumPy only, no engine); ``UsageError`` if ``--only`` or ``--detail`` selects none."""
+    from backprop_verify.scenarios.builtin import report_scenarios
 
-    ``old``: the ``--compare-to`` table already read by ``diff.read_old`` (read here if not given).
-    """
-    if old is None and args.compare_to:
-        old = diff.read_old(args.compare_to)
-    _one_thread()  # every number in the report (rows, vanishing gradient, digits) from one thread
     scenarios = report_scenarios(args.random, args.seed, args.only, args.random_conv, args.random_recurrent)
     if not scenarios:
         raise UsageError(f"--only: {args.only!r} matches no scenario; expected a pattern that matches at least one "
@@ -266,8 +302,57 @@ def build_report(args: argparse.Namespace, timestamp: str | None = None, with_pl
     if detail and not any(re.search(detail, s.name) for s in scenarios):
         raise UsageError(f"--detail: {detail!r} matches no scenario of this run; expected a pattern that matches "
                          "at least one scenario name (re.search)")
+    return scenarios
+
+
+def read_old(folder: str):
+    """The ``--compare-to`` table (``reports.rendering.diff.read_old``, pandas); ``UsageError`` if it is
+    missing or damaged."""
+    from backprop_verify.reports.rendering import diff
+
+    try:
+        return diff.read_old(folder)
+    except diff.CompareError as err:
+        raise UsageError(str(err)) from None
+
+
+def output_names(with_plots: bool = True, compare: bool = True) -> tuple[str, ...]:
+    """The files a report writes: the tables; with plots, report.html and ``plots.PLOTS``; with
+    ``--compare-to``, changes.md. ``output_names()``: every file a report can write."""
+    from backprop_verify.reports.rendering.plots import PLOTS  # matplotlib: only once the run goes ahead
+
+    return TABLES + ((PAGE, *PLOTS) if with_plots else ()) + ((CHANGES,) if compare else ())
+
+
+def build_report(args: argparse.Namespace, timestamp: str | None = None, with_plots: bool = True,
+                 old=None, scenarios: list | None = None, scratch_parent: Path | None = None):
+    """(files to write: name -> bytes or text, ReportData). Writes nothing.
+
+    ``old``: the ``--compare-to`` table already read by ``read_old`` (read here if not given);
+    ``scenarios``: those of ``selected_scenarios(args)`` (chosen here if not given);
+    ``scratch_parent``: where ``--workers`` keeps its scratch folder (``rows_with_xdist``).
+    """
+    # The engines (torch), pandas and matplotlib: imported here, once the options are known to be good.
+    from backprop_verify.reports.rendering import diff
+    from backprop_verify.reports.rendering.html import render_html
+    from backprop_verify.reports.rendering.plots import all_plots
+    from backprop_verify.reports.rendering.sections import build_sections
+    from backprop_verify.reports.rendering.summary import ReportData, render_changes_markdown, render_markdown
+    from backprop_verify.reports.rendering.table import read_csv_text
+    from backprop_verify.reports.textbook.derivations import derivation_verdicts
+    from backprop_verify.reports.textbook.errata import errata_table
+    from backprop_verify.reports.verification.digits import digits_table
+    from backprop_verify.reports.verification.recurrent import recurrent_gradient
+    from backprop_verify.reports.verification.vanishing import vanishing_gradient
+
+    if old is None and args.compare_to:
+        old = read_old(args.compare_to)
+    _one_thread()  # every number in the report (rows, vanishing gradient, digits) from one thread
+    if scenarios is None:
+        scenarios = selected_scenarios(args)
+    detail = getattr(args, "detail", None)
     if args.workers > 1:
-        csv, maps = rows_with_xdist(args, len(scenarios), with_maps=with_plots)
+        csv, maps = rows_with_xdist(args, len(scenarios), with_maps=with_plots, scratch_parent=scratch_parent)
     else:
         csv, maps = rows_in_process(scenarios, detail, with_maps=with_plots)
     checkpoint()
@@ -293,7 +378,7 @@ def build_report(args: argparse.Namespace, timestamp: str | None = None, with_pl
     if old is not None:
         data.changes = diff.changes(old, frame)
         data.compared_to = str(args.compare_to)
-        files["changes.md"] = render_changes_markdown(data.changes, data.compared_to)
+        files[CHANGES] = render_changes_markdown(data.changes, data.compared_to)
     if with_plots:
         checkpoint()
         data.sections, data.sections_left_out = build_sections(frame, {s.name: s for s in scenarios}, detail,
@@ -302,12 +387,13 @@ def build_report(args: argparse.Namespace, timestamp: str | None = None, with_pl
         plots = all_plots(data)
         checkpoint()
         files.update(plots)
-        files["report.html"] = render_html(data, plots)
+        files[PAGE] = render_html(data, plots)
     return files, data
 
 
 def main(args: argparse.Namespace) -> int:
-    """Check everything that can be checked before the run; run; write; print."""
+    """Check everything that can be checked before the run (before torch is imported); take the output
+    folder; run; publish the files and the manifest; print."""
     prefix = "backprop-verify report"
     problems = []
     if args.compare_to is not None and not Path(args.compare_to).is_dir():
@@ -318,15 +404,36 @@ def main(args: argparse.Namespace) -> int:
         problems.append(f"--out: {problem}")
     if options.refused("report", problems):
         return 2
+    with_plots = getattr(args, "plots", True)
     try:
-        old = diff.read_old(args.compare_to) if args.compare_to else None
-        files, data = build_report(args, with_plots=getattr(args, "plots", True), old=old)
-    except (UsageError, diff.CompareError, RuntimeError) as err:
+        old = read_old(args.compare_to) if args.compare_to else None
+        scenarios = selected_scenarios(args)
+    except UsageError as err:
         print(f"{prefix}: {err}", file=sys.stderr)
         return 2
-    out = Path(args.out)
-    atomic_write_many({out / name: content for name, content in files.items()})
+    command_line = getattr(args, "command_line", None) or ["backprop-verify", "report"]
+    try:
+        with RunFolder.claim(args.out, "report", command_line, {"seed": args.seed}) as folder:
+            folder.expect(outputs=output_names(), writes=output_names(with_plots, old is not None))
+            try:
+                files, data = build_report(args, with_plots=with_plots, old=old, scenarios=scenarios,
+                                           scratch_parent=folder.path)
+            except (UsageError, RuntimeError) as err:
+                print(f"{prefix}: {err}", file=sys.stderr)
+                return 2
+            folder.publish(files)
+    except FolderRefused as err:
+        print(f"{prefix}: --out: {err}", file=sys.stderr)
+        return 2
+    return _print_results(args, data)
 
+
+def _print_results(args: argparse.Namespace, data) -> int:
+    """The per-component table, the failure lines, the totals line, the changes; the exit status."""
+    from backprop_verify.reports.rendering import diff
+    from backprop_verify.reports.rendering.table import failure_lines, markdown
+
+    out = Path(args.out)
     totals = data.totals()
     quiet = getattr(args, "quiet", False)
     if not quiet:
