@@ -18,12 +18,15 @@ they were, prints one line and exits 130 (SIGINT) or 143 (SIGTERM) at once.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
+import re
 import signal
 import sys
 
 from backprop_verify.reports.rendering.io import Interrupted, checkpoint, interrupt_handlers, pending_interrupt
+from backprop_verify.reports.textbook.escape import terminal_text
 
 SUBCOMMANDS = {
     "report": ("backprop_verify.reports.commands.report",
@@ -73,7 +76,7 @@ def build_parser(commands=tuple(SUBCOMMANDS)) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     # First: a SIGTERM during the imports below takes the same path. As the program (argv None), the
     # handlers stay until the process exits; called with argv (tests, other programs), they are restored.
-    with interrupt_handlers(restore=argv is not None):
+    with interrupt_handlers(restore=argv is not None), terminal_safe_output():
         status, interrupted = _main(sys.argv[1:] if argv is None else argv)
     if argv is None and hasattr(signal, "pthread_sigmask"):
         # The work is done (or was stopped): the exit status stands. Python's finalisation resets the
@@ -88,6 +91,36 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.flush()
         os._exit(status)
     return status
+
+
+class _TerminalSafe:
+    """A text stream that writes every control character but the line end and the tab as a visible escape
+    (``reports.textbook.escape.terminal_text``): names, notes, statements and formulas come from files a
+    CI run did not write, and an escape sequence among them must not retitle a terminal or clear it."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        self.stream.write(_CONTROL.sub(lambda match: terminal_text(match.group()), text))
+        return len(text)
+
+    def __getattr__(self, name):  # flush, fileno, encoding, isatty …: the stream's own
+        return getattr(self.stream, name)
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # all but \t and \n
+
+
+@contextlib.contextmanager
+def terminal_safe_output():
+    """stdout and stderr through ``_TerminalSafe`` while a command runs."""
+    streams = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = _TerminalSafe(sys.stdout), _TerminalSafe(sys.stderr)
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = streams
 
 
 def _main(argv: list[str]) -> tuple[int, bool]:

@@ -271,3 +271,30 @@ def test_a_control_character_in_a_statement_is_one_visible_escape_in_claims_csv(
 
 def test_ordinary_text_is_left_as_written():
     assert spreadsheet_cell("∂L/∂w = δ a") == "∂L/∂w = δ a" and terminal_text("∂L/∂w = δ a") == "∂L/∂w = δ a"
+
+
+def test_check_prints_a_file_s_escape_sequences_as_text(tmp_path, capsys):
+    """A name and a claim statement with escape sequences (retitle the window, clear the screen): the terminal
+    gets them as visible text; claims.csv as text too."""
+    from backprop_verify.reports.cli import main
+
+    path = _write(tmp_path, 'name = "book\\u001b]0;pwned\\u0007"\n' + '''
+[[layers]]
+type = "linear"
+weight = [[0.5, -0.25]]
+bias = [0.1]
+''' + LOSS + '''
+[data]
+x = [[1.0, 2.0]]
+y = [[1.0]]
+[[claim]]
+statement = "wrong\\u001b[2J"
+at = "layers.0.output.grad"
+formula = "z[0] - t"
+''')
+    code = main(["check", str(path), "--out", str(tmp_path / "out")])
+    output = capsys.readouterr()
+    assert code == 1, output  # the claim is wrong: L = (z − t)², ∂L/∂z = 2(z − t), not z − t
+    assert "\x1b" not in output.out + output.err and "\x07" not in output.out + output.err
+    assert "book\\x1b]0;pwned\\x07" in output.out and "wrong\\x1b[2J" in output.out
+    assert "\x1b" not in (tmp_path / "out" / "claims.csv").read_text()
