@@ -1,4 +1,6 @@
-"""One helper compares two traces and fails with a readable table."""
+"""One helper compares two traces and fails with a readable table; others read /proc for what a run leaves."""
+from pathlib import Path
+
 from backprop_verify.reports.verification.compare import compare
 
 
@@ -47,3 +49,33 @@ def assert_file_rejected(folder, text, field, expected, name="my_example.toml"):
     if field:
         assert f": {field}: " in message, message
     assert expected in message, message
+
+
+# Processes, read from /proc: what a killed run leaves running.
+
+def processes() -> dict[int, tuple[int, str]]:
+    """pid -> (parent pid, state) of every process (from /proc)."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            found[int(entry.name)] = (int(fields[1]), fields[0])
+    return found
+
+
+def descendants(pid: int) -> set[int]:
+    table = processes()
+    found, frontier = set(), {pid}
+    while frontier:
+        children = {child for child, (parent, _) in table.items() if parent in frontier} - found
+        found |= children
+        frontier = children
+    return found
+
+
+def running(pids: set[int]) -> set[int]:
+    table = processes()
+    return {pid for pid in pids if pid in table and table[pid][1] != "Z"}

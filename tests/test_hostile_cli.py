@@ -22,6 +22,7 @@ from backprop_verify.reports.commands import options
 from backprop_verify.reports.rendering.io import Interrupted, atomic_write_many, checkpoint, interrupt_handlers
 from backprop_verify.reports.rendering.table import read_csv_text, validate_csv_text
 from backprop_verify.reports.textbook.errata import ERRATUM, MATCH, ROUNDING, verdict
+from tests.helpers import descendants, running
 
 import cases_hostile_cli
 
@@ -174,34 +175,6 @@ def test_sigterm_while_temporary_files_are_written_leaves_no_temporary_file(tmp_
     assert snapshot(tmp_path) == previous
 
 
-def _processes() -> dict[int, tuple[int, str]]:
-    """pid -> (parent pid, state) of every process (from /proc)."""
-    found = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except (OSError, IndexError):
-                continue
-            found[int(entry.name)] = (int(fields[1]), fields[0])
-    return found
-
-
-def _descendants(pid: int) -> set[int]:
-    table = _processes()
-    found, frontier = set(), {pid}
-    while frontier:
-        children = {child for child, (parent, _) in table.items() if parent in frontier} - found
-        found |= children
-        frontier = children
-    return found
-
-
-def _running(pids: set[int]) -> set[int]:
-    table = _processes()
-    return {pid for pid in pids if pid in table and table[pid][1] != "Z"}
-
-
 def _no_temporary_files(scratch: Path) -> list[str]:
     # torch's own compile cache (torch._dynamo creates tempfile.gettempdir()/torchinductor_<user> when
     # imported, and keeps it across runs by design) is not a temporary file of the command.
@@ -230,8 +203,8 @@ def test_sigint_while_xdist_workers_run_ends_them_and_removes_the_scratch_folder
     def interrupt_once_the_workers_run():
         deadline = time.monotonic() + 120
         while inside.is_set() and time.monotonic() < deadline:
-            seen.update(_descendants(os.getpid()))
-            if len(_running(seen)) >= 3:  # the pytest controller and its two workers
+            seen.update(descendants(os.getpid()))
+            if len(running(seen)) >= 3:  # the pytest controller and its two workers
                 os.kill(os.getpid(), signal.SIGINT)
                 return
             time.sleep(0.05)
@@ -249,7 +222,7 @@ def test_sigint_while_xdist_workers_run_ends_them_and_removes_the_scratch_folder
     watcher.join()
     assert info.value.signum == signal.SIGINT
     assert len(seen) >= 3, f"the workers never started: {sorted(seen)}"
-    assert not _running(seen), f"left running: {sorted(_running(seen))}"
+    assert not running(seen), f"left running: {sorted(running(seen))}"
     assert _no_temporary_files(scratch) == []
 
 
@@ -276,8 +249,8 @@ def test_signal_to_report_with_workers_leaves_nothing_behind(signum, tmp_path):
     try:
         deadline = time.monotonic() + 120
         while process.poll() is None and time.monotonic() < deadline:
-            seen |= _descendants(process.pid)
-            if len(_running(seen)) >= 3:  # the pytest controller and its two workers
+            seen |= descendants(process.pid)
+            if len(running(seen)) >= 3:  # the pytest controller and its two workers
                 break
             time.sleep(0.05)
         assert len(seen) >= 3, f"the workers never started: {sorted(seen)}"
@@ -291,6 +264,6 @@ def test_signal_to_report_with_workers_leaves_nothing_behind(signum, tmp_path):
     assert process.returncode == 128 + signum, stderr[-2000:]
     assert stderr.splitlines() == [f"backprop-verify report: interrupted by {signal.Signals(signum).name}; "
                                    "nothing was written, the previous files are unchanged"], stderr[-2000:]
-    assert not _running(seen), f"left running: {sorted(_running(seen))}"
+    assert not running(seen), f"left running: {sorted(running(seen))}"
     assert _no_temporary_files(scratch) == []
     assert snapshot(out) == PREVIOUS

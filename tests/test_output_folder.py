@@ -27,6 +27,7 @@ import pytest
 from backprop_verify.reports.cli import main
 from backprop_verify.reports.rendering import io
 from backprop_verify.reports.rendering.io import LOCK, MANIFEST, FolderRefused, RunFolder
+from tests.helpers import descendants, running
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "scenarios" / "worked_examples" / "example_two_layer_sigmoid_mse.toml"  # no claims
@@ -331,34 +332,6 @@ def test_injected_bug_a_command_importing_a_heavy_module_at_the_top_is_caught(tm
 # ----------------------------------------------------------------------------- report --workers dies with report
 
 
-def _processes() -> dict[int, tuple[int, str]]:
-    """pid -> (parent pid, state) of every process (from /proc)."""
-    found = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except (OSError, IndexError):
-                continue
-            found[int(entry.name)] = (int(fields[1]), fields[0])
-    return found
-
-
-def _descendants(pid: int) -> set[int]:
-    table = _processes()
-    found, frontier = set(), {pid}
-    while frontier:
-        children = {child for child, (parent, _) in table.items() if parent in frontier} - found
-        found |= children
-        frontier = children
-    return found
-
-
-def _running(pids: set[int]) -> set[int]:
-    table = _processes()
-    return {pid for pid in pids if pid in table and table[pid][1] != "Z"}
-
-
 def _wait_until(condition, limit: float = 30.0) -> bool:
     """Poll ``condition`` until it holds or ``limit`` seconds pass (a bound against a hang)."""
     deadline = time.monotonic() + limit
@@ -393,16 +366,16 @@ def test_kill_9_of_report_with_workers_ends_the_pytest_run_and_its_scratch_folde
     seen: set[int] = set()
     try:
         def workers_run():
-            seen.update(_descendants(report.pid))
-            return len(_running(seen)) >= 3 or report.poll() is not None  # the controller and two workers
+            seen.update(descendants(report.pid))
+            return len(running(seen)) >= 3 or report.poll() is not None  # the controller and two workers
 
         assert _wait_until(workers_run, 120) and report.poll() is None, f"the workers never started: {seen}"
         assert [p.name for p in out.iterdir() if p.name.startswith(".backprop-verify-scratch.")]
         os.kill(report.pid, signal.SIGKILL)
         report.wait(timeout=30)
-        assert _wait_until(lambda: not _running(seen)), f"left running: {sorted(_running(seen))}"
+        assert _wait_until(lambda: not running(seen)), f"left running: {sorted(running(seen))}"
     finally:
-        for pid in _running(seen | {report.pid}):
+        for pid in running(seen | {report.pid}):
             os.kill(pid, signal.SIGKILL)
     assert _wait_until(lambda: sorted(p.name for p in out.iterdir()) == [LOCK, "summary.md"]), list(out.iterdir())
     assert [p.name for p in tmp.iterdir() if not p.name.startswith("torchinductor_")] == []
@@ -453,13 +426,13 @@ def _survivors(tmp_path: Path, mutant: str, expected: set[str]) -> tuple[set[str
         os.close(write_end)
         write_end = None
         doomed = {pid for name, pid in pids.items() if name not in expected}
-        _wait_until(lambda: not _running(doomed) and (bool(expected) or not scratch.exists()), 10)
+        _wait_until(lambda: not running(doomed) and (bool(expected) or not scratch.exists()), 10)
         time.sleep(0.5)  # and a moment for the expected survivors to show they do survive
-        return {name for name, pid in pids.items() if _running({pid})}, scratch.exists()
+        return {name for name, pid in pids.items() if running({pid})}, scratch.exists()
     finally:
         if write_end is not None:
             os.close(write_end)
-        for pid in _running(set(pids.values())):
+        for pid in running(set(pids.values())):
             os.kill(pid, signal.SIGKILL)
         controller.wait(timeout=30)
 
