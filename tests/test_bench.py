@@ -155,3 +155,13 @@ def test_conv_layer_rows_and_the_summary_name_the_kernels(capsys):
     table = bench_run.summary_table(rows, header)
     assert table.splitlines()[0] == f"ratio = manual / torch; {kernels[0]}"
     assert "cnn-tiny (conv layers)" in table
+
+
+def test_the_gpt_mini_case_steps_both_engines_on_token_ids():
+    """The bench's steps feed an embedding integer ids (the engines refuse float ones) and a sequence loss
+    its (N·T, C) rows: one step of each engine runs on gpt-mini."""
+    case = bench.TRANSFORMER_CASES[0]
+    scenario = case.scenario("float32")
+    assert scenario.layers[0].type == "embedding" and case.flops() > 10**9
+    bench.manual_step(scenario)()
+    bench.torch_step(scenario)()

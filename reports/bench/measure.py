@@ -55,7 +55,7 @@ from threadpoolctl import threadpool_info, threadpool_limits
 
 from backprop_verify import manual
 from backprop_verify import reference
-from backprop_verify.manual.engine import backward, build_loss, build_network, forward
+from backprop_verify.manual.engine import backward, build_loss, build_network, forward, loss_input, network_input
 from backprop_verify.reference.network import build_network as build_torch_network
 from backprop_verify.reference.network import loss_function
 from backprop_verify.reports.verification.compare import compare
@@ -209,6 +209,36 @@ class RecurrentBenchCase:
         return 3 * per_product + 3 * 2 * self.batch * self.classes * self.hidden
 
 
+@dataclass(frozen=True)
+class TransformerBenchCase:
+    """gpt-mini (``scenarios.transformer``): token embedding + positions, ``blocks`` GPT blocks (LayerNorm →
+    causal multi-head attention → residual; LayerNorm → linear → GELU → linear → residual), LayerNorm and
+    the tied head; softmax cross-entropy on the next byte."""
+
+    name: str = "gpt-mini"
+    batch: int = 16
+    note: str = ("vocabulary 256, T = 64, E = 128, 4 heads, 2 blocks; torch: the reference's network (explicit "
+                 "projections and softmax, as F.multi_head_attention_forward computes them)")
+
+    @property
+    def case_id(self) -> str:
+        return self.name
+
+    @property
+    def description(self) -> str:
+        return self.note
+
+    def scenario(self, dtype: str) -> Scenario:
+        from backprop_verify.scenarios.transformer import gpt_mini_scenario  # the corpus: only when benched
+
+        return gpt_mini_scenario(dtype)
+
+    def flops(self) -> int:
+        from backprop_verify.scenarios.transformer import gpt_mini_flops
+
+        return gpt_mini_flops()
+
+
 def _shape_after(layers: list[Layer], shape: tuple[int, ...]) -> tuple[int, ...]:
     for layer in layers:
         shape = output_shape(layer, shape)
@@ -258,7 +288,8 @@ RECURRENT_CASES: tuple[RecurrentBenchCase, ...] = (
     # the same network, torch side torch.nn.LSTM: its fused kernel (the reference steps LSTMCell to record every c_t)
     RecurrentBenchCase("lstm-t32-fused", "lstm", 64, 32, 64, 128, torch_fused=True),
 )
-CASES = CASES + CONV_CASES + RECURRENT_CASES
+TRANSFORMER_CASES: tuple[TransformerBenchCase, ...] = (TransformerBenchCase(),)
+CASES = CASES + CONV_CASES + RECURRENT_CASES + TRANSFORMER_CASES
 QUICK_CASES: tuple[BenchCase, ...] = CASES[:3]
 DTYPES = ("float64", "float32")
 
@@ -303,13 +334,13 @@ def manual_step(scenario: Scenario) -> Callable[[], None]:
     """One forward + loss + backward of the manual engine, as a closure over its network."""
     network = build_network(scenario)
     loss = build_loss(scenario)
-    x = np.asarray(scenario.x, dtype=scenario.np_dtype)
-    target = np.asarray(scenario.y, dtype=scenario.np_dtype)
+    x = network_input(network, np.asarray(scenario.x, dtype=scenario.np_dtype))  # token ids as integers
+    target = loss_input(np.asarray(scenario.y, dtype=scenario.np_dtype))
 
     def step() -> None:
         outputs = forward(network, x)
-        loss.forward(outputs[-1], target)
-        backward(network, loss.backward(), input_grad=False)
+        loss.forward(loss_input(outputs[-1]), target)
+        backward(network, loss.backward().reshape(outputs[-1].shape), input_grad=False)
 
     return step
 
@@ -318,7 +349,7 @@ def torch_step(scenario: Scenario) -> Callable[[], None]:
     """One forward + loss + backward by torch autograd on the same weights
     (``reference.network``, the builder the reference run uses)."""
     network = build_torch_network(scenario)
-    x, target = network.tensor(scenario.x), network.tensor(scenario.y)
+    x, target = network.inputs(scenario.x), network.tensor(scenario.y)
 
     def step() -> None:
         network.zero_grad()
