@@ -43,14 +43,16 @@ def builtin_scenarios(random_count: int = DEFAULT_RANDOM_COUNT, seed: int = DEFA
 
 def report_scenarios(random_count: int = DEFAULT_RANDOM_COUNT, seed: int = DEFAULT_SEED,
                      only: str | None = None, conv_count: int = DEFAULT_RANDOM_CONV_COUNT,
-                     recurrent_count: int = DEFAULT_RANDOM_RECURRENT_COUNT) -> list[Scenario]:
-    """The report's scenario set, in order: ``builtin_scenarios(random_count, seed, conv_count, recurrent_count)``,
+                     recurrent_count: int = DEFAULT_RANDOM_RECURRENT_COUNT,
+                     transformer_count: int = DEFAULT_RANDOM_TRANSFORMER_COUNT) -> list[Scenario]:
+    """The report's scenario set, in order: ``builtin_scenarios(random_count, seed, conv_count, recurrent_count,
+    transformer_count)``,
     then the optimizer trajectories (every variant in float64, then in float32,
     then the dead-unit case in each dtype, then the trajectories through
     convolution and normalisation layers, the clipped RNN, the GPT-style block's
     AdamW trajectory in float64) whose names are not taken yet; with
     ``only``, just the scenarios whose name matches it (``re.search``)."""
-    scenarios = list(builtin_scenarios(random_count, seed, conv_count, recurrent_count))
+    scenarios = list(builtin_scenarios(random_count, seed, conv_count, recurrent_count, transformer_count))
     trajectories = [s for dtype in DTYPES for s in trajectory_scenarios(dtype)]
     trajectories += [dead_unit_scenario(dtype) for dtype in DTYPES]
     trajectories += [s for dtype in DTYPES for s in layer_trajectory_scenarios(dtype)]

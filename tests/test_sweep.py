@@ -1,4 +1,4 @@
-"""The seed sweep: the three random families over base seeds nobody chose (docs/sweep.md).
+"""The seed sweep: the four random families over base seeds nobody chose (docs/sweep.md).
 
 Only with ``pytest -m sweep`` (the ini's ``-m "not sweep"`` leaves it out).
 One item is one random family at one base seed S: the family's default count
@@ -6,7 +6,7 @@ of scenarios, seeds S, S+1, …, exactly the ones ``backprop-verify report --see
 S --only '^random'`` verifies. The base seeds are drawn from the run's sweep
 seed (``tests/conftest.py``: fresh each run unless ``--sweep-seed N``), and
 ``--sweep-seeds K`` sets how many; every family uses the same K base seeds, so
-one base seed is one ``report --seed S`` of all three families. An item fails
+one base seed is one ``report --seed S`` of all four families. An item fails
 on any row whose status is ``fail``, listing the rows and the commands that
 reproduce them.
 """
@@ -19,7 +19,8 @@ import pytest
 from backprop_verify.reports.commands.options import MAX_SEED
 from backprop_verify.reports.verification.runner import report_rows
 from backprop_verify.scenarios.generator import (DEFAULT_RANDOM_CONV_COUNT, DEFAULT_RANDOM_COUNT, DEFAULT_RANDOM_RECURRENT_COUNT,
-                                 random_conv_scenarios, random_recurrent_scenarios, random_scenarios)
+                                 DEFAULT_RANDOM_TRANSFORMER_COUNT, random_conv_scenarios, random_recurrent_scenarios,
+                                 random_scenarios, random_transformer_scenarios)
 
 # family -> (scenario name prefix, generator, the report's default count, the report option that counts it)
 FAMILIES = {
@@ -27,6 +28,8 @@ FAMILIES = {
     "conv": ("random-conv-s", random_conv_scenarios, DEFAULT_RANDOM_CONV_COUNT, "--random-conv"),
     "recurrent": ("random-recurrent-s", random_recurrent_scenarios, DEFAULT_RANDOM_RECURRENT_COUNT,
                   "--random-recurrent"),
+    "transformer": ("random-transformer-s", random_transformer_scenarios, DEFAULT_RANDOM_TRANSFORMER_COUNT,
+                    "--random-transformer"),
 }
 # The scenario seeds one base seed covers in the widest family: base seeds are at least this far apart.
 SPAN = max(count for _prefix, _generate, count, _option in FAMILIES.values())
@@ -121,3 +124,20 @@ def test_random_family(family, base_seed, request, record_property):
         seeds = {scenario.name: scenario.seed for scenario in scenarios}
         pytest.fail(failure_message(request.config.option.sweep_seed, request.node.nodeid, family, base_seed,
                                     count, failing, crashed, seeds), pytrace=False)
+
+
+@pytest.mark.parametrize("family_name", FAMILIES)
+def test_each_family_is_counted_by_its_report_option(family_name):
+    """``report_command``'s options are the report's: with OPTION 2 and the others 0, the report's
+    scenario set holds exactly two random networks, both of ``family``, and its reproduce line names OPTION 2.
+    (Catches a report option that is parsed but not passed on to the scenario set.)"""
+    from backprop_verify.reports.cli import build_parser
+    from backprop_verify.reports.commands.report import reproduce_command, selected_scenarios
+
+    prefix, _generate, _count, option = FAMILIES[family_name]
+    words = shlex.split(report_command(family_name, 7, 2))[1:]
+    args = build_parser(["report"]).parse_args(words)
+    scenarios = selected_scenarios(args)
+    assert [s.name.startswith(prefix) for s in scenarios] == [True, True]
+    assert [s.seed for s in scenarios] == [7, 8]
+    assert f" {option} 2" in reproduce_command(args)

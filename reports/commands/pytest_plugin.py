@@ -16,6 +16,7 @@ Options (group "backprop-verify"):
     the controlling process under pytest-xdist, on this host (``-n N``) or on
     others (``--tx ssh=...``); the controller merges, de-duplicates and sorts.
 ``--report-seed N``, ``--report-random N``, ``--report-random-conv N``, ``--report-random-recurrent N``,
+``--report-random-transformer N``,
 ``--report-only REGEX``
     The scenario set that ``reports/commands/report_suite.py`` parametrizes over
     (default: seed 0, 300 random nets, every scenario).
@@ -61,7 +62,7 @@ from backprop_verify.reports.verification.compare import COLUMNS
 from backprop_verify.reports.verification.detail import KeptMaps
 from backprop_verify.scenarios.builtin import report_scenarios
 from backprop_verify.scenarios.generator import (DEFAULT_RANDOM_CONV_COUNT, DEFAULT_RANDOM_COUNT, DEFAULT_RANDOM_RECURRENT_COUNT,
-                                 DEFAULT_SEED)
+                                 DEFAULT_RANDOM_TRANSFORMER_COUNT, DEFAULT_SEED)
 from backprop_verify.scenarios.model import Scenario
 
 ROWS_PROPERTY = "backprop_verify_rows"
@@ -82,6 +83,10 @@ def pytest_addoption(parser):
                     default=DEFAULT_RANDOM_RECURRENT_COUNT, metavar="N",
                     help="number of random recurrent architectures in reports/commands/report_suite.py "
                          f"(default {DEFAULT_RANDOM_RECURRENT_COUNT})")
+    group.addoption("--report-random-transformer", type=options.random_count,
+                    default=DEFAULT_RANDOM_TRANSFORMER_COUNT, metavar="N",
+                    help="number of random transformer architectures in reports/commands/report_suite.py "
+                         f"(default {DEFAULT_RANDOM_TRANSFORMER_COUNT})")
     group.addoption("--report-random-conv", type=options.random_count, default=DEFAULT_RANDOM_CONV_COUNT, metavar="N",
                     help="number of random convolutional architectures in reports/commands/report_suite.py "
                          f"(default {DEFAULT_RANDOM_CONV_COUNT})")
@@ -106,7 +111,8 @@ def pytest_generate_tests(metafunc):
         scenarios = report_scenarios(config.getoption("report_random"), config.getoption("report_seed"),
                                      only=config.getoption("report_only"),
                                      conv_count=config.getoption("report_random_conv"),
-                                     recurrent_count=config.getoption("report_random_recurrent"))
+                                     recurrent_count=config.getoption("report_random_recurrent"),
+                                     transformer_count=config.getoption("report_random_transformer"))
         metafunc.parametrize("report_scenario", scenarios, ids=[s.name for s in scenarios])
 
 

@@ -39,14 +39,14 @@ from pathlib import Path
 
 from backprop_verify import reports
 from backprop_verify.reports.commands import options
+from backprop_verify.reports.commands.report_run import CHANGES, PAGE, TABLES, output_names, reproduce_command
+from backprop_verify.reports.commands.report_run import one_thread as _one_thread
+from backprop_verify.reports.commands.report_run import progress as _progress
+from backprop_verify.reports.commands.report_run import transformer_count
 from backprop_verify.reports.rendering.io import SCRATCH_PREFIX, FolderRefused, RunFolder, checkpoint
 from backprop_verify.scenarios.generator import (DEFAULT_RANDOM_CONV_COUNT, DEFAULT_RANDOM_COUNT, DEFAULT_RANDOM_RECURRENT_COUNT,
-                                 DEFAULT_SEED)
+                                 DEFAULT_RANDOM_TRANSFORMER_COUNT, DEFAULT_SEED)
 
-# Every file a report can write (the plots' names come from ``reports.rendering.plots.PLOTS``).
-TABLES = ("discrepancies.csv", "summary.md")
-PAGE = "report.html"
-CHANGES = "changes.md"
 
 
 class _Lazy:
@@ -74,6 +74,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--random-recurrent", dest="random_recurrent", type=options.random_count,
                         default=DEFAULT_RANDOM_RECURRENT_COUNT, metavar="N",
                         help=f"number of seeded random recurrent architectures (default: {DEFAULT_RANDOM_RECURRENT_COUNT})")
+    parser.add_argument("--random-transformer", dest="random_transformer", type=options.random_count,
+                        default=DEFAULT_RANDOM_TRANSFORMER_COUNT, metavar="N",
+                        help="number of seeded random transformer architectures "
+                             f"(default: {DEFAULT_RANDOM_TRANSFORMER_COUNT})")
     parser.add_argument("--workers", type=options.process_count, default=1, metavar="N",
                         help="verify scenarios in N processes with pytest-xdist (pytest -n N), at most "
                              f"{options.PROCESSES_PER_CPU} x the CPUs; default 1: in this process")
@@ -88,39 +92,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="report.html: also a section (addresses, heatmaps of |a-b|) for every scenario whose name matches "
              "REGEX (re.search); at most %(max_sections)s sections in all")
     detail.max_sections = _Lazy("backprop_verify.reports.rendering.sections", "MAX_SECTIONS")
+    parser.add_argument("--engine", default=None, metavar="MODULE:ATTRIBUTE",
+                        help="verify this engine (a backprop_verify.manual.Engine, e.g. mypackage.adapter:engine) "
+                             "instead of the hand-written one, in this process; writes discrepancies.csv, summary.md, "
+                             "not_applicable.csv and shrunk/*.toml (no plots) — docs/engine.md")
     parser.add_argument("--quiet", action="store_true",
                         help="print only the totals line (no per-component table, no failure lines)")
 
 
 class UsageError(ValueError):
     pass
-
-
-def reproduce_command(args: argparse.Namespace) -> str:
-    """The command that reproduces the report's content (not where it is written, nor how fast)."""
-    words = ["backprop-verify", "report", "--seed", str(args.seed), "--random", str(args.random),
-             "--random-conv", str(args.random_conv), "--random-recurrent", str(args.random_recurrent)]
-    if args.only:
-        words += ["--only", args.only]
-    if getattr(args, "detail", None):
-        words += ["--detail", args.detail]
-    return " ".join(shlex.quote(w) for w in words)
-
-
-def _progress(total: int, description: str):
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=description, unit="scenario", file=sys.stderr,
-                disable=not sys.stderr.isatty(), dynamic_ncols=True, leave=False)
-
-
-def _one_thread() -> None:
-    """One BLAS/torch thread, as in the pytest workers: the same arithmetic either way."""
-    import torch
-    from threadpoolctl import threadpool_limits  # installed with scikit-learn
-
-    torch.set_num_threads(1)
-    threadpool_limits(1)
 
 
 def environment() -> dict[str, str]:
@@ -196,6 +177,7 @@ def rows_with_xdist(args: argparse.Namespace, total: int, with_maps: bool = True
                    "--report-dir", scratch, "--report-seed", str(args.seed), "--report-random", str(args.random),
                    "--report-random-conv", str(args.random_conv),
                    "--report-random-recurrent", str(args.random_recurrent),
+                   "--report-random-transformer", str(transformer_count(args)),
                    "--report-progress", str(progress), "--report-parent-pipe", str(parent_pipe),
                    # pytest's own temporary folders inside the scratch folder, removed with it
                    f"--basetemp={Path(scratch) / 'basetemp'}"]
@@ -294,7 +276,8 @@ def selected_scenarios(args: argparse.Namespace) -> list:
     """The run's scenarios (NumPy only, no engine); ``UsageError`` if ``--only`` or ``--detail`` selects none."""
     from backprop_verify.scenarios.builtin import report_scenarios
 
-    scenarios = report_scenarios(args.random, args.seed, args.only, args.random_conv, args.random_recurrent)
+    scenarios = report_scenarios(args.random, args.seed, args.only, args.random_conv, args.random_recurrent,
+                                 transformer_count(args))
     if not scenarios:
         raise UsageError(f"--only: {args.only!r} matches no scenario; expected a pattern that matches at least one "
                          "scenario name (re.search)")
@@ -314,14 +297,6 @@ def read_old(folder: str):
         return diff.read_old(folder)
     except diff.CompareError as err:
         raise UsageError(str(err)) from None
-
-
-def output_names(with_plots: bool = True, compare: bool = True) -> tuple[str, ...]:
-    """The files a report writes: the tables; with plots, report.html and ``plots.PLOTS``; with
-    ``--compare-to``, changes.md. ``output_names()``: every file a report can write."""
-    from backprop_verify.reports.rendering.plots import PLOTS  # matplotlib: only once the run goes ahead
-
-    return TABLES + ((PAGE, *PLOTS) if with_plots else ()) + ((CHANGES,) if compare else ())
 
 
 def build_report(args: argparse.Namespace, timestamp: str | None = None, with_plots: bool = True,
@@ -369,7 +344,8 @@ def build_report(args: argparse.Namespace, timestamp: str | None = None, with_pl
     checkpoint()
     data = ReportData(
         seed=args.seed, random_count=args.random, random_conv_count=args.random_conv,
-        random_recurrent_count=args.random_recurrent, only=args.only, frame=frame,
+        random_recurrent_count=args.random_recurrent, random_transformer_count=transformer_count(args),
+        only=args.only, frame=frame,
         components={s.name: s.component_names() for s in scenarios},
         command=reproduce_command(args),
         timestamp=timestamp or datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
@@ -393,7 +369,11 @@ def build_report(args: argparse.Namespace, timestamp: str | None = None, with_pl
 
 def main(args: argparse.Namespace) -> int:
     """Check everything that can be checked before the run (before torch is imported); take the output
-    folder; run; publish the files and the manifest; print."""
+    folder; run; publish the files and the manifest; print. ``--engine``: ``engine_report.main``."""
+    if getattr(args, "engine", None) is not None:
+        from backprop_verify.reports.commands import engine_report
+
+        return engine_report.main(args)
     prefix = "backprop-verify report"
     problems = []
     if args.compare_to is not None and not Path(args.compare_to).is_dir():

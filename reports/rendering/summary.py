@@ -11,6 +11,7 @@ import pandas as pd
 
 from backprop_verify.reports.rendering.diff import counts
 from backprop_verify.reports.rendering.table import component_summary, failed, failures, floor_pass, markdown, relative_pass, unjudged
+from backprop_verify.scenarios.generator import DEFAULT_RANDOM_TRANSFORMER_COUNT
 
 TIMESTAMP_PREFIX = "Generated: "
 
@@ -27,6 +28,7 @@ class ReportData:
     command: str
     timestamp: str
     environment: dict[str, str] = field(default_factory=dict)
+    random_transformer_count: int = DEFAULT_RANDOM_TRANSFORMER_COUNT  # report --random-transformer
     vanishing: object = None                 # reports.verification.vanishing.VanishingGradient
     recurrent: object = None                 # reports.verification.recurrent.RecurrentGradient
     digits: object = None                    # reports.verification.digits.DigitsCurves
@@ -67,7 +69,8 @@ def render_markdown(data: ReportData) -> str:
     totals = data.totals()
     lines = ["# backprop-verify discrepancy report", "", f"{TIMESTAMP_PREFIX}{data.timestamp}"]
     lines += ["", f"- Reproduce: `{data.command}`", f"- Seed: {data.seed}; random architectures: {data.random_count} dense, "
-              f"{data.random_conv_count} convolutional, {data.random_recurrent_count} recurrent"
+              f"{data.random_conv_count} convolutional, {data.random_recurrent_count} recurrent, "
+              f"{data.random_transformer_count} transformer"
               + (f"; scenarios matching `{data.only}`" if data.only else "")]
     lines += [f"- {name}: {value}" for name, value in data.environment.items()]
     lines += ["", "## Result", "",
@@ -169,3 +172,99 @@ def render_changes_markdown(changes: pd.DataFrame, compared_to: str) -> str:
         lines += [markdown(changes), ""]
     return "\n".join(lines)
 
+
+
+# ---------------------------------------------------------------------------
+# summary.md of report --engine
+# ---------------------------------------------------------------------------
+
+@dataclass
+class EngineReportData:
+    """What ``report --engine`` shows: the user's engine in the hand-written engine's place."""
+    engine: str                              # the Engine's name
+    spec: str                                # the --engine MODULE:ATTRIBUTE it was loaded from
+    seed: int
+    counts: dict[str, int]                   # random family -> how many were drawn (dense, conv, …)
+    only: str | None
+    frame: pd.DataFrame                      # the rows, as read back from discrepancies.csv
+    components: dict[str, list[str]]         # scenario -> components it exercises
+    command: str
+    timestamp: str
+    not_applicable: list[tuple[str, str]] = field(default_factory=list)  # (scenario, reason)
+    crashed: dict[str, str] = field(default_factory=dict)                # scenario -> what the engine raised
+    shrunk: list[tuple[str, str]] = field(default_factory=list)          # (failing scenario, shrunk file)
+    not_shrunk: list[tuple[str, str]] = field(default_factory=list)      # (failing scenario, why not)
+    max_shrunk: int = 0
+
+    @property
+    def engine_rows(self) -> pd.Series:
+        """The rows that judge the engine (``engine-torch``, ``engine-fd``); ``torch-fd`` judges the oracle."""
+        return self.frame["pair"].str.startswith("engine-")
+
+    def totals(self) -> dict[str, int]:
+        frame = self.frame
+        return {
+            "scenarios": int(frame["scenario"].nunique()) + len(set(self.crashed) - set(frame["scenario"])),
+            "rows": len(frame),
+            "failures": int((failed(frame) & self.engine_rows).sum()) + len(self.crashed),
+            "torch_fd_failures": int((failed(frame) & ~self.engine_rows).sum()),
+            "floor_passes": int(floor_pass(frame).sum()),
+            "not_judged": int(unjudged(frame).sum()),
+            "not_applicable": len(self.not_applicable),
+        }
+
+
+def render_engine_markdown(data: EngineReportData) -> str:
+    """summary.md of ``report --engine``: the engine, the totals, the failures, the shrunk networks, the
+    per-component table, and every scenario not applicable with its reason — nothing is dropped silently.
+    Deterministic but for the ``Generated:`` line."""
+    totals = data.totals()
+    families = ", ".join(f"{count} {family}" for family, count in data.counts.items())
+    lines = [f"# backprop-verify engine report: engine {data.engine!r}", "", f"{TIMESTAMP_PREFIX}{data.timestamp}",
+             "", f"- Engine: `{data.spec}` (name {data.engine!r}); pairs `engine-torch`, `engine-fd`, `torch-fd`",
+             f"- Reproduce: `{data.command}`",
+             f"- Seed: {data.seed}; random architectures: {families}"
+             + (f"; scenarios matching `{data.only}`" if data.only else "")]
+    lines += ["", "## Result", "",
+              f"{totals['scenarios']} scenarios verified, {totals['rows']} addresses compared: "
+              f"**{totals['failures']} failures of engine {data.engine!r}** (rows `engine-torch` and `engine-fd`"
+              f"{', and scenarios the engine raised on' if data.crashed else ''}), "
+              f"{totals['torch_fd_failures']} torch-fd failures, {totals['floor_passes']} passed only on the "
+              f"absolute floor, {totals['not_judged']} reported but not judged; "
+              f"{totals['not_applicable']} scenarios not applicable.", ""]
+
+    lines += ["## Failures", ""]
+    failed_rows = failures(data.frame)
+    if failed_rows.empty and not data.crashed:
+        lines += ["None.", ""]
+    if not failed_rows.empty:
+        shown = failed_rows[["scenario", "pair", "dtype", "address", "triage", "max_abs", "max_rel", "tolerance",
+                             "worst_index", "value", "reference_value", "note"]].copy()
+        for column in ("value", "reference_value"):  # every digit, as in discrepancies.csv
+            shown[column] = ["—" if v != v else "%.17g" % v for v in shown[column]]
+        lines += [markdown(shown), ""]
+    if data.crashed:
+        lines += ["The engine raised on these scenarios (no rows):", ""]
+        lines += [f"- `{name}`: {message}" for name, message in data.crashed.items()] + [""]
+
+    lines += ["## Shrunk networks", "",
+              f"Each failing random network (name `random-…`), at most {data.max_shrunk} per run, shrunk to the "
+              "smallest scenario that still fails the same way (`reports.verification.shrink`), as a scenario "
+              "file: `backprop-verify check FILE` runs it through the hand-written engine and torch.", ""]
+    if not data.shrunk and not data.not_shrunk:
+        lines += ["None: no random network failed.", ""]
+    lines += [f"- `{name}` → `{path}`" for name, path in data.shrunk]
+    lines += [f"- `{name}`: not shrunk ({why})" for name, why in data.not_shrunk]
+    lines += [""]
+
+    if not data.frame.empty:
+        lines += ["## Per component", "", markdown(component_summary(data.frame, data.components)), ""]
+
+    lines += ["## Not applicable", "",
+              f"Scenarios that need a component engine {data.engine!r} does not declare: not run "
+              "(also in not_applicable.csv).", ""]
+    if data.not_applicable:
+        lines += [markdown(pd.DataFrame(data.not_applicable, columns=["scenario", "reason"])), ""]
+    else:
+        lines += ["None.", ""]
+    return "\n".join(lines).rstrip() + "\n"
