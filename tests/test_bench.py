@@ -65,6 +65,8 @@ def test_bench_quick_writes_a_well_formed_csv(tmp_path, capsys):
     share = re.search(r"Traces and comparison (\d+) % of it", throughput[0]["note"])
     assert share and 0 < int(share.group(1)) < 100
     assert not [r for r in rows if r["section"] == "suite"]  # --quick skips the test-suite timing
+    (startup,) = [r for r in rows if r["section"] == "startup"]  # check of one example, fresh processes
+    assert float(startup["wall_s"]) > 0.0 and startup["note"].endswith("exit code 0"), startup
     assert any("thread" in r["note"] for r in rows if r["section"] == "machine")
     assert any(r["note"].startswith("kernels: NumPy ") for r in rows if r["section"] == "machine")
     assert "ratio" in capsys.readouterr().out

@@ -631,6 +631,26 @@ def verification_throughput(count: int, seed: int = 0, repeats: int = 3, warmup:
                       max(failures))
 
 
+STARTUP_EXAMPLE = "example_two_layer_sigmoid_mse.toml"  # a small worked example with one optimizer step
+
+
+def startup_times(repeats: int, scratch: str) -> tuple[Timing, int]:
+    """Wall seconds of ``backprop-verify check`` of one small worked example (``STARTUP_EXAMPLE``), as a
+    user runs it — a fresh process each time, from start to exit — ``repeats`` times; and the last exit
+    code. What the edit-check loop of a teacher fixing a printed number costs."""
+    from importlib import resources
+
+    example = resources.files("backprop_verify.scenarios.worked_examples") / STARTUP_EXAMPLE
+    command = [sys.executable, "-m", "backprop_verify.reports.cli", "check", str(example), "--quiet",
+               "--out", os.path.join(scratch, "startup")]
+    samples, code = [], 0
+    for _ in range(repeats):
+        start = time.perf_counter()
+        code = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode
+        samples.append(time.perf_counter() - start)
+    return Timing(samples), code
+
+
 def suite_wall_time(workers: int | None, cwd: str) -> tuple[float, int]:
     """(seconds, exit code) of ``python -m pytest -q`` (``-n workers`` when given) in a subprocess."""
     command = [sys.executable, "-m", "pytest", "-q"]

@@ -29,6 +29,7 @@ import csv
 import io
 import os
 import platform
+import tempfile
 import time
 from pathlib import Path
 
@@ -71,6 +72,7 @@ class Plan:
         self.verifications = 100 if quick else 500
         self.throughput_repeats = 2 if quick else 5
         self.suite = not quick
+        self.startup_repeats = 3 if quick else 7
         self.conv_cases = [case for case in self.cases if isinstance(case, bench.ConvBenchCase)]
 
 
@@ -122,6 +124,12 @@ def measure(plan: Plan, threads: int) -> list[dict]:
                          repeats=len(timing.samples), per_second=1.0 / timing.median,
                          wall_s=timing.median * plan.verifications,
                          note=f"{plan.verifications} architectures, median of {len(timing.samples)}; {what}"))
+    with tempfile.TemporaryDirectory(prefix="backprop-verify-startup.") as scratch:
+        startup, code = bench.startup_times(plan.startup_repeats, scratch)
+    rows.append(_row(section="startup", case="startup", dtype="mixed", threads=threads,
+                     repeats=len(startup.samples), wall_s=startup.median,
+                     note=f"backprop-verify check {bench.STARTUP_EXAMPLE} --quiet, a fresh process each time: median "
+                          f"of {len(startup.samples)}, best {min(startup.samples):.2f} s; exit code {code}"))
     if plan.suite:
         root = str(Path(reports.__file__).resolve().parent.parent)  # the checkout holding tests/
         for workers, label in ((None, "pytest -q"), (2, "pytest -q -n 2")):
@@ -268,6 +276,8 @@ def summary_table(rows: list[dict], header: list[str] = ()) -> str:
         elif r["section"] == "throughput":
             label = THROUGHPUT_LABELS[r["case"]]
             lines.append(f"{label}: {r['per_second']:.0f} per second ({r['note']})")
+        elif r["section"] == "startup":
+            lines.append(f"check start-up: {r['wall_s']:.2f} s wall ({r['note']})")
         elif r["section"] == "suite":
             lines.append(f"test suite {r['note'].split(':')[0]}: {r['wall_s']:.1f} s wall ({r['note'].split(': ')[1]})")
     return "\n".join(lines)
