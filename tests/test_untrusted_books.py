@@ -298,3 +298,18 @@ formula = "z[0] - t"
     assert "\x1b" not in output.out + output.err and "\x07" not in output.out + output.err
     assert "book\\x1b]0;pwned\\x07" in output.out and "wrong\\x1b[2J" in output.out
     assert "\x1b" not in (tmp_path / "out" / "claims.csv").read_text()
+
+
+def test_a_file_refused_for_its_cost_is_refused_before_torch_is_imported(tmp_path):
+    """The budget's refusals (the loader's, and the claims' counted in the dry validation) cost a fraction of a
+    second: in a fresh interpreter, exit 2 for each and torch never imported."""
+    import subprocess
+    import sys
+
+    files = [_write(tmp_path, CONV_256, "conv.toml"), _write(tmp_path, CLAIMS + HEAVY_CLAIM * 30, "claims.toml")]
+    code = ("import sys\nfrom backprop_verify.reports.cli import main\n"
+            f"codes = [main(['check', path, '--out', {str(tmp_path / 'out')!r}]) for path in sys.argv[1:]]\n"
+            "print(codes, 'torch' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", code, *map(str, files)], capture_output=True, text=True, timeout=300)
+    assert done.stdout.strip().splitlines()[-1] == "[2, 2] False", done.stdout + done.stderr
+    assert "limit memory" in done.stderr and "limit work" in done.stderr and not (tmp_path / "out").exists()
