@@ -178,6 +178,11 @@ def _scale(theta: np.ndarray | torch.Tensor):
 
 # Losses on probabilities: the distance from the output a to the nearest
 # singularity of the loss, which scales the step for dL/da (module docstring).
+# The smallest step, in units in the last place of the entry: large enough that θ ± h are distinct floats
+# whatever the rounding (the step taken, (θ + h) − (θ − h), is then exact and non-zero), small enough to stay
+# inside a probability's domain as long as a is 4 ulps from 0 or 1; closer, the step crosses the bce clamp,
+# a blind spot.
+MIN_STEP_ULPS = 4.0
 _PROBABILITY_SCALES: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "cross_entropy": lambda a: a,
     "bce": lambda a: torch.minimum(a, 1.0 - a),
@@ -331,6 +336,10 @@ def fd_oracle(scenario: Scenario, step: float | None = None) -> Trace:
     def central(address: str, theta: torch.Tensor, one_copy: Callable[[torch.Tensor], tuple],
                 scale: torch.Tensor | None = None) -> None:
         steps = factor * (_scale(theta) if scale is None else scale)
+        # Never below MIN_STEP_ULPS units in the last place of θ: a probability a = 1 − 5e-12 scales its step
+        # to 3e-17, under half an ulp of 1, and θ ± h would both round to θ (0/0).
+        spacing = torch.nextafter(theta.abs(), torch.full_like(theta, math.inf)) - theta.abs()
+        steps = torch.maximum(steps, MIN_STEP_ULPS * spacing)
         _, base_codes, sources = one_copy(theta)
         gradient, crossed = _batched_central_difference(batched(one_copy), theta, steps, work_per_copy,
                                                         one_code(base_codes))

@@ -29,13 +29,16 @@ import functools
 import re
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from backprop_verify import manual
 from backprop_verify import reference
+
 from backprop_verify.reference.fd_oracle import fd_applicable, fd_oracle, fd_refined
 from backprop_verify.reference.torch_engine import has_torch_reference
 from backprop_verify.reports.verification import cancellation, conditioning
-from backprop_verify.reports.verification.compare import (ALL_APART, BELOW_FD, FAIL, FLOOR, MANUAL_ALONE, ORACLE, PASS,
-                                          TORCH_ALONE, UNSETTLED, Row, compare, step_of)
+from backprop_verify.reports.verification.compare import (ALL_APART, BELOW_FD, FAIL, FLOOR, MANUAL_ALONE, NOT_JUDGED,
+                                                          ORACLE, PASS, TORCH_ALONE, UNSETTLED, Row, compare, step_of)
 from backprop_verify.reports.verification.tolerance import PAIRS
 from backprop_verify.reports.verification.horizon import compare_trajectory, no_torch_reference_row
 from backprop_verify.scenarios import builtin, generator
@@ -114,15 +117,36 @@ def _against_fd(scenario: Scenario, trace, fd_trace, refined, pair: str) -> list
     doubtful = [row.address for row in compared if row.status in (FAIL, FLOOR) and row.address.endswith(".grad")]
     if not doubtful:
         return compared
-    again = {row.address: row for row in compare(trace, refined(), scenario.dtype, pair, doubtful)}
+    finer = refined()
+    again = {row.address: row for row in compare(trace, finer, scenario.dtype, pair, doubtful)}
     note = "fd refined by Richardson extrapolation (steps h and h/2)"
     judged = []
     for row in compared:
         better = again.get(row.address)
         if better is not None and _RANK.get(better.status, 2) < _RANK[row.status]:
             row = better._replace(note=f"{note}; {better.note}" if better.note else note)
+        if row.status == FAIL and better is not None and better.status == FAIL:
+            row = _beyond_resolution(row, better, fd_trace, finer)
         judged.append(row)
     return judged
+
+
+def _beyond_resolution(row: Row, refined_row: Row, fd_trace, finer) -> Row:
+    """A gradient that fails against both estimates of the oracle, by less than those two estimates differ
+    from each other: finite differences cannot tell it apart (their round-off, ε·|terms of L|/h, grows where
+    the loss cancels large terms, as a softmax of large logits does). The row is ``not_judged``, saying by how
+    much; the manual-torch row still judges the engines at their own tolerance. A disagreement wider than
+    the oracle's own spread still fails."""
+    coarse, fine = fd_trace.get(row.address), finer.get(row.address)
+    if coarse is None or fine is None or coarse.shape != fine.shape or not coarse.size:
+        return row
+    spread = float(np.nanmax(np.abs(np.asarray(coarse, np.float64) - np.asarray(fine, np.float64))))
+    closer = min((row, refined_row), key=lambda each: each.max_abs)  # against the estimate nearer to it
+    if not closer.max_abs <= spread:
+        return row
+    return closer._replace(status=NOT_JUDGED, note=(
+        f"below the oracle's resolution: max|a − fd| = {closer.max_abs:.2e} within the {spread:.2e} by "
+        "which its two estimates (step h, refined with h/2) differ"))
 
 
 def triage(rows: list[dict], pairs: tuple[str, str, str] = PAIRS) -> list[dict]:
