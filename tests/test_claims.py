@@ -166,6 +166,7 @@ def test_the_seeds_claims_are_in_the_report_s_derivation_table(seed_claims):
     assert list(wrong.index) == ["example-attention_three_tokens:claim[3]", "seed003-vanishing_gradient_sigmoid:claim[3]"]
     seed003 = wrong.loc["seed003-vanishing_gradient_sigmoid:claim[3]"]
     assert seed003["document"] == "003" and seed003["fails_in"].startswith("draw 1:")
+    assert wrong.loc["example-attention_three_tokens:claim[3]"]["document"] == "example"  # not a seed's number
 
 
 # ----------------------------------------------------------------------------- the check command

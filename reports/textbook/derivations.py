@@ -792,11 +792,13 @@ def frame_of(results: list[DerivationResult]) -> pd.DataFrame:
 def claim_frame(scenarios=None) -> pd.DataFrame:
     """The claims of ``scenarios`` (default: the built-in worked examples), judged by
     ``reports.textbook.claims``, as rows of ``frame_of``'s columns: id ``<example>:claim[k]``, the document's
-    number from the file's ``[source] document``, ``holds_in`` the data sets, ``fails_in`` the first draw
+    number from the file's ``[source] document`` ("example" for a source other than a seed document), ``holds_in`` the data sets, ``fails_in`` the first draw
     that breaks it."""
     rows = []
     for scenario in worked_examples() if scenarios is None else scenarios:
         document = str(scenario.source.get("document", ""))[:3]
+        if not document.isdigit():  # a seed document's number ("003"); any other source is the project's own
+            document = "example"
         for k, result in enumerate(check_claims(scenario)):
             data = "the file's data" + (f" and {result.draws} seeded draws" if result.draws else "")
             broken = "" if result.verdict == CLAIM_HOLDS else \
