@@ -8,7 +8,7 @@ from pathlib import Path
 from backprop_verify.scenarios.catalog import DTYPES
 from backprop_verify.scenarios.components import component_scenarios
 from backprop_verify.scenarios.generator import (DEFAULT_RANDOM_CONV_COUNT, DEFAULT_RANDOM_COUNT, DEFAULT_RANDOM_RECURRENT_COUNT,
-                                 DEFAULT_RANDOM_TRANSFORMER_COUNT, DEFAULT_SEED, random_conv_scenarios,
+                                 DEFAULT_RANDOM_TRANSFORMER_COUNT, DEFAULT_SEED, NotDrawable, random_conv_scenarios,
                                  random_recurrent_scenarios, random_scenarios, random_transformer_scenarios)
 from backprop_verify.scenarios.layer_grids import all_layer_scenarios
 from backprop_verify.scenarios.loader import load_scenario
@@ -30,29 +30,39 @@ def worked_examples() -> list[Scenario]:
 def builtin_scenarios(random_count: int = DEFAULT_RANDOM_COUNT, seed: int = DEFAULT_SEED,
                       conv_count: int = DEFAULT_RANDOM_CONV_COUNT,
                       recurrent_count: int = DEFAULT_RANDOM_RECURRENT_COUNT,
-                      transformer_count: int = DEFAULT_RANDOM_TRANSFORMER_COUNT) -> list[Scenario]:
+                      transformer_count: int = DEFAULT_RANDOM_TRANSFORMER_COUNT,
+                      allowed: frozenset[str] | None = None) -> list[Scenario]:
     """Component scenarios (activations, losses, then the layers), the worked
     examples, ``random_count`` random dense nets, ``conv_count`` random
     convolutional, ``recurrent_count`` random recurrent and ``transformer_count``
     random transformer nets from ``seed``, then the GPT-style block
-    (``scenarios.transformer``)."""
-    return (component_scenarios() + all_layer_scenarios() + worked_examples() + random_scenarios(random_count, seed)
-            + random_conv_scenarios(conv_count, seed) + random_recurrent_scenarios(recurrent_count, seed)
-            + random_transformer_scenarios(transformer_count, seed) + gpt_block_scenarios())
+    (``scenarios.transformer``). ``allowed``: the components the random nets may
+    draw from (an engine's, ``manual.protocol``); a family that cannot be drawn
+    from them is drawn as usual (its nets then are not applicable to that engine)."""
+    def family(draw, count: int) -> list[Scenario]:
+        try:
+            return draw(count, seed, allowed=allowed)
+        except NotDrawable:
+            return draw(count, seed)
+
+    return (component_scenarios() + all_layer_scenarios() + worked_examples() + family(random_scenarios, random_count)
+            + family(random_conv_scenarios, conv_count) + family(random_recurrent_scenarios, recurrent_count)
+            + family(random_transformer_scenarios, transformer_count) + gpt_block_scenarios())
 
 
 def report_scenarios(random_count: int = DEFAULT_RANDOM_COUNT, seed: int = DEFAULT_SEED,
                      only: str | None = None, conv_count: int = DEFAULT_RANDOM_CONV_COUNT,
                      recurrent_count: int = DEFAULT_RANDOM_RECURRENT_COUNT,
-                     transformer_count: int = DEFAULT_RANDOM_TRANSFORMER_COUNT) -> list[Scenario]:
+                     transformer_count: int = DEFAULT_RANDOM_TRANSFORMER_COUNT,
+                     allowed: frozenset[str] | None = None) -> list[Scenario]:
     """The report's scenario set, in order: ``builtin_scenarios(random_count, seed, conv_count, recurrent_count,
-    transformer_count)``,
+    transformer_count, allowed)``,
     then the optimizer trajectories (every variant in float64, then in float32,
     then the dead-unit case in each dtype, then the trajectories through
     convolution and normalisation layers, the clipped RNN, the GPT-style block's
     AdamW trajectory in float64) whose names are not taken yet; with
     ``only``, just the scenarios whose name matches it (``re.search``)."""
-    scenarios = list(builtin_scenarios(random_count, seed, conv_count, recurrent_count, transformer_count))
+    scenarios = list(builtin_scenarios(random_count, seed, conv_count, recurrent_count, transformer_count, allowed))
     trajectories = [s for dtype in DTYPES for s in trajectory_scenarios(dtype)]
     trajectories += [dead_unit_scenario(dtype) for dtype in DTYPES]
     trajectories += [s for dtype in DTYPES for s in layer_trajectory_scenarios(dtype)]

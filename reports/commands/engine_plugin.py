@@ -73,12 +73,10 @@ class EngineScenario(pytest.Item):
         import pandas as pd
 
         from backprop_verify.reports.rendering.table import failure_lines
-        from backprop_verify.reports.verification.compare import FAIL
         from backprop_verify.reports.verification.runner import verify
 
         verified = verify(self.scenario, with_fd=True, engine=self.parent.engine)
-        tested = verified.pairs[:2]
-        failing = [row for row in verified.rows if row["pair"] in tested and row["status"] == FAIL]
+        failing = verified.failures()
         if failing:
             lines = failure_lines(pd.DataFrame(failing))
             raise EngineFailure(f"engine {verified.engine!r} fails {len(failing)} address(es) of "

@@ -84,7 +84,6 @@ def verify_all(engine, scenarios: list) -> tuple[list[dict], dict[str, str], dic
     """(every row, {scenario: what the engine raised}, {failing random scenario: its rows}) — each scenario
     verified once; the rows of the failing random networks are kept for ``failure_kind``."""
     from backprop_verify.reports.commands.report_run import progress
-    from backprop_verify.reports.verification.compare import FAIL
     from backprop_verify.reports.verification.runner import report_verification  # torch
 
     rows, crashed, failing = [], {}, {}
@@ -97,8 +96,7 @@ def verify_all(engine, scenarios: list) -> tuple[list[dict], dict[str, str], dic
                 crashed[scenario.name] = f"raised {type(err).__name__}: {err}"
             else:
                 rows += verified.rows
-                if scenario.name.startswith("random-") and any(
-                        row["status"] == FAIL and row["pair"].startswith("engine-") for row in verified.rows):
+                if scenario.name.startswith("random-") and verified.failures():
                     failing[scenario.name] = verified.rows
             bar.update(1)
     return rows, crashed, failing

@@ -41,7 +41,7 @@ from backprop_verify.reports.verification.compare import (ALL_APART, BELOW_FD, F
                                                           ORACLE, PASS, TORCH_ALONE, UNSETTLED, Row, compare, step_of)
 from backprop_verify.reports.verification.tolerance import PAIRS
 from backprop_verify.reports.verification.horizon import compare_trajectory, no_torch_reference_row
-from backprop_verify.scenarios import builtin, generator
+from backprop_verify.scenarios import builtin
 from backprop_verify.scenarios.model import Scenario
 from backprop_verify.scenarios.trace import Trace
 
@@ -70,6 +70,12 @@ class Verification:
         """The trace of ``engine``: ``manual`` (or ``engine``: the engine under test), ``torch`` or ``fd`` (the
         sides of a pair such as ``manual-fd``, ``engine-torch``)."""
         return {"manual": self.manual, "engine": self.manual, "torch": self.torch, "fd": self.fd}[engine]
+
+    def failures(self, with_fd: bool = True) -> list[dict]:
+        """The failing rows of the engine under test: against torch, and against finite differences with
+        ``with_fd`` (``torch-fd`` rows judge the oracle, not the engine)."""
+        tested = self.pairs[:2] if with_fd else self.pairs[:1]
+        return [row for row in self.rows if row["pair"] in tested and row["status"] == FAIL]
 
 
 def is_manual(engine) -> bool:
@@ -213,30 +219,10 @@ def engine_scenarios(engine, random_count: int | None = None, seed: int | None =
     scenario the engine does not support). The random families draw only from the components the engine
     supports (``scenarios.generator``'s ``allowed``); a family whose skeleton the engine lacks is drawn as
     usual and listed not applicable, scenario by scenario, never dropped."""
-    counts = {"random_count": generator.DEFAULT_RANDOM_COUNT, "conv_count": generator.DEFAULT_RANDOM_CONV_COUNT,
-              "recurrent_count": generator.DEFAULT_RANDOM_RECURRENT_COUNT,
-              "transformer_count": generator.DEFAULT_RANDOM_TRANSFORMER_COUNT}
-    given = {"random_count": random_count, "conv_count": conv_count, "recurrent_count": recurrent_count,
-             "transformer_count": transformer_count}
-    counts.update({key: value for key, value in given.items() if value is not None})
-    seed = generator.DEFAULT_SEED if seed is None else seed
-    every = builtin.report_scenarios(0, seed, None, 0, 0)  # without the random families: drawn below
-    families = ((generator.random_scenarios, counts["random_count"]),
-                (generator.random_conv_scenarios, counts["conv_count"]),
-                (generator.random_recurrent_scenarios, counts["recurrent_count"]),
-                (generator.random_transformer_scenarios, counts["transformer_count"]))
-    drawn = []
-    for family, count in families:
-        try:
-            drawn += family(count, seed, allowed=engine.supported_names())
-        except generator.NotDrawable:
-            drawn += family(count, seed)  # as manual draws them: each listed with what the engine lacks
-    scenarios = [s for s in every if not s.name.startswith("random-")]
-    position = next((i for i, s in enumerate(scenarios) if s.name.startswith("gpt-block")), len(scenarios))
-    scenarios = scenarios[:position] + drawn + scenarios[position:]  # report_scenarios' order
-    if only:
-        pattern = re.compile(only)
-        scenarios = [s for s in scenarios if pattern.search(s.name)]
+    given = {"random_count": random_count, "seed": seed, "conv_count": conv_count, "recurrent_count": recurrent_count,
+             "transformer_count": transformer_count}  # None: report_scenarios' defaults
+    scenarios = builtin.report_scenarios(only=only, allowed=engine.supported_names(),
+                                         **{key: value for key, value in given.items() if value is not None})
     return manual.applicable(scenarios, engine)
 
 
@@ -294,8 +280,7 @@ def conformance(engine, scenarios, with_fd: bool = False) -> Conformance:
         except Exception as err:  # noqa: BLE001 — the user's engine crashed on this scenario: its verdict
             failed[scenario.name] = [f"raised {type(err).__name__}: {err}"]
             continue
-        tested = verified.pairs[:2]
-        addresses = [row["address"] for row in verified.rows if row["pair"] in tested and row["status"] == FAIL]
+        addresses = [row["address"] for row in verified.failures()]
         if addresses:
             failed[scenario.name] = addresses
     return Conformance(engine.name, len(run), failed, not_applicable)

@@ -231,9 +231,7 @@ def failing_like(kind: str, engine=None, with_fd: bool = False) -> Callable[[Sce
             verified = runner.verify(candidate, with_fd=with_fd, engine=engine)
         except Exception:  # noqa: BLE001 — a crash is not the failure being shrunk
             return False
-        tested = verified.pairs[:2] if with_fd else verified.pairs[:1]
-        return any(row["status"] == FAIL and row["pair"] in tested and address_kind(candidate, row["address"]) == kind
-                   for row in verified.rows)
+        return any(address_kind(candidate, row["address"]) == kind for row in verified.failures(with_fd))
 
     return failing
 
