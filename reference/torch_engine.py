@@ -19,6 +19,7 @@ Adding a component means adding one entry to the matching registry.
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
 from typing import Callable
 
@@ -233,33 +234,41 @@ def _recorded_tensors(network, outputs: dict[str, torch.Tensor], x: torch.Tensor
     return recorded
 
 
-def _without_compiler(optimizer_class: type) -> None:
-    """Let ``optimizer_class``'s methods run without importing ``torch._dynamo`` (about 2.5 s, the largest
-    part of a ``check``'s start-up): ``add_param_group``, ``zero_grad`` and the state-dict methods are
-    wrapped to switch TorchDynamo off, and the wrapper imports it on its first call to find the switch.
-    The reference never compiles, so each wrapper is told, once, that its switched-off form is the function
-    itself (where a torch version wraps differently, nothing is changed and the import merely costs time)."""
-    for klass in optimizer_class.__mro__:
+@contextlib.contextmanager
+def without_compiler():
+    """torch.optim's optimizers, while the block runs, without importing ``torch._dynamo`` (about 2.5 s, the
+    largest part of a ``check``'s start-up): ``add_param_group``, ``zero_grad`` and the state-dict methods are
+    wrapped to switch TorchDynamo off, and the wrapper imports it on its first call to find the switch. The
+    reference never compiles, so for the block each wrapper is told that its switched-off form is the
+    function itself; afterwards the wrappers are as torch left them (a program that compiles its own
+    optimizers in the same process is unaffected). Where a torch version wraps differently, nothing is
+    changed and the import merely costs time."""
+    told = []
+    for klass in torch.optim.Optimizer.__mro__:
         for attribute in vars(klass).values():
             function = getattr(attribute, "__wrapped__", None)
             code = getattr(attribute, "__code__", None)
-            if function is not None and code is not None and "__dynamo_disable" in code.co_consts + code.co_names:
+            if (function is not None and code is not None and "__dynamo_disable" in code.co_consts + code.co_names
+                    and not hasattr(function, "__dynamo_disable")):
                 function.__dynamo_disable = function
+                told.append(function)
+    try:
+        yield
+    finally:
+        for function in told:
+            del function.__dynamo_disable
 
 
 def optimizer_step(optimizer: torch.optim.Optimizer) -> None:
     """``optimizer.step()`` as its decorator runs it — gradients off — without the decorator's
     ``torch._dynamo.graph_break()`` calls, which only mark a graph boundary for ``torch.compile`` and
-    import TorchDynamo to do so (``_without_compiler``). A step hook or profiler record is not used here."""
+    import TorchDynamo to do so (``without_compiler``). A step hook or profiler record is not used here."""
     step = inspect.unwrap(type(optimizer).step)
     if step is type(optimizer).step or optimizer.defaults.get("differentiable"):
         optimizer.step()
         return
     with torch.no_grad():
         step(optimizer)
-
-
-_without_compiler(torch.optim.Optimizer)
 
 
 def _make_optimizer(network, spec) -> torch.optim.Optimizer | None:
@@ -279,6 +288,14 @@ def _trajectory(trace: Trace, network, scenario: Scenario, inputs: torch.Tensor,
         raise ValueError(f"reference: unknown optimizer {spec.type!r}; expected one of {sorted(OPTIMIZERS)}")
     if OPTIMIZERS[spec.type] is None:
         return  # no torch reference: no step{t} addresses
+    with without_compiler():
+        _updates(trace, network, scenario, inputs, targets, first_loss, first_grads)
+
+
+def _updates(trace: Trace, network, scenario: Scenario, inputs: torch.Tensor, targets: torch.Tensor,
+             first_loss: torch.Tensor, first_grads: dict) -> None:
+    """``_trajectory``'s loop: the optimizer built, then every update on its mini-batch."""
+    spec = scenario.optimizer
     optimizer = _make_optimizer(network, spec)
     named = [(f"{path}.{name}", tensor) for path, tensors in network.parameters_of.items()
              for name, tensor in tensors.items()]

@@ -60,3 +60,25 @@ def test_running_every_worked_example_with_its_optimizer_leaves_torch_dynamo_uni
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "False", done.stdout + done.stderr
+
+
+def test_torch_s_optimizer_wrappers_are_left_as_torch_made_them():
+    """The switch is told only for the reference's own run: afterwards a program that compiles its optimizers
+    in the same process meets torch's wrappers unchanged."""
+    from backprop_verify import reference
+    from backprop_verify.reference.torch_engine import without_compiler
+    from backprop_verify.scenarios.builtin import worked_examples
+
+    def told() -> list[str]:
+        return [name for name, attribute in vars(torch.optim.Optimizer).items()
+                if hasattr(getattr(attribute, "__wrapped__", None), "__dynamo_disable")]
+
+    wrapped = [name for name, attribute in vars(torch.optim.Optimizer).items()
+               if "__dynamo_disable" in getattr(getattr(attribute, "__code__", None), "co_names", ())]
+    assert "add_param_group" in wrapped and "zero_grad" in wrapped
+    before = told()  # torch's own cache where TorchDynamo already ran in this process
+    with without_compiler():
+        assert told() == wrapped
+    scenario = next(s for s in worked_examples() if s.optimizer is not None)
+    reference.run(scenario)
+    assert told() == before
