@@ -31,7 +31,7 @@ import math
 import os
 from dataclasses import dataclass
 
-from backprop_verify.scenarios.catalog import LAYERS, elementwise_cost
+from backprop_verify.scenarios.catalog import layer_cost
 from backprop_verify.scenarios.model import walk_layers
 
 BYTES = 8          # float64: ``check`` and every claim draw compute in float64
@@ -67,9 +67,7 @@ def estimate(layers, shapes, input_shape, optimizer=None, claim_draws: int | Non
     parameters, perturbed = 0, math.prod(input_shape)
     shape = tuple(input_shape)
     for layer, output_shape in zip(layers, shapes):
-        info = LAYERS.get(layer.type)
-        cost = (info.cost if info is not None and info.cost is not None else elementwise_cost)(
-            layer, shape, output_shape)
+        cost = layer_cost(layer, shape, output_shape)
         count = sum(value.size for value in layer.parameters.values())
         # The output, its gradient and a temporary of the backward pass; what the backward pass needs; each
         # parameter, its gradient, an optimizer's state (a block's cost holds its inner layers' share).

@@ -508,6 +508,14 @@ def elementwise_cost(layer, input_shape: Shape, output_shape: Shape) -> LayerCos
     return LayerCost(flops=8 * size, kept=5 * size)
 
 
+def layer_cost(layer, input_shape: Shape, output_shape: Shape) -> LayerCost:
+    """What one forward pass of ``layer`` costs: its spec's ``cost``, ``elementwise_cost`` for an activation or
+    a layer without one."""
+    spec = LAYERS.get(layer.type)
+    return (spec.cost if spec is not None and spec.cost is not None else elementwise_cost)(
+        layer, input_shape, output_shape)
+
+
 def _linear_cost(layer, input_shape: Shape, output_shape: Shape) -> LayerCost:
     """z = x Wᵀ + b: 2·in multiply-adds per output value."""
     return LayerCost(flops=2 * math.prod(output_shape) * (input_shape[-1] + 1))
@@ -1043,9 +1051,7 @@ def _residual_cost(layer, input_shape: Shape, output_shape: Shape) -> "LayerCost
     flops, kept, calls, shape = math.prod(output_shape), 0, 1, input_shape
     for inner in layer.layers:
         inner_output = _inner_output_shape(inner, shape)
-        spec = LAYERS.get(inner.type)
-        cost = (spec.cost if spec is not None and spec.cost is not None else elementwise_cost)(inner, shape,
-                                                                                             inner_output)
+        cost = layer_cost(inner, shape, inner_output)
         parameters = sum(np.size(value) for value in inner.parameters.values())
         flops, calls = flops + cost.flops, calls + cost.calls
         kept += cost.kept + 3 * math.prod(inner_output) + 3 * parameters
