@@ -290,6 +290,7 @@ def fd_oracle(scenario: Scenario, step: float | None = None) -> Trace:
     # Running statistics are not updated by the perturbed passes (a training-mode
     # batch_norm normalises with the statistics of each pass's own batch).
     network = build_network(cast, requires_grad=False, track_running_stats=False)
+    network.cell_formulas = True  # recurrent cells that vmap can batch
     x = network.inputs(cast.x)
     targets = network.tensor(cast.y)
     inner_outputs: dict[str, torch.Tensor] = {}
@@ -360,20 +361,11 @@ def fd_oracle(scenario: Scenario, step: float | None = None) -> Trace:
             position -= code.numel()
         return BlindSpot(crossed >= 0, f"fd step at {index_text(first, tuple(crossed.shape))} crosses a {what} at {at}")
 
-    # torch has no batching rule for the recurrent cells (aten::lstm_cell, rnn_tanh):
-    # their scenarios evaluate the perturbed copies one after another.
-    recurrent = any(layer.type in ("rnn", "lstm", "gru") for _path, layer in walk_layers(cast.layers))
-
     def batched(one_copy: Callable[[torch.Tensor], tuple]) -> Callable[[torch.Tensor], tuple]:
         def flat(copy):
             loss, codes, _sources = one_copy(copy)
             return loss, one_code(codes)
 
-        if recurrent:
-            def loop(copies):
-                results = [flat(copy) for copy in copies]
-                return torch.stack([r[0] for r in results]), torch.stack([r[1] for r in results])
-            return loop
         return vmap(flat)
 
     probability_scale = None

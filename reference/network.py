@@ -330,7 +330,13 @@ def _recurrent(kind: str):
                 if start:
                     hidden_state = hidden_state.detach()
                     cell_state = cell_state.detach()
-                if kind == "lstm":
+                if network.cell_formulas:
+                    for t in range(start, min(start + width, steps)):
+                        hidden_state, cell_state = _CELL_FORMULAS[kind](signal[:, t], hidden_state, cell_state,
+                                                                        tensors, options)
+                        outputs.append(hidden_state)
+                        cells.append(cell_state)
+                elif kind == "lstm":
                     for t in range(start, min(start + width, steps)):
                         hidden_state, cell_state = torch.func.functional_call(
                             module, weights, (signal[:, t], (hidden_state, cell_state)))
@@ -348,6 +354,42 @@ def _recurrent(kind: str):
         return apply
 
     return build
+
+
+def _affine(signal: torch.Tensor, tensors: dict, which: str) -> torch.Tensor:
+    """signal Wᵀ + b of the input (``ih``) or recurrent (``hh``) weights."""
+    return F.linear(signal, tensors[f"weight_{which}"], tensors.get(f"bias_{which}"))
+
+
+def _rnn_cell(x, h, c, tensors, options):
+    """h' = act(x W_ihᵀ + b_ih + h W_hhᵀ + b_hh) (``torch.nn.RNN``'s formula)."""
+    act = torch.relu if options["nonlinearity"] == "relu" else torch.tanh
+    return act(_affine(x, tensors, "ih") + _affine(h, tensors, "hh")), c
+
+
+def _lstm_cell(x, h, c, tensors, options):
+    """Gates i, f, g, o (in that order) = x W_ihᵀ + b_ih + h W_hhᵀ + b_hh; c' = σ(f) c + σ(i) tanh(g),
+    h' = σ(o) tanh(c') (``torch.nn.LSTMCell``'s formula)."""
+    i, f, g, o = (_affine(x, tensors, "ih") + _affine(h, tensors, "hh")).chunk(4, dim=1)
+    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    return torch.sigmoid(o) * torch.tanh(c), c
+
+
+def _gru_cell(x, h, c, tensors, options):
+    """Gates r, z, n (in that order): r = σ(x_r + h_r), z = σ(x_z + h_z), n = tanh(x_n + r h_n) with
+    x_· = x W_ihᵀ + b_ih and h_· = h W_hhᵀ + b_hh; h' = (1 − z) n + z h (``torch.nn.GRU``'s formula)."""
+    x_r, x_z, x_n = _affine(x, tensors, "ih").chunk(3, dim=1)
+    h_r, h_z, h_n = _affine(h, tensors, "hh").chunk(3, dim=1)
+    r, z = torch.sigmoid(x_r + h_r), torch.sigmoid(x_z + h_z)
+    n = torch.tanh(x_n + r * h_n)
+    return (1 - z) * n + z * h, c
+
+
+# The recurrent cells written out, one time step each, (x_t, h, c, tensors, options) -> (h', c'): torch has
+# no batching rule for its fused cells (aten::lstm_cell, rnn_tanh …), so the finite-difference oracle, which
+# evaluates its perturbed copies under ``torch.func.vmap``, runs these (``Network.cell_formulas``).
+# tests/test_fd_oracle_cells.py holds them to torch's modules.
+_CELL_FORMULAS = {"rnn": _rnn_cell, "lstm": _lstm_cell, "gru": _gru_cell}
 
 
 @torch_layer("last_step")
@@ -455,6 +497,7 @@ class Network:
         self.children: dict[str, list[str]] = {}
         self.top = [f"layers.{i}" for i in range(len(scenario.layers))]
         self.recording = False
+        self.cell_formulas = False  # recurrent layers: torch's modules, or their formulas written out (_CELL_FORMULAS)
         self.records: dict[str, torch.Tensor | list[torch.Tensor]] = {}
         self.tied_uses: dict[str, torch.Tensor] = {}
         self.token_ids = bool(scenario.layers) and scenario.layers[0].type == "embedding"
