@@ -25,11 +25,10 @@ operations are used only on temporaries it allocated itself.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
-
-from scipy.special import erf as _erf  # the error function only: SciPy differentiates nothing here
 
 from backprop_verify.manual.registry import registrar
 from backprop_verify.scenarios.catalog import ACTIVATIONS as ACTIVATION_CATALOG, activation_params
@@ -67,6 +66,15 @@ def softplus_stable(u: np.ndarray) -> np.ndarray:
     np.exp(tail, out=tail)
     np.log1p(tail, out=tail)
     return np.maximum(u, 0.0) + tail
+
+
+@functools.cache
+def _erf():
+    """SciPy's error function, imported on the first exact GELU (the import costs a start-up ~0.2 s).
+    The error function only: SciPy differentiates nothing here."""
+    from scipy.special import erf
+
+    return erf
 
 
 # ---------------------------------------------------------------------------
@@ -286,7 +294,7 @@ class GELU(Activation):
     def forward(self, z):
         self.pre_activation = z
         if self.approximate == "none":
-            cdf = _erf(z * _SQRT_HALF)
+            cdf = _erf()(z * _SQRT_HALF)
             cdf += 1.0
             cdf *= 0.5  # Φ(z)
             self.cdf = cdf
