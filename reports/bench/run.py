@@ -72,7 +72,7 @@ class Plan:
         self.verifications = 100 if quick else 500
         self.throughput_repeats = 2 if quick else 5
         self.suite = not quick
-        self.startup_repeats = 3 if quick else 7
+        self.startup_repeats = 1 if quick else 7
         self.conv_cases = [case for case in self.cases if isinstance(case, bench.ConvBenchCase)]
 
 
