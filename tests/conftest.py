@@ -88,11 +88,23 @@ def pytest_configure(config):
         config.option.sweep_seed = secrets.randbits(SWEEP_SEED_BITS)
     if workerinput is None:
         config.pluginmanager.register(SweepTotals(config), "backprop-verify-sweep-totals")
+        if getattr(config.option, "dist", "no") == "load" and not dist_given(config):
+            config.option.dist = "worksteal"
+
+
+def dist_given(config) -> bool:
+    """Whether the run names its xdist schedule itself (``--dist MODE``, ``-d``, in its arguments or in
+    ``PYTEST_ADDOPTS``). When it does not, ``-n`` runs with ``worksteal`` rather than xdist's default
+    ``load``: the suite's tests last from milliseconds to tens of seconds, and under ``load`` one worker
+    could sit idle for the last tenth of the run while the other worked through the tests queued for it."""
+    arguments = [*config.invocation_params.args, *os.environ.get("PYTEST_ADDOPTS", "").split()]
+    return any(a in ("--dist", "-d") or a.startswith(("--dist=", "--distload")) for a in arguments)
 
 
 @pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook: no error when xdist is absent or disabled
 def pytest_configure_node(node):
     node.workerinput["sweep_seed"] = node.config.option.sweep_seed
+    node.workerinput["schedule"] = node.config.option.dist  # what the controller chose (tests/test_suite_config.py)
 
 
 def sweep_selected(config) -> bool:
