@@ -73,6 +73,7 @@ class Network(list):
     specs: dict = {}
     kinds: dict[str, str] = {}
     ties: dict[str, tuple[str, bool]] = {}
+    uses: list | None = None  # ``_uses``, kept by ``build_network`` once the network is complete
 
 
 def kind_of(network: list, path: str, layer) -> str:
@@ -114,6 +115,7 @@ def build_network(scenario: Scenario, engine: Engine = MANUAL) -> Network:
             transposed = spec.is_transposed(name, shared)
             setattr(objects[path], attribute(name), shared.T if transposed else shared)
             network.ties[f"{path}.{name}"] = (owner, transposed)
+    network.uses = _uses(network)
     return network
 
 
@@ -179,7 +181,11 @@ def backward(network: list, grad_output: np.ndarray, input_grad: bool = True):
 
 def _uses(network: list) -> list[tuple[str, object, str]]:
     """(address, layer, name) of every learned array each layer uses, in layer order (a block's inner
-    layers in place), weight before bias — tied ones included."""
+    layers in place), weight before bias — tied ones included. Walked once per ``Network``
+    (``build_network`` keeps the list: a training step asks for it four times)."""
+    kept = getattr(network, "uses", None)
+    if kept is not None:
+        return kept
     return [(f"{path}.{name}", layer, name) for path, layer in walk(network)
             for name in getattr(layer, "parameter_names", ())]
 
