@@ -324,8 +324,8 @@ def test_a_refusal_imports_neither_torch_nor_matplotlib(tmp_path):
 
 @pytest.mark.subprocess
 def test_injected_bug_a_command_importing_a_heavy_module_at_the_top_is_caught(tmp_path):
-    """As if report.py imported ``reports.rendering.plots`` (for ``PLOTS``) at module level."""
-    found = _refusals(tmp_path, prelude="import backprop_verify.reports.rendering.plots\n")
+    """As if report.py imported matplotlib's figure module (for its plots) at module level."""
+    found = _refusals(tmp_path, prelude="import matplotlib.figure\n")
     assert set(found["codes"].values()) == {2} and "matplotlib" in found["imported"]
 
 

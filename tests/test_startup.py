@@ -85,3 +85,28 @@ def test_torch_s_optimizer_wrappers_are_left_as_torch_made_them():
     scenario = next(s for s in worked_examples() if s.optimizer is not None)
     reference.run(scenario)
     assert told() == before
+
+
+def _imported_after_report(tmp_path, *options: str) -> set[str]:
+    """Which of matplotlib, torch and pandas a fresh interpreter holds after a small ``report``."""
+    code = (
+        "import sys\n"
+        "from backprop_verify.reports.cli import main\n"
+        f"code = main(['report', '--quiet', '--only', 'seed004', '--random', '0', '--random-conv', '0',\n"
+        f"             '--random-recurrent', '0', '--random-transformer', '0', '--out', {str(tmp_path)!r},\n"
+        f"             *{list(options)!r}])\n"
+        "assert code == 0, code\n"
+        "print('imported:', *(m for m in ('matplotlib', 'torch', 'pandas') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (line,) = [line for line in done.stdout.splitlines() if line.startswith("imported:")]
+    return set(line.split()[1:])
+
+
+@pytest.mark.subprocess
+def test_a_report_without_plots_leaves_matplotlib_unimported(tmp_path):
+    """``report --no-plots`` writes the page's heatmaps without matplotlib (0.8 s of its start-up); with
+    plots it is imported (so the check can fail)."""
+    assert _imported_after_report(tmp_path / "bare", "--no-plots") == {"torch", "pandas"}
+    assert _imported_after_report(tmp_path / "plots") == {"matplotlib", "torch", "pandas"}

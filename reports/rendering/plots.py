@@ -13,16 +13,17 @@ from __future__ import annotations
 import io
 import struct
 import zlib
+from typing import TYPE_CHECKING
 
-import matplotlib.ticker
 import numpy as np
 import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from backprop_verify.reports.rendering.table import relative_pass
 from backprop_verify.reports.verification.compare import step_of
 from backprop_verify.reports.verification.tolerance import tolerance
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 DTYPE_COLORS = {"float64": "#1f77b4", "float32": "#d62728"}
 # The experiments' networks take these in their own order (``VanishingGradient.labels``).
@@ -39,9 +40,21 @@ PLOTS = {
 
 
 def _figure(width: float = 10.0, height: float = 4.8) -> Figure:
+    """A figure on the Agg canvas. matplotlib is imported here, on the first plot: a run without plots
+    (``--no-plots``; the heatmaps below are written without it) never loads it (0.8 s of start-up)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     figure = Figure(figsize=(width, height), dpi=100, layout="constrained")
     FigureCanvasAgg(figure)
     return figure
+
+
+def _matplotlib():
+    """matplotlib with its ``ticker`` loaded (see ``_figure``)."""
+    import matplotlib.ticker
+
+    return matplotlib
 
 
 def _png(figure: Figure) -> bytes:
@@ -116,7 +129,7 @@ def optimizer_steps(frame: pd.DataFrame, components: dict[str, list[str]]) -> by
         axis.set_title("Discrepancy vs optimizer step")
         return _png(figure)
     styles = {"float64": "-", "float32": "--"}
-    colors = matplotlib.colormaps["tab10"]
+    colors = _matplotlib().colormaps["tab10"]
     optimizers = sorted(table["optimizer"].unique())
     for index, optimizer in enumerate(optimizers):
         for dtype in ("float64", "float32"):
@@ -131,7 +144,7 @@ def optimizer_steps(frame: pd.DataFrame, components: dict[str, list[str]]) -> by
         axis.plot(steps, [tolerance(dtype, "manual-torch", int(t)) for t in steps], ":", color="black",
                   linewidth=1.2, label=f"tolerance {dtype}: rtol·(1+t)")
     axis.set_yscale("log")
-    axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    axis.xaxis.set_major_locator(_matplotlib().ticker.MaxNLocator(integer=True))
     axis.set_xlabel("optimizer step t (updates applied; 0 = initial forward/backward)")
     axis.set_ylabel("worst max|a−b| / max|b| over addresses\n(dimensionless, log scale)")
     axis.set_title("manual vs torch along optimizer trajectories (steps with identical values leave gaps)")
@@ -207,7 +220,7 @@ def digits_loss(digits) -> bytes:
     """``DigitsCurves``: both engines' loss curves, and their relative difference (``differences``)."""
     figure = _figure(11.0, 4.8)
     left, right = figure.subplots(1, 2)
-    colors = matplotlib.colormaps["tab10"]
+    colors = _matplotlib().colormaps["tab10"]
     differences = dict(tuple(digits.differences.groupby("optimizer", sort=False)))
     for index, (optimizer, group) in enumerate(digits.curves.groupby("optimizer", sort=True)):
         label = optimizer or "run"
