@@ -51,7 +51,10 @@ eps·|L| / (cbrt(eps)·a), stays small next to dL/da = -t/a.
 
 Evaluations are batched: the 2·P perturbed copies of one tensor are stacked and
 run through the rest of the network at once with ``torch.func.vmap``, starting
-from the layer the tensor feeds (layers before it are not recomputed).
+from the layer the tensor feeds (layers before it are not recomputed). The
+recurrent layers run their cells written out (``reference.network._CELL_FORMULAS``,
+held to torch's modules by tests/test_fd_oracle_cells.py): torch's fused cells
+have no batching rule.
 """
 from __future__ import annotations
 
