@@ -120,7 +120,7 @@ def render_html(data: ReportData, plots: dict[str, bytes]) -> str:
         components=Markup(table_html(by_component, fail_column="failures", table_id="components")),
         plots=[(name, caption, base64.b64encode(plots[name]).decode("ascii"))
                for name, caption in PLOTS.items() if name in plots],
-        vanishing=Markup(table_html(data.vanishing.table, floatfmt=".3e")),
+        vanishing=Markup(table_html(data.vanishing.table, floatfmt=".3e", scroll=True)),  # wider than the page
         recurrent=Markup(table_html(data.recurrent.table, floatfmt=".3e")),
         recurrent_sentence=recurrent_sentence(data.recurrent),
         attention_blocks=Markup(table_html(attention_table(), floatfmt=".4e")),

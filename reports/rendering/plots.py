@@ -341,10 +341,11 @@ def heatmap_legend_svg() -> str:
     at = width * HEATMAP_DECADES_BELOW / span
     ticks = "".join(f'<text x="{width * (d + HEATMAP_DECADES_BELOW) / span:.0f}" y="{top + height + 12}" '
                     f'font-size="10" text-anchor="middle">1e{d}</text>' for d in (-6, -3, 3))
-    return (f'<svg class="legend" width="{width + 120}" height="{top + height + 16}" role="img" '
-            f'aria-label="colour scale of |a − b| over the allowed difference">'
+    margin = 12  # room for the first tick's label, centred on the scale's left end
+    return (f'<svg class="legend" width="{width + 120 + margin}" height="{top + height + 16}" role="img" '
+            f'aria-label="colour scale of |a − b| over the allowed difference"><g transform="translate({margin},0)">'
             f'<rect x="0" y="{top}" width="14" height="{height}" fill="#fff" stroke="#bbb"/>{rects}'
             f'<line x1="{at:.1f}" y1="0" x2="{at:.1f}" y2="{top + height + 2}" stroke="#000" stroke-width="2"/>'
             f'<text x="{at:.1f}" y="{top + height + 12}" font-size="10" text-anchor="middle" font-weight="bold">'
             f'tolerance</text>{ticks}<rect x="{width + 8}" y="{top}" width="{height}" height="{height}" fill="#000"/>'
-            f'<text x="{width + 24}" y="{top + height - 2}" font-size="10">inf / NaN</text></svg>')
+            f'<text x="{width + 24}" y="{top + height - 2}" font-size="10">inf / NaN</text></g></svg>')
