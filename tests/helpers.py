@@ -1,4 +1,5 @@
 """One helper compares two traces and fails with a readable table; others read /proc for what a run leaves."""
+import contextlib
 from pathlib import Path
 
 from backprop_verify.reports.verification.compare import compare
@@ -79,3 +80,15 @@ def descendants(pid: int) -> set[int]:
 def running(pids: set[int]) -> set[int]:
     table = processes()
     return {pid for pid in pids if pid in table and table[pid][1] != "Z"}
+
+
+@contextlib.contextmanager
+def reaped(process):
+    """``process`` (a ``subprocess.Popen``) killed and waited for on leaving the block if it still runs:
+    a test that fails or times out leaves no process of its own behind."""
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

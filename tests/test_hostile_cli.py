@@ -22,7 +22,7 @@ from backprop_verify.reports.commands import options
 from backprop_verify.reports.rendering.io import Interrupted, atomic_write_many, checkpoint, interrupt_handlers
 from backprop_verify.reports.rendering.table import read_csv_text, validate_csv_text
 from backprop_verify.reports.textbook.errata import ERRATUM, MATCH, ROUNDING, verdict
-from tests.helpers import descendants, running
+from tests.helpers import descendants, reaped, running
 
 import cases_hostile_cli
 
@@ -246,7 +246,7 @@ def test_signal_to_report_with_workers_leaves_nothing_behind(signum, tmp_path):
                                 "--out", str(out)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
     seen: set[int] = set()
-    try:
+    with reaped(process):
         deadline = time.monotonic() + 120
         while process.poll() is None and time.monotonic() < deadline:
             seen |= descendants(process.pid)
@@ -256,10 +256,6 @@ def test_signal_to_report_with_workers_leaves_nothing_behind(signum, tmp_path):
         assert len(seen) >= 3, f"the workers never started: {sorted(seen)}"
         process.send_signal(signum)
         _, stderr = process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
     stderr = stderr.decode()
     assert process.returncode == 128 + signum, stderr[-2000:]
     assert stderr.splitlines() == [f"backprop-verify report: interrupted by {signal.Signals(signum).name}; "

@@ -20,6 +20,7 @@ from backprop_verify.reports.cli import build_parser
 from backprop_verify.reports.rendering.io import atomic_write_many
 from backprop_verify.reports.commands.report import main
 from backprop_verify.reports.rendering.table import read_csv_text, validate_csv_text
+from tests.helpers import reaped
 
 ROOT = Path(__file__).resolve().parent.parent
 # Components (smooth, saturated, kink), a loss, the worked example (one SGD step), two random nets.
@@ -247,7 +248,7 @@ def test_ctrl_c_midway_leaves_previous_report_intact(baseline, tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     process = subprocess.Popen([sys.executable, "-m", "backprop_verify.reports.cli", "report", "--no-plots", "--out", str(out)],
                                cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
+    with reaped(process):
         deadline = time.monotonic() + 60
         while not _catches_sigterm(process.pid) and process.poll() is None and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -255,10 +256,6 @@ def test_ctrl_c_midway_leaves_previous_report_intact(baseline, tmp_path):
             time.sleep(0.05)
         process.send_signal(signal.SIGINT)
         _, stderr = process.communicate(timeout=120)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
     stderr = stderr.decode()
     after = {p.name: p.read_bytes() for p in out.iterdir()}
     assert set(after) == set(before), "a temporary file was left behind"

@@ -19,6 +19,7 @@ import pytest
 
 from backprop_verify.reports.rendering.io import RunFolder
 from tests.cases_claims import SIGMOID_NET, claim
+from tests.helpers import reaped
 
 ROOT = Path(__file__).resolve().parent.parent
 # 1,296 × 1,296 entries from x's 6 (well inside the claim guards): ~0.15 s per evaluation, 2 × 101 evaluations
@@ -78,13 +79,9 @@ def _sigterm_while_claims_are_judged(tmp_path: Path, mutant: str = "none"):
 @pytest.mark.subprocess
 def test_check_stops_on_the_first_sigterm_inside_a_heavy_claim(tmp_path):
     process, before = _sigterm_while_claims_are_judged(tmp_path)
-    try:
+    with reaped(process):
         # The claims left take minutes; a bound of 20 s only catches a SIGTERM that waits for them.
         _, stderr = process.communicate(timeout=20)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
     stderr = stderr.decode()
     assert process.returncode == 143, stderr[-2000:]
     assert stderr.splitlines() == ["backprop-verify check: interrupted by SIGTERM; nothing was written, the previous "
