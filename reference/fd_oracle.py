@@ -403,9 +403,7 @@ def fd_oracle(scenario: Scenario, step: float | None = None) -> Trace:
             for path in [p for p in network.parameters_of if p == f"layers.{i}" or p.startswith(f"layers.{i}.")]:
                 if path != f"layers.{i}":
                     central(f"{path}.output.grad", inner_outputs[path], perturbed(i, layer_input, f"{path}.output"))
-                tensors = {**network.parameters_of[path], **network.states_of[path],
-                           **{name: _tied_value(network, owner, transposed)
-                              for name, (owner, transposed) in network.ties.get(path, {}).items()}}
+                tensors = network.tensors(path)  # parameters, states, each tied use as it sees its owner
                 for name, value in tensors.items():
                     central(f"{path}.{name}.grad", value, perturbed(i, layer_input, f"{path}.{name}"))
                 for record in ("branch", "attention"):
@@ -415,12 +413,6 @@ def fd_oracle(scenario: Scenario, step: float | None = None) -> Trace:
         if not network.token_ids:  # token ids have no gradient
             central("input.grad", x, lambda perturbed_input: evaluate(0, perturbed_input), step_scale(0, x))
     return trace
-
-
-def _tied_value(network, owner: str, transposed: bool) -> torch.Tensor:
-    """A tied parameter as its use sees it: the owner's tensor, transposed where the shapes differ."""
-    value = network.parameter(owner)
-    return value.t() if transposed else value
 
 
 def fd_refined(scenario: Scenario, coarse: Trace) -> Trace:

@@ -597,11 +597,6 @@ class Network:
             observe(path, signal, output)
         return output
 
-    def apply(self, index: int, signal: torch.Tensor, **replaced: torch.Tensor) -> torch.Tensor:
-        """Layer ``index`` on ``signal``, with any of its parameters or states replaced (finite differences)."""
-        return self.apply_path(f"layers.{index}", signal, {f"layers.{index}.{name}": value
-                                                            for name, value in replaced.items()})
-
     def forward(self, signal: torch.Tensor, start: int = 0, observe: Callable | None = None) -> list[torch.Tensor]:
         """The outputs of layers ``start``, ``start + 1``, … when ``signal`` is fed to layer ``start``."""
         outputs = []
