@@ -21,12 +21,11 @@ import argparse
 import contextlib
 import importlib
 import os
-import re
 import signal
 import sys
 
 from backprop_verify.reports.rendering.io import Interrupted, checkpoint, interrupt_handlers, pending_interrupt
-from backprop_verify.reports.textbook.escape import terminal_text
+from backprop_verify.reports.textbook.escape import terminal_lines
 
 SUBCOMMANDS = {
     "report": ("backprop_verify.reports.commands.report",
@@ -95,21 +94,20 @@ def main(argv: list[str] | None = None) -> int:
 
 class _TerminalSafe:
     """A text stream that writes every control character but the line end and the tab as a visible escape
-    (``reports.textbook.escape.terminal_text``): names, notes, statements and formulas come from files a
-    CI run did not write, and an escape sequence among them must not retitle a terminal or clear it."""
+    (``reports.textbook.escape.terminal_lines``): names, notes, statements and formulas come from files a
+    CI run did not write, and an escape sequence among them must not retitle a terminal or clear it.
+    ``unescaped`` is the stream itself, for the program's own control output: the progress bar redraws
+    its line with a carriage return."""
 
     def __init__(self, stream):
-        self.stream = stream
+        self.stream = self.unescaped = stream
 
     def write(self, text: str) -> int:
-        self.stream.write(_CONTROL.sub(lambda match: terminal_text(match.group()), text))
+        self.stream.write(terminal_lines(text))
         return len(text)
 
     def __getattr__(self, name):  # flush, fileno, encoding, isatty …: the stream's own
         return getattr(self.stream, name)
-
-
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # all but \t and \n
 
 
 @contextlib.contextmanager

@@ -313,3 +313,27 @@ def test_a_file_refused_for_its_cost_is_refused_before_torch_is_imported(tmp_pat
     done = subprocess.run([sys.executable, "-c", code, *map(str, files)], capture_output=True, text=True, timeout=300)
     assert done.stdout.strip().splitlines()[-1] == "[2, 2] False", done.stdout + done.stderr
     assert "limit memory" in done.stderr and "limit work" in done.stderr and not (tmp_path / "out").exists()
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_printed_text_is_escaped_but_the_progress_bar_redraws_its_line():
+    """A command's output passes through ``reports.cli._TerminalSafe`` (a file's escape sequence shows as
+    ``\\x1b``); the progress bar, the program's own output, keeps its carriage returns."""
+    from backprop_verify.reports.cli import _TerminalSafe
+    from backprop_verify.reports.commands.report_run import progress
+
+    terminal = _Terminal()
+    safe = _TerminalSafe(terminal)
+    safe.write("name\x1b[2J\tok\n")
+    assert terminal.getvalue() == "name\\x1b[2J\tok\n"
+    terminal.seek(0)
+    terminal.truncate()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("sys.stderr", safe)
+        with progress(3, "verifying") as bar:
+            bar.update(3)
+    assert "\r" in terminal.getvalue() and "\\x0d" not in terminal.getvalue()

@@ -37,8 +37,9 @@ def transformer_count(args: argparse.Namespace) -> int:
 def progress(total: int, description: str):
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=description, unit="scenario", file=sys.stderr,
-                disable=not sys.stderr.isatty(), dynamic_ncols=True, leave=False)
+    stream = getattr(sys.stderr, "unescaped", sys.stderr)  # its \r redraws the line (reports.cli._TerminalSafe)
+    return tqdm(total=total, desc=description, unit="scenario", file=stream,
+                disable=not stream.isatty(), dynamic_ncols=True, leave=False)
 
 
 def one_thread() -> None:

@@ -14,12 +14,22 @@ from __future__ import annotations
 import re
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_CONTROL_BUT_LINES = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # all but the tab and the line end
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 def terminal_text(text: str) -> str:
     """``text`` with each control character as ``\\xNN`` (a newline too: callers print one line per item)."""
-    return _CONTROL.sub(lambda match: f"\\x{ord(match.group()):02x}", text)
+    return _CONTROL.sub(_escaped, text)
+
+
+def terminal_lines(text: str) -> str:
+    """``terminal_text`` that keeps the tab and the line end: for what a command prints whole."""
+    return _CONTROL_BUT_LINES.sub(_escaped, text)
+
+
+def _escaped(match: re.Match) -> str:
+    return f"\\x{ord(match.group()):02x}"
 
 
 def spreadsheet_cell(text: str) -> str:
