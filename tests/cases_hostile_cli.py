@@ -158,6 +158,11 @@ def case_only_four_repeats():
     return _report("--only", ".*a.*a.*a.*a!"), ("--only:", "4 repeats of variable length", "at most 3")
 
 
+@case(id="report-only-repeats-in-a-conditional-group")
+def case_only_repeats_in_a_conditional_group():
+    return _report("--only", "(a)?(?(1)b.*c.*d.*e.*|z)!"), ("--only:", "4 repeats of variable length", "at most 3")
+
+
 @case(id="report-only-thirty-optional-items")
 def case_only_optional_items():
     return _report("--only", "a?" * 30 + "a" * 30), ("--only:", "30 optional items", "at most 8")

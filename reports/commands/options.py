@@ -110,10 +110,13 @@ def process_count(text: str) -> int:
     return _integer(text, 1, limit, "a count", f" ({PROCESSES_PER_CPU} × the {os.cpu_count() or 1} CPUs of this machine)")
 
 
+_REPEATS = (parser.MAX_REPEAT, parser.MIN_REPEAT, getattr(parser, "POSSESSIVE_REPEAT", None))
+
+
 def _nested_repeat(items, inside_repeat: bool = False) -> bool:
     """Whether a parsed pattern has a repeat (max > 1) whose body repeats or alternates."""
     for op, value in items:
-        if op in (parser.MAX_REPEAT, parser.MIN_REPEAT, getattr(parser, "POSSESSIVE_REPEAT", None)):
+        if op in _REPEATS:
             low, high, body = value
             if inside_repeat:
                 return True
@@ -136,12 +139,10 @@ def _nested_repeat(items, inside_repeat: bool = False) -> bool:
     return False
 
 
-_REPEATS = (parser.MAX_REPEAT, parser.MIN_REPEAT, getattr(parser, "POSSESSIVE_REPEAT", None))
-
-
 def _sequences(items):
     """Every sequence of items in a parsed pattern: the pattern itself, and each group's, branch's,
-    repeat's and look-around's body, recursively."""
+    repeat's, look-around's and conditional group's body, recursively (the bodies ``_nested_repeat``
+    walks)."""
     yield items
     for op, value in items:
         if op in _REPEATS:
@@ -153,6 +154,10 @@ def _sequences(items):
                 yield from _sequences(branch)
         elif op in (parser.ASSERT, parser.ASSERT_NOT):
             yield from _sequences(value[1])
+        elif op is parser.GROUPREF_EXISTS:  # (?(1)yes|no)
+            for branch in value[1:]:
+                if branch is not None:
+                    yield from _sequences(branch)
 
 
 def _repeat_counts(pattern: str) -> tuple[int, int, bool]:
