@@ -66,6 +66,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import vmap
 
+from backprop_verify.scenarios.budget import FD_ENTRIES
 from backprop_verify.scenarios.catalog import LOSSES as LOSS_CATALOG
 from backprop_verify.scenarios.model import Layer, Scenario, walk_layers
 from backprop_verify.scenarios.shapes import output_shape
@@ -82,8 +83,9 @@ RELATIVE_STEP: float = float(np.cbrt(np.finfo(np.float64).eps))
 _CHUNK_ELEMENTS = 1 << 22
 
 # Finite differences cost two forward passes per parameter and per input; above
-# this many perturbed entries the oracle is skipped (manual-torch still runs).
-FD_MAX_ENTRIES = 2000
+# this many perturbed entries the oracle is skipped (manual-torch still runs). The loader's
+# budget counts the same bound (scenarios.budget.FD_ENTRIES).
+FD_MAX_ENTRIES = FD_ENTRIES
 
 
 # --------------------------------------------------------------------------- kinks

@@ -416,8 +416,6 @@ def scenario_from_dict(data: dict, file: str = "<scenario>", default_name: str =
     if len(out_shape) == 2 and (y.ndim != 2 or y.shape[1] != out_shape[1]):
         got = f"rows have {y.shape[1]} entries" if y.ndim == 2 else f"has shape {y.shape}"
         r.fail("data.y", f"{got} but the network outputs {out_shape[1]}; expected {out_shape[1]}")
-    r.within("layers", "the number of parameters",
-             sum(value.size for layer in layers for value in layer.parameters.values()), "parameters")
 
     optimizer = _optimizer(r, data, x.shape[0], layers) if "optimizer" in data else None
     expects = _expects(r, data, layers, shapes, x, optimizer)

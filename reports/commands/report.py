@@ -29,7 +29,6 @@ import importlib
 import os
 import platform
 import re
-import shlex
 import signal
 import subprocess
 import sys
@@ -39,7 +38,7 @@ from pathlib import Path
 
 from backprop_verify import reports
 from backprop_verify.reports.commands import options
-from backprop_verify.reports.commands.report_run import CHANGES, PAGE, TABLES, output_names, reproduce_command
+from backprop_verify.reports.commands.report_run import CHANGES, PAGE, output_names, reproduce_command
 from backprop_verify.reports.commands.report_run import one_thread as _one_thread
 from backprop_verify.reports.commands.report_run import progress as _progress
 from backprop_verify.reports.commands.report_run import transformer_count

@@ -178,7 +178,6 @@ def _verdicts(failures: list[LayerRow], rows: list[LayerRow]) -> list[str]:
     lines = []
     for quantity in dict.fromkeys(row.quantity for row in failures):
         mine = [row for row in failures if row.quantity == quantity]
-        draws = ", ".join(dict.fromkeys(row.draw for row in mine))
         flagged = [row for row in mine if row.layer_dtype]
         if flagged:
             found = ", ".join(dict.fromkeys(f"{row.layer_dtype} in the {row.dtype} run" for row in flagged))

@@ -38,15 +38,14 @@ import numpy as np
 
 from backprop_verify.reports.verification.compare import FAIL
 from backprop_verify.scenarios.catalog import ACTIVATIONS, LAYERS
-from backprop_verify.scenarios.loader import ScenarioError, scenario_from_dict
+from backprop_verify.scenarios.loader import MAX_NAME_LENGTH, ScenarioError, scenario_from_dict
 from backprop_verify.scenarios.model import Layer, Scenario, walk_layers
 from backprop_verify.scenarios.shapes import output_shape
-from backprop_verify.scenarios.trace import split_address
+from backprop_verify.scenarios.trace import _PARAMETER, split_address
 
 __all__ = ["address_kind", "failing_like", "failure_kind", "scenario_to_toml", "shrink"]
 
 MAX_CANDIDATES = 400
-MAX_NAME_LENGTH = 200  # the loader's bound on a name
 
 
 # --------------------------------------------------------------------------- the scenario file
@@ -164,9 +163,7 @@ def _array(array) -> str:
     """A nested list: 1-D inline, higher ranks one top-level entry per line."""
     array = np.asarray(array)
     entries = array.tolist()  # Python floats hold float32 values exactly
-    if array.ndim == 0:
-        return _value(entries)
-    if array.ndim == 1:
+    if array.ndim <= 1:
         return _value(entries)
     return "[\n" + "".join(f"  {_value(entry)},\n" for entry in entries) + "]"
 
@@ -179,6 +176,7 @@ def read_back(text: str, file: str = "<shrunk scenario>") -> Scenario:
 # --------------------------------------------------------------------------- kinds of address
 
 _STEP = re.compile(r"^step[0-9]+\.")
+_PARAMETER_GRAD = re.compile(rf"\.{_PARAMETER}\.grad$")  # a learned array's gradient
 
 
 def address_kind(scenario: Scenario, address: str) -> str:
@@ -213,9 +211,7 @@ def failure_kind(scenario: Scenario, rows: list[dict], pairs=("engine-torch", "m
         if forward:
             return address_kind(scenario, min(forward, key=lambda a: (a.endswith("loss"), position(a))))
         if group:
-            parameter = re.compile(r"\.(?:weight|bias|weight_ih|weight_hh|bias_ih|bias_hh|in_proj_weight|in_proj_bias"
-                                   r"|out_proj\.weight|out_proj\.bias)\.grad$")
-            return address_kind(scenario, max(group, key=lambda a: (position(a), bool(parameter.search(a)))))
+            return address_kind(scenario, max(group, key=lambda a: (position(a), bool(_PARAMETER_GRAD.search(a)))))
     return None
 
 
