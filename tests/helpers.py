@@ -2,7 +2,10 @@
 import contextlib
 from pathlib import Path
 
+import numpy as np
+
 from backprop_verify.reports.verification.compare import compare
+from backprop_verify.reports.verification.tolerance import tolerance
 
 
 def assert_traces_agree(a, b, dtype, pair, addresses=None):
@@ -13,6 +16,14 @@ def assert_traces_agree(a, b, dtype, pair, addresses=None):
         f"  {r.address}: max_abs={r.max_abs:.3e} max_rel={r.max_rel:.3e} > tol={r.tolerance:.1e} {r.note}"
         for r in failed[:20])
     return rows
+
+
+def assert_close(found, expected, dtype, what):
+    """max|found − expected| ≤ tolerance(dtype) · max|expected| (the policy's normwise criterion)."""
+    assert found.shape == expected.shape and found.dtype == expected.dtype, (what, found.shape, expected.shape)
+    scale = float(np.max(np.abs(expected), initial=0.0))
+    error = float(np.max(np.abs(found.astype(np.float64) - expected), initial=0.0))
+    assert error <= tolerance(dtype) * scale, f"{what}: max|Δ| = {error:.3g} against max|b| = {scale:.3g}"
 
 
 def inject_activation_backward(monkeypatch, name, backward):

@@ -23,7 +23,7 @@ import pytest
 
 import backprop_verify.manual.conv as conv
 from backprop_verify.manual.conv import Conv2d, pair
-from backprop_verify.reports.verification.tolerance import tolerance
+from tests.helpers import assert_close
 from tests.layer_harness import DTYPES, grid_variants
 
 SEED = 0
@@ -111,14 +111,6 @@ def engine_convolution(x, weight, bias, delta, options):
     z = layer.forward(x)
     input_gradient = layer.backward(delta)
     return z, layer.weight_grad, layer.bias_grad, input_gradient
-
-
-def assert_close(found, expected, dtype, what):
-    """max|found − expected| ≤ tolerance(dtype) · max|expected| (the policy's normwise criterion)."""
-    assert found.shape == expected.shape and found.dtype == expected.dtype, (what, found.shape, expected.shape)
-    scale = float(np.max(np.abs(expected), initial=0.0))
-    error = float(np.max(np.abs(found.astype(np.float64) - expected), initial=0.0))
-    assert error <= tolerance(dtype) * scale, f"{what}: max|Δ| = {error:.3g} against max|b| = {scale:.3g}"
 
 
 def assert_matches_plain(label, shape, options, dtype):
@@ -221,10 +213,10 @@ def test_tiles_cover_every_output_pixel_once_within_the_bound(monkeypatch, sampl
         covered[tile.samples, tile.rows, tile.columns] += 1
         count = tile.samples.stop - tile.samples.start
         pixels = count * (tile.rows.stop - tile.rows.start) * (tile.columns.stop - tile.columns.start)
-        assert pixel * pixels <= max(max_tile_bytes, pixel)                   # the bound (or one pixel)
+        assert pixel * pixels <= max(max_tile_bytes, pixel), "a tile over the bound"  # (or one pixel)
         if count > 1:                                                          # several samples: within TILE_BYTES
-            assert count * max(pixel * out_size[0] * out_size[1], source) <= tile_bytes
-    assert (covered == 1).all()
+            assert count * max(pixel * out_size[0] * out_size[1], source) <= tile_bytes, "samples over TILE_BYTES"
+    assert (covered == 1).all(), "pixels not covered exactly once"
 
 
 def test_the_example_of_a_huge_kernel_needs_megabytes_not_gigabytes():
@@ -381,5 +373,5 @@ def test_the_bound_check_catches_tiles_over_the_bound(monkeypatch):
                 for t in tiles(samples, out_size, pixel, source)]
 
     monkeypatch.setattr(conv, "tiles", greedy)
-    with pytest.raises(AssertionError):
+    with pytest.raises(AssertionError, match="a tile over the bound"):
         test_tiles_cover_every_output_pixel_once_within_the_bound(monkeypatch, 5, (9, 7), 40, 500, 700, 900)

@@ -76,12 +76,16 @@ def _sigterm_while_claims_are_judged(tmp_path: Path, mutant: str = "none"):
     return process, before
 
 
+# How soon after SIGTERM the check must have stopped. It stops within about 0.1 s; the claims left take
+# minutes, so this bound catches only a SIGTERM that waits for them (the mutant below) on any machine load.
+STOP_WITHIN = 8.0
+
+
 @pytest.mark.subprocess
 def test_check_stops_on_the_first_sigterm_inside_a_heavy_claim(tmp_path):
     process, before = _sigterm_while_claims_are_judged(tmp_path)
     with reaped(process):
-        # The claims left take minutes; a bound of 20 s only catches a SIGTERM that waits for them.
-        _, stderr = process.communicate(timeout=20)
+        _, stderr = process.communicate(timeout=STOP_WITHIN)
     stderr = stderr.decode()
     assert process.returncode == 143, stderr[-2000:]
     assert stderr.splitlines() == ["backprop-verify check: interrupted by SIGTERM; nothing was written, the previous "
@@ -91,12 +95,8 @@ def test_check_stops_on_the_first_sigterm_inside_a_heavy_claim(tmp_path):
 
 @pytest.mark.subprocess
 def test_injected_bug_sigterm_held_until_a_checkpoint_is_caught(tmp_path):
-    """Signals recorded and raised only at checkpoints (none inside the claims): 3 s after SIGTERM the
-    command still runs — the test above, with its 20 s, would fail."""
+    """Signals recorded and raised only at checkpoints (none inside the claims): the command still runs
+    ``STOP_WITHIN`` after SIGTERM — the test above fails."""
     process, _ = _sigterm_while_claims_are_judged(tmp_path, mutant="checkpoints only")
-    try:
-        time.sleep(3)
-        assert process.poll() is None, process.communicate()[1].decode()[-2000:]
-    finally:
-        process.kill()
-        process.communicate()
+    with reaped(process), pytest.raises(subprocess.TimeoutExpired):
+        process.communicate(timeout=STOP_WITHIN)

@@ -26,7 +26,7 @@ from backprop_verify.scenarios.trace import is_trace_address, split_address
 from backprop_verify.scenarios.transformer import GPT_TRAJECTORY_STEPS, gpt_trajectory_scenario
 from tests.cases_transformer import RANDOM_FD, RANDOM_TRANSFORMERS
 from tests.cases_transformer_files import GPT_FILE
-from tests.helpers import assert_file_rejected, assert_traces_agree
+from tests.helpers import assert_close, assert_file_rejected, assert_traces_agree
 
 ATTENTION_GRID = [s for s in all_layer_scenarios() if s.layers[0].type == "multihead_attention"]
 
@@ -77,7 +77,7 @@ def test_every_address_of_a_transformer_trace_is_documented():
 
 # ----------------------------------------------------------------------------- the file format
 
-def load_scenario_text(text: str, tmp_path=None):
+def load_scenario_text(text: str):
     import tomllib
     return scenario_from_dict(tomllib.loads(text), file="gpt.toml")
 
@@ -149,13 +149,13 @@ def test_the_torch_mirror_is_pytorchs_own_multi_head_attention(scenario):
         key_padding_mask=None if mask is None else torch.from_numpy(mask), need_weights=True,
         attn_mask=causal_mask, average_attn_weights=False)
     output = output.transpose(0, 1)
-    assert torch.allclose(mirrored, output, rtol=1e-12, atol=1e-14)
-    assert torch.allclose(probabilities, weights, rtol=1e-12, atol=1e-14)
+    assert_close(mirrored.detach().numpy(), output.detach().numpy(), "float64", "output")
+    assert_close(probabilities.detach().numpy(), weights.detach().numpy(), "float64", "attention")
     weight = torch.from_numpy(np.random.default_rng(0).normal(size=output.shape))
     ours = torch.autograd.grad((mirrored * weight).sum(), [x, *tensors.values()])
     theirs = torch.autograd.grad((output * weight).sum(), [x, *tensors.values()])
-    for a, b in zip(ours, theirs):
-        assert torch.allclose(a, b, rtol=1e-10, atol=1e-13)
+    for a, b, name in zip(ours, theirs, ["input", *tensors]):
+        assert_close(a.numpy(), b.numpy(), "float64", f"{name}.grad")
 
 
 # ----------------------------------------------------------------------------- the GPT-style trajectory
@@ -227,7 +227,7 @@ def test_the_attention_section_has_every_block_s_skip_and_branch_gradient_by_bot
     assert list(table.columns) == ATTENTION_COLUMNS
     assert list(table["branch"]) == ["attention", "mlp"] * 6  # two blocks, then four
     assert (table["engines_agree"] == "yes").all()
-    assert np.allclose(table["skip_manual"], table["skip_torch"], rtol=1e-10)
+    assert_close(table["skip_manual"].to_numpy(), table["skip_torch"].to_numpy(), "float64", "skip")
     assert ((table["branch_over_skip"] > 0) & (table["branch_over_skip"] < 1)).all()
 
 
