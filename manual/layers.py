@@ -85,9 +85,15 @@ def build_layer(spec, dtype, where: str = ""):
     to build: a ``Residual`` in an engine that replaces some of manual's classes holds the engine's
     inner layers, not manual's."""
     engine = building.get()
-    if engine is None:  # a block's from_spec called directly: manual's own classes
-        from backprop_verify.manual.engine import MANUAL as engine  # (engine.py imports this module)
-    return engine.build_layer(spec, dtype, where)
+    if engine is not None:
+        return engine.build_layer(spec, dtype, where)
+    # A block's from_spec called directly: manual's own classes (``MANUAL`` lives in engine.py, which imports
+    # this module, so its ``build_layer`` cannot be called from here).
+    if spec.type in LAYERS:
+        return LAYERS[spec.type].from_spec(spec, dtype)
+    if spec.type in ACTIVATIONS:
+        return ACTIVATIONS[spec.type](**spec.params)
+    raise ValueError(f"{where}unknown type {spec.type!r}; expected one of {sorted(LAYERS) + sorted(ACTIVATIONS)}")
 
 
 @register_layer("linear")
