@@ -222,7 +222,7 @@ def test_the_attention_example_states_the_softmax_jacobian_and_the_diagonal_only
 # ----------------------------------------------------------------------------- the report's "attention" section
 
 def test_the_attention_section_has_every_block_s_skip_and_branch_gradient_by_both_engines():
-    from backprop_verify.reports.rendering.sections import ATTENTION_COLUMNS, attention_table
+    from backprop_verify.reports.verification.attention import ATTENTION_COLUMNS, attention_table
     table = attention_table()
     assert list(table.columns) == ATTENTION_COLUMNS
     assert list(table["branch"]) == ["attention", "mlp"] * 6  # two blocks, then four
@@ -235,7 +235,7 @@ def test_the_attention_section_sees_a_residual_backward_without_its_skip_path(mo
     """Every block's input gradient is wrong once the skip path is dropped: the rows of all blocks but
     each network's last (whose δ comes straight from the head) say the engines disagree."""
     from backprop_verify.manual.residual import Residual
-    from backprop_verify.reports.rendering.sections import _attention_table
+    from backprop_verify.reports.verification.attention import _attention_table
     from backprop_verify.scenarios.transformer import gpt_gradient_flow_scenarios
     monkeypatch.setattr(Residual, "backward",
                         lambda self, delta, input_grad=True: self.branch_backward(delta) if input_grad else None)

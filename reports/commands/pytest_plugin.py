@@ -127,7 +127,7 @@ def record_verification(item, verified) -> None:
     record_rows(item, verified.rows)
     collector = item.config.pluginmanager.get_plugin(COLLECTOR)
     if collector is not None and collector.maps is not None:
-        from backprop_verify.reports.rendering.sections import keep_maps  # matplotlib: only where maps are kept
+        from backprop_verify.reports.rendering.sections import keep_maps  # the heatmaps: only where maps are kept
 
         keep_maps(collector.maps, verified, collector.detail)
 
@@ -148,7 +148,7 @@ class _Collector:
         self.maps_file = config.getoption("report_maps")
         self.detail = config.getoption("report_detail")
         if self.maps_file:
-            from backprop_verify.reports.rendering.sections import MAX_SECTIONS  # matplotlib: only with maps
+            from backprop_verify.reports.rendering.sections import MAX_SECTIONS  # the heatmaps: only with maps
 
             self.maps = KeptMaps(MAX_SECTIONS)
         else:

@@ -315,6 +315,7 @@ def build_report(args: argparse.Namespace, timestamp: str | None = None, with_pl
     from backprop_verify.reports.rendering.table import read_csv_text
     from backprop_verify.reports.textbook.derivations import derivation_verdicts
     from backprop_verify.reports.textbook.errata import errata_table
+    from backprop_verify.reports.verification.attention import attention_table
     from backprop_verify.reports.verification.digits import digits_table
     from backprop_verify.reports.verification.recurrent import recurrent_gradient
     from backprop_verify.reports.verification.vanishing import vanishing_gradient
@@ -355,6 +356,8 @@ def build_report(args: argparse.Namespace, timestamp: str | None = None, with_pl
         data.compared_to = str(args.compare_to)
         files[CHANGES] = render_changes_markdown(data.changes, data.compared_to)
     if with_plots:
+        checkpoint()
+        data.attention = attention_table()  # the page's alone (summary.md has no attention section)
         checkpoint()
         data.sections, data.sections_left_out = build_sections(frame, {s.name: s for s in scenarios}, detail,
                                                                         maps)

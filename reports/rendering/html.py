@@ -17,7 +17,7 @@ from backprop_verify.reports.rendering.diff import REGRESSIONS, counts
 from backprop_verify.reports.rendering.plots import PLOTS
 from backprop_verify.reports.rendering.summary import ReportData, recurrent_sentence
 from backprop_verify.reports.rendering.plots import heatmap_legend_svg
-from backprop_verify.reports.rendering.sections import MAX_SECTIONS, MAX_SECTION_ROWS, SECTION_COLUMNS, attention_table
+from backprop_verify.reports.rendering.sections import MAX_SECTIONS, MAX_SECTION_ROWS, SECTION_COLUMNS
 from backprop_verify.reports.rendering.table import cell
 from backprop_verify.reports.verification.compare import FAIL, FLOOR, NOT_JUDGED
 
@@ -123,7 +123,7 @@ def render_html(data: ReportData, plots: dict[str, bytes]) -> str:
         vanishing=Markup(table_html(data.vanishing.table, floatfmt=".3e", scroll=True)),  # wider than the page
         recurrent=Markup(table_html(data.recurrent.table, floatfmt=".3e")),
         recurrent_sentence=recurrent_sentence(data.recurrent),
-        attention_blocks=Markup(table_html(attention_table(), floatfmt=".4e")),
+        attention_blocks=Markup("" if data.attention is None else table_html(data.attention, floatfmt=".4e")),
         digits=Markup(table_html(data.digits.table, floatfmt=".6g")), digits_source=data.digits.source,
         errata=Markup(table_html(_bad_first(data.errata, "verdict"), floatfmt=".6g", fail_column="verdict",
                                  scroll=True)),

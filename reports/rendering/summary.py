@@ -34,6 +34,7 @@ class ReportData:
     digits: object = None                    # reports.verification.digits.DigitsCurves
     errata: pd.DataFrame | None = None       # reports.textbook.errata.errata_table()
     derivations: pd.DataFrame | None = None  # reports.textbook.derivations.derivation_verdicts()
+    attention: pd.DataFrame | None = None    # reports.verification.attention.attention_table(), for report.html
     changes: pd.DataFrame | None = None      # reports.rendering.diff.changes(), with --compare-to
     compared_to: str | None = None
     detail: str | None = None                # report --detail REGEX
