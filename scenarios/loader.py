@@ -30,7 +30,7 @@ from backprop_verify.scenarios.formula import FormulaError, parse_formula
 from backprop_verify.scenarios.model import (Claim, Expectation, Layer, Loss, Optimizer, Scenario, learned_arrays,
                                              walk_layers)
 from backprop_verify.scenarios.shapes import ShapeError, output_shape
-from backprop_verify.scenarios.trace import is_trace_address, parse_element
+from backprop_verify.scenarios.trace import _LAYER_PATH, is_trace_address, parse_element
 
 TOP_LEVEL_KEYS = {"name", "dtype", "seed", "source", "layers", "loss", "data", "optimizer", "expect", "tags", "claim"}
 
@@ -1140,8 +1140,8 @@ def _claims(r: _Reader, data: dict, layers: list[Layer], shapes: list[tuple], x:
     return tuple(out)
 
 
-_LAYER_ADDRESS = re.compile(r"^(?:step(?P<step>[0-9]+)\.)?(?:(?P<path>layers\.[0-9]+(?:\.layers\.[0-9]+)*)\."
-                            r"(?P<what>[a-z_.]+)|loss)$")
+_LAYER_ADDRESS = re.compile(rf"^(?:step(?P<step>[0-9]+)\.)?(?:(?P<path>{_LAYER_PATH})\.(?P<what>[a-z_.]+)|loss)$")
+_LAYER_PREFIX = re.compile(rf"^(?:step(?P<step>[0-9]+)\.)?(?:(?P<path>{_LAYER_PATH})\.(?P<what>[a-z_.]+))?")
 
 
 def _locate(path: str, layers: list[Layer], shapes: list[tuple],
@@ -1218,8 +1218,7 @@ def _address_shape(address: str, layers: list[Layer], shapes: list[tuple], x: np
 
 
 def _why_missing(address: str, layers: list[Layer], optimizer: Optimizer | None) -> str:
-    m = re.match(r"^(?:step(?P<step>[0-9]+)\.)?(?:(?P<path>layers\.[0-9]+(?:\.layers\.[0-9]+)*)\.(?P<what>[a-z_.]+))?",
-                 address)
+    m = _LAYER_PREFIX.match(address)
     step, path, what = m.group("step"), m.group("path"), m.group("what")
     if step is not None:
         if optimizer is None:

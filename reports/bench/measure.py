@@ -57,7 +57,7 @@ from backprop_verify import manual
 from backprop_verify import reference
 from backprop_verify.manual.engine import backward, build_loss, build_network, forward, loss_input, network_input
 from backprop_verify.reference.network import build_network as build_torch_network
-from backprop_verify.reference.network import loss_function
+from backprop_verify.reference.network import TORCH_DTYPES, loss_function
 from backprop_verify.reports.verification.compare import compare
 from backprop_verify.scenarios.generator import random_scenario
 from backprop_verify.scenarios.catalog import LAYERS, LOSSES, layer_options, recurrent_parameters
@@ -370,7 +370,7 @@ def fused_lstm_step(scenario: Scenario) -> Callable[[], torch.Tensor]:
     recurrent, last, linear, identity = scenario.layers
     if (recurrent.type, last.type, linear.type, identity.type) != ("lstm", "last_step", "linear", "identity"):
         raise ValueError(f"{scenario.name}: fused_lstm_step takes lstm → last_step → linear → identity")
-    dtype = torch.float64 if scenario.dtype == "float64" else torch.float32
+    dtype = TORCH_DTYPES[scenario.dtype]
     features, hidden = recurrent.tensors["weight_ih"].shape[1], recurrent.params["hidden_size"]
     module = torch.nn.LSTM(features, hidden, bias=recurrent.params["bias"], batch_first=True, dtype=dtype)
     with torch.no_grad():
@@ -414,7 +414,7 @@ def conv_layer_steps(scenario: Scenario) -> tuple[Callable[[], None], Callable[[
     first_learned = next(index for index, spec in enumerate(scenario.layers) if spec.weight is not None)
     convs = [(index, network[index], inputs[index], deltas[index], index != first_learned)
              for index, spec in enumerate(scenario.layers) if spec.type == "conv2d"]
-    dtype = torch.float64 if scenario.dtype == "float64" else torch.float32
+    dtype = TORCH_DTYPES[scenario.dtype]
     flops = sum((3 if input_grad else 2) * 2 * delta.size * math.prod(layer.weight.shape[1:])
                 for _, layer, _, delta, input_grad in convs)
 
