@@ -73,9 +73,10 @@ class EngineScenario(pytest.Item):
         import pandas as pd
 
         from backprop_verify.reports.rendering.table import failure_lines
-        from backprop_verify.reports.verification.runner import verify
+        from backprop_verify.reports.verification.runner import report_verification
 
-        verified = verify(self.scenario, with_fd=True, engine=self.parent.engine)
+        # The rows ``report --engine`` judges: steps past a trajectory's precision horizon are not_judged.
+        verified = report_verification(self.scenario, engine=self.parent.engine)
         failing = verified.failures()
         if failing:
             lines = failure_lines(pd.DataFrame(failing))
