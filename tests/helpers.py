@@ -1,5 +1,7 @@
-"""One helper compares two traces and fails with a readable table; others read /proc for what a run leaves."""
+"""Helpers the tests share: a trace comparison that fails with a readable table, the policy's normwise
+closeness, a folder's snapshot, and what a run leaves behind (processes, read from /proc)."""
 import contextlib
+import os
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +63,22 @@ def assert_file_rejected(folder, text, field, expected, name="my_example.toml"):
     if field:
         assert f": {field}: " in message, message
     assert expected in message, message
+
+
+def snapshot(folder: Path) -> dict[str, object]:
+    """Every path under ``folder`` with its bytes (folders, FIFOs and links by kind, never opened)."""
+    found = {}
+    for path in sorted(folder.rglob("*")):
+        name = str(path.relative_to(folder))
+        if path.is_symlink():
+            found[name] = ("link", os.readlink(path))
+        elif path.is_dir():
+            found[name] = "folder"
+        elif path.is_file():
+            found[name] = path.read_bytes()
+        else:
+            found[name] = "special"
+    return found
 
 
 # Processes, read from /proc: what a killed run leaves running.

@@ -22,28 +22,12 @@ from backprop_verify.reports.commands import options
 from backprop_verify.reports.rendering.io import Interrupted, atomic_write_many, checkpoint, interrupt_handlers
 from backprop_verify.reports.rendering.table import read_csv_text, validate_csv_text
 from backprop_verify.reports.textbook.errata import ERRATUM, MATCH, ROUNDING, verdict
-from tests.helpers import descendants, reaped, running
+from tests.helpers import descendants, reaped, running, snapshot
 
 import cases_hostile_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 PREVIOUS = {"discrepancies.csv": b"old csv\n", "summary.md": b"old summary\n"}
-
-
-def snapshot(folder: Path) -> dict[str, object]:
-    """Every path under ``folder`` with its bytes (folders, FIFOs and links by kind, never opened)."""
-    found = {}
-    for path in sorted(folder.rglob("*")):
-        name = str(path.relative_to(folder))
-        if path.is_symlink():
-            found[name] = ("link", os.readlink(path))
-        elif path.is_dir():
-            found[name] = "folder"
-        elif path.is_file():
-            found[name] = path.read_bytes()
-        else:
-            found[name] = "special"
-    return found
 
 
 def assert_refused(argv: list[str], expected: tuple[str, ...], tmp_path: Path, capsys) -> str:

@@ -27,7 +27,7 @@ import pytest
 from backprop_verify.reports.cli import main
 from backprop_verify.reports.rendering import io
 from backprop_verify.reports.rendering.io import LOCK, MANIFEST, FolderRefused, RunFolder
-from tests.helpers import descendants, running
+from tests.helpers import descendants, running, snapshot
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "scenarios" / "worked_examples" / "example_two_layer_sigmoid_mse.toml"  # no claims
@@ -40,11 +40,6 @@ OLD_TABLE = ("scenario,pair,dtype,address,max_abs,max_rel,tolerance,passed,note,
              "1.000000e-10,True,,pass\n")
 # The smallest report: one worked example, no random nets.
 SMALL = ["--only", "^seed004", "--random", "0", "--random-conv", "0", "--random-recurrent", "0", "--quiet"]
-
-
-def snapshot(folder: Path) -> dict[str, object]:
-    """Every path under ``folder`` with its bytes (folders by kind)."""
-    return {str(p.relative_to(folder)): ("folder" if p.is_dir() else p.read_bytes()) for p in sorted(folder.rglob("*"))}
 
 
 def manifest_of(folder: Path) -> dict:

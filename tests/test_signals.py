@@ -19,7 +19,7 @@ import pytest
 
 from backprop_verify.reports.rendering.io import RunFolder
 from tests.cases_claims import SIGMOID_NET, claim
-from tests.helpers import reaped
+from tests.helpers import reaped, snapshot
 
 ROOT = Path(__file__).resolve().parent.parent
 # 1,296 × 1,296 entries from x's 6 (well inside the claim guards): ~0.15 s per evaluation, 2 × 101 evaluations
@@ -47,10 +47,6 @@ CHECK = textwrap.dedent("""
     sys.argv = ["backprop-verify", *sys.argv[3:]]
     sys.exit(main())
 """)
-
-
-def snapshot(folder: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
 
 
 def _sigterm_while_claims_are_judged(tmp_path: Path, mutant: str = "none"):
