@@ -31,7 +31,7 @@ import math
 import os
 from dataclasses import dataclass
 
-from backprop_verify.scenarios.catalog import layer_cost
+from backprop_verify.scenarios.catalog import held_values, layer_cost
 from backprop_verify.scenarios.model import walk_layers
 
 BYTES = 8          # float64: ``check`` and every claim draw compute in float64
@@ -68,10 +68,9 @@ def estimate(layers, shapes, input_shape, optimizer=None, claim_draws: int | Non
     shape = tuple(input_shape)
     for layer, output_shape in zip(layers, shapes):
         cost = layer_cost(layer, shape, output_shape)
-        count = sum(value.size for value in layer.parameters.values())
-        # The output, its gradient and a temporary of the backward pass; what the backward pass needs; each
-        # parameter, its gradient, an optimizer's state (a block's cost holds its inner layers' share).
-        held_by_layer.append(ENGINES * BYTES * (3 * math.prod(output_shape) + cost.kept + 3 * count))
+        own = sum(value.size for value in layer.parameters.values())
+        # A block's cost holds its inner layers' share (catalog.held_values for each).
+        held_by_layer.append(ENGINES * BYTES * held_values(output_shape, cost.kept, own))
         done_by_layer.append(ENGINES * (1 + BACKWARD) * (cost.flops + CALL_COST * cost.calls))
         count = sum(value.size for _, each in walk_layers([layer]) for value in each.parameters.values())
         parameters += count

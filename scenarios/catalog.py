@@ -1044,6 +1044,13 @@ def _attention_cost(layer, input_shape: Shape, output_shape: Shape) -> "LayerCos
                      kept=8 * positions * width + 6 * scores, calls=30)
 
 
+def held_values(output_shape: Shape, kept: int, parameters: int) -> int:
+    """The values a layer holds while a scenario is checked (``scenarios.budget``): its output, the output's
+    gradient and a temporary of the backward pass; what its backward pass keeps (``LayerCost.kept``); each
+    parameter with its gradient and an optimizer's state."""
+    return 3 * math.prod(output_shape) + kept + 3 * parameters
+
+
 def _residual_cost(layer, input_shape: Shape, output_shape: Shape) -> "LayerCost":
     """The block's layers' costs added up, with what a top-level layer's is counted for beside its cost
     (``scenarios.budget``: its output, gradient and a temporary, each parameter with its gradient and an
@@ -1054,7 +1061,7 @@ def _residual_cost(layer, input_shape: Shape, output_shape: Shape) -> "LayerCost
         cost = layer_cost(inner, shape, inner_output)
         parameters = sum(np.size(value) for value in inner.parameters.values())
         flops, calls = flops + cost.flops, calls + cost.calls
-        kept += cost.kept + 3 * math.prod(inner_output) + 3 * parameters
+        kept += held_values(inner_output, cost.kept, parameters)
         shape = inner_output
     return LayerCost(flops=flops, kept=kept, calls=calls)
 
