@@ -526,11 +526,19 @@ def _tied(r: _Reader, spec: dict, field: str, learned: dict[str, np.ndarray], fi
         r.fail(f"{field}.tied_to", f"{address!r} is not a parameter of an earlier layer; expected the address of "
                                    f"one ({named or 'no earlier layer has parameters'})")
     owner = learned[address]
+    used = tied_as_used(owner, fits)
+    if used is None:
+        r.fail(f"{field}.tied_to", f"{address} has shape {owner.shape}; {fits(owner.shape)} (or the transpose)")
+    return address, used
+
+
+def tied_as_used(owner: np.ndarray, fits) -> np.ndarray | None:
+    """A copy of the tied parameter as its use takes it: ``owner`` itself where ``fits(shape)`` is None (no
+    problem), else its transpose where that fits (a square one is never transposed); None where neither."""
     for candidate in (owner, owner.T):
-        problem = fits(candidate.shape)
-        if problem is None:
-            return address, np.array(candidate)
-    r.fail(f"{field}.tied_to", f"{address} has shape {owner.shape}; {fits(owner.shape)} (or the transpose)")
+        if fits(candidate.shape) is None:
+            return np.array(candidate)
+    return None
 
 
 def _weight_and_bias(r: _Reader, spec: dict, field: str, shape: tuple[int, ...], seed: int, index: int,

@@ -358,6 +358,27 @@ def test_shrinking_keeps_the_kind_of_failure():
         shrink.shrink(smallest, lambda candidate: False)
 
 
+def _tied_uses(scenario) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """(address, the tied layer's weight, its owner's array) of every tied weight."""
+    learned = {f"{path}.{name}": value for path, layer in walk_layers(scenario.layers)
+               for name, value in layer.parameters.items()}
+    return [(f"{path}.weight", layer.weight, learned[layer.tied["weight"]])
+            for path, layer in walk_layers(scenario.layers) if "weight" in layer.tied]
+
+
+def test_a_shrunk_network_keeps_its_tied_weight_its_owner_s_array(tmp_path):
+    """Shrinking rebuilds every layer for its new input: a tied weight is taken again from its refitted
+    owner, itself or transposed as the loader takes it, and the file reads back the same."""
+    scenario = next(s for s in random_transformer_scenarios(40) if "-tied" in s.name)
+    smallest = shrink.shrink(scenario, lambda candidate: bool(_tied_uses(candidate)), max_candidates=40)
+    assert shrink.size(smallest) < shrink.size(scenario)
+    ties = _tied_uses(smallest)
+    assert ties and all(np.array_equal(weight, owner) or np.array_equal(weight, owner.T) for _, weight, owner in ties)
+    path = tmp_path / f"{smallest.name}.toml"
+    path.write_text(shrink.scenario_to_toml(smallest), encoding="utf-8")
+    assert differences(smallest, load_scenario(path)) == []
+
+
 def test_the_toy_engine_of_the_docs_fails_only_where_its_bug_is(monkeypatch):
     monkeypatch.syspath_prepend(str(TOY))
     engine = load_engine("toy_engine.adapter:engine")

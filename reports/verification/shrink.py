@@ -38,7 +38,7 @@ import numpy as np
 
 from backprop_verify.reports.verification.compare import FAIL
 from backprop_verify.scenarios.catalog import ACTIVATIONS, LAYERS
-from backprop_verify.scenarios.loader import MAX_NAME_LENGTH, ScenarioError, scenario_from_dict
+from backprop_verify.scenarios.loader import MAX_NAME_LENGTH, ScenarioError, scenario_from_dict, tied_as_used
 from backprop_verify.scenarios.model import Layer, Scenario, walk_layers
 from backprop_verify.scenarios.shapes import output_shape
 from backprop_verify.scenarios.trace import _PARAMETER, split_address
@@ -547,8 +547,8 @@ def _tied_weight(layer: Layer, shape: tuple[int, ...], owner: np.ndarray) -> np.
     """The owner's array as the tied layer takes it (the loader's rule): itself, or its transpose where only
     the transpose's columns match a linear layer's input."""
     if layer.type == "linear":
-        for candidate in (owner, owner.T):
-            if candidate.ndim == 2 and candidate.shape[1] == shape[-1]:
-                return np.array(candidate)
-        raise _Unfit(f"tied weight of shape {owner.shape} does not take {shape[-1]} features")
+        used = tied_as_used(owner, lambda s: None if len(s) == 2 and s[1] == shape[-1] else "does not fit")
+        if used is None:
+            raise _Unfit(f"tied weight of shape {owner.shape} does not take {shape[-1]} features")
+        return used
     return np.array(owner)
