@@ -299,13 +299,10 @@ def fd_oracle(scenario: Scenario, step: float | None = None) -> Trace:
     x = network.inputs(cast.x)
     targets = network.tensor(cast.y)
     inner_outputs: dict[str, torch.Tensor] = {}
-    network.recording = True  # the attention probabilities, to perturb
-    with torch.no_grad():
-        outputs = network.forward(x, observe=lambda path, _signal, output: inner_outputs.__setitem__(path, output))
-    network.recording = False
-    records = {address: value for address, value in network.records.items()
-               if address.endswith((".attention", ".branch"))}
-    network.records.clear()
+    with torch.no_grad():  # recorded: the attention probabilities and a block's branch input, to perturb
+        outputs, records = network.recorded_forward(
+            x, observe=lambda path, _signal, output: inner_outputs.__setitem__(path, output))
+    records = {address: value for address, value in records.items() if address.endswith((".attention", ".branch"))}
     per_sample = [math.prod(tensor.shape[1:]) for tensor in [x, *outputs]]
     work_per_copy = x.shape[0] * max(per_sample) * max(1, n_layers)
 

@@ -597,6 +597,19 @@ class Network:
             observe(path, signal, output)
         return output
 
+    def recorded_forward(self, signal: torch.Tensor, observe: Callable | None = None
+                         ) -> tuple[list[torch.Tensor], dict[str, torch.Tensor | list[torch.Tensor]]]:
+        """``forward`` with ``recording`` on: the outputs, and the tensors the layers recorded (``records``,
+        emptied again). Every use of a tied parameter stays in ``tied_uses`` for the caller."""
+        self.recording = True
+        try:
+            outputs = self.forward(signal, observe=observe)
+        finally:
+            self.recording = False
+        records = dict(self.records)
+        self.records.clear()
+        return outputs, records
+
     def forward(self, signal: torch.Tensor, start: int = 0, observe: Callable | None = None) -> list[torch.Tensor]:
         """The outputs of layers ``start``, ``start + 1``, … when ``signal`` is fed to layer ``start``."""
         outputs = []

@@ -175,15 +175,9 @@ def _first_pass(trace: Trace, network, x: torch.Tensor, targets: torch.Tensor) -
     def observe(path: str, _signal, output: torch.Tensor) -> None:
         inner_outputs[f"{path}.output"] = output
 
-    network.recording = True
-    try:
-        outputs = network.forward(x, observe=observe)
-    finally:
-        network.recording = False
+    outputs, records = network.recorded_forward(x, observe=observe)
     loss = network.loss_of(outputs[-1], targets)
     recorded = _recorded_tensors(network, inner_outputs, x)
-    records = dict(network.records)
-    network.records.clear()
     wanted = list(recorded.values()) + [t for value in records.values() for t in _steps(value)]
     grads = torch.autograd.grad(loss, wanted, materialize_grads=True)
 
