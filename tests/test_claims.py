@@ -216,3 +216,21 @@ def test_check_refuses_a_formula_the_guards_refuse_and_writes_nothing(tmp_path, 
     err = capsys.readouterr().err
     assert "teacher.toml: claim[0].formula: ** with an exponent of magnitude 65536" in err
     assert not out.exists()
+
+
+def test_a_claim_refused_on_the_data_is_its_own_result_and_the_engines_run_once_per_draw(tmp_path, monkeypatch):
+    """``check_claims(each=True)`` (the pytest plugin's): the refused claim's result is its error, named by
+    its place; the claim beside it is judged on the same runs of the engines."""
+    from backprop_verify import manual
+
+    scenario = _load(tmp_path, SIGMOID_NET + claim("sum(2 ** (1000 * W[0]))", "loss", draws=2)
+                     + claim("a[1]", "layers.1.output", draws=2))
+    runs = []
+    run = manual.run
+    monkeypatch.setattr(manual, "run", lambda *args, **kwargs: runs.append(1) or run(*args, **kwargs))
+    refused, held = check_claims(scenario, each=True)
+    assert isinstance(refused, ScenarioError) and refused.field == "claim[0].formula", refused
+    assert held.verdict == HOLDS
+    assert len(runs) == 3  # draws 0, 1, 2: once each for both claims
+    with pytest.raises(ScenarioError, match=r"claim\[0\]\.formula"):
+        check_claims(scenario)

@@ -450,9 +450,12 @@ def _judge(value: np.ndarray, truth: np.ndarray, address: str, scales: tuple[flo
 
 
 def check_claims(scenario: Scenario, limits: Limits = DEFAULT_LIMITS,
-                 first: tuple[Trace, Trace] | None = None) -> list[ClaimResult]:
-    """Every claim of ``scenario`` judged (see the module docstring). Raises ``ScenarioError`` for a
-    formula that cannot be evaluated.
+                 first: tuple[Trace, Trace] | None = None, each: bool = False) -> list:
+    """Every claim of ``scenario`` judged (see the module docstring): ``ClaimResult``s. Raises
+    ``ScenarioError`` for a formula that cannot be evaluated — with ``each``, a formula refused on the
+    data (an evaluation guard the load-time check's zero arrays do not trip) is that claim's result
+    instead, and the others are judged on the same engine runs; a claim refused before any run
+    (``validate_claims``) still raises.
 
     ``first``: the (manual, torch) float64 traces of ``scenario`` itself, already computed (``check``'s
     ``errata.check_example``): draw 0 reuses them when they are the same computation — a float64
@@ -475,7 +478,15 @@ def check_claims(scenario: Scenario, limits: Limits = DEFAULT_LIMITS,
             cache[draw] = (data, manual.run(data), reference.run(data))
         return cache[draw]
 
-    return [_check_claim(scenario, k, claim, traces, limits) for k, claim in enumerate(scenario.claims)]
+    judged = []
+    for k, claim in enumerate(scenario.claims):
+        try:
+            judged.append(_check_claim(scenario, k, claim, traces, limits))
+        except ScenarioError as refused:
+            if not each:
+                raise
+            judged.append(refused)
+    return judged
 
 
 def _check_claim(scenario: Scenario, k: int, claim: Claim, traces, limits: Limits) -> ClaimResult:

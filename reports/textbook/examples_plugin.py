@@ -353,27 +353,32 @@ class ExampleFile(pytest.File):
         that refused the claim on the data (an evaluation guard that the zero arrays of the load-time
         check do not trip, such as an exponent read from the file's weights).
 
-        ``check_claims`` stops at the first refused claim; that claim is set aside with its error and
-        the others are checked again, so each claim's item fails for its own formula only."""
+        A claim refused before any engine runs (``validate_claims``) is set aside with its error and the
+        others are checked again; one refused on the data is its own result (``check_claims(each=True)``,
+        the engines run once per draw for all of them). Each claim's item fails for its own formula only."""
         if self._claims is None:
             from backprop_verify.reports.textbook.claims import check_claims  # heavy: runs manual and torch on every draw
             from backprop_verify.scenarios.loader import ScenarioError
 
             results: dict[int, object] = {}
             remaining = list(enumerate(self.scenario.claims))  # (index in the file, claim)
+            field = "claim[{}].formula"
             while remaining:
                 subset = dataclasses.replace(self.scenario, claims=tuple(claim for _, claim in remaining))
                 try:
-                    results.update(zip((k for k, _ in remaining), check_claims(subset)))
-                    break
+                    judged = check_claims(subset, each=True)
                 except ScenarioError as err:
-                    field = "claim[{}].formula"
                     refused = next((j for j in range(len(remaining)) if err.field == field.format(j)), None)
                     if refused is None:  # not one claim's refusal: every claim not yet judged fails with it
                         results.update((k, err) for k, _ in remaining)
                         break
                     k, _ = remaining.pop(refused)
                     results[k] = ScenarioError(err.file, field.format(k), err.problem)
+                    continue
+                for (k, _), result in zip(remaining, judged):  # a refusal renamed by the claim's place in the file
+                    results[k] = (ScenarioError(result.file, field.format(k), result.problem)
+                                  if isinstance(result, ScenarioError) else result)
+                break
             self._claims = [results[k] for k in range(len(self.scenario.claims))]
         return self._claims
 
