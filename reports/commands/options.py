@@ -35,6 +35,7 @@ from re import _parser as parser  # the stdlib's own parse tree of a pattern (Py
 
 import numpy as np
 
+from backprop_verify.reports.rendering.io import make_folders
 from backprop_verify.scenarios.budget import machine_memory, size_text
 from backprop_verify.scenarios.loader import DEFAULT_LIMITS
 
@@ -227,18 +228,10 @@ def writable_folder(folder: str | os.PathLike) -> str | None:
     try:
         if path.exists() and not path.is_dir():
             return f"{folder} exists and is not a folder; expected a folder (or a path that does not exist yet)"
-        missing = []
-        probe = path
-        while not probe.exists():
-            missing.append(probe)
-            if probe.parent == probe:
-                break
-            probe = probe.parent
-        if probe.exists() and not probe.is_dir():
-            return f"{probe} is not a folder; expected {folder} to be a folder that can be created"
-        for part in reversed(missing):
-            part.mkdir()
-            created.append(part)
+        existing = next((p for p in (path, *path.parents) if p.exists()), None)
+        if existing is not None and not existing.is_dir():
+            return f"{existing} is not a folder; expected {folder} to be a folder that can be created"
+        make_folders(path, created)
         fd, name = tempfile.mkstemp(prefix=".backprop-verify-probe.", dir=path)
         os.close(fd)
         os.unlink(name)

@@ -273,6 +273,21 @@ def _version() -> str:
         return "unknown"
 
 
+def make_folders(path: Path, created: list[Path]) -> None:
+    """``path`` and its missing parents made, from the top down, each one made appended to ``created`` (so
+    that the caller can remove them again, also when a later one fails with ``OSError``)."""
+    missing, probe = [], path
+    while not probe.exists() and probe.parent != probe:
+        missing.append(probe)
+        probe = probe.parent
+    for folder in reversed(missing):
+        try:
+            folder.mkdir()
+        except FileExistsError:  # made meanwhile by another process
+            continue
+        created.append(folder)
+
+
 class RunFolder:
     """The output folder of one run, held from ``claim`` to ``close`` (use it as a context manager).
 
@@ -334,19 +349,11 @@ class RunFolder:
             self.created = []
 
     def _create(self) -> None:
-        missing, probe = [], self.path
-        while not probe.exists() and probe.parent != probe:
-            missing.append(probe)
-            probe = probe.parent
-        for folder in reversed(missing):
-            try:
-                folder.mkdir()
-            except FileExistsError:
-                continue
-            except OSError as err:
-                raise FolderRefused(f"{self.path}: cannot be created ({err.strerror}); expected a folder this "
-                                    "user can create files in") from None
-            self.created.append(folder)
+        try:
+            make_folders(self.path, self.created)
+        except OSError as err:
+            raise FolderRefused(f"{self.path}: cannot be created ({err.strerror}); expected a folder this "
+                                "user can create files in") from None
         if not self.path.is_dir():
             raise FolderRefused(f"{self.path} is not a folder; expected a folder (or a path that does not exist yet)")
 
