@@ -336,6 +336,24 @@ class GELU(Activation):
         return local
 
 
+def softmax_rows(z: np.ndarray) -> np.ndarray:
+    """a = e^{z − max z} / Σ e^{z − max z} over the last axis (exp never overflows; a row of −∞ but one
+    entry gives that entry 1). Also attention's probabilities over the keys (``manual.attention``)."""
+    shifted = z - z.max(axis=-1, keepdims=True)
+    np.exp(shifted, out=shifted)
+    shifted /= shifted.sum(axis=-1, keepdims=True)
+    return shifted
+
+
+def softmax_rows_backward(a: np.ndarray, grad_a: np.ndarray) -> np.ndarray:
+    """∂L/∂z = a ⊙ (∂L/∂a − Σ_j ∂L/∂a_j a_j) per row: the full Jacobian of each row's softmax."""
+    weighted = grad_a * a
+    row_dot = weighted.sum(axis=-1, keepdims=True)  # Σ_j ∂L/∂a_j a_j
+    np.subtract(grad_a, row_dot, out=weighted)
+    weighted *= a
+    return weighted
+
+
 @register("softmax")
 class Softmax(Activation):
     """a_j = e^{z_j} / Σ_k e^{z_k} over each row (computed with z − max_k z_k).
@@ -345,19 +363,11 @@ class Softmax(Activation):
     """
 
     def forward(self, z):
-        shifted = z - z.max(axis=-1, keepdims=True)
-        np.exp(shifted, out=shifted)
-        shifted /= shifted.sum(axis=-1, keepdims=True)
-        self.activation = shifted
-        return shifted
+        self.activation = softmax_rows(z)
+        return self.activation
 
     def backward(self, grad_a):
-        a = self.activation
-        weighted = grad_a * a
-        row_dot = weighted.sum(axis=-1, keepdims=True)  # Σ_j ∂L/∂a_j a_j
-        np.subtract(grad_a, row_dot, out=weighted)
-        weighted *= a
-        return weighted
+        return softmax_rows_backward(self.activation, grad_a)
 
 
 __all__ = ["ACTIVATIONS", "Activation", "register", "sigmoid", "softplus_stable"] + [

@@ -39,6 +39,7 @@ import math
 
 import numpy as np
 
+from backprop_verify.manual.activations import softmax_rows, softmax_rows_backward
 from backprop_verify.manual.layers import Learned, copied, register_layer
 
 __all__ = ["MultiheadAttention"]
@@ -103,15 +104,12 @@ class MultiheadAttention(Learned):
         subtracted first (exp never overflows); every row keeps at least one key (the loader's rule)."""
         if mask is not None:
             scores = np.where(mask, -np.inf, scores)
-        shifted = scores - scores.max(axis=-1, keepdims=True)
-        exponentials = np.exp(shifted)
-        return exponentials / exponentials.sum(axis=-1, keepdims=True)
+        return softmax_rows(scores)
 
     @staticmethod
     def softmax_backward(probabilities: np.ndarray, grad_probabilities: np.ndarray) -> np.ndarray:
         """dS = P ⊙ (dP − rowsum(dP ⊙ P)): the full Jacobian of each row's softmax, not its diagonal alone."""
-        row_sum = (grad_probabilities * probabilities).sum(axis=-1, keepdims=True)
-        return probabilities * (grad_probabilities - row_sum)
+        return softmax_rows_backward(probabilities, grad_probabilities)
 
     def query_key_gradients(self, grad_scores: np.ndarray, queries: np.ndarray,
                             keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
